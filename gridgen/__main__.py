@@ -1,0 +1,3 @@
+from gridgen.cli import entry
+
+entry()

