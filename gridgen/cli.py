@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                      "chunks on that cluster instead of locally")
     run.add_argument("--shard", help="I/N: only this shard of the chunks (e.g. a Slurm array "
                      "task: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    run.add_argument("--create-only", action="store_true", help="only create the store (sample "
+                     "the parameters); run this once before submitting many --shard jobs")
     run.add_argument("--engine-dir")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -77,7 +79,8 @@ def _cmd_run(args) -> int:
     from gridgen.runner import run_grid
 
     counts = run_grid(args.grid, args.out, jobs=args.jobs, scheduler=args.scheduler,
-                      shard=args.shard, engine_dir=args.engine_dir, progress=not args.no_progress)
+                      shard=args.shard, engine_dir=args.engine_dir, progress=not args.no_progress,
+                      create_only=args.create_only)
     print(f"{args.out}: {counts['ok']} ok, {counts['failed']} failed, {counts['pending']} pending")
     if counts["failed"]:
         print(f"see `python -m gridgen info {args.out}` for the failure reasons; "

@@ -198,6 +198,7 @@ def run_grid(
     shard: str | None = None,
     engine_dir: str | None = None,
     progress: bool = True,
+    create_only: bool = False,
 ) -> dict[str, int]:
     """Create or resume the grid store ``out`` for the grid definition at ``config_path``.
 
@@ -215,6 +216,9 @@ def run_grid(
         ``"i/n"``: only process chunks whose index modulo n equals i (one Slurm array task).
     engine_dir
         Turbospectrum cache directory (default: ``$GRIDGEN_ENGINE_DIR`` or the user cache).
+    create_only
+        Only create (sample) the store, synthesise nothing: run once before starting many
+        shards so that they do not race to create it.
 
     Returns
     -------
@@ -227,7 +231,7 @@ def run_grid(
     config = load_grid_config(config_path)
     group = prepare_store(config, out, engine_dir)
     status = group["status"][:]
-    tasks = [
+    tasks = [] if create_only else [
         ChunkTask(str(Path(config_path).resolve()), str(Path(out).resolve()), engine_dir, start, stop)
         for number, (start, stop) in enumerate(chunk_ranges(group))
         if number % shard_count == shard_index and np.any(status[start:stop] != STATUS_OK)

@@ -117,3 +117,14 @@ def test_cli_bad_inputs_exit_1_with_one_line(engine, tmp_path):
         assert result.returncode == 1, (args, result.stderr)
         assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: ")
     assert not (tmp_path / "x.zarr").exists()
+
+
+def test_shards_split_chunks_between_array_tasks(engine, tmp_path):
+    grid = small_grid(tmp_path, n_spectra=4)
+    out = tmp_path / "g.zarr"
+    assert run_grid(grid, out, create_only=True, progress=False)["pending"] == 4
+    assert run_grid(grid, out, shard="1/2", progress=False) == {"ok": 2, "failed": 0, "pending": 2}
+    assert list(open_grid_store(out)["status"][:]) == [0, 0, 1, 1]
+    assert run_grid(grid, out, shard="0/2", progress=False)["ok"] == 4
+    with pytest.raises(UserError, match="--shard"):
+        run_grid(grid, out, shard="2/2", progress=False)
