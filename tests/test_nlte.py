@@ -321,11 +321,10 @@ def nlte_spectrum(engine, giant, tmp_path, b_value):
                for feh in (-0.5, 0.5) for x_fe in (-0.5, 0.5)]
     write_grid(tmp_path / "nlte", "Fe", records, FE_ATOM)
     config = NLTEConfig(data_dir=str(tmp_path / "nlte"), elements={"Fe": True})
-    work = tmp_path / "work"
-    work.mkdir()
-    inputs = write_nlte_inputs(config, load_nlte_grids(config), giant, abundances, work)
+    grids = load_nlte_grids(config)
     return synthesize(engine, giant, abundances, 0.0, 1.0, [WINDOW_AA], 0.01,
-                      nlte_info_file=inputs.info_file)
+                      nlte=lambda atm, workdir: write_nlte_inputs(config, grids, atm, abundances,
+                                                                  workdir).info_file)
 
 
 def flux_at(spectrum, wave_aa):

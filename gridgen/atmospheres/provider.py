@@ -1,0 +1,244 @@
+"""Atmosphere providers: the ``[atmosphere]`` config table and the factory that builds one.
+
+Two providers share one interface::
+
+    provider.contains(teff_k, logg_cgs, feh_dex) -> np.ndarray[bool]
+    provider.model(teff_k, logg_cgs, feh_dex, vmic_kms) -> AtmosphereModel
+    provider.describe() -> dict            # provenance
+    provider.feh_range_dex -> (low, high)  # documented [Fe/H] validity
+
+``"emulator"`` (default)
+    The C3K/ATLAS12 emulator of ``atmosnet 1.0.1`` (:mod:`gridgen.atmospheres.emulator`), written
+    as Kurucz-format text and resampled onto ``n_depth`` points equally spaced in log tau_Ross
+    between ``log_tau_ross_min`` and ``log_tau_ross_max``.
+``"marcs"``
+    A user's MARCS grid interpolated with Turbospectrum's ``interpol_modeles``
+    (:mod:`gridgen.atmospheres.marcs`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gridgen.atmospheres.emulator import (
+    ATMOSNET_VERSION,
+    Emulator,
+    load_emulator,
+    predict_structure,
+    resample_depth,
+)
+from gridgen.atmospheres.kurucz import TS_MAX_DEPTH, write_kurucz
+from gridgen.atmospheres.model import AtmosphereModel
+from gridgen.errors import UserError
+
+PROVIDERS = ("emulator", "marcs")
+
+
+@dataclass(frozen=True)
+class AtmosphereConfig:
+    """The ``[atmosphere]`` table of a grid definition.
+
+    Attributes
+    ----------
+    provider
+        ``"emulator"`` (embedded C3K/ATLAS12 emulator) or ``"marcs"`` (a MARCS grid directory).
+    marcs_dir
+        Directory of MARCS ``.mod`` files (TSFitPy layout); required for ``provider = "marcs"``.
+    allow_outside
+        Build models outside the provider's validity region instead of refusing.
+    log_tau_ross_min, log_tau_ross_max, n_depth
+        Emulator only: depth grid (log10 Rosseland optical depth, top and bottom; number of points,
+        at most 100). The emulator's native grid is -6.875 ... 3.0 in 80 points. Against it, the
+        defaults change normalised fluxes by <= 0.0011 (max) / 0.0001 (rms) at 5150-5200 Å for a
+        solar model and a 4300 K / log g 1.5 giant, and by 0.0054 / 0.0002 at 3700-3750 Å for the
+        giant. The top must stay at -6.875 (-6.0 already gives 0.008), and 52 points suffice at
+        5150-5200 Å but give 0.012 in the blue.
+    alpha_fe_dex
+        Emulator only: [alpha/Fe] of the atmosphere's composition. None (default) follows the MARCS
+        "standard" composition: +0.4 for [Fe/H] <= -1, 0 for [Fe/H] >= 0, linear in between.
+    """
+
+    provider: str = "emulator"
+    marcs_dir: str | None = None
+    allow_outside: bool = False
+    log_tau_ross_min: float = -6.875
+    log_tau_ross_max: float = 2.0
+    n_depth: int = 72
+    alpha_fe_dex: float | None = None
+
+    def __post_init__(self):
+        if self.provider not in PROVIDERS:
+            raise UserError(f"atmosphere.provider: {self.provider!r} is not one of {', '.join(PROVIDERS)}")
+        if self.provider == "marcs" and not self.marcs_dir:
+            raise UserError("atmosphere.marcs_dir: required when atmosphere.provider = 'marcs'")
+        if not isinstance(self.allow_outside, bool):
+            raise UserError(f"atmosphere.allow_outside: must be true or false, got {self.allow_outside!r}")
+        if not isinstance(self.n_depth, int) or not 10 <= self.n_depth <= TS_MAX_DEPTH:
+            raise UserError(f"atmosphere.n_depth: must be an integer from 10 to {TS_MAX_DEPTH}, "
+                            f"got {self.n_depth!r}")
+        for key in ("log_tau_ross_min", "log_tau_ross_max"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not -6.875 <= value <= 3.0:
+                raise UserError(f"atmosphere.{key}: must be a number from -6.875 to 3.0 "
+                                f"(the emulator's depth range), got {value!r}")
+        if not self.log_tau_ross_min < self.log_tau_ross_max - 1.0:
+            raise UserError("atmosphere.log_tau_ross_max: must exceed atmosphere.log_tau_ross_min by > 1 dex")
+        if self.alpha_fe_dex is not None and not -0.2 <= self.alpha_fe_dex <= 0.6:
+            raise UserError(f"atmosphere.alpha_fe_dex: the emulator was trained on -0.2 to 0.6, "
+                            f"got {self.alpha_fe_dex!r}")
+
+
+def marcs_standard_alpha_fe(feh_dex: float) -> float:
+    """[alpha/Fe] of MARCS "standard" models: 0.4 below [Fe/H] = -1, 0 above 0, linear between."""
+    return float(np.clip(-0.4 * feh_dex, 0.0, 0.4))
+
+
+@dataclass(frozen=True)
+class KielRegion:
+    """A validity region: Teff range, a log g band per Teff, an [Fe/H] range.
+
+    ``logg_min_cgs[i]`` / ``logg_max_cgs[i]`` bound log g at ``teff_nodes_k[i]``; between nodes a
+    point must lie inside the band of both neighbouring nodes.
+    """
+
+    teff_nodes_k: np.ndarray
+    logg_min_cgs: np.ndarray
+    logg_max_cgs: np.ndarray
+    feh_range_dex: tuple[float, float]
+
+    def contains(self, teff_k, logg_cgs, feh_dex) -> np.ndarray:
+        """Boolean array, broadcast over the inputs: True inside the region."""
+        teff, logg, feh = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64)
+                                                for x in (teff_k, logg_cgs, feh_dex)))
+        nodes = self.teff_nodes_k
+        upper = np.clip(np.searchsorted(nodes, teff, side="left"), 0, len(nodes) - 1)
+        lower = np.clip(np.searchsorted(nodes, teff, side="right") - 1, 0, len(nodes) - 1)
+        low = np.maximum(self.logg_min_cgs[lower], self.logg_min_cgs[upper])
+        high = np.minimum(self.logg_max_cgs[lower], self.logg_max_cgs[upper])
+        return ((teff >= nodes[0]) & (teff <= nodes[-1]) & (logg >= low) & (logg <= high)
+                & (feh >= self.feh_range_dex[0]) & (feh <= self.feh_range_dex[1]))
+
+    def describe(self) -> dict:
+        """JSON-serialisable form for provenance."""
+        return {"teff_nodes_k": self.teff_nodes_k.tolist(), "logg_min_cgs": self.logg_min_cgs.tolist(),
+                "logg_max_cgs": self.logg_max_cgs.tolist(), "feh_range_dex": list(self.feh_range_dex)}
+
+
+def emulator_region(training_labels: np.ndarray) -> KielRegion:
+    """The emulator's validity region, derived from the models it was trained on.
+
+    The C3K training sets are random subsets of a (Teff, log g, [Fe/H], [alpha/Fe]) grid whose
+    lower log g edge rises with Teff (radiation-pressure limit). Per Teff node we take the log g
+    extent over all [Fe/H] and [alpha/Fe], then make the edges monotonic (lower edge
+    non-decreasing, upper edge non-increasing in Teff) so that holes of the random subset do not
+    open and close the region; this is conservative. [Fe/H] spans the full training range.
+    """
+    teff = training_labels[:, 0]
+    nodes = np.unique(teff)
+    logg_min = np.array([training_labels[teff == t, 1].min() for t in nodes])
+    logg_max = np.array([training_labels[teff == t, 1].max() for t in nodes])
+    feh = training_labels[:, 2]
+    return KielRegion(nodes, np.maximum.accumulate(logg_min), np.minimum.accumulate(logg_max),
+                      (float(feh.min()), float(feh.max())))
+
+
+def _outside_error(name: str, teff_k: float, logg_cgs: float, feh_dex: float) -> UserError:
+    return UserError(f"Teff={teff_k:.0f} K, log g={logg_cgs:.2f}, [Fe/H]={feh_dex:+.2f} is outside "
+                     f"the {name} atmosphere validity region (set atmosphere.allow_outside = true to force)")
+
+
+class EmulatorProvider:
+    """Kurucz-format models from the atmosnet C3K/ATLAS12 emulator.
+
+    The returned :class:`AtmosphereModel` has an empty ``log_tau5000``: for Kurucz models babsma
+    builds the tau_5000 scale itself from its own opacities and the run's abundances, so it is
+    only known after babsma has run (:func:`gridgen.atmospheres.kurucz.babsma_log_tau5000`).
+    """
+
+    name = "atmosnet-c3k-emulator"
+
+    def __init__(self, config: AtmosphereConfig, emulator: Emulator):
+        self.config = config
+        self.emulator = emulator
+        self.region = emulator_region(emulator.training_labels)
+
+    @property
+    def feh_range_dex(self) -> tuple[float, float]:
+        """[Fe/H] range of the training set (dex)."""
+        return self.region.feh_range_dex
+
+    def contains(self, teff_k, logg_cgs, feh_dex) -> np.ndarray:
+        """True where (Teff, log g, [Fe/H]) lies inside the emulator's training region."""
+        return self.region.contains(teff_k, logg_cgs, feh_dex)
+
+    def alpha_fe_dex(self, feh_dex: float) -> float:
+        """[alpha/Fe] of the atmosphere at this [Fe/H] (config value or MARCS standard)."""
+        if self.config.alpha_fe_dex is not None:
+            return float(self.config.alpha_fe_dex)
+        return marcs_standard_alpha_fe(feh_dex)
+
+    def model(self, teff_k: float, logg_cgs: float, feh_dex: float, vmic_kms: float) -> AtmosphereModel:
+        """Emulate, resample and format one model atmosphere.
+
+        Raises
+        ------
+        UserError
+            Outside the validity region, unless ``allow_outside``.
+        """
+        teff_k, logg_cgs, feh_dex = float(teff_k), float(logg_cgs), float(feh_dex)
+        if not self.config.allow_outside and not self.contains(teff_k, logg_cgs, feh_dex):
+            raise _outside_error("emulator", teff_k, logg_cgs, feh_dex)
+        alpha = self.alpha_fe_dex(feh_dex)
+        structure = resample_depth(predict_structure(self.emulator, teff_k, logg_cgs, feh_dex, alpha),
+                                   self.config.log_tau_ross_min, self.config.log_tau_ross_max,
+                                   self.config.n_depth)
+        title = f"atmosnet {ATMOSNET_VERSION} C3K emulator [Fe/H]={feh_dex:+.2f} [a/Fe]={alpha:+.2f}"
+        text = write_kurucz(teff_k, logg_cgs, feh_dex, structure["rhox_gcm2"], structure["t_k"],
+                            structure["p_dyncm2"], structure["xne_cm3"], structure["abross_cm2g"],
+                            structure["accrad_cms2"], float(vmic_kms), title)
+        return AtmosphereModel(teff_k=teff_k, logg_cgs=logg_cgs, feh_dex=feh_dex, text=text,
+                               is_marcs=False, n_depth=self.config.n_depth, log_tau5000=(),
+                               provider=f"{self.name} {ATMOSNET_VERSION}")
+
+    def describe(self) -> dict:
+        """Provenance: name, version, weight SHA-256s, depth grid, composition, validity."""
+        return {
+            "name": self.name,
+            "package": "atmosnet",
+            "version": ATMOSNET_VERSION,
+            "weights_sha256": dict(self.emulator.sha256),
+            "format": "kurucz",
+            "depth": {"scale": "log_tau_ross", "min": self.config.log_tau_ross_min,
+                      "max": self.config.log_tau_ross_max, "n_depth": self.config.n_depth},
+            "alpha_fe_dex": "marcs_standard" if self.config.alpha_fe_dex is None else self.config.alpha_fe_dex,
+            "allow_outside": self.config.allow_outside,
+            "validity": self.region.describe(),
+        }
+
+
+def make_provider(config: AtmosphereConfig, engine=None):
+    """Build the provider named by ``config.provider``.
+
+    Parameters
+    ----------
+    config
+        The ``[atmosphere]`` table.
+    engine
+        A :class:`gridgen.engine.Engine`; required for ``"marcs"`` (its ``interpol_modeles``).
+
+    Raises
+    ------
+    UserError
+        Missing emulator weights, MARCS directory or interpolator.
+    """
+    if config.provider == "emulator":
+        return EmulatorProvider(config, load_emulator())
+    from gridgen.atmospheres.marcs import MarcsGridProvider  # only needed for MARCS grids
+
+    interpolator = getattr(engine, "interpol_modeles", None)
+    if interpolator is None:
+        raise UserError("atmosphere.provider = 'marcs' needs the engine's interpol_modeles; "
+                        "rebuild the engine (python -m gridgen engine build)")
+    return MarcsGridProvider(config, interpolator)
