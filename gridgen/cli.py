@@ -109,8 +109,11 @@ def _cmd_info(args) -> int:
     print(f"engine       {engine.get('name', 'Turbospectrum')} {engine.get('version', '?')}")
     print(f"atmospheres  {prov['atmosphere'].get('name', prov['atmosphere'])}")
     print(f"solar mix    {prov['solar_mixture']['name']}")
-    print(f"NLTE         {', '.join(prov['nlte'].get('enabled_elements', [])) or 'none (LTE)'}")
+    print(f"NLTE         {', '.join(prov['nlte']['nlte_elements']) or 'none (LTE)'}")
     print(f"made by      {prov['code_version']} on {prov['host']} at {prov['created_utc']}")
+    notes = [n for n in group["note"][:] if n]
+    if notes:
+        print(f"notes        {len(notes)} spectra deviate from the definition, e.g. {notes[0]}")
     reasons = failure_reasons(group)
     if reasons:
         print("failures:")

@@ -27,6 +27,7 @@ from typing import Any
 
 from gridgen.atmospheres.provider import AtmosphereConfig
 from gridgen.errors import UserError
+from gridgen.nlte import NLTEConfig
 from gridgen.provenance import sha256_bytes
 
 #: The 21 elements whose [X/Fe] the sampler varies (SPEC §1), in label order.
@@ -147,7 +148,7 @@ class GridConfig:
     sampler: SamplerConfig
     synthesis: SynthesisConfig
     atmosphere: AtmosphereConfig
-    nlte: dict[str, Any]
+    nlte: NLTEConfig | None
     source_path: str
     source_text: str
     source_sha256: str
@@ -221,6 +222,17 @@ def _validate_synthesis(synthesis: SynthesisConfig) -> None:
         raise UserError(f"synthesis.timeout_s: must be > 0, got {synthesis.timeout_s}")
 
 
+def _load_nlte(section: dict, base_dir: Path) -> NLTEConfig | None:
+    """The [nlte] table, with ``data_dir`` relative to the grid TOML; None when all LTE."""
+    nlte = NLTEConfig.from_dict(section)
+    if not nlte.nlte_elements:
+        return None
+    data_dir = (base_dir / nlte.data_dir).resolve()
+    if not (data_dir / "nlte_filenames.cfg").is_file():
+        raise UserError(f"nlte.data_dir: no nlte_filenames.cfg in {data_dir}")
+    return dataclasses.replace(nlte, data_dir=str(data_dir))
+
+
 def load_grid_config(path: str | Path) -> GridConfig:
     """Read and validate a grid definition.
 
@@ -287,6 +299,7 @@ def load_grid_config(path: str | Path) -> GridConfig:
     synthesis = _build(SynthesisConfig, doc.get("synthesis", {}), "synthesis")
     _validate_synthesis(synthesis)
     atmosphere = _build(AtmosphereConfig, doc.get("atmosphere", {}), "atmosphere")
+    nlte = _load_nlte(doc.get("nlte", {}), path.parent)
 
     return GridConfig(
         name=str(grid["name"]),
@@ -299,7 +312,7 @@ def load_grid_config(path: str | Path) -> GridConfig:
         sampler=sampler,
         synthesis=synthesis,
         atmosphere=atmosphere,
-        nlte=dict(doc.get("nlte", {})),
+        nlte=nlte,
         source_path=str(path.resolve()),
         source_text=raw.decode("utf-8"),
         source_sha256=sha256_bytes(raw),

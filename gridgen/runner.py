@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gridgen import engine as engine_mod
+from gridgen import nlte as nlte_mod
 from gridgen.abundances import absolute_abundances
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
@@ -88,7 +89,8 @@ def _provenance(config: GridConfig, engine, provider, wave_medium: str) -> dict:
         "atmosphere": provider.describe(),
         "solar_mixture": {"name": config.sampler.solar_mixture,
                           **SOLAR_MIXTURES[config.sampler.solar_mixture]},
-        "nlte": {"enabled_elements": [], "note": "LTE: no NLTE departure coefficients used"},
+        "nlte": nlte_mod.provenance(config.nlte, nlte_mod.load_nlte_grids(config.nlte))
+        if config.nlte else {"nlte_elements": [], "note": "LTE: no departure coefficients used"},
         "synthesis": {
             "windows_aa": [list(w) for w in config.synthesis.windows_aa],
             "step_aa": config.synthesis.step_aa,
@@ -152,16 +154,26 @@ def run_chunk(task: ChunkTask) -> dict[str, int]:
     status = group["status"][task.start:task.stop]
     labels = group["labels"][task.start:task.stop]
     linelists = resolve_linelists(engine, config)
+    nlte_grids = nlte_mod.load_nlte_grids(config.nlte) if config.nlte else {}
     counts = {"ok": 0, "failed": 0}
     for offset in np.flatnonzero(status != STATUS_OK):
         index = task.start + int(offset)
         row = labels[offset]
+        abundances = absolute_abundances(row, solar)
+        lte_fallback: dict[str, str] = {}
+
+        def write_departures(atmosphere, workdir):
+            inputs = nlte_mod.write_nlte_inputs(config.nlte, nlte_grids, atmosphere, abundances, workdir)
+            lte_fallback.update(inputs.lte_fallback)
+            return inputs.info_file
+
         try:
             atmosphere = provider.model(row[_TEFF], row[_LOGG], row[_FE_H], row[_VMIC])
             spectrum = engine_mod.synthesize(
-                engine, atmosphere, absolute_abundances(row, solar), float(row[_FE_H]),
+                engine, atmosphere, abundances, float(row[_FE_H]),
                 float(row[_VMIC]), config.synthesis.windows_aa, config.synthesis.step_aa,
-                linelists=linelists, timeout_s=config.synthesis.timeout_s,
+                linelists=linelists, nlte=write_departures if nlte_grids else None,
+                timeout_s=config.synthesis.timeout_s,
             )
             if spectrum.wave_aa.shape != wave_expected.shape or not np.allclose(
                 spectrum.wave_aa, wave_expected, rtol=0, atol=1e-3 * config.synthesis.step_aa
@@ -171,7 +183,8 @@ def run_chunk(task: ChunkTask) -> dict[str, int]:
             write_spectrum(group, index, None, str(getattr(exc, "reason", exc)))
             counts["failed"] += 1
             continue
-        write_spectrum(group, index, spectrum.flux_norm)
+        note = "; ".join(f"{el} in LTE: {why}" for el, why in lte_fallback.items())
+        write_spectrum(group, index, spectrum.flux_norm, note=note)
         counts["ok"] += 1
     return counts
 

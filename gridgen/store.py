@@ -10,6 +10,9 @@ array         shape                  dtype    meaning
 ``labels``    (n_spec, n_label)      float64  Teff, log g, [Fe/H], vmic, 21 [X/Fe]
 ``status``    (n_spec,)              int8     0 pending, 1 ok, 2 failed
 ``error``     (n_spec,)              str      one-line failure reason, "" otherwise
+``note``      (n_spec,)              str      how an ok spectrum deviates from the grid
+                                              definition (e.g. NLTE element fell back to
+                                              LTE), "" otherwise
 ``checksum``  (n_spec,)              str      SHA-256 of the flux row's little-endian bytes
 ``split``     (n_spec,)              int8     0 train, 1 test, 2 validation
 ============  =====================  =======  ==================================================
@@ -48,6 +51,7 @@ _REQUIRED = {
     "labels": ("spectrum", "label"),
     "status": ("spectrum",),
     "error": ("spectrum",),
+    "note": ("spectrum",),
     "checksum": ("spectrum",),
     "split": ("spectrum",),
 }
@@ -110,7 +114,7 @@ def create_grid_store(
                                         dimension_names=["spectrum", "label"])
         labels_arr[:] = labels
         for name, dtype, fill in (("status", "i1", STATUS_PENDING), ("split", "i1", 0),
-                                  ("error", str, ""), ("checksum", str, "")):
+                                  ("error", str, ""), ("note", str, ""), ("checksum", str, "")):
             group.create_array(name, shape=(n_spec,), dtype=dtype, chunks=chunk,
                                fill_value=fill, dimension_names=["spectrum"])
         group["split"][:] = split
@@ -176,8 +180,9 @@ def chunk_ranges(group: zarr.Group) -> list[tuple[int, int]]:
     return [(start, min(start + step, n_spec)) for start in range(0, n_spec, step)]
 
 
-def write_spectrum(group: zarr.Group, index: int, flux: np.ndarray | None, error: str = "") -> None:
-    """Record one spectrum: its flux and checksum if ok, else the failure reason.
+def write_spectrum(group: zarr.Group, index: int, flux: np.ndarray | None, error: str = "",
+                   note: str = "") -> None:
+    """Record one spectrum: its flux, checksum and note if ok, else the failure reason.
 
     The status is written last, so an interruption between the writes leaves the spectrum
     pending and a resumed run recomputes it.
@@ -192,6 +197,7 @@ def write_spectrum(group: zarr.Group, index: int, flux: np.ndarray | None, error
     group["flux"][index] = flux
     group["checksum"][index] = flux_checksum(flux)
     group["error"][index] = ""
+    group["note"][index] = note
     group["status"][index] = STATUS_OK
 
 

@@ -349,3 +349,41 @@ def test_halved_fe_populations_weaken_only_fe_lines(engine, giant, lte_spectrum,
     for wave in OTHER_LINES_AA:
         assert flux_at(lte_spectrum, wave) < 0.5  # a real line ...
         assert abs(flux_at(nlte, wave) - flux_at(lte_spectrum, wave)) < 1e-3  # ... untouched
+
+
+@pytest.mark.slow
+def test_grid_run_with_nlte_on_emulator_atmospheres(engine, emulator_provider, tmp_path):
+    """The whole path: [nlte] in a grid TOML -> runner -> babsma tau scale of a Kurucz model ->
+    departure files -> bsyn NLTE; provenance lists the element and every file's SHA-256."""
+    from gridgen.runner import run_grid
+    from gridgen.solar import solar_abundances
+    from gridgen.store import open_grid_store
+
+    a_fe = solar_abundances()[26]
+    log_tau = np.linspace(-7.0, 3.0, 60)
+    records = [(teff, logg, feh, a_fe + feh + x_fe, log_tau, np.full((601, 60), 0.5))
+               for teff in (4500.0, 5500.0) for logg in (2.0, 3.0)
+               for feh in (-0.5, 0.5) for x_fe in (-0.5, 0.5)]
+    write_grid(tmp_path / "nlte", "Fe", records, FE_ATOM)
+    (tmp_path / "star.csv").write_text("teff,logg,fe_h,vmic\n5000,2.5,0.0,1.0\n")
+    grids = Path(__file__).resolve().parent.parent / "grids"
+    base = (grids / "demo.toml").read_text()
+    base = base.replace('method = "sobol"', 'method = "table"\ntable = "star.csv"')
+    base = base.replace("windows_aa = [[5150.0, 5740.0], [6090.0, 6800.0]]",
+                        f"windows_aa = [[{WINDOW_AA[0]}, {WINDOW_AA[1]}]]")
+    (tmp_path / "lte.toml").write_text(base)
+    (tmp_path / "nlte.toml").write_text(base + '\n[nlte]\ndata_dir = "nlte"\nelements = { Fe = true }\n')
+    run_grid(tmp_path / "lte.toml", tmp_path / "lte.zarr", progress=False)
+    assert run_grid(tmp_path / "nlte.toml", tmp_path / "nlte.zarr", progress=False)["ok"] == 1
+    lte = open_grid_store(tmp_path / "lte.zarr")
+    nlte = open_grid_store(tmp_path / "nlte.zarr")
+    prov = nlte.attrs["provenance"]["nlte"]
+    assert prov["nlte_elements"] == ["Fe"] and len(prov["files"]["Fe"]["bin"]["sha256"]) == 64
+    assert lte.attrs["provenance"]["nlte"]["nlte_elements"] == []
+    wave, f_lte, f_nlte = lte["wave"][:], lte["flux"][0], nlte["flux"][0]
+    # b = 0.5 for both levels of every Fe transition weakens the Fe I 6136.6/6137.7 Å lines,
+    # while the Ca I 6122.2 Å line (LTE in both runs) stays as it was.
+    fe = np.abs(wave - 6137.69) < 0.05
+    ca = np.abs(wave - 6122.22) < 0.05
+    assert (f_nlte[fe] - f_lte[fe]).max() > 0.01
+    assert np.abs(f_nlte[ca] - f_lte[ca]).max() < 2e-3
