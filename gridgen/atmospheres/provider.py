@@ -50,11 +50,14 @@ class AtmosphereConfig:
         Build models outside the provider's validity region instead of refusing.
     log_tau_ross_min, log_tau_ross_max, n_depth
         Emulator only: depth grid (log10 Rosseland optical depth, top and bottom; number of points,
-        at most 100). The emulator's native grid is -6.875 ... 3.0 in 80 points. Against it, the
-        defaults change normalised fluxes by <= 0.0011 (max) / 0.0001 (rms) at 5150-5200 Å for a
-        solar model and a 4300 K / log g 1.5 giant, and by 0.0054 / 0.0002 at 3700-3750 Å for the
-        giant. The top must stay at -6.875 (-6.0 already gives 0.008), and 52 points suffice at
-        5150-5200 Å but give 0.012 in the blue.
+        at most 100). The emulator's native grid is -6.875 ... 3.0 in 80 points. The default,
+        52 points over -6.875 ... 2.0, is the smallest setting that keeps the normalised flux
+        within 0.005 (max) and 0.001 (rms) of the native model in the 4MOST green and red arms
+        for a solar dwarf, a 4300 K giant and a metal-poor giant (`python
+        scripts/bench/atmosphere_depth.py`: worst 0.0024 / 0.0007, synthesis 0.6-0.8 x the native
+        time). In the blue (3700-3750 Å) a cool giant changes by 0.012 with it: grids that
+        synthesise the blue arm should use 72 points (0.0054). The top must stay at -6.875
+        (-6.0 already gives 0.008).
     alpha_fe_dex
         Emulator only: [alpha/Fe] of the atmosphere's composition. None (default) follows the MARCS
         "standard" composition: +0.4 for [Fe/H] <= -1, 0 for [Fe/H] >= 0, linear in between.
@@ -65,7 +68,7 @@ class AtmosphereConfig:
     allow_outside: bool = False
     log_tau_ross_min: float = -6.875
     log_tau_ross_max: float = 2.0
-    n_depth: int = 72
+    n_depth: int = 52
     alpha_fe_dex: float | None = None
 
     def __post_init__(self):
