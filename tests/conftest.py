@@ -7,17 +7,16 @@ import pytest
 
 @pytest.fixture(scope="session")
 def engine():
-    """The real Turbospectrum build (built into the user cache if missing, ~15 s)."""
-    from gridgen.engine import build_engine
+    """The real Turbospectrum build, emulator weights and molecular lists (built into the user
+    cache if missing, ~45 s; `python -m gridgen engine build` does the same)."""
+    from gridgen.install import install_all
 
-    return build_engine()
+    return install_all(report=lambda line: None)
 
 
 @pytest.fixture(scope="session")
 def emulator_provider(engine):
     """The default embedded atmosphere provider (C3K/ATLAS12 emulator)."""
-    from gridgen.atmospheres.emulator import fetch_emulator_weights
     from gridgen.atmospheres.provider import AtmosphereConfig, make_provider
 
-    fetch_emulator_weights()
     return make_provider(AtmosphereConfig(), engine)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from gridgen.atmospheres.emulator import (
-    fetch_emulator_weights,
     load_emulator,
     log_tau_ross,
     predict_structure,
@@ -20,26 +19,14 @@ FIXTURE_MARCS = Path(__file__).parent / "data" / "atmospheres" / "marcs"
 
 
 @pytest.fixture(scope="module")
-def emulator():
-    try:
-        return load_emulator(fetch_emulator_weights())
-    except UserError as exc:  # no cached weights and no network
-        pytest.skip(f"emulator weights unavailable: {exc}")
+def emulator(engine):
+    # The session `engine` fixture (conftest.py) also fetches the weights if they are missing.
+    return load_emulator()
 
 
 @pytest.fixture(scope="module")
 def provider(emulator):
     return EmulatorProvider(AtmosphereConfig(), emulator)
-
-
-@pytest.fixture(scope="module")
-def engine():
-    from gridgen.engine import load_engine
-
-    try:
-        return load_engine()
-    except UserError as exc:
-        pytest.skip(f"Turbospectrum engine not built: {exc}")
 
 
 def test_decoding_is_log10_hydrostatic(emulator):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,12 +35,6 @@ WINDOW_5700 = (5700.0, 5716.0)
 WINDOW_5210 = (5208.0, 5213.0)
 STEP_AA = 0.01
 VMIC_KMS = 1.5
-
-
-@pytest.fixture(scope="session")
-def engine():
-    """Build once per session (reuses a valid cache in $GRIDGEN_ENGINE_DIR or the default)."""
-    return build_engine()
 
 
 def _sample(engine, name, teff_k, logg_cgs, feh_dex, is_marcs):
