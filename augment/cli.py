@@ -1,0 +1,168 @@
+"""Command line: ``python -m augment`` (see ``python -m augment --help``).
+
+Exit status 0 on success, 1 with one ``error: ...`` line on bad input (:class:`UserError`),
+2 on an internal failure (with traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from gridgen.errors import UserError
+
+from augment.config import load_config, parse_snr_list
+from augment.noise import SNR_UNITS
+
+SUBCOMMANDS = ("observe", "info", "export")
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are UserErrors (exit 1, one line), not exit 2."""
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message}")
+
+UNITS_HELP = """\
+Units: wavelengths in Å; velocities (vbroad) in km/s; resolving power R = λ/FWHM (dimensionless).
+S/N: eq. 1 of the paper, f + N(0, f/SNR) per pixel. --snr-unit per_pixel (default) applies SNR
+to each output pixel as the paper did; per_angstrom means SNR per 1 Å, i.e. SNR·sqrt(Δλ/Å) per
+pixel of width Δλ (0.05 Å pixels: S/N 250 per Å = 55.9 per pixel). The unit is stored in the
+output (snr.attrs['unit']).
+"""
+
+
+def _common_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="TOML", help="augmentation config file (see augment.config); "
+                        "command-line options override it")
+    parser.add_argument("--arms", help="comma-separated arms, blue 3926-4355 Å, green 5160-5730 Å, "
+                        "red 6100-6790 Å (default green,red; more in --config [arm_defs])")
+    parser.add_argument("--snr-unit", choices=SNR_UNITS, help="unit of the S/N values (default per_pixel)")
+    parser.add_argument("--seed", type=int, help="seed of vbroad and noise draws (default 0)")
+    parser.add_argument("--resolution-out", type=float, metavar="R",
+                        help="output resolving power (default 20000, 4MOST HR)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Parser of the default command (augment a grid store)."""
+    parser = _Parser(
+        prog="python -m augment",
+        description="4MOST-ify a grid store into a training store: Gaussian LSF to R=80000, rotational "
+                    "broadening (vbroad drawn per spectrum, km/s), degradation to R=20000, flux-conserving "
+                    "rebinning onto the 4MOST HR arm pixels (0.05 Å), Gaussian noise at each S/N. "
+                    "Resumable: re-running the same command fills only pending spectra. "
+                    f"Other commands: {', '.join(SUBCOMMANDS)} (python -m augment COMMAND --help).",
+        epilog=UNITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--in", dest="in_path", required=True, metavar="GRID.zarr", help="grid store (gridgen)")
+    parser.add_argument("--out", required=True, metavar="TRAIN.zarr", help="training store to create or resume")
+    parser.add_argument("--snr-list", metavar="LIST",
+                        help="comma-separated S/N levels, or 'paper' for the paper's 19 "
+                             "(10,12,14,16,18,20,23,26,30,35,40,45,50,80,100,130,180,250,1000; the default)")
+    parser.add_argument("--chunk-spectra", type=int, metavar="N", help="base spectra per flux chunk (default 4)")
+    parser.add_argument("--limb-darkening", type=float, metavar="EPS",
+                        help="linear limb-darkening coefficient of the rotational kernel (default 0.6)")
+    _common_config_args(parser)
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (results do not depend on it)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def build_observe_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m augment observe",
+        description="4MOST-ify observed spectra (continuum-normalised, rest frame; 1D FITS with linear/log "
+                    "WCS, FITS binary tables or text tables with wave/flux[/ivar|error] columns, "
+                    "wavelengths in Å unless the file gives a unit): convolve from the native resolving "
+                    "power to R=20000, rebin onto the arm pixels, add noise to reach --snr. Pixels the "
+                    "observation does not cover are masked (NaN flux, mask True) and reported.",
+        epilog=UNITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("spectra", nargs="+", metavar="SPECTRUM", help="FITS or text files")
+    parser.add_argument("--native-resolution", type=float, required=True, metavar="R",
+                        help="resolving power λ/FWHM of the observations (> output R)")
+    parser.add_argument("--snr", type=float, required=True, help="target S/N (in --snr-unit)")
+    parser.add_argument("--native-snr", type=float, metavar="SNR",
+                        help="S/N per native pixel (default: from ivar/error columns, else DER_SNR)")
+    parser.add_argument("--medium", choices=("air", "vacuum"), default="air", help="wavelength medium of the input")
+    parser.add_argument("--out", required=True, metavar="OBS.zarr", help="observed store to create")
+    _common_config_args(parser)
+    return parser
+
+
+def build_info_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m augment info", description="Summarise a training or observed store.")
+    parser.add_argument("store", metavar="STORE.zarr")
+    return parser
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m augment export",
+                                     description="Export a training or observed store to HDF5 (h5py).")
+    parser.add_argument("store", metavar="STORE.zarr")
+    parser.add_argument("--out", required=True, metavar="FILE.h5")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    snr_list = getattr(args, "snr_list", None)
+    return {
+        "snr_list": parse_snr_list(snr_list) if snr_list is not None else None,
+        "snr_unit": args.snr_unit, "seed": args.seed,
+        "arms": [a.strip() for a in args.arms.split(",")] if args.arms else None,
+        "resolution_out": args.resolution_out,
+        "chunk_spectra": getattr(args, "chunk_spectra", None),
+        "limb_darkening": getattr(args, "limb_darkening", None),
+    }
+
+
+def run(argv: list[str]) -> int:
+    """Dispatch ``argv``; raises UserError on bad input."""
+    if argv and argv[0] == "observe":
+        from augment.observe import observe_files
+
+        args = build_observe_parser().parse_args(argv[1:])
+        config = load_config(args.config, _overrides(args))
+        reports = observe_files(args.spectra, args.out, args.native_resolution, args.snr, config,
+                                native_snr=args.native_snr, medium=args.medium)
+        for report in reports:
+            print(f"{report['object_id']}: native S/N {report['native_snr_per_pixel']:.0f} per pixel "
+                  f"({report['native_snr_from']}); {report['n_pix_uncovered']} output pixels not covered (masked)")
+        print(f"wrote {args.out}")
+        return 0
+    if argv and argv[0] == "info":
+        from augment.info import describe
+
+        print(describe(build_info_parser().parse_args(argv[1:]).store))
+        return 0
+    if argv and argv[0] == "export":
+        from augment.export import export_hdf5
+
+        args = build_export_parser().parse_args(argv[1:])
+        print(f"wrote {export_hdf5(args.store, args.out)}")
+        return 0
+
+    from augment.run import augment_grid
+
+    args = build_parser().parse_args(argv)
+    config = load_config(args.config, _overrides(args))
+    summary = augment_grid(args.in_path, args.out, config, jobs=args.jobs, progress=not args.no_progress)
+    verb = "resumed" if summary.resumed else "created"
+    print(f"{verb} {args.out}: {summary.n_rows} base spectra x {len(config.snr_list)} S/N "
+          f"({summary.n_computed} computed now); {summary.n_skipped} grid spectra skipped (status not ok)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: exit status 0 ok, 1 user error (one line), 2 internal failure."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - any other exception is an internal failure
+        traceback.print_exc()
+        return 2

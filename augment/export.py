@@ -1,0 +1,59 @@
+"""Export a training or observed store to HDF5 (h5py) for tools outside this project.
+
+Every array becomes a dataset of the same name, dtype and shape (strings as UTF-8), copied one
+``flux`` chunk at a time so memory stays bounded; array attributes are copied; group
+attributes that are not plain scalars/strings (``provenance``, ``label_names``) are stored as
+JSON strings. Dimension names go into each dataset's ``dimension_names`` attribute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from gridgen.errors import UserError
+
+from augment.store import open_augment_store
+
+
+def _attr_value(value):
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return json.dumps(value)
+
+
+def export_hdf5(store_path: str | Path, out_path: str | Path) -> Path:
+    """Write ``store_path`` (training or observed store) to the HDF5 file ``out_path``.
+
+    The file is written under a temporary name and renamed when complete.
+    """
+    group = open_augment_store(store_path)
+    out_path = Path(out_path)
+    if out_path.exists():
+        raise UserError(f"{out_path}: already exists; choose another --out or remove it")
+    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as h5:
+            for key, value in group.attrs.items():
+                h5.attrs[key] = _attr_value(value)
+            for name, array in group.arrays():
+                is_str = array.dtype.kind in "OUT"
+                dtype = h5py.string_dtype() if is_str else array.dtype
+                dataset = h5.create_dataset(name, shape=array.shape, dtype=dtype,
+                                            chunks=tuple(array.chunks) if array.ndim and not is_str else None)
+                step = array.chunks[0] if array.ndim else 1
+                for start in range(0, max(array.shape[0], 1) if array.ndim else 1, step):
+                    block = np.asarray(array[start:start + step] if array.ndim else array[...])
+                    dataset[start:start + step] = block.astype(object) if is_str else block
+                for key, value in array.attrs.items():
+                    dataset.attrs[key] = _attr_value(value)
+                dataset.attrs["dimension_names"] = json.dumps(list(array.metadata.dimension_names or ()))
+        os.rename(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out_path

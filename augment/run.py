@@ -1,0 +1,197 @@
+"""Augment a whole grid store into a training store: streaming, parallel, resumable.
+
+Work is split into units of whole ``flux`` chunks of the training store. Each unit is read
+from the grid store, pushed through :func:`augment.chain.augment_spectra` one output chunk at
+a time and written by one worker, so no two workers touch the same chunk and peak memory is
+set by the unit size, never by the grid size. The parent process marks a unit's rows done
+(``status``) after the worker has written them. Results do not depend on ``jobs``: the draws
+are seeded per (seed, spectrum, S/N) and the batches the FFTs see are the output chunks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from gridgen.errors import UserError
+from gridgen.provenance import run_context
+from gridgen.store import STATUS_OK, open_grid_store
+
+from augment.chain import ChainPlan, augment_spectra, make_plan
+from augment.config import AugmentConfig, config_from_mapping
+from augment.lsf import FWHM_TO_SIGMA, TRUNCATE_SIGMA
+from augment.noise import snr_per_pixel
+from augment.rotation import C_KMS
+from augment.store import STATUS_DONE, create_training_store, open_augment_store, write_chunk
+from augment.vbroad_prior import sample_vbroad
+
+#: Upper bound on the grid flux a worker holds at once, bytes.
+UNIT_BYTES = 256 * 2**20
+#: Spectra per unit of work when the grid is large enough (amortises building the chain plan).
+UNIT_SPECTRA = 128
+CHAIN_NOTE = ("one ln-lambda FFT convolution with Gaussian(R1) * rotation(vbroad) * Gaussian(R1->R2), "
+              "flux-conserving rebins in and out (augment.chain)")
+
+
+@dataclass(frozen=True)
+class AugmentSummary:
+    """What a run did: rows in the store, rows computed now, grid spectra skipped (not ok)."""
+
+    n_rows: int
+    n_computed: int
+    n_skipped: int
+    resumed: bool
+
+
+def chain_fwhm_ln(config: AugmentConfig) -> float:
+    """Total Gaussian FWHM in ln λ: Gaussian(R1) then Gaussian(R1 → R2) compose to 1/R2."""
+    r1, r2 = config.resolution_synth, config.resolution_out
+    return math.sqrt(1.0 / r1**2 + (1.0 / r2**2 - 1.0 / r1**2))
+
+
+def plan_for_grid(wave_aa: np.ndarray, config: AugmentConfig, source: str) -> ChainPlan:
+    """Chain plan for a grid store's wavelengths; UserError if an arm is not covered."""
+    plan = make_plan(wave_aa, config.pixel_grid, chain_fwhm_ln(config), config.vbroad_max_kms, config.limb_darkening)
+    covered = plan.covered()
+    if not covered.all():
+        arm = config.pixel_grid.names[int(config.pixel_grid.arm_index[np.flatnonzero(~covered)[0]])]
+        spec = config.arm_defs[arm]
+        lo, hi = spec.edges()[0], spec.edges()[-1]
+        margin = hi * (config.vbroad_max_kms / C_KMS + TRUNCATE_SIGMA * FWHM_TO_SIGMA * chain_fwhm_ln(config))
+        raise UserError(f"{source}: wavelengths do not cover arm {arm!r} ({lo:g}-{hi:g} Å) plus the "
+                        f"~{margin:.1f} Å margin needed for rotation and the line-spread function "
+                        f"(grid has {wave_aa[0]:g}-{wave_aa[-1]:g} Å, gaps split it); choose other arms")
+    return plan
+
+
+def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfig, jobs: int = 1,
+                 progress: bool = True) -> AugmentSummary:
+    """Create (or resume) the training store ``out_path`` from the grid store ``in_path``.
+
+    Parameters
+    ----------
+    in_path : str or Path
+        Grid store (``cinn4most.gridstore/1``).
+    out_path : str or Path
+        Training store; if it exists it must come from the same grid and config, and only its
+        pending rows are computed.
+    config : AugmentConfig
+    jobs : int
+        Worker processes (joblib); the store's contents do not depend on it.
+    progress : bool
+        Show a tqdm progress bar on stderr.
+
+    Returns
+    -------
+    AugmentSummary
+
+    Raises
+    ------
+    UserError
+        Wrong grid schema, no ok spectra, arms not covered, ``out_path`` from another run.
+    """
+    in_path, out_path = Path(in_path), Path(out_path)
+    if jobs < 1:
+        raise UserError(f"--jobs: must be >= 1, got {jobs}")
+    grid = open_grid_store(in_path)
+    status = grid["status"][:]
+    rows = np.flatnonzero(status == STATUS_OK).astype(np.int64)
+    n_skipped = int(status.size - rows.size)
+    if rows.size == 0:
+        raise UserError(f"{in_path}: no spectra with status ok ({status.size} in the store); run gridgen first")
+    wave = grid["wave"][:]
+    plan_for_grid(wave, config, str(in_path))  # fail early, before anything is written
+    label_names = list(grid.attrs["label_names"])
+    if "fe_h" not in label_names:
+        raise UserError(f"{in_path}: label 'fe_h' missing (needed by the vbroad prior)")
+    labels = grid["labels"][:][rows]
+    vbroad = sample_vbroad(labels[:, label_names.index("fe_h")], rows, config.vbroad_prior, config.seed)
+
+    resumed = out_path.exists()
+    if resumed:
+        out = open_augment_store(out_path, mode="r+")
+        _check_resumable(out, out_path, grid, config, rows)
+    else:
+        provenance = {
+            "grid": grid.attrs.get("provenance", {}),
+            "grid_store": {"path": str(in_path.resolve()), "schema": grid.attrs["schema"],
+                           "n_spec": int(status.size), "n_ok": int(rows.size), "n_skipped": n_skipped},
+            "augment": config.to_dict(), "seed": config.seed, "chain": CHAIN_NOTE, "run": run_context(),
+        }
+        out = create_training_store(
+            out_path, grid=config.pixel_grid, medium=grid["wave"].attrs.get("medium", "air"),
+            snr=np.asarray(config.snr_list), snr_unit=config.snr_unit,
+            labels=np.column_stack([labels, vbroad]), label_names=label_names + ["vbroad"],
+            label_units=list(grid.attrs["label_units"]) + ["km/s"], split=grid["split"][:][rows],
+            source_index=rows, chunk_spectra=config.chunk_spectra, provenance=provenance)
+
+    units = _pending_units(out, grid["flux"].chunks[0], wave.size, jobs)
+    n_todo = sum(stop - start for start, stop in units)
+    tasks = (delayed(_augment_unit)(str(in_path), str(out_path), config.to_dict(), start, stop)
+             for start, stop in units)
+    with tqdm(total=n_todo, unit="spectrum", disable=not progress or n_todo == 0, desc="augment") as bar:
+        for start, stop in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+            out["status"][start:stop] = STATUS_DONE
+            bar.update(stop - start)
+    return AugmentSummary(int(rows.size), n_todo, n_skipped, resumed)
+
+
+def _check_resumable(out, out_path, grid, config, rows) -> None:
+    """UserError unless ``out`` was started from this grid with this config."""
+    stored = out.attrs.get("provenance", {})
+    if out.attrs.get("schema") != "cinn4most.trainstore/1":
+        raise UserError(f"{out_path}: exists and is not a training store; choose another --out")
+    if stored.get("augment") != config.to_dict():
+        old = stored.get("augment", {})
+        key = next((k for k in config.to_dict() if old.get(k) != config.to_dict()[k]), "?")
+        raise UserError(f"{out_path}: exists with a different configuration ({key!r} differs); "
+                        f"choose another --out to start afresh")
+    if stored.get("grid") != grid.attrs.get("provenance", {}) or not np.array_equal(out["source_index"][:], rows):
+        raise UserError(f"{out_path}: exists but was made from a different grid store (or the grid has "
+                        f"changed since); choose another --out")
+
+
+def _pending_units(out, grid_chunk: int, n_wave: int, jobs: int) -> list[tuple[int, int]]:
+    """Row ranges to compute: whole pending ``flux`` chunks, about UNIT_SPECTRA rows each.
+
+    Units are smaller when that gives every worker at least ~4 units, and never hold more
+    than UNIT_BYTES of grid flux. Unit boundaries do not affect the results (the chain works
+    one output chunk at a time), so they may depend on ``jobs``.
+    """
+    chunk = int(out.attrs["chunk_spectra"])
+    n_rows = out["status"].shape[0]
+    target = min(max(grid_chunk, UNIT_SPECTRA), math.ceil(n_rows / (4 * jobs)), UNIT_BYTES // (4 * n_wave))
+    per_unit = max(1, math.ceil(target / chunk)) * chunk
+    status = out["status"][:]
+    units = []
+    for start in range(0, n_rows, per_unit):
+        stop = min(start + per_unit, n_rows)
+        if (status[start:stop] != STATUS_DONE).any():
+            units.append((start, stop))
+    return units
+
+
+def _augment_unit(in_path: str, out_path: str, config_dict: dict, start: int, stop: int) -> tuple[int, int]:
+    """Worker: augment rows ``start:stop`` of the training store and write their fluxes."""
+    config = config_from_mapping(config_dict)
+    grid = open_grid_store(in_path)
+    out = open_augment_store(out_path, mode="r+")
+    plan = plan_for_grid(grid["wave"][:], config, in_path)
+    snr_pix = snr_per_pixel(np.asarray(config.snr_list), config.snr_unit, config.pixel_grid.width_aa)
+    source = out["source_index"][start:stop]
+    vbroad = out["labels"][start:stop, -1]
+    flux_in = grid["flux"].get_orthogonal_selection((source, slice(None)))
+    bad = ~np.isfinite(flux_in).all(axis=1)
+    if bad.any():
+        raise UserError(f"{in_path}: spectrum {int(source[bad][0])} has status ok but non-finite flux")
+    chunk = int(out.attrs["chunk_spectra"])
+    for a in range(0, stop - start, chunk):
+        b = min(a + chunk, stop - start)
+        clean, noisy = augment_spectra(flux_in[a:b], vbroad[a:b], source[a:b], plan, snr_pix, config.seed)
+        write_chunk(out, start + a, clean, noisy)
+    return start, stop

@@ -1,0 +1,203 @@
+"""Training and observed stores: the files augment writes and cinn reads.
+
+Training store (Zarr v3 group, ``schema = "cinn4most.trainstore/1"``; ``xarray.open_zarr``
+opens it; dimension names ``spectrum``, ``snr``, ``pixel``, ``label``)
+
+================  ==========================  =======  ===========================================
+array             shape                       dtype    meaning
+================  ==========================  =======  ===========================================
+``wave``          (n_pix,)                    float64  pixel centres, Å; attrs ``units``, ``medium``
+                                                       (as in the grid store), ``width_aa`` (list)
+``arm``           (n_pix,)                    int8     index into attr ``arm_names``
+``snr``           (n_snr,)                    float32  S/N levels; attr ``unit`` = ``per_pixel`` or
+                                                       ``per_angstrom`` (see :mod:`augment.noise`)
+``flux``          (n_spec, n_snr, n_pix)      float32  noisy 4MOST-ified flux, chunks
+                                                       (chunk_spectra, n_snr, n_pix)
+``flux_clean``    (n_spec, n_pix)             float32  noiseless 4MOST-ified flux
+``labels``        (n_spec, n_label)           float64  grid labels + ``vbroad`` (km/s) last
+``split``         (n_spec,)                   int8     0 train, 1 test, 2 val (from the grid)
+``status``        (n_spec,)                   int8     0 pending, 1 done (resume)
+``source_index``  (n_spec,)                   int64    row in the grid store
+================  ==========================  =======  ===========================================
+
+Only grid spectra with status ok become rows. Group attributes: ``schema``, ``label_names``,
+``label_units``, ``chunk_spectra`` and ``provenance`` = {``grid``: the grid store's provenance
+(copied), ``grid_store``: path, schema, counts of ok/skipped spectra, ``augment``: the
+:class:`augment.config.AugmentConfig` as a dict, ``seed``, ``chain``: a one-line description,
+``run``: :func:`gridgen.provenance.run_context`}.
+
+Observed store (``schema = "cinn4most.observedstore/1"``): ``wave``, ``arm``, ``snr`` (n_snr = 1,
+the target S/N), ``flux`` (n_spec, 1, n_pix) and ``flux_clean`` (n_spec, n_pix) with NaN where
+``mask`` (n_spec, n_pix) bool is True (pixel not covered by the observation), ``object_id``
+(n_spec,) str, ``native_snr`` (n_spec,) float64 (per native pixel), ``status`` (all 1);
+provenance holds the config and, per input file, its path, SHA-256, native resolving power,
+native S/N and how it was measured, and the added-noise recipe.
+
+Both stores are created complete under a temporary name and renamed into place, so a failure
+during creation leaves nothing behind. The training store is then filled chunk by chunk; a
+chunk's ``status`` is set only after its fluxes are written, so an interrupted run resumes by
+recomputing pending chunks, with identical results.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from gridgen.errors import UserError
+
+from augment.arms import PixelGrid
+
+TRAIN_SCHEMA = "cinn4most.trainstore/1"
+OBSERVED_SCHEMA = "cinn4most.observedstore/1"
+STATUS_PENDING, STATUS_DONE = 0, 1
+#: Chunk length (spectra) of the small per-spectrum arrays, a multiple of chunk_spectra.
+ROW_CHUNK_TARGET = 1024
+
+
+def _put(group: zarr.Group, name: str, data: np.ndarray, chunks: tuple, dims: tuple, **attrs) -> None:
+    array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks, dimension_names=dims)
+    array[...] = data
+    array.attrs.update(attrs)
+
+
+def _write_pixel_axes(group: zarr.Group, grid: PixelGrid, medium: str, snr: np.ndarray, snr_unit: str) -> None:
+    wave = grid.wave_aa
+    _put(group, "wave", wave, wave.shape, ("pixel",), units="Angstrom", medium=medium)
+    _put(group, "arm", grid.arm_index, wave.shape, ("pixel",), arm_names=grid.names)
+    snr = np.asarray(snr, dtype=np.float32)
+    _put(group, "snr", snr, snr.shape, ("snr",), unit=snr_unit)
+
+
+def _create_atomically(path: Path, fill) -> None:
+    """Run ``fill(group)`` on a new group at a temporary path, then rename it to ``path``."""
+    if path.exists():
+        raise UserError(f"{path}: already exists; choose another --out or remove it")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        fill(group)
+        with warnings.catch_warnings():
+            # Consolidated metadata is not in the v3 spec yet but spares xarray a fallback warning;
+            # the metadata never changes after creation.
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(str(tmp))
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def create_training_store(path: str | Path, *, grid: PixelGrid, medium: str, snr: np.ndarray, snr_unit: str,
+                          labels: np.ndarray, label_names: list[str], label_units: list[str], split: np.ndarray,
+                          source_index: np.ndarray, chunk_spectra: int, provenance: dict) -> zarr.Group:
+    """Create an empty (all pending) training store atomically; see the module docstring.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination; must not exist.
+    grid : PixelGrid
+        Output pixels.
+    medium : str
+        ``"air"`` or ``"vacuum"``, as in the grid store.
+    snr : ndarray, shape (n_snr,)
+    snr_unit : str
+    labels : ndarray, shape (n_spec, n_label)
+        Including ``vbroad`` as the last column.
+    label_names, label_units : list of str
+    split : ndarray of int8, shape (n_spec,)
+    source_index : ndarray of int64, shape (n_spec,)
+    chunk_spectra : int
+        Spectra per ``flux`` chunk.
+    provenance : dict
+        JSON-serialisable.
+
+    Returns
+    -------
+    zarr.Group
+        The store, opened read-write.
+    """
+    path = Path(path)
+    n_spec, n_pix, n_snr = labels.shape[0], grid.n_pix, len(snr)
+    chunk = min(chunk_spectra, n_spec)
+    row_chunk = min(n_spec, chunk * max(1, ROW_CHUNK_TARGET // chunk))
+
+    def fill(group):
+        _write_pixel_axes(group, grid, medium, snr, snr_unit)
+        group.create_array("flux", shape=(n_spec, n_snr, n_pix), dtype="f4", chunks=(chunk, n_snr, n_pix),
+                           fill_value=np.nan, dimension_names=("spectrum", "snr", "pixel"))
+        group.create_array("flux_clean", shape=(n_spec, n_pix), dtype="f4", chunks=(chunk, n_pix),
+                           fill_value=np.nan, dimension_names=("spectrum", "pixel"))
+        _put(group, "labels", np.asarray(labels, dtype=np.float64), (row_chunk, labels.shape[1]), ("spectrum", "label"))
+        _put(group, "split", np.asarray(split, dtype=np.int8), (row_chunk,), ("spectrum",))
+        _put(group, "status", np.zeros(n_spec, dtype=np.int8), (row_chunk,), ("spectrum",))
+        _put(group, "source_index", np.asarray(source_index, dtype=np.int64), (row_chunk,), ("spectrum",))
+        group.attrs.update({"schema": TRAIN_SCHEMA, "label_names": list(label_names),
+                            "label_units": list(label_units), "chunk_spectra": int(chunk),
+                            "provenance": provenance})
+
+    _create_atomically(path, fill)
+    return open_augment_store(path, mode="r+")
+
+
+def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr: float, snr_unit: str,
+                          flux: np.ndarray, flux_clean: np.ndarray, mask: np.ndarray, object_id: list[str],
+                          native_snr: np.ndarray, provenance: dict) -> zarr.Group:
+    """Write a complete observed store atomically; see the module docstring.
+
+    Parameters
+    ----------
+    flux : ndarray, shape (n_spec, n_pix)
+        Noisy flux at the target S/N (stored as (n_spec, 1, n_pix)).
+    flux_clean : ndarray, shape (n_spec, n_pix)
+        Degraded flux before the added noise.
+    mask : ndarray of bool, shape (n_spec, n_pix)
+        True where the observation does not cover the pixel.
+    """
+    path = Path(path)
+    n_spec, n_pix = flux.shape
+
+    def fill(group):
+        _write_pixel_axes(group, grid, medium, np.array([snr]), snr_unit)
+        _put(group, "flux", flux.astype(np.float32)[:, None, :], (1, 1, n_pix), ("spectrum", "snr", "pixel"))
+        _put(group, "flux_clean", flux_clean.astype(np.float32), (1, n_pix), ("spectrum", "pixel"))
+        _put(group, "mask", np.asarray(mask, dtype=bool), (1, n_pix), ("spectrum", "pixel"))
+        _put(group, "object_id", np.array(object_id, dtype=np.dtypes.StringDType()), (n_spec,), ("spectrum",))
+        _put(group, "native_snr", np.asarray(native_snr, dtype=np.float64), (n_spec,), ("spectrum",))
+        _put(group, "status", np.full(n_spec, STATUS_DONE, dtype=np.int8), (n_spec,), ("spectrum",))
+        group.attrs.update({"schema": OBSERVED_SCHEMA, "chunk_spectra": 1, "provenance": provenance})
+
+    _create_atomically(path, fill)
+    return open_augment_store(path)
+
+
+def open_augment_store(path: str | Path, mode: str = "r") -> zarr.Group:
+    """Open a training or observed store, checking its schema (UserError otherwise)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such store")
+    try:
+        group = zarr.open_group(str(path), mode=mode, zarr_format=3, use_consolidated=False)
+        schema = group.attrs.get("schema")
+    except Exception as exc:  # zarr raises many types for unreadable metadata
+        raise UserError(f"{path}: not a readable Zarr store ({type(exc).__name__}: {exc})") from None
+    if schema not in (TRAIN_SCHEMA, OBSERVED_SCHEMA):
+        raise UserError(f"{path}: not a training or observed store (schema {schema!r})")
+    for name in ("wave", "arm", "snr", "flux", "status"):
+        if name not in group:
+            raise UserError(f"{path}: corrupt store, array {name!r} is missing")
+    return group
+
+
+def write_chunk(group: zarr.Group, start: int, flux_clean: np.ndarray, flux: np.ndarray) -> None:
+    """Write fluxes of rows ``start : start + len(flux)`` (whole ``flux`` chunks; status untouched)."""
+    stop = start + flux.shape[0]
+    group["flux"][start:stop] = flux
+    group["flux_clean"][start:stop] = flux_clean
