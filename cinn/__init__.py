@@ -1,0 +1,6 @@
+"""cinn: train the paper's conditional invertible network on training stores, predict posteriors.
+
+Python API (see each module): :func:`cinn.train.train`, :func:`cinn.predict.load_model`,
+:func:`cinn.predict.run_prediction`, :func:`cinn.evaluate.evaluate`, :func:`cinn.search.search`,
+:func:`cinn.bias.fit_bias_table`; configuration in :mod:`cinn.config`.
+"""

@@ -1,0 +1,7 @@
+"""``python -m cinn``: see :mod:`cinn.cli`."""
+
+import sys
+
+from cinn.cli import main
+
+sys.exit(main())

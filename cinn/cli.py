@@ -1,0 +1,165 @@
+"""Command line: ``python -m cinn {train,evaluate,predict,search,bias-fit}``.
+
+Exit status 0 on success, 1 with one ``error: ...`` line on a user error
+(:class:`gridgen.errors.UserError`), 2 on an internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+
+from gridgen.errors import UserError
+
+UNITS = ("Units: Teff K, log g dex (cgs), [Fe/H] and [X/Fe] dex, vmic and vbroad km/s, "
+         "wavelengths Å, S/N in the training store's unit (per Å or per pixel).")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML (or JSON) file overriding the paper defaults, "
+                        "sections [network] [targets] [data] [train] [predict]")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--device", default=None, help="auto (default: CUDA when present), cpu, cuda[:N]")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cinn", description="Train and apply the cINN "
+                                     "of SPEC §3 (13 targets with full posteriors). " + UNITS)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a training store", description=UNITS)
+    p.add_argument("store", help="training store (.zarr, schema cinn4most.trainstore/1)")
+    p.add_argument("--out", required=True, help="model directory (resumed if it holds a checkpoint)")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run")
+    _common(p)
+
+    p = sub.add_parser("evaluate", help="metrics, calibration and plots on a held-out split",
+                       description=UNITS)
+    p.add_argument("model", help="model directory")
+    p.add_argument("store", help="training store with truths")
+    p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    p.add_argument("--report", required=True, help="report directory")
+    p.add_argument("--samples", type=int, help="posterior samples per spectrum (default: model's, 4096)")
+    p.add_argument("--saliency-spectra", type=int, default=32, help="spectra for the saliency map (0 = skip)")
+    _common(p)
+
+    p = sub.add_parser("predict", help="posteriors for an observed (or training) store", description=UNITS
+                       + " f_reject > 0.5 marks untrustworthy predictions; S/N outside the trained "
+                       "range is predicted with a warning and flagged snr_out_of_range.")
+    p.add_argument("model", help="model directory")
+    p.add_argument("store", help="observed store (cinn4most.observedstore/1) or training store")
+    p.add_argument("--out", required=True, help="posterior store (.zarr)")
+    p.add_argument("--csv", help="also write a CSV table (default: <out without .zarr>.csv)")
+    p.add_argument("--samples", type=int, help="posterior samples per spectrum (default 4096)")
+    p.add_argument("--keep-samples", action="store_true", help="store all samples and densities")
+    p.add_argument("--split", choices=["test", "val", "train"], help="for a training store: one split")
+    p.add_argument("--precision", choices=["bf16", "fp32"], help="sub-network precision (MAP always fp32)")
+    p.add_argument("--bias-correct", action="store_true", help="apply the model's bias.json")
+    p.add_argument("--seed", type=int, help="latent seed")
+    _common(p)
+
+    p = sub.add_parser("search", help="Hyperband hyperparameter search on validation loss", description=UNITS)
+    p.add_argument("store", help="training store")
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--out", default="search", help="output directory (trials.csv, best_config.json)")
+    p.add_argument("--epochs", type=int, help="Hyperband maximum resource (epochs); default train.epochs")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+
+    p = sub.add_parser("bias-fit", help="fit X - (a*Teff + b) on a reference table", description=UNITS
+                       + " CSV columns: teff (cINN Teff, K), fe_h_ref, and <target>_cinn, <target>_ref.")
+    p.add_argument("model", help="model directory (bias.json is written there)")
+    p.add_argument("table", help="reference CSV")
+    p.add_argument("--feh-min", type=float, default=-2.5, help="use stars with [Fe/H]_ref above this (dex)")
+    return parser
+
+
+def _config(args):
+    from cinn.config import load_config, replace
+    config = load_config(args.config)
+    overrides = {}
+    if getattr(args, "epochs", None) is not None:
+        overrides["epochs"] = args.epochs
+    if args.device is not None:
+        overrides["device"] = args.device
+    return replace(config, train=overrides) if overrides else config
+
+
+def _predict_config(base, args):
+    from dataclasses import replace as dc_replace
+    changes = {}
+    if args.samples is not None:
+        if args.samples <= 0:
+            raise UserError(f"--samples must be > 0, got {args.samples}")
+        changes["n_samples"] = args.samples
+    for name in ("keep_samples", "precision", "seed"):
+        if getattr(args, name, None) not in (None, False):
+            changes[name] = getattr(args, name)
+    return dc_replace(base, **changes)
+
+
+def run(args) -> int:
+    import torch
+    if getattr(args, "jobs", None):
+        torch.set_num_threads(args.jobs)
+    progress = not getattr(args, "quiet", False)
+    if args.command == "train":
+        from cinn.train import train
+        result = train(args.store, args.out, _config(args), resume=not args.no_resume, progress=progress)
+        print(f"trained {result.epochs_run} epochs, best validation loss {result.best_val_loss:.4f}; "
+              f"model in {result.model_dir}")
+    elif args.command == "evaluate":
+        from cinn.evaluate import evaluate
+        from cinn.predict import load_model
+        model = load_model(args.model, args.device or "auto")
+        out = evaluate(model, args.store, args.report, args.split, _predict_config(model.config.predict, args),
+                       args.saliency_spectra, progress=progress)
+        for note in out["notes"]:
+            print(f"note: {note}")
+        print(f"report written to {out['report_dir']}")
+    elif args.command == "predict":
+        from pathlib import Path
+        from cinn.predict import load_bias, load_model, run_prediction, write_csv, write_posterior_store
+        if args.samples is not None and args.samples <= 0:
+            raise UserError(f"--samples must be > 0, got {args.samples}")
+        model = load_model(args.model, args.device or "auto")
+        config = _predict_config(model.config.predict, args)
+        bias = load_bias(model.model_dir) if args.bias_correct else None
+        result = run_prediction(model, args.store, config, args.split, bias, progress)
+        write_posterior_store(result, model, args.out, args.store, config, bias is not None)
+        csv_path = args.csv or str(Path(args.out).with_suffix("")) + ".csv"
+        write_csv(result, model.target_names, csv_path)
+        print(f"{result['row'].size} predictions ({int(result['untrustworthy'].sum())} untrustworthy, "
+              f"{int(result['snr_out_of_range'].sum())} S/N out of range) -> {args.out}, {csv_path}")
+    elif args.command == "search":
+        from cinn.search import search
+        result = search(args.store, args.out, _config(args), args.trials, args.seed, progress)
+        print(json.dumps(result, indent=2, default=str))
+    elif args.command == "bias-fit":
+        from cinn.bias import fit_bias_table, save_bias
+        from cinn.predict import load_model
+        model = load_model(args.model, "cpu")
+        bias = fit_bias_table(args.table, model.target_names, args.feh_min)
+        path = save_bias(model.model_dir, bias)
+        print(f"bias coefficients for {', '.join(bias['coefficients'])} ({bias['n_stars']} stars) -> {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        return 2

@@ -1,0 +1,257 @@
+"""Read training and observed stores (contracts in the team brief) and stream batches.
+
+Training batches are chunk-aware: whole zarr chunks (a few spectra x all S/N levels) are read
+into a shuffle buffer of ``shuffle_buffer_chunks`` chunks, their (spectrum, S/N) examples are
+shuffled within the buffer and cut into batches, and leftovers carry over to the next buffer.
+The split is by spectrum (the store's ``split`` array), so all S/N levels of one base spectrum
+are always in the same split. Memory is bounded by the buffer, whatever the store size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import zarr
+
+from gridgen.errors import UserError
+
+TRAIN_SCHEMA = "cinn4most.trainstore/1"
+OBSERVED_SCHEMA = "cinn4most.observedstore/1"
+SPLIT_CODES = {"train": 0, "test": 1, "val": 2}
+
+_REQUIRED = {
+    TRAIN_SCHEMA: ("wave", "arm", "snr", "flux", "flux_clean", "labels", "split", "status"),
+    OBSERVED_SCHEMA: ("wave", "snr", "flux", "mask", "object_id"),
+}
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """What cinn needs to know about an input store.
+
+    Attributes
+    ----------
+    path : str
+    schema : str
+    wave_aa : ndarray (n_pix,)
+        Pixel centres, Å.
+    snr : ndarray (n_snr,)
+        S/N levels, in ``snr_unit``.
+    snr_unit : str
+        "per_angstrom" or "per_pixel".
+    label_names : list of str
+        Empty for observed stores.
+    chunk_spec : int
+        Spectra per ``flux`` chunk.
+    n_spec : int
+    """
+
+    path: str
+    schema: str
+    wave_aa: np.ndarray
+    snr: np.ndarray
+    snr_unit: str
+    label_names: list[str]
+    chunk_spec: int
+    n_spec: int
+
+    @property
+    def has_truth(self) -> bool:
+        return self.schema == TRAIN_SCHEMA
+
+    @property
+    def n_pix(self) -> int:
+        return self.wave_aa.size
+
+
+def open_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,)) -> tuple[zarr.Group, StoreInfo]:
+    """Open a training or observed store read-only and check its layout.
+
+    Raises
+    ------
+    UserError
+        Missing store, wrong schema, missing arrays or inconsistent shapes.
+    """
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
+        raise UserError(f"{path}: not a zarr store") from None
+    schema = group.attrs.get("schema")
+    if schema not in schemas:
+        raise UserError(f"{path}: schema {schema!r} is not one of {', '.join(schemas)}")
+    missing = [name for name in _REQUIRED[schema] if name not in group]
+    if missing:
+        raise UserError(f"{path}: missing array(s) {', '.join(missing)}")
+    wave = np.asarray(group["wave"][:], dtype=np.float64)
+    snr = np.asarray(group["snr"][:], dtype=np.float64)
+    flux = group["flux"]
+    n_spec = flux.shape[0]
+    if flux.ndim != 3 or flux.shape[1:] != (snr.size, wave.size):
+        raise UserError(f"{path}: flux shape {flux.shape} is not (n_spec, {snr.size}, {wave.size})")
+    if not np.all(np.isfinite(snr)) or np.any(snr <= 0):
+        raise UserError(f"{path}: snr must be finite and > 0")
+    snr_unit = group["snr"].attrs.get("unit")
+    if snr_unit not in ("per_angstrom", "per_pixel"):
+        raise UserError(f"{path}: snr attr 'unit' is {snr_unit!r}, expected per_angstrom or per_pixel")
+    label_names: list[str] = []
+    if schema == TRAIN_SCHEMA:
+        label_names = list(group.attrs.get("label_names", []))
+        if group["labels"].shape != (n_spec, len(label_names)):
+            raise UserError(f"{path}: labels shape {group['labels'].shape} does not match "
+                            f"{n_spec} spectra x {len(label_names)} label_names")
+        for name in ("split", "status"):
+            if group[name].shape != (n_spec,):
+                raise UserError(f"{path}: {name} shape {group[name].shape} != ({n_spec},)")
+        if group["flux_clean"].shape != (n_spec, wave.size):
+            raise UserError(f"{path}: flux_clean shape {group['flux_clean'].shape} != ({n_spec}, {wave.size})")
+    else:
+        if group["mask"].shape != (n_spec, wave.size):
+            raise UserError(f"{path}: mask shape {group['mask'].shape} != ({n_spec}, {wave.size})")
+    info = StoreInfo(path=str(path), schema=schema, wave_aa=wave, snr=snr, snr_unit=snr_unit,
+                     label_names=label_names, chunk_spec=int(flux.chunks[0]), n_spec=n_spec)
+    return group, info
+
+
+def split_rows(group: zarr.Group, split: str) -> np.ndarray:
+    """Indices of finished spectra (status 1) in one split ("train", "test", "val")."""
+    if split not in SPLIT_CODES:
+        raise UserError(f"unknown split {split!r} (choose train, test or val)")
+    rows = np.flatnonzero((group["split"][:] == SPLIT_CODES[split]) & (group["status"][:] == 1))
+    if rows.size == 0:
+        raise UserError(f"store has no finished spectra in split {split!r}")
+    return rows
+
+
+def chunks_of(rows: np.ndarray, chunk_spec: int) -> list[np.ndarray]:
+    """Group sorted row indices by store chunk: one array of rows per chunk touched."""
+    chunk_ids = rows // chunk_spec
+    bounds = np.flatnonzero(np.diff(chunk_ids)) + 1
+    return np.split(rows, bounds)
+
+
+def read_rows(array: zarr.Array, rows: np.ndarray, chunk_spec: int) -> np.ndarray:
+    """Rows of one chunk: read the chunk's contiguous span once, then select."""
+    start = (rows[0] // chunk_spec) * chunk_spec
+    stop = min(start + chunk_spec, array.shape[0])
+    return np.asarray(array[start:stop])[rows - start]
+
+
+def check_finite(flux: np.ndarray, rows: np.ndarray, path: str, valid: np.ndarray | None = None) -> None:
+    """Raise UserError naming the first spectrum with a non-finite (unmasked) flux."""
+    bad = ~np.isfinite(flux)
+    if valid is not None:
+        bad &= valid
+    if bad.any():
+        first = rows[np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))[0]]
+        raise UserError(f"{path}: non-finite flux in spectrum {first}")
+
+
+def add_noise(flux_clean: np.ndarray, snr: np.ndarray, noise_scale: np.ndarray,
+              rng: np.random.Generator) -> np.ndarray:
+    """Noisy fluxes f + N(0, (k f / S/N)^2) (paper eq. 1) for continuous-S/N training.
+
+    Parameters
+    ----------
+    flux_clean : ndarray (n, n_pix)
+    snr : ndarray (n,)
+        S/N of each example, in the store's unit.
+    noise_scale : ndarray (n_pix,)
+        k, the per-pixel relative noise at S/N 1 calibrated on the store's own noisy fluxes
+        (1 when the store's S/N is per pixel; it absorbs the per-Å to per-pixel conversion).
+    """
+    sigma = noise_scale[None, :] * flux_clean / snr[:, None]
+    return (flux_clean + sigma * rng.standard_normal(flux_clean.shape)).astype(np.float32)
+
+
+class BatchStream:
+    """Endless shuffled batches of (flux, snr, target row) from one split of a training store.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        Open training store.
+    info : StoreInfo
+    rows : ndarray
+        Spectra of the split.
+    batch_size : int
+    buffer_chunks : int
+        Whole chunks per shuffle buffer.
+    rng : numpy.random.Generator
+        Source of all randomness (chunk order, shuffling, continuous S/N, noise).
+    noise_scale : ndarray or None
+        If given, draw a log-uniform S/N in the store's range per example and noise
+        ``flux_clean`` on the fly (see :func:`add_noise`) instead of reading ``flux``.
+
+    Yields
+    ------
+    flux : ndarray (batch, n_pix) float32
+    snr : ndarray (batch,) float64
+    row : ndarray (batch,) int64
+        Store row of each example (to look up its targets).
+    """
+
+    def __init__(self, group: zarr.Group, info: StoreInfo, rows: np.ndarray, batch_size: int,
+                 buffer_chunks: int, rng: np.random.Generator, noise_scale: np.ndarray | None = None):
+        self.group, self.info, self.batch_size = group, info, batch_size
+        self.chunks = chunks_of(np.sort(rows), info.chunk_spec)
+        self.buffer_chunks = buffer_chunks
+        self.rng = rng
+        self.noise_scale = noise_scale
+
+    def _fill(self, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read whole chunks; return examples (flux, snr, row), one per (spectrum, S/N)."""
+        n_snr = self.info.snr.size
+        fluxes, snrs, rows = [], [], []
+        for cid in chunk_ids:
+            chunk_rows = self.chunks[cid]
+            if self.noise_scale is None:
+                flux = read_rows(self.group["flux"], chunk_rows, self.info.chunk_spec)
+                check_finite(flux, chunk_rows, self.info.path)
+                fluxes.append(flux.reshape(-1, self.info.n_pix))
+                snrs.append(np.tile(self.info.snr, chunk_rows.size))
+            else:
+                clean = read_rows(self.group["flux_clean"], chunk_rows, self.info.chunk_spec)
+                check_finite(clean, chunk_rows, self.info.path)
+                clean = np.repeat(clean, n_snr, axis=0)
+                log_lo, log_hi = np.log10(self.info.snr.min()), np.log10(self.info.snr.max())
+                snr = 10.0 ** self.rng.uniform(log_lo, log_hi, clean.shape[0])
+                fluxes.append(add_noise(clean, snr, self.noise_scale, self.rng))
+                snrs.append(snr)
+            rows.append(np.repeat(chunk_rows, n_snr))
+        return np.concatenate(fluxes), np.concatenate(snrs), np.concatenate(rows)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        pending = None
+        while True:
+            order = self.rng.permutation(len(self.chunks))
+            for start in range(0, order.size, self.buffer_chunks):
+                flux, snr, row = self._fill(order[start:start + self.buffer_chunks])
+                if pending is not None:
+                    flux, snr, row = (np.concatenate([a, b]) for a, b in zip(pending, (flux, snr, row)))
+                perm = self.rng.permutation(row.size)
+                n_full = row.size // self.batch_size
+                for b in range(n_full):
+                    take = perm[b * self.batch_size:(b + 1) * self.batch_size]
+                    yield flux[take], snr[take], row[take]
+                rest = perm[n_full * self.batch_size:]
+                pending = (flux[rest], snr[rest], row[rest])
+
+
+def iterate_split(group: zarr.Group, info: StoreInfo, rows: np.ndarray,
+                  max_spectra: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """All (spectrum, S/N) examples of ``rows`` in store order, one chunk at a time.
+
+    Yields ``(flux (k, n_pix) float32, snr (k,), row (k,))`` with the stored noise; used for
+    validation and evaluation, where the same examples must be seen every time.
+    """
+    rows = np.sort(rows)
+    if max_spectra:
+        rows = rows[:max_spectra]
+    for chunk_rows in chunks_of(rows, info.chunk_spec):
+        flux = read_rows(group["flux"], chunk_rows, info.chunk_spec)
+        check_finite(flux, chunk_rows, info.path)
+        yield (flux.reshape(-1, info.n_pix), np.tile(info.snr, chunk_rows.size),
+               np.repeat(chunk_rows, info.snr.size))

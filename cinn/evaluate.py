@@ -1,0 +1,319 @@
+"""Evaluation report on a held-out split: metrics per S/N and target, calibration, plots.
+
+Metrics of the MAP against the truth (paper eqs. 9-11), per S/N level and target, in physical
+units (K, dex, km/s; vbroad against the floored truth, see :mod:`cinn.targets`):
+
+- mean residual  mean(X_MAP - X_GT)                                     (eq. 9)
+- sigma          sqrt(sum(|(X_MAP - X_GT) - mean|^2) / (N - 1))         (eq. 10)
+- NRMSE          sqrt(mean((X_MAP - X_GT)^2)) / (X_max - X_min), training bounds (eq. 11)
+- coverage68/95  fraction of truths inside the 16-84 % / 2.5-97.5 % intervals (calibration)
+- width68        median width of the 16-84 % interval (paper Fig. A.2)
+
+Report directory: ``metrics.csv`` (long form), ``table_mean_sigma.csv`` and ``table_nrmse.csv``
+(like the paper's Tables A.1/A.2), ``predictions.csv`` and PNG plots ``metrics_vs_snr.png``,
+``map_vs_truth.png``, ``corner.png``, ``width_vs_snr.png``, ``saliency.png``, plus
+``report.json`` with notes (e.g. why line markers are missing).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cinn.config import PredictConfig
+from cinn.data import TRAIN_SCHEMA, check_finite, open_store, read_rows, split_rows
+from cinn.predict import LoadedModel, _check_grid, run_prediction, sample_posterior, write_csv
+from cinn.targets import LOG10_TARGETS, targets_to_physical
+
+#: Atomic numbers of the elements whose lines can be marked on saliency maps.
+ATOMIC_NUMBER = {"li": 3, "c": 6, "n": 7, "o": 8, "na": 11, "mg": 12, "al": 13, "si": 14, "ca": 20,
+                 "ti": 22, "v": 23, "cr": 24, "mn": 25, "fe": 26, "co": 27, "ni": 28, "sr": 38,
+                 "y": 39, "zr": 40, "ba": 56, "ce": 58, "eu": 63}
+
+
+def residual_metrics(map_phys: np.ndarray, truth: np.ndarray, lo68: np.ndarray, hi68: np.ndarray,
+                     lo95: np.ndarray, hi95: np.ndarray, train_range: np.ndarray) -> dict[str, np.ndarray]:
+    """Eqs. 9-11 and interval coverage per target for one set of predictions (n, T)."""
+    residual = map_phys - truth
+    n = np.isfinite(residual).sum(axis=0)
+    mean = np.nanmean(residual, axis=0)
+    sigma = np.sqrt(np.nansum((residual - mean) ** 2, axis=0) / np.maximum(n - 1, 1))
+    rmse = np.sqrt(np.nanmean(residual ** 2, axis=0))
+    return {
+        "n": n, "mean_residual": mean, "sigma": sigma, "nrmse": rmse / train_range,
+        "coverage68": np.mean((truth >= lo68) & (truth <= hi68), axis=0),
+        "coverage95": np.mean((truth >= lo95) & (truth <= hi95), axis=0),
+        "width68": np.nanmedian(hi68 - lo68, axis=0),
+    }
+
+
+def training_range(model: LoadedModel) -> np.ndarray:
+    """X_max - X_min of the training set per target, physical units (eq. 11 denominator)."""
+    names = model.target_names
+    lo = targets_to_physical(model.stats.target_min[None], names)[0]
+    hi = targets_to_physical(model.stats.target_max[None], names)[0]
+    return hi - lo
+
+
+def linelist_positions(paths: list[str | Path], elements: list[str],
+                       wave_range: tuple[float, float]) -> dict[str, np.ndarray]:
+    """Line wavelengths (Å) per element from Turbospectrum-format line lists.
+
+    Species headers look like ``'  26.000  '  1  123`` (element.ionisation/isotopes), followed
+    by a name line and one line per transition whose first column is the wavelength. Molecular
+    species (codes above 100) are skipped.
+    """
+    wanted = {ATOMIC_NUMBER[el]: el for el in elements if el in ATOMIC_NUMBER}
+    found: dict[str, list[float]] = {el: [] for el in wanted.values()}
+    header = re.compile(r"^'\s*([0-9.]+)\s*'")
+    for path in paths:
+        current, skip_name = None, False
+        with open(path, errors="replace") as handle:
+            for line in handle:
+                match = header.match(line)
+                if match:
+                    code = float(match.group(1))
+                    current = wanted.get(int(code)) if code < 100 else None
+                    skip_name = True
+                    continue
+                if skip_name:
+                    skip_name = False
+                    continue
+                if current is None:
+                    continue
+                try:
+                    wave = float(line.split()[0])
+                except (IndexError, ValueError):
+                    continue
+                if wave_range[0] <= wave <= wave_range[1]:
+                    found[current].append(wave)
+    return {el: np.array(sorted(w)) for el, w in found.items()}
+
+
+def saliency(model: LoadedModel, flux: np.ndarray, snr: np.ndarray) -> np.ndarray:
+    """Median over spectra of |dX/df| / |grad_f X| per target and pixel (paper Figs. A.4/A.5).
+
+    X is the network's answer at the latent origin, x = g(0; c(f)), in standardised units.
+    Returns (n_target, n_pix).
+    """
+    stats, network = model.stats, model.network
+    flux_t = torch.tensor(flux, dtype=torch.float32, device=model.device, requires_grad=True)
+    cond = stats.condition(flux_t, torch.as_tensor(snr, device=model.device))
+    features = network.features(cond)
+    n_t = len(model.target_names)
+    x, _ = network.reverse(torch.zeros(flux.shape[0], n_t, device=model.device), features)
+    maps = []
+    for j in range(n_t):
+        (grad,) = torch.autograd.grad(x[:, j].sum(), flux_t, retain_graph=j < n_t - 1)
+        grad = grad.abs()
+        grad = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        maps.append(grad.median(dim=0).values.cpu().numpy())
+    return np.stack(maps)
+
+
+def _engine_linelists() -> tuple[list, str]:
+    try:
+        from gridgen.engine import load_engine
+        return list(load_engine().linelists), ""
+    except Exception as err:  # the engine is optional for evaluation; note why markers are absent
+        return [], f"line markers skipped: gridgen.engine.load_engine() unavailable ({type(err).__name__}: {err})"
+
+
+def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path, split: str = "test",
+             config: PredictConfig | None = None, saliency_spectra: int = 32,
+             linelists: list | None = None, progress: bool = True) -> dict:
+    """Predict one split of a training store and write the evaluation report.
+
+    Parameters
+    ----------
+    model : LoadedModel
+    store_path : str or Path
+        Training store with truths.
+    report_dir : str or Path
+    split : str
+        "test" (default), "val" or "train".
+    config : PredictConfig or None
+        Sampling settings (default: the model's).
+    saliency_spectra : int
+        Spectra (at the S/N closest to 250) used for the saliency map; 0 skips it.
+    linelists : list of paths or None
+        Turbospectrum line lists for the saliency markers; None asks gridgen's engine.
+
+    Returns
+    -------
+    dict
+        ``{"metrics": list of rows, "report_dir": str, "notes": list of str}``.
+    """
+    config = config or model.config.predict
+    report_dir = Path(report_dir)
+    group, info = open_store(store_path, (TRAIN_SCHEMA,))
+    _check_grid(model, info)
+    rows_split = split_rows(group, split)
+    result = run_prediction(model, store_path, config, split=split, progress=progress)
+    names = model.target_names
+    train_range = training_range(model)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(result, names, report_dir / "predictions.csv")
+
+    metrics_rows = []
+    per_snr = {}
+    for level in np.unique(result["snr"]):
+        sel = result["snr"] == level
+        m = residual_metrics(result["map"][sel], result["truth"][sel], result["q16"][sel], result["q84"][sel],
+                             result["q02_5"][sel], result["q97_5"][sel], train_range)
+        per_snr[float(level)] = m
+        for j, name in enumerate(names):
+            metrics_rows.append({"snr": float(level), "target": name,
+                                 **{k: float(v[j]) for k, v in m.items()},
+                                 "f_reject_mean": float(result["f_reject"][sel].mean())})
+    with open(report_dir / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(metrics_rows[0]))
+        writer.writeheader()
+        writer.writerows(metrics_rows)
+    levels = sorted(per_snr)
+    for fname, fmt in (("table_mean_sigma.csv", lambda m, j: f"{m['mean_residual'][j]:.4g} ± {m['sigma'][j]:.4g}"),
+                       ("table_nrmse.csv", lambda m, j: f"{m['nrmse'][j]:.4g}")):
+        with open(report_dir / fname, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["snr", *names])
+            for level in levels:
+                writer.writerow([f"{level:g}", *[fmt(per_snr[level], j) for j in range(len(names))]])
+
+    notes = []
+    ref_snr = levels[int(np.argmin(np.abs(np.log(levels) - np.log(250.0))))]
+    _plot_metrics(per_snr, names, report_dir)
+    _plot_map_vs_truth(result, names, ref_snr, report_dir / "map_vs_truth.png")
+    # Corner plot of the first test spectrum at the reference S/N.
+    first = np.flatnonzero(result["snr"] == ref_snr)[0]
+    row = int(result["row"][first])
+    flux = read_rows(group["flux"], np.array([row]), info.chunk_spec)[:, int(result["snr_index"][first])]
+    raw = sample_posterior(model, flux, np.array([ref_snr]), np.array([row * info.snr.size]), config)
+    samples = targets_to_physical(raw["samples"][0][raw["accepted"][0]], names)
+    _plot_corner(samples, result["truth"][first], result["map"][first], names, report_dir / "corner.png")
+    if saliency_spectra > 0:
+        sal_rows = np.sort(rows_split)[:saliency_spectra]
+        snr_index = int(np.flatnonzero(info.snr == ref_snr)[0])
+        sal_flux = np.concatenate([read_rows(group["flux"], np.array([r]), info.chunk_spec)[:, snr_index]
+                                   for r in sal_rows])
+        check_finite(sal_flux, sal_rows, info.path)
+        sal = saliency(model, sal_flux, np.full(sal_rows.size, ref_snr))
+        if linelists is None:
+            linelists, note = _engine_linelists()
+            if note:
+                notes.append(note)
+        lines = {}
+        if linelists:
+            elements = [n.removesuffix("_fe") for n in names if n.endswith("_fe")] + ["fe"]
+            lines = linelist_positions(linelists, elements, (info.wave_aa[0], info.wave_aa[-1]))
+        _plot_saliency(info.wave_aa, sal, names, lines, report_dir / "saliency.png")
+    summary = {"store": str(store_path), "split": split, "n_predictions": int(result["row"].size),
+               "reference_snr": ref_snr, "notes": notes,
+               "f_reject_mean": float(result["f_reject"].mean()),
+               "untrustworthy_fraction": float(result["untrustworthy"].mean())}
+    (report_dir / "report.json").write_text(json.dumps(summary, indent=2))
+    return {"metrics": metrics_rows, "report_dir": str(report_dir), "notes": notes, "summary": summary}
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _grid(n: int):
+    cols = min(n, 5)
+    return int(np.ceil(n / cols)), cols
+
+
+def _plot_metrics(per_snr: dict, names, report_dir: Path) -> None:
+    plt = _pyplot()
+    levels = sorted(per_snr)
+    for fname, keys in (("metrics_vs_snr.png", ("mean_residual", "sigma")), ("width_vs_snr.png", ("width68",))):
+        nr, nc = _grid(len(names))
+        fig, axes = plt.subplots(nr, nc, figsize=(3 * nc, 2.4 * nr), squeeze=False)
+        for j, name in enumerate(names):
+            ax = axes.flat[j]
+            for key in keys:
+                ax.plot(levels, [per_snr[s][key][j] for s in levels], "o-", ms=3, label=key)
+            ax.set_xscale("log")
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("S/N")
+        for ax in list(axes.flat)[len(names):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(report_dir / fname, dpi=90)
+        plt.close(fig)
+
+
+def _plot_map_vs_truth(result: dict, names, snr: float, path: Path) -> None:
+    plt = _pyplot()
+    sel = result["snr"] == snr
+    nr, nc = _grid(len(names))
+    fig, axes = plt.subplots(nr, nc, figsize=(3 * nc, 3 * nr), squeeze=False)
+    for j, name in enumerate(names):
+        ax = axes.flat[j]
+        t, m = result["truth"][sel, j], result["map"][sel, j]
+        ok = np.isfinite(m)
+        lo, hi = np.nanmin(t), np.nanmax(t)
+        ax.hist2d(t[ok], m[ok], bins=30, range=[[lo, hi], [lo, hi]], cmap="Greys")
+        ax.plot([lo, hi], [lo, hi], "r-", lw=0.7)
+        ax.set_title(f"{name} (S/N {snr:g})", fontsize=9)
+        ax.set_xlabel("truth")
+        ax.set_ylabel("MAP")
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _plot_corner(samples: np.ndarray, truth: np.ndarray, map_phys: np.ndarray, names, path: Path) -> None:
+    plt = _pyplot()
+    n = len(names)
+    fig, axes = plt.subplots(n, n, figsize=(1.4 * n, 1.4 * n), squeeze=False)
+    for i in range(n):
+        for k in range(n):
+            ax = axes[i, k]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k > i:
+                ax.axis("off")
+            elif k == i:
+                ax.hist(samples[:, i], bins=30, color="0.4")
+                ax.axvline(truth[i], color="r", lw=0.8)
+                ax.axvline(map_phys[i], color="b", lw=0.8)
+            else:
+                ax.plot(samples[:, k], samples[:, i], ",", color="0.3", alpha=0.3)
+                ax.plot(truth[k], truth[i], "r+")
+            if i == n - 1:
+                ax.set_xlabel(names[k], fontsize=7)
+            if k == 0:
+                ax.set_ylabel(names[i], fontsize=7)
+    fig.suptitle("posterior of one test spectrum (red: truth, blue: MAP)", fontsize=9)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _plot_saliency(wave: np.ndarray, sal: np.ndarray, names, lines: dict, path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(names), 1, figsize=(10, 1.1 * len(names)), sharex=True, squeeze=False)
+    for j, name in enumerate(names):
+        ax = axes[j, 0]
+        ax.plot(wave, sal[j], lw=0.5, color="k")
+        element = name.removesuffix("_fe") if name.endswith("_fe") else ("fe" if name == "fe_h" else None)
+        for w in lines.get(element, []):
+            ax.axvline(w, color="r", lw=0.4, alpha=0.6)
+        ax.set_ylabel(name, fontsize=7)
+        ax.set_yticks([])
+    axes[-1, 0].set_xlabel("wavelength (Å)")
+    fig.suptitle("saliency: median |dX/df| / |grad X| (red: line-list positions of the element)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

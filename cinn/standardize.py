@@ -1,0 +1,142 @@
+"""Standardisation statistics from one streamed pass over the training split (SPEC §3).
+
+Fluxes are standardised per pixel over all (spectrum, S/N) examples of the training split; the
+condition's last column is the standardised log10 S/N (the paper's "mean S/N" input, taken in
+log because the levels span 10-1000). Targets are standardised per target; their training
+minimum and maximum are the bounds used to reject posterior samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+from tqdm.auto import tqdm
+
+from cinn.data import StoreInfo, check_finite, chunks_of, read_rows
+
+#: Standard deviations below this are replaced by 1 (a constant pixel/target carries no
+#: information and must not be blown up).
+_MIN_STD = 1e-8
+
+
+@dataclass(frozen=True)
+class Standardization:
+    """Statistics saved with a model (``standardization.npz``).
+
+    Attributes
+    ----------
+    wave_aa : ndarray (n_pix,)
+        The training store's pixel grid, Å (predict refuses other grids).
+    flux_mean, flux_std : ndarray (n_pix,)
+    log_snr_mean, log_snr_std : float
+        Of log10(S/N) over the training examples.
+    snr_min, snr_max : float
+        Trained S/N range, in the store's S/N unit.
+    target_mean, target_std : ndarray (n_target,)
+    target_min, target_max : ndarray (n_target,)
+        Training bounds in target units (log10 for teff, vbroad).
+    noise_scale : ndarray (n_pix,)
+        Per-pixel noise at S/N 1 relative to the clean flux, measured on the store (see
+        :func:`cinn.data.add_noise`).
+    """
+
+    wave_aa: np.ndarray
+    flux_mean: np.ndarray
+    flux_std: np.ndarray
+    log_snr_mean: float
+    log_snr_std: float
+    snr_min: float
+    snr_max: float
+    target_mean: np.ndarray
+    target_std: np.ndarray
+    target_min: np.ndarray
+    target_max: np.ndarray
+    noise_scale: np.ndarray
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Standardization":
+        with np.load(path) as data:
+            values = {f.name: data[f.name] for f in fields(cls)}
+        for name in ("log_snr_mean", "log_snr_std", "snr_min", "snr_max"):
+            values[name] = float(values[name])
+        return cls(**values)
+
+    def condition(self, flux: torch.Tensor, snr: torch.Tensor) -> torch.Tensor:
+        """Network condition (n, n_pix + 1): standardised flux and standardised log10 S/N."""
+        mean = torch.as_tensor(self.flux_mean, dtype=flux.dtype, device=flux.device)
+        std = torch.as_tensor(self.flux_std, dtype=flux.dtype, device=flux.device)
+        log_snr = (torch.log10(snr.to(flux.dtype)) - self.log_snr_mean) / self.log_snr_std
+        return torch.cat([(flux - mean) / std, log_snr[:, None]], dim=1)
+
+    def standardize_targets(self, targets: np.ndarray) -> np.ndarray:
+        return (targets - self.target_mean) / self.target_std
+
+    def unstandardize_targets(self, x: np.ndarray) -> np.ndarray:
+        return x * self.target_std + self.target_mean
+
+
+def _merge(count, mean, m2, n_b, mean_b, m2_b):
+    """Chan et al. parallel update of (count, mean, sum of squared deviations)."""
+    total = count + n_b
+    delta = mean_b - mean
+    mean = mean + delta * (n_b / total)
+    m2 = m2 + m2_b + delta ** 2 * (count * n_b / total)
+    return total, mean, m2
+
+
+def compute_standardization(group: zarr.Group, info: StoreInfo, rows: np.ndarray,
+                            targets: np.ndarray, progress: bool = True) -> Standardization:
+    """One streamed pass over the training rows of a training store.
+
+    Parameters
+    ----------
+    group, info : the open training store
+    rows : ndarray
+        Training-split rows.
+    targets : ndarray (n_spec, n_target)
+        Targets of every store row in network units (only ``rows`` are used).
+    progress : bool
+        Show a progress bar.
+    """
+    n_pix = info.n_pix
+    count, mean, m2 = 0, np.zeros(n_pix), np.zeros(n_pix)
+    noise_sum, noise_count = np.zeros(n_pix), np.zeros(n_pix)
+    snr = info.snr[None, :, None]
+    for chunk_rows in tqdm(chunks_of(np.sort(rows), info.chunk_spec), desc="statistics",
+                           unit="chunk", disable=not progress):
+        flux = read_rows(group["flux"], chunk_rows, info.chunk_spec).astype(np.float64)
+        check_finite(flux, chunk_rows, info.path)
+        flat = flux.reshape(-1, n_pix)
+        count, mean, m2 = _merge(count, mean, m2, flat.shape[0], flat.mean(axis=0),
+                                 ((flat - flat.mean(axis=0)) ** 2).sum(axis=0))
+        clean = read_rows(group["flux_clean"], chunk_rows, info.chunk_spec).astype(np.float64)
+        # Relative noise times S/N is the per-pixel noise at S/N 1; deep line cores (flux near
+        # 0) are left out because their ratio is dominated by rounding.
+        usable = np.broadcast_to(clean[:, None, :] > 0.05, flux.shape)
+        ratio = np.where(usable, (flux - clean[:, None, :]) / np.where(usable, clean[:, None, :], 1) * snr, 0)
+        noise_sum += (ratio ** 2).sum(axis=(0, 1))
+        noise_count += usable.sum(axis=(0, 1))
+    flux_std = np.sqrt(m2 / max(count - 1, 1))
+    flux_std = np.where(flux_std < _MIN_STD, 1.0, flux_std)
+    noise_scale = np.sqrt(noise_sum / np.maximum(noise_count, 1))
+    noise_scale = np.where(noise_count > 0, noise_scale, np.median(noise_scale[noise_count > 0])
+                           if (noise_count > 0).any() else 1.0)
+    log_snr = np.log10(info.snr)
+    log_snr_std = float(log_snr.std()) if log_snr.size > 1 else 1.0
+    train_targets = targets[rows]
+    target_std = train_targets.std(axis=0)
+    return Standardization(
+        wave_aa=info.wave_aa, flux_mean=mean, flux_std=flux_std,
+        log_snr_mean=float(log_snr.mean()), log_snr_std=log_snr_std if log_snr_std > 0 else 1.0,
+        snr_min=float(info.snr.min()), snr_max=float(info.snr.max()),
+        target_mean=train_targets.mean(axis=0),
+        target_std=np.where(target_std < _MIN_STD, 1.0, target_std),
+        target_min=train_targets.min(axis=0), target_max=train_targets.max(axis=0),
+        noise_scale=noise_scale)

@@ -1,0 +1,305 @@
+"""Train the cINN on a training store and write a model directory (DESIGN.md).
+
+Model directory layout (``FORMAT_VERSION`` in ``model.json``)::
+
+    model.json              format version, targets, units, bounds, trained S/N range and unit,
+                            training store path + schema + provenance, code version, run context
+    config.json             the full CinnConfig used
+    standardization.npz     pixel grid, flux/S/N/target statistics, bounds, noise calibration
+    weights.pt              best (lowest validation loss) network weights
+    checkpoint.pt           last epoch: weights, optimiser, scheduler, history (for resume)
+    history.csv             epoch, lr, train_ml, train_rev, val_ml, seconds
+    training_curves.png     the losses of history.csv
+    bias.json               (after ``cinn bias-fit``)
+
+Loss per batch (SPEC §3): L = E[||z||^2 / 2 - log|det J|] + w E[||x - g(z + dz)||^2],
+dz ~ N(0, reverse_noise_var I). The learning rate is multiplied by ``lr_decay`` after each epoch
+and training stops when the validation ML loss has not improved by ``early_stop_min_delta``
+for ``early_stop_patience`` epochs. Epoch e draws its data order and noise from
+``(seed, e)``, so a resumed run continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from gridgen.errors import UserError
+from gridgen.provenance import run_context, sha256_bytes
+
+from cinn.config import CinnConfig, config_from_dict, config_to_dict
+from cinn.data import BatchStream, StoreInfo, iterate_split, open_store, split_rows
+from cinn.network import CinnNetwork, select_device
+from cinn.standardize import Standardization, compute_standardization
+from cinn.targets import labels_to_targets
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    """Summary of a training run.
+
+    Attributes
+    ----------
+    model_dir : Path
+    epochs_run : int
+        Epochs completed in total (including resumed ones).
+    best_val_loss : float
+        Lowest validation ML loss, nats per spectrum.
+    stopped_early : bool
+    history : list of dict
+        One row per epoch (see history.csv).
+    """
+
+    model_dir: Path
+    epochs_run: int
+    best_val_loss: float
+    stopped_early: bool
+    history: list[dict]
+
+
+def wave_sha256(wave_aa: np.ndarray) -> str:
+    """Fingerprint of a pixel grid (float64 bytes rounded to 1e-6 Å)."""
+    return sha256_bytes(np.round(np.asarray(wave_aa, dtype=np.float64), 6).tobytes())
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def _torch_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def ml_loss(z: torch.Tensor, log_jac: torch.Tensor) -> torch.Tensor:
+    """Maximum-likelihood loss E[||z||^2 / 2 - log|det J|], nats per example."""
+    return (0.5 * (z * z).sum(dim=1) - log_jac).mean()
+
+
+def build_network(n_pix: int, config: CinnConfig) -> CinnNetwork:
+    """The network for ``n_pix`` flux pixels (+1 S/N input) and the configured targets."""
+    return CinnNetwork(n_pix + 1, len(config.targets.names), config.network)
+
+
+def validation_loss(network: CinnNetwork, group, info: StoreInfo, rows: np.ndarray,
+                    x_all: torch.Tensor, stats: Standardization, device: torch.device,
+                    max_spectra: int, batch_size: int) -> float:
+    """Mean ML loss over every (spectrum, S/N) example of the validation rows."""
+    network.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for flux, snr, row in iterate_split(group, info, rows, max_spectra):
+            for s in range(0, row.size, batch_size):
+                cond = stats.condition(torch.from_numpy(flux[s:s + batch_size]).to(device),
+                                       torch.from_numpy(snr[s:s + batch_size]).to(device))
+                x = x_all[torch.from_numpy(row[s:s + batch_size]).to(device)]
+                z, log_jac = network(x, network.features(cond))
+                total += float((0.5 * (z * z).sum(dim=1) - log_jac).sum())
+                count += x.shape[0]
+    network.train()
+    return total / count
+
+
+def _plot_history(history: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [h["train_ml"] for h in history], label="train ML")
+    ax.plot(epochs, [h["val_ml"] for h in history], label="validation ML")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("ML loss (nats / spectrum)")
+    ax2 = ax.twinx()
+    ax2.semilogy(epochs, [max(h["train_rev"], 1e-12) for h in history], "k:", label="train reverse")
+    ax2.set_ylabel("reverse loss")
+    fig.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _write_history(history: list[dict], model_dir: Path) -> None:
+    with open(model_dir / "history.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    _plot_history(history, model_dir / "training_curves.png")
+
+
+def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
+                      progress: bool = True):
+    """Validate the store, compute (or reuse) statistics, write model.json/config.json.
+
+    Returns ``(group, info, train_rows, val_rows, targets, stats)``. Nothing is written
+    unless the store is usable.
+    """
+    group, info = open_store(store_path)
+    targets = labels_to_targets(group["labels"][:], info.label_names, config.targets.names,
+                                config.targets.vbroad_floor_kms)
+    train_rows, val_rows = split_rows(group, "train"), split_rows(group, "val")
+    model_dir = Path(model_dir)
+    stats_path = model_dir / "standardization.npz"
+    config_path = model_dir / "config.json"
+    if config_path.exists():
+        # A resumed run may extend the schedule or move device; everything else must match.
+        saved = config_to_dict(config_from_dict(json.loads(config_path.read_text())))
+        wanted = config_to_dict(config)
+        for tree in (saved, wanted):
+            tree["train"].pop("epochs")
+            tree["train"].pop("device")
+        if saved != wanted:
+            raise UserError(f"{model_dir} holds a model trained with a different config; "
+                            "use a new --out directory")
+    if stats_path.exists():
+        stats = Standardization.load(stats_path)
+        if wave_sha256(stats.wave_aa) != wave_sha256(info.wave_aa):
+            raise UserError(f"{model_dir} was started on a store with another pixel grid")
+        _write_json(config_path, config_to_dict(config))
+        return group, info, train_rows, val_rows, targets, stats
+    stats = compute_standardization(group, info, train_rows, targets, progress)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(config_path, config_to_dict(config))
+    _write_json(model_dir / "model.json", {
+        "format_version": FORMAT_VERSION,
+        "target_names": list(config.targets.names),
+        "target_units": [dict(zip(info.label_names, group.attrs.get("label_units", [])))
+                         .get(name, "") for name in config.targets.names],
+        "vbroad_floor_kms": config.targets.vbroad_floor_kms,
+        "n_pix": info.n_pix,
+        "wave_sha256": wave_sha256(info.wave_aa),
+        "snr_unit": info.snr_unit,
+        "snr_range": [stats.snr_min, stats.snr_max],
+        "training_store": {"path": str(Path(store_path).resolve()), "schema": info.schema,
+                           "n_train": int(train_rows.size), "n_val": int(val_rows.size),
+                           "provenance": dict(group.attrs.get("provenance", {}))},
+        "torch_version": torch.__version__,
+        "run_context": run_context(),
+    })
+    stats.save(stats_path)
+    return group, info, train_rows, val_rows, targets, stats
+
+
+def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
+          resume: bool = True, progress: bool = True, epoch_callback=None) -> TrainResult:
+    """Train (or resume training of) a cINN and write the model directory.
+
+    Parameters
+    ----------
+    store_path : str or Path
+        Training store (``cinn4most.trainstore/1``).
+    model_dir : str or Path
+        Output directory; an existing ``checkpoint.pt`` there is resumed when ``resume``.
+    config : CinnConfig
+    resume : bool
+        Continue from ``checkpoint.pt`` if present; otherwise start afresh.
+    progress : bool
+        Show tqdm progress bars with the current losses.
+    epoch_callback : callable or None
+        Called as ``epoch_callback(epoch, val_loss)`` after each epoch; it may raise to stop
+        (used by the hyperparameter search to prune).
+
+    Returns
+    -------
+    TrainResult
+    """
+    model_dir = Path(model_dir)
+    if not resume and (model_dir / "checkpoint.pt").exists():
+        raise UserError(f"{model_dir} already holds a training run; remove it or resume")
+    group, info, train_rows, val_rows, targets, stats = prepare_model_dir(
+        store_path, model_dir, config, progress)
+    tc = config.train
+    device = select_device(tc.device)
+    torch.manual_seed(tc.seed)
+    network = build_network(info.n_pix, config).to(device)
+    params = [p for p in network.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=tc.lr_decay)
+    x_all = torch.as_tensor(stats.standardize_targets(targets), dtype=torch.float32, device=device)
+
+    history: list[dict] = []
+    best, bad_epochs, start_epoch, stopped = math.inf, 0, 0, False
+    checkpoint_path = model_dir / "checkpoint.pt"
+    if resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
+        start_epoch, stopped = state["epoch"], state["stopped"]
+
+    noise_scale = stats.noise_scale if config.data.continuous_snr else None
+    rev_sigma = math.sqrt(tc.reverse_noise_var)
+    for epoch in range(start_epoch, tc.epochs):
+        if stopped:
+            break
+        t0 = time.perf_counter()
+        # Data order and noise of each epoch depend only on (seed, epoch): resumable.
+        rng = np.random.default_rng([tc.seed, epoch])
+        torch.manual_seed(tc.seed * 100_003 + epoch)
+        stream = iter(BatchStream(group, info, train_rows, tc.batch_size,
+                                  config.data.shuffle_buffer_chunks, rng, noise_scale))
+        sums = np.zeros(2)
+        bar = tqdm(range(tc.batches_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}",
+                   unit="batch", disable=not progress, leave=False)
+        for step in bar:
+            flux, snr, row = next(stream)
+            cond = stats.condition(torch.from_numpy(flux).to(device), torch.from_numpy(snr).to(device))
+            x = x_all[torch.from_numpy(row).to(device)]
+            features = network.features(cond)
+            z, log_jac = network(x, features)
+            loss_ml = ml_loss(z, log_jac)
+            loss = loss_ml
+            loss_rev = torch.zeros((), device=device)
+            if tc.reverse_loss_weight > 0:
+                x_rec, _ = network.reverse(z + rev_sigma * torch.randn_like(z), features)
+                loss_rev = ((x - x_rec) ** 2).sum(dim=1).mean()
+                loss = loss + tc.reverse_loss_weight * loss_rev
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, batch {step + 1}; "
+                                         "lower train.lr or network.clamp")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sums += (loss_ml.item(), loss_rev.item())
+            bar.set_postfix(ml=f"{sums[0] / (step + 1):.3f}", rev=f"{sums[1] / (step + 1):.2e}")
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        val = validation_loss(network, group, info, val_rows, x_all, stats, device,
+                              config.data.val_max_spectra, tc.batch_size)
+        history.append({"epoch": epoch + 1, "lr": lr, "train_ml": sums[0] / tc.batches_per_epoch,
+                        "train_rev": sums[1] / tc.batches_per_epoch, "val_ml": val,
+                        "seconds": time.perf_counter() - t0})
+        if val < best - tc.early_stop_min_delta:
+            best, bad_epochs = val, 0
+            _torch_save(network.state_dict(), model_dir / "weights.pt")
+        else:
+            bad_epochs += 1
+        stopped = tc.early_stop_patience > 0 and bad_epochs >= tc.early_stop_patience
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}: train ML {history[-1]['train_ml']:.3f}  "
+                       f"reverse {history[-1]['train_rev']:.2e}  val ML {val:.3f}  lr {lr:.2e}")
+        _torch_save({"network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "history": history, "best": best,
+                     "bad_epochs": bad_epochs, "epoch": epoch + 1, "stopped": stopped},
+                    checkpoint_path)
+        _write_history(history, model_dir)
+        if epoch_callback is not None:
+            epoch_callback(epoch + 1, val)
+    return TrainResult(model_dir=model_dir, epochs_run=len(history), best_val_loss=best,
+                       stopped_early=stopped, history=history)

@@ -1,0 +1,153 @@
+"""Small training and observed stores for the cinn tests, written to the brief's contracts.
+
+The fluxes are synthetic but depend smoothly on every label: one Gaussian absorption line per
+element whose depth follows ([Fe/H] + [X/Fe]) and the temperature, plus Fe lines, all widened by
+vbroad and vmic, and pressure-sensitive wings driven by log g. That is enough structure for a
+small network to learn, without Turbospectrum (the real chain is tested in gridgen/augment).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+ELEMENTS = ("li", "c", "n", "o", "na", "mg", "al", "si", "ca", "ti", "v", "cr", "mn", "co",
+            "ni", "sr", "y", "zr", "ba", "ce", "eu")
+LABEL_NAMES = ["teff", "logg", "fe_h", "vmic"] + [f"{el}_fe" for el in ELEMENTS] + ["vbroad"]
+LABEL_UNITS = ["K", "dex", "dex", "km/s"] + ["dex"] * len(ELEMENTS) + ["km/s"]
+C_KMS = 299792.458
+
+
+def sample_labels(n_spec: int, rng: np.random.Generator) -> np.ndarray:
+    """Labels (n_spec, 26): uniform priors over an FGK-like box; 5 % with vbroad exactly 0."""
+    labels = np.empty((n_spec, len(LABEL_NAMES)))
+    labels[:, 0] = rng.uniform(4500, 6500, n_spec)
+    labels[:, 1] = rng.uniform(1.5, 4.8, n_spec)
+    labels[:, 2] = rng.uniform(-2.0, 0.4, n_spec)
+    labels[:, 3] = rng.uniform(0.5, 2.0, n_spec)
+    labels[:, 4:4 + len(ELEMENTS)] = rng.uniform(-0.4, 0.6, (n_spec, len(ELEMENTS)))
+    labels[:, -1] = rng.uniform(0.0, 40.0, n_spec)
+    labels[rng.random(n_spec) < 0.05, -1] = 0.0
+    return labels
+
+
+def synthetic_flux(labels: np.ndarray, wave_aa: np.ndarray) -> np.ndarray:
+    """Continuum-normalised noiseless fluxes (n_spec, n_pix) float64, smooth in the labels."""
+    teff, logg, fe_h, vmic = labels[:, 0:1], labels[:, 1:2], labels[:, 2:3], labels[:, 3:4]
+    vbroad = labels[:, -1:]
+    lo, hi = wave_aa[0], wave_aa[-1]
+    line_wave = np.linspace(lo + 2.0, hi - 2.0, 2 * len(ELEMENTS) + 6)
+    flux = np.ones((labels.shape[0], wave_aa.size))
+    theta = 5040.0 / teff
+    for k, centre in enumerate(line_wave):
+        if k < 2 * len(ELEMENTS):
+            abundance = fe_h + labels[:, 4 + k // 2:5 + k // 2]
+            excitation = 0.5 + (k % 2)                     # two lines per element, different chi
+        else:
+            abundance, excitation = fe_h, 1.0 + 0.3 * (k % 3)
+        strength = np.exp(1.2 * abundance + excitation * 2.0 * (theta - 0.9) + 0.4)
+        depth = 0.85 * strength / (1.0 + strength)
+        sigma_aa = centre / C_KMS * np.sqrt(3.0 ** 2 + (0.6 * vbroad) ** 2 + (2.0 * vmic) ** 2)
+        sigma_aa = sigma_aa * (1.0 + 0.08 * (logg - 3.0) * (k % 4 == 0))
+        flux -= depth * np.exp(-0.5 * ((wave_aa - centre) / sigma_aa) ** 2)
+    return np.clip(flux, 0.02, None)
+
+
+def write_training_store(path: str | Path, wave_aa: np.ndarray, flux: np.ndarray, flux_clean: np.ndarray,
+                         labels: np.ndarray, label_names: list[str], label_units: list[str],
+                         snr: np.ndarray, split: np.ndarray, chunk_spec: int, seed: int = 0) -> Path:
+    """Write arrays as a training store following ``cinn4most.trainstore/1`` exactly.
+
+    ``flux`` is (n_spec, n_snr, n_pix); ``snr`` is per pixel.
+    """
+    n_spec, n_pix = flux.shape[0], wave_aa.size
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group.attrs.update({
+        "schema": "cinn4most.trainstore/1",
+        "label_names": list(label_names), "label_units": list(label_units),
+        "provenance": {"grid": {"name": "cinn-test-synthetic", "version": "1"},
+                       "augment": {"note": "tests/cinn_fixtures.py"}, "seed": seed},
+    })
+
+    def put(name, data, chunks, dims, **attrs):
+        array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
+                                   dimension_names=dims)
+        array[...] = data
+        array.attrs.update(attrs)
+
+    snr = np.asarray(snr, dtype=np.float32)
+    put("wave", np.asarray(wave_aa, dtype=np.float64), (n_pix,), ("pixel",), units="Angstrom", medium="air")
+    put("arm", np.ones(n_pix, dtype=np.int8), (n_pix,), ("pixel",), arm_names=["blue", "green", "red"])
+    put("snr", snr, (snr.size,), ("snr",), unit="per_pixel")
+    put("flux", flux.astype(np.float32), (chunk_spec, snr.size, n_pix), ("spectrum", "snr", "pixel"))
+    put("flux_clean", flux_clean.astype(np.float32), (chunk_spec, n_pix), ("spectrum", "pixel"))
+    put("labels", np.asarray(labels, dtype=np.float64), (chunk_spec, len(label_names)), ("spectrum", "label"))
+    put("split", np.asarray(split, dtype=np.int8), (chunk_spec,), ("spectrum",))
+    put("status", np.ones(n_spec, dtype=np.int8), (chunk_spec,), ("spectrum",))
+    put("source_index", np.arange(n_spec, dtype=np.int64), (chunk_spec,), ("spectrum",))
+    return Path(path)
+
+
+def make_training_store(path: str | Path, n_spec: int = 400, n_pix: int = 300,
+                        snr: tuple[float, ...] = (20.0, 50.0, 250.0), chunk_spec: int = 4,
+                        seed: int = 0, nan_row: int | None = None) -> Path:
+    """Synthetic-line training store (see module docstring).
+
+    Parameters
+    ----------
+    path : str or Path
+    n_spec, n_pix : int
+        Spectra and pixels (pixels at 0.2 Å from 5160 Å, one arm).
+    snr : tuple of float
+        S/N levels, per pixel (noise per eq. 1: sigma = f / SNR).
+    chunk_spec : int
+        Spectra per chunk.
+    seed : int
+    nan_row : int or None
+        If given, that spectrum's fluxes are NaN (bad-input tests).
+    """
+    rng = np.random.default_rng(seed)
+    wave = 5160.0 + 0.2 * np.arange(n_pix)
+    labels = sample_labels(n_spec, rng)
+    clean = synthetic_flux(labels, wave).astype(np.float32)
+    snr_arr = np.asarray(snr, dtype=np.float32)
+    noisy = clean[:, None, :] * (1.0 + rng.standard_normal((n_spec, snr_arr.size, n_pix))
+                                 / snr_arr[None, :, None])
+    if nan_row is not None:
+        noisy[nan_row] = np.nan
+    split = rng.choice(np.array([0, 1, 2], dtype=np.int8), size=n_spec, p=[0.75, 0.20, 0.05])
+    split[:2] = (2, 1)   # small stores still get a validation and a test spectrum
+    return write_training_store(path, wave, noisy, clean, labels, LABEL_NAMES, LABEL_UNITS,
+                                snr_arr, split, chunk_spec, seed)
+
+
+def make_observed_store(path: str | Path, training_store: str | Path, rows: list[int],
+                        snr_index: int = -1, wave_shift_aa: float = 0.0) -> Path:
+    """Write an observed store (``cinn4most.observedstore/1``) from training-store spectra.
+
+    ``wave_shift_aa`` != 0 gives a pixel grid that does not match the model's.
+    """
+    src = zarr.open_group(str(training_store), mode="r")
+    wave = src["wave"][:] + wave_shift_aa
+    flux = src["flux"][:][rows][:, snr_index:snr_index + 1 if snr_index != -1 else None, :]
+    snr = src["snr"][:][[snr_index]]
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group.attrs.update({"schema": "cinn4most.observedstore/1", "provenance": {"source": str(training_store)}})
+    n = len(rows)
+
+    def put(name, data, chunks, dims, **attrs):
+        array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
+                                   dimension_names=dims)
+        array[...] = data
+        array.attrs.update(attrs)
+
+    put("wave", wave, wave.shape, ("pixel",), units="Angstrom", medium="air")
+    put("arm", src["arm"][:], wave.shape, ("pixel",), arm_names=["blue", "green", "red"])
+    put("snr", snr, snr.shape, ("snr",), unit=src["snr"].attrs["unit"])
+    put("flux", flux, (2, 1, wave.size), ("spectrum", "snr", "pixel"))
+    put("mask", np.zeros((n, wave.size), dtype=bool), (2, wave.size), ("spectrum", "pixel"))
+    ids = group.create_array("object_id", shape=(n,), dtype=str, chunks=(2,), dimension_names=("spectrum",))
+    ids[...] = np.array([f"star{r}" for r in rows], dtype=object)
+    return Path(path)

@@ -1,0 +1,181 @@
+"""Training, posterior calibration, rejection, bias fit and bad input of the cinn package."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cinn.bias import apply_bias, fit_bias_table
+from cinn.cli import main
+from cinn.config import CinnConfig, config_from_dict, replace
+from cinn.predict import load_model, sample_posterior
+from cinn.train import train
+
+from cinn_fixtures import make_observed_store, make_training_store, write_training_store
+
+SMALL = {"network": {"feature_hidden": [64, 32], "n_features": 16, "n_blocks": 4,
+                     "subnet_hidden": [32, 32]},
+         "targets": {"names": ["teff", "logg", "fe_h", "vmic", "vbroad", "ca_fe", "mg_fe"]},
+         "train": {"epochs": 4, "batches_per_epoch": 40, "batch_size": 128, "lr": 1e-3,
+                   "early_stop_patience": 0},
+         "predict": {"n_samples": 256}}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices: one thread avoids oversubscription on the shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_training_store(tmp_path_factory.mktemp("cinn") / "train.zarr", n_spec=800, n_pix=200)
+
+
+@pytest.fixture(scope="module")
+def trained(store, tmp_path_factory):
+    torch.set_num_threads(1)
+    model_dir = tmp_path_factory.mktemp("cinn") / "model"
+    result = train(store, model_dir, config_from_dict(SMALL), progress=False)
+    return model_dir, result
+
+
+def test_training_lowers_validation_loss(trained):
+    _, result = trained
+    # An untrained network is the identity map on standardised targets: its ML loss is
+    # E[|x|^2]/2 = n_targets / 2 nats. Learning the labels from the fluxes must beat it clearly.
+    n_targets = len(SMALL["targets"]["names"])
+    assert result.best_val_loss < n_targets / 2 - 2.0
+    assert result.history[-1]["train_ml"] < result.history[0]["train_ml"]
+
+
+def test_resume_continues_schedule(store, trained, tmp_path):
+    model_dir, result = trained
+    extended = replace(config_from_dict(SMALL), train={"epochs": 5})
+    resumed = train(store, model_dir, extended, progress=False)
+    assert resumed.epochs_run == 5
+    assert resumed.history[:4] == result.history
+    assert resumed.history[4]["lr"] == pytest.approx(1e-3 * 0.95 ** 4)
+
+
+def test_out_of_bounds_samples_are_rejected_and_counted(trained, store):
+    model_dir, _ = trained
+    model = load_model(model_dir, "cpu")
+    import zarr
+    flux = zarr.open_group(str(store), mode="r")["flux"][:6, -1]
+    # Shrink the bounds to the central part of the training range: many samples fall out.
+    stats = model.stats
+    half = (stats.target_max - stats.target_min) / 2
+    centre = stats.target_min + half
+    model.stats = dataclasses.replace(stats, target_min=centre - 0.3 * half, target_max=centre + 0.3 * half)
+    out = sample_posterior(model, flux, np.full(6, 250.0), np.arange(6), model.config.predict)
+    inside = ((out["samples"] >= model.stats.target_min) & (out["samples"] <= model.stats.target_max)).all(-1)
+    assert np.array_equal(out["accepted"], inside)
+    assert np.allclose(out["f_reject"], 1 - inside.mean(axis=1))
+    assert out["f_reject"].max() > 0.5
+    has_map = inside.any(axis=1)
+    assert np.all(np.isnan(out["map"][~has_map]))
+    assert np.all((out["map"][has_map] >= model.stats.target_min) & (out["map"][has_map] <= model.stats.target_max))
+
+
+def test_bf16_map_equals_fp32_map(trained, store):
+    model = load_model(trained[0], "cpu")
+    import zarr
+    flux = zarr.open_group(str(store), mode="r")["flux"][:8, -1]
+    cfg = model.config.predict
+    fp32 = sample_posterior(model, flux, np.full(8, 250.0), np.arange(8), dataclasses.replace(cfg, precision="fp32"))
+    bf16 = sample_posterior(model, flux, np.full(8, 250.0), np.arange(8), dataclasses.replace(cfg, precision="bf16"))
+    assert np.allclose(fp32["map"], bf16["map"], rtol=0, atol=1e-5, equal_nan=True)
+
+
+def test_bias_fit_recovers_coefficients(tmp_path):
+    rng = np.random.default_rng(5)
+    n = 200
+    teff = rng.uniform(4500, 6500, n)
+    feh = rng.uniform(-3.5, 0.3, n)
+    ref = rng.uniform(-0.3, 0.4, n)
+    a_true, b_true = 2e-5, -0.08
+    cinn_value = ref + a_true * teff + b_true + rng.normal(0, 0.01, n)
+    cinn_value[feh <= -2.5] += 1.0        # metal-poor stars are excluded from the fit
+    table = tmp_path / "ref.csv"
+    lines = ["teff,fe_h_ref,mg_fe_cinn,mg_fe_ref"] + [f"{t},{f},{c},{r}" for t, f, c, r in zip(teff, feh, cinn_value, ref)]
+    table.write_text("\n".join(lines))
+    bias = fit_bias_table(table, ("teff", "mg_fe"))
+    coef = bias["coefficients"]["mg_fe"]
+    # 0.01 dex scatter over ~150 stars spanning 2000 K: sigma(a) ~ 1.5e-6 / K, sigma(b) ~ 0.01.
+    assert coef["a"] == pytest.approx(a_true, abs=6e-6)
+    assert coef["b"] == pytest.approx(b_true, abs=0.03)
+    shift = apply_bias(bias, ("teff", "mg_fe"), np.array([5000.0]))
+    assert shift[0, 0] == 0 and shift[0, 1] == pytest.approx(coef["a"] * 5000 + coef["b"])
+
+
+@pytest.mark.slow
+def test_linear_gaussian_posterior(tmp_path):
+    """y = A x + N(0, s^2 I), x ~ N(0, I): the cINN posterior must match the analytic one."""
+    rng = np.random.default_rng(0)
+    n, n_pix, noise = 40000, 4, 0.5
+    a_matrix = np.array([[1.0, 0.3], [0.2, 1.0], [0.7, -0.5], [0.0, 0.8]])
+    x = rng.standard_normal((n, 2))
+    clean = x @ a_matrix.T + 3.0
+    y = clean + noise * rng.standard_normal((n, n_pix))
+    split = np.where(np.arange(n) < n - 2000, 0, np.where(np.arange(n) < n - 1000, 2, 1))
+    path = write_training_store(tmp_path / "lg.zarr", 5000 + np.arange(n_pix, dtype=float), y[:, None, :],
+                                clean, x, ["fe_h", "logg"], ["dex", "dex"], np.array([100.0]), split, 500)
+    config = config_from_dict({
+        "network": {"feature_hidden": [32], "n_features": 8, "n_blocks": 4, "subnet_hidden": [32]},
+        "targets": {"names": ["fe_h", "logg"]},
+        # A fast-decaying learning rate removes SGD jitter from the learnt posterior mean.
+        "train": {"epochs": 20, "batches_per_epoch": 100, "batch_size": 512, "lr": 3e-3,
+                  "lr_decay": 0.75, "early_stop_patience": 0},
+        "predict": {"n_samples": 2048, "precision": "fp32"}})
+    train(path, tmp_path / "model", config, progress=False)
+    model = load_model(tmp_path / "model", "cpu")
+    test = np.flatnonzero(split == 1)
+    out = sample_posterior(model, y[test], np.full(test.size, 100.0), test, config.predict)
+    cov = np.linalg.inv(np.eye(2) + a_matrix.T @ a_matrix / noise ** 2)
+    mean = (y[test] - 3.0) @ a_matrix @ cov.T / noise ** 2
+    std = np.sqrt(np.diag(cov))
+    samples = out["samples"].astype(np.float64)
+    est_mean, est_std = samples.mean(axis=1), samples.std(axis=1)
+    # Monte-Carlo error of 2048 samples is 2 % of sigma for the mean, 1.6 % for the std.
+    assert np.median(np.abs(est_mean - mean) / std) < 0.05
+    assert np.all(np.abs(np.median(est_std, axis=0) / std - 1) < 0.05)
+    lo, hi = np.percentile(samples, [16, 84], axis=1)
+    coverage = np.mean((x[test] >= lo) & (x[test] <= hi))
+    assert abs(coverage - 0.68) < 0.03      # 2000 intervals: binomial sigma 1 %
+
+
+def test_bad_input_one_line_exit_1(tmp_path, trained, store, capsys):
+    model_dir, _ = trained
+    nan_store = make_training_store(tmp_path / "nan.zarr", n_spec=20, n_pix=200, nan_row=3)
+    shifted = make_observed_store(tmp_path / "shift.zarr", store, [0, 1], wave_shift_aa=0.1)
+    good_obs = make_observed_store(tmp_path / "obs.zarr", store, [0, 1])
+    cases = [
+        ["train", str(nan_store), "--out", str(tmp_path / "m_nan"), "--quiet"],
+        ["predict", str(model_dir), str(shifted), "--out", str(tmp_path / "p1.zarr"), "--quiet"],
+        ["predict", str(model_dir), str(good_obs), "--out", str(tmp_path / "p2.zarr"), "--samples", "0"],
+        ["predict", str(model_dir), str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "p3.zarr")],
+    ]
+    for argv in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err
+    assert not (tmp_path / "m_nan" / "weights.pt").exists()
+    for name in ("p1.zarr", "p2.zarr", "p3.zarr"):
+        assert not (tmp_path / name).exists()
+    # A model directory from another format version is refused.
+    old = tmp_path / "old_model"
+    import shutil
+    shutil.copytree(model_dir, old)
+    meta = json.loads((old / "model.json").read_text())
+    meta["format_version"] = 0
+    (old / "model.json").write_text(json.dumps(meta))
+    assert main(["predict", str(old), str(good_obs), "--out", str(tmp_path / "p4.zarr")]) == 1
+    assert main(["predict", str(model_dir), str(good_obs), "--out", str(tmp_path / "p5.zarr"),
+                 "--samples", "64", "--quiet"]) == 0
+    assert (tmp_path / "p5.zarr").exists() and (tmp_path / "p5.csv").exists()
