@@ -10,6 +10,7 @@ spectrum with their reason and the run goes on.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -256,15 +257,55 @@ def run_grid(
         for number, (start, stop) in enumerate(chunk_ranges(group))
         if number % shard_count == shard_index and np.any(status[start:stop] != STATUS_OK)
     ]
-    todo = int(sum(np.sum(status[t.start:t.stop] != STATUS_OK) for t in tasks))
-    bar = tqdm(total=todo, unit="spectrum", desc=f"gridgen {config.name}", disable=not progress)
-    for counts in _execute(tasks, jobs, scheduler):
-        bar.update(counts["ok"] + counts["failed"])
-        bar.set_postfix(failed=counts["failed"], refresh=False)
+    todo_mask = np.zeros(len(status), dtype=bool)
+    for task in tasks:
+        todo_mask[task.start:task.stop] = status[task.start:task.stop] != STATUS_OK
+    bar = tqdm(total=int(todo_mask.sum()), unit="spectrum", desc=f"gridgen {config.name}",
+               disable=not progress)
+    with _StatusMonitor(Path(out), todo_mask, bar):
+        for _ in _execute(tasks, jobs, scheduler):
+            pass
     bar.close()
     final = open_grid_store(out)["status"][:]
     return {"ok": int(np.sum(final == 1)), "failed": int(np.sum(final == 2)),
             "pending": int(np.sum(final == 0))}
+
+
+class _StatusMonitor:
+    """Advance a progress bar per spectrum by polling the store's ``status`` array.
+
+    Tasks own whole chunks and report only when a chunk is done; reading the small status
+    array every few seconds shows progress spectrum by spectrum, wherever the workers run.
+    A spectrum counts once it is ok, or once it is failed with a reason it did not have before.
+    """
+
+    def __init__(self, store: Path, todo_mask: np.ndarray, bar, interval_s: float = 2.0):
+        self.store, self.todo_mask, self.bar, self.interval_s = store, todo_mask, bar, interval_s
+        group = open_grid_store(store)
+        self.errors_before = group["error"][:]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _count_done(self) -> int:
+        group = open_grid_store(self.store)
+        status, errors = group["status"][:], group["error"][:]
+        done = (status == STATUS_OK) | ((status == 2) & (errors != self.errors_before))
+        return int(np.sum(done & self.todo_mask))
+
+    def _poll(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            self.bar.n = self._count_done()
+            self.bar.refresh()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.bar.n = self.bar.total if exc[0] is None else self._count_done()
+        self.bar.refresh()
 
 
 def _execute(tasks: list[ChunkTask], jobs: int, scheduler: str | None):
