@@ -1,4 +1,4 @@
-"""Command line: ``python -m gridgen {engine,run,info,verify} ...``."""
+"""Command line: ``python -m gridgen {engine,run,info,verify,resimulate} ...``."""
 
 from __future__ import annotations
 
@@ -55,6 +55,32 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="check schema and every flux checksum; "
                                  "exit 1 on any mismatch")
     verify.add_argument("store")
+
+    resim = commands.add_parser(
+        "resimulate", help="synthesise and 4MOST-ify given parameter sets (e.g. a `cinn predict --csv` "
+        "MAP table) with a grid's physics, into a store cinn predict reads",
+        description="Columns: teff, logg, fe_h (required), vmic, <el>_fe, vbroad, each as LABEL or "
+        "LABEL_map (LABEL_median with --estimate median), as `python -m cinn predict --csv` writes "
+        "them; a missing [X/Fe] is 0 (solar ratio), a missing vbroad 0 km/s; object_id from an "
+        "object_id/name/star/id column. The flux is noiseless. See gridgen.resimulate.")
+    resim.add_argument("table", help="CSV parameter table")
+    resim.add_argument("--grid", required=True, help="grid TOML giving the physics (windows, step, line "
+                       "lists, molecules, atmospheres, NLTE, solar mixture), e.g. grids/demo.toml")
+    resim.add_argument("--out", required=True, help="store to create (.zarr; training-store layout)")
+    resim.add_argument("--augment-config", metavar="TOML", help="augment config (arms, resolving "
+                       "powers, limb darkening, vbroad maximum); default: the paper's")
+    resim.add_argument("--estimate", choices=("map", "median"), default="map",
+                       help="which cINN statistic to read from LABEL_<estimate> columns (default map)")
+    resim.add_argument("--vmic", type=float, metavar="KM_S", help="vmic (km/s) for every row of a "
+                       "table without a vmic column")
+    resim.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    resim.add_argument("--plot-against", metavar="OBS.zarr", help="observed store (augment observe, "
+                       "same arms): one PNG per object comparing observed and re-simulated flux")
+    resim.add_argument("--plot-dir", help="directory of the PNGs (default: <out stem>_plots)")
+    resim.add_argument("--plot-window", action="append", metavar="START:END", help="plot panel "
+                       "window in Å (repeatable; default: the central 20 Å of each arm)")
+    resim.add_argument("--engine-dir")
+    resim.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -105,7 +131,7 @@ def _cmd_info(args) -> int:
     print("split        " + ", ".join(f"{int((split == i).sum())} {name}" for i, name in enumerate(SPLIT_NAMES)))
     print(f"wavelengths  {len(wave)} points, {wave[0]:.3f}-{wave[-1]:.3f} Å ({group['wave'].attrs['medium']})")
     engine = prov["engine"]
-    print(f"engine       {engine.get('name', 'Turbospectrum')} {engine.get('version', '?')}")
+    print(f"engine       {engine['name']} ({engine['sdist']}, {len(engine['binaries'])} binaries hashed)")
     print(f"atmospheres  {prov['atmosphere'].get('name', prov['atmosphere'])}")
     print(f"solar mix    {prov['solar_mixture']['name']}")
     print(f"NLTE         {', '.join(prov['nlte']['nlte_elements']) or 'none (LTE)'}")
@@ -133,9 +159,39 @@ def _cmd_verify(args) -> int:
     return 0
 
 
+def _cmd_resimulate(args) -> int:
+    from pathlib import Path
+
+    from augment.config import load_config
+
+    from gridgen.resimulate import resimulate
+
+    windows = None
+    if args.plot_window:
+        try:
+            windows = [tuple(float(x) for x in w.split(":")) for w in args.plot_window]
+        except ValueError:
+            raise UserError(f"--plot-window: expected START:END in Å, got {args.plot_window}") from None
+        if any(len(w) != 2 for w in windows):
+            raise UserError(f"--plot-window: expected START:END in Å, got {args.plot_window}")
+    summary = resimulate(args.table, args.grid, args.out, load_config(args.augment_config, {}),
+                         jobs=args.jobs, engine_dir=args.engine_dir, estimate=args.estimate,
+                         vmic_kms=args.vmic, plot_against=args.plot_against, plot_dir=args.plot_dir,
+                         plot_windows_aa=windows, progress=not args.no_progress)
+    print(f"{args.out}: {summary.n_ok} ok, {summary.n_failed} failed")
+    for object_id, reason in list(summary.errors.items())[:5]:
+        print(f"  failed {object_id}: {reason}")
+    if summary.plots:
+        print(f"wrote {len(summary.plots)} plots to {Path(summary.plots[0]).parent}")
+    elif args.plot_against:
+        print(f"no plots: no successfully re-simulated object_id is in {args.plot_against}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"engine": _cmd_engine, "run": _cmd_run, "info": _cmd_info, "verify": _cmd_verify}
+    handler = {"engine": _cmd_engine, "run": _cmd_run, "info": _cmd_info, "verify": _cmd_verify,
+               "resimulate": _cmd_resimulate}
     return handler[args.command](args)
 
 

@@ -39,7 +39,7 @@ def _variant(tmp_path, old, new):
 @pytest.mark.parametrize(
     "old, new, key",
     [
-        ("n_spectra = 24", "n_spectrum = 24", "grid.n_spectrum"),
+        ("n_spectra = 48", "n_spectrum = 48", "grid.n_spectrum"),
         ("step_aa = 0.01", "stepaa = 0.01", "synthesis.stepaa"),
         ("[priors.fe_h]\ndist = \"uniform\"\nlow = -2.0", "[priors.fe_h]\ndist = \"uniform\"\nlow = 1.0",
          "priors.fe_h"),
