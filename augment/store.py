@@ -41,15 +41,13 @@ recomputing pending chunks, with identical results.
 
 from __future__ import annotations
 
-import os
-import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 import zarr
 
 from gridgen.errors import UserError
+from gridgen.storeio import create_atomically
 
 from augment.arms import PixelGrid
 
@@ -74,35 +72,34 @@ def _write_pixel_axes(group: zarr.Group, grid: PixelGrid, medium: str, snr: np.n
     _put(group, "snr", snr, snr.shape, ("snr",), unit=snr_unit)
 
 
-def _create_atomically(path: Path, fill) -> None:
-    """Run ``fill(group)`` on a new group at a temporary path, then rename it to ``path``."""
-    if path.exists():
-        raise UserError(f"{path}: already exists; choose another --out or remove it")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        fill(group)
-        with warnings.catch_warnings():
-            # Consolidated metadata is not in the v3 spec yet but spares xarray a fallback warning;
-            # the metadata never changes after creation.
-            warnings.simplefilter("ignore")
-            zarr.consolidate_metadata(str(tmp))
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def create_training_store(path: str | Path, *, grid: PixelGrid, medium: str, snr: np.ndarray, snr_unit: str,
-                          labels: np.ndarray, label_names: list[str], label_units: list[str], split: np.ndarray,
-                          source_index: np.ndarray, chunk_spectra: int, provenance: dict) -> zarr.Group:
+def create_training_store(path: str | Path, **layout) -> zarr.Group:
     """Create an empty (all pending) training store atomically; see the module docstring.
 
     Parameters
     ----------
     path : str or Path
         Destination; must not exist.
+    **layout
+        The keyword arguments of :func:`init_training_group`.
+
+    Returns
+    -------
+    zarr.Group
+        The store, opened read-write.
+    """
+    create_atomically(Path(path), lambda group: init_training_group(group, **layout))
+    return open_augment_store(path, mode="r+")
+
+
+def init_training_group(group: zarr.Group, *, grid: PixelGrid, medium: str, snr: np.ndarray, snr_unit: str,
+                        labels: np.ndarray, label_names: list[str], label_units: list[str], split: np.ndarray,
+                        source_index: np.ndarray, chunk_spectra: int, provenance: dict) -> None:
+    """Lay out an empty training store's arrays and attributes in ``group``.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        A new, empty group (use :func:`create_training_store` for an atomic store on disk).
     grid : PixelGrid
         Output pixels.
     medium : str
@@ -118,33 +115,23 @@ def create_training_store(path: str | Path, *, grid: PixelGrid, medium: str, snr
         Spectra per ``flux`` chunk.
     provenance : dict
         JSON-serialisable.
-
-    Returns
-    -------
-    zarr.Group
-        The store, opened read-write.
     """
-    path = Path(path)
     n_spec, n_pix, n_snr = labels.shape[0], grid.n_pix, len(snr)
     chunk = min(chunk_spectra, n_spec)
     row_chunk = min(n_spec, chunk * max(1, ROW_CHUNK_TARGET // chunk))
+    _write_pixel_axes(group, grid, medium, snr, snr_unit)
+    group.create_array("flux", shape=(n_spec, n_snr, n_pix), dtype="f4", chunks=(chunk, n_snr, n_pix),
+                       fill_value=np.nan, dimension_names=("spectrum", "snr", "pixel"))
+    group.create_array("flux_clean", shape=(n_spec, n_pix), dtype="f4", chunks=(chunk, n_pix),
+                       fill_value=np.nan, dimension_names=("spectrum", "pixel"))
+    _put(group, "labels", np.asarray(labels, dtype=np.float64), (row_chunk, labels.shape[1]), ("spectrum", "label"))
+    _put(group, "split", np.asarray(split, dtype=np.int8), (row_chunk,), ("spectrum",))
+    _put(group, "status", np.zeros(n_spec, dtype=np.int8), (row_chunk,), ("spectrum",))
+    _put(group, "source_index", np.asarray(source_index, dtype=np.int64), (row_chunk,), ("spectrum",))
+    group.attrs.update({"schema": TRAIN_SCHEMA, "label_names": list(label_names),
+                        "label_units": list(label_units), "chunk_spectra": int(chunk),
+                        "provenance": provenance})
 
-    def fill(group):
-        _write_pixel_axes(group, grid, medium, snr, snr_unit)
-        group.create_array("flux", shape=(n_spec, n_snr, n_pix), dtype="f4", chunks=(chunk, n_snr, n_pix),
-                           fill_value=np.nan, dimension_names=("spectrum", "snr", "pixel"))
-        group.create_array("flux_clean", shape=(n_spec, n_pix), dtype="f4", chunks=(chunk, n_pix),
-                           fill_value=np.nan, dimension_names=("spectrum", "pixel"))
-        _put(group, "labels", np.asarray(labels, dtype=np.float64), (row_chunk, labels.shape[1]), ("spectrum", "label"))
-        _put(group, "split", np.asarray(split, dtype=np.int8), (row_chunk,), ("spectrum",))
-        _put(group, "status", np.zeros(n_spec, dtype=np.int8), (row_chunk,), ("spectrum",))
-        _put(group, "source_index", np.asarray(source_index, dtype=np.int64), (row_chunk,), ("spectrum",))
-        group.attrs.update({"schema": TRAIN_SCHEMA, "label_names": list(label_names),
-                            "label_units": list(label_units), "chunk_spectra": int(chunk),
-                            "provenance": provenance})
-
-    _create_atomically(path, fill)
-    return open_augment_store(path, mode="r+")
 
 
 def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr: float, snr_unit: str,
@@ -174,7 +161,7 @@ def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr
         _put(group, "status", np.full(n_spec, STATUS_DONE, dtype=np.int8), (n_spec,), ("spectrum",))
         group.attrs.update({"schema": OBSERVED_SCHEMA, "chunk_spectra": 1, "provenance": provenance})
 
-    _create_atomically(path, fill)
+    create_atomically(path, fill)
     return open_augment_store(path)
 
 

@@ -30,9 +30,6 @@ into place, so a failed creation leaves nothing behind; filling it is resumable.
 
 from __future__ import annotations
 
-import os
-import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +37,7 @@ import zarr
 
 from gridgen.errors import UserError
 from gridgen.provenance import sha256_bytes
+from gridgen.storeio import create_atomically
 
 SCHEMA = "cinn4most.gridstore/1"
 STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
@@ -95,13 +93,10 @@ def create_grid_store(
     provenance
         JSON-serialisable provenance dictionary.
     """
-    path = Path(path)
     n_spec, n_label = labels.shape
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        chunk = (min(chunk_spectra, n_spec),)
+    chunk = (min(chunk_spectra, n_spec),)
+
+    def fill(group: zarr.Group) -> None:
         wave = group.create_array("wave", shape=wave_aa.shape, dtype="f8",
                                   dimension_names=["wavelength"])
         wave[:] = wave_aa
@@ -113,10 +108,10 @@ def create_grid_store(
                                         chunks=chunk + (n_label,),
                                         dimension_names=["spectrum", "label"])
         labels_arr[:] = labels
-        for name, dtype, fill in (("status", "i1", STATUS_PENDING), ("split", "i1", 0),
-                                  ("error", str, ""), ("note", str, ""), ("checksum", str, "")):
+        for name, dtype, fill_value in (("status", "i1", STATUS_PENDING), ("split", "i1", 0),
+                                        ("error", str, ""), ("note", str, ""), ("checksum", str, "")):
             group.create_array(name, shape=(n_spec,), dtype=dtype, chunks=chunk,
-                               fill_value=fill, dimension_names=["spectrum"])
+                               fill_value=fill_value, dimension_names=["spectrum"])
         group["split"][:] = split
         group.attrs.update({
             "schema": SCHEMA,
@@ -125,15 +120,8 @@ def create_grid_store(
             "chunk_spectra": int(chunk[0]),
             "provenance": provenance,
         })
-        with warnings.catch_warnings():
-            # Consolidated metadata is not in the v3 spec yet, but lets xarray open the store
-            # without a fallback warning; the metadata never changes after creation.
-            warnings.simplefilter("ignore")
-            zarr.consolidate_metadata(str(tmp))
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    create_atomically(path, fill)
     return open_grid_store(path, mode="r+")
 
 
