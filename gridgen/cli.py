@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from gridgen.errors import UserError, run_cli
+from gridgen.errors import ArgumentParser, UserError, run_cli
 
 _DESCRIPTION = """\
 Sample stellar parameters, build model atmospheres, run Turbospectrum and write the raw
@@ -18,7 +18,7 @@ vmic in km/s. Fluxes are continuum-normalised and unbroadened (no instrument, no
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gridgen", description=_DESCRIPTION,
+    parser = ArgumentParser(prog="python -m gridgen", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -72,7 +72,8 @@ class ChunkTask:
     stop: int
 
 
-def _provenance(config: GridConfig, engine, provider, wave_medium: str) -> dict:
+def grid_provenance(config: GridConfig, engine, provider, wave_medium: str) -> dict:
+    """The ``provenance`` attribute of a grid store made from ``config`` (see gridgen.store)."""
     return {
         "schema": SCHEMA,
         "grid": {
@@ -141,8 +142,78 @@ def prepare_store(config: GridConfig, out: str | Path, engine_dir: str | None = 
         label_units=LABEL_UNITS,
         split=assign_split(len(labels), config.split, config.seed),
         chunk_spectra=config.chunk_spectra,
-        provenance=_provenance(config, engine, provider, engine.wave_medium),
+        provenance=grid_provenance(config, engine, provider, engine.wave_medium),
     )
+
+
+@dataclass(frozen=True)
+class SynthesisContext:
+    """Everything one worker needs to synthesise spectra of a grid definition, loaded once."""
+
+    config: GridConfig
+    engine: engine_mod.Engine
+    provider: object
+    solar: dict[int, float]
+    linelists: list[Path]
+    nlte_grids: dict
+    wave_aa: np.ndarray
+
+    @classmethod
+    def load(cls, config_path: str | Path, engine_dir: str | None = None) -> "SynthesisContext":
+        """Load the grid definition, engine, atmosphere provider, line lists and NLTE grids."""
+        config = load_grid_config(config_path)
+        engine = engine_mod.load_engine(Path(engine_dir) if engine_dir else None)
+        return cls(
+            config=config,
+            engine=engine,
+            provider=make_provider(config.atmosphere, engine),
+            solar=solar_abundances(config.sampler.solar_mixture),
+            linelists=resolve_linelists(engine, config),
+            nlte_grids=nlte_mod.load_nlte_grids(config.nlte) if config.nlte else {},
+            wave_aa=synthesis_wavelengths(config.synthesis.windows_aa, config.synthesis.step_aa),
+        )
+
+
+def synthesize_labels(labels: np.ndarray, context: SynthesisContext) -> tuple[np.ndarray, str]:
+    """One unbroadened, continuum-normalised spectrum of the grid definition.
+
+    Parameters
+    ----------
+    labels : ndarray, shape (25,)
+        Grid labels in ``LABEL_NAMES`` order (K, dex, dex, km/s, 21 x dex).
+    context : SynthesisContext
+        From :meth:`SynthesisContext.load`.
+
+    Returns
+    -------
+    flux_norm : ndarray, shape (n_wave,), float32
+        On ``context.wave_aa``.
+    note : str
+        Elements synthesised in LTE although NLTE was asked for, and why ("" if none).
+
+    Raises
+    ------
+    gridgen.engine.SynthesisError, UserError
+        The synthesis failed, or the parameters are outside a provider's or departure grid's range.
+    """
+    config = context.config
+    abundances = absolute_abundances(labels, context.solar)
+    lte_fallback: dict[str, str] = {}
+
+    def write_departures(atmosphere, workdir):
+        inputs = nlte_mod.write_nlte_inputs(config.nlte, context.nlte_grids, atmosphere, abundances, workdir)
+        lte_fallback.update(inputs.lte_fallback)
+        return inputs.info_file
+
+    atmosphere = context.provider.model(labels[_TEFF], labels[_LOGG], labels[_FE_H], labels[_VMIC])
+    spectrum = engine_mod.synthesize(
+        context.engine, atmosphere, abundances, float(labels[_FE_H]), float(labels[_VMIC]),
+        config.synthesis.windows_aa, config.synthesis.step_aa, linelists=context.linelists,
+        nlte=write_departures if context.nlte_grids else None, timeout_s=config.synthesis.timeout_s)
+    if spectrum.wave_aa.shape != context.wave_aa.shape or not np.allclose(
+            spectrum.wave_aa, context.wave_aa, rtol=0, atol=1e-3 * config.synthesis.step_aa):
+        raise engine_mod.SynthesisError("output wavelength grid differs from the store's", "")
+    return spectrum.flux_norm, "; ".join(f"{el} in LTE: {why}" for el, why in lte_fallback.items())
 
 
 def run_chunk(task: ChunkTask) -> dict[str, int]:
@@ -153,46 +224,20 @@ def run_chunk(task: ChunkTask) -> dict[str, int]:
     dict
         Counts of ``ok`` and ``failed`` spectra written by this task.
     """
-    config = load_grid_config(task.config_path)
-    engine = engine_mod.load_engine(Path(task.engine_dir) if task.engine_dir else None)
-    provider = make_provider(config.atmosphere, engine)
-    solar = solar_abundances(config.sampler.solar_mixture)
+    context = SynthesisContext.load(task.config_path, task.engine_dir)
     group = open_grid_store(task.store_path, mode="r+")
-    wave_expected = group["wave"][:]
     status = group["status"][task.start:task.stop]
     labels = group["labels"][task.start:task.stop]
-    linelists = resolve_linelists(engine, config)
-    nlte_grids = nlte_mod.load_nlte_grids(config.nlte) if config.nlte else {}
     counts = {"ok": 0, "failed": 0}
     for offset in np.flatnonzero(status != STATUS_OK):
         index = task.start + int(offset)
-        row = labels[offset]
-        abundances = absolute_abundances(row, solar)
-        lte_fallback: dict[str, str] = {}
-
-        def write_departures(atmosphere, workdir):
-            inputs = nlte_mod.write_nlte_inputs(config.nlte, nlte_grids, atmosphere, abundances, workdir)
-            lte_fallback.update(inputs.lte_fallback)
-            return inputs.info_file
-
         try:
-            atmosphere = provider.model(row[_TEFF], row[_LOGG], row[_FE_H], row[_VMIC])
-            spectrum = engine_mod.synthesize(
-                engine, atmosphere, abundances, float(row[_FE_H]),
-                float(row[_VMIC]), config.synthesis.windows_aa, config.synthesis.step_aa,
-                linelists=linelists, nlte=write_departures if nlte_grids else None,
-                timeout_s=config.synthesis.timeout_s,
-            )
-            if spectrum.wave_aa.shape != wave_expected.shape or not np.allclose(
-                spectrum.wave_aa, wave_expected, rtol=0, atol=1e-3 * config.synthesis.step_aa
-            ):
-                raise engine_mod.SynthesisError("output wavelength grid differs from the store's", "")
+            flux, note = synthesize_labels(labels[offset], context)
         except (engine_mod.SynthesisError, UserError) as exc:
             write_spectrum(group, index, None, str(getattr(exc, "reason", exc)))
             counts["failed"] += 1
             continue
-        note = "; ".join(f"{el} in LTE: {why}" for el, why in lte_fallback.items())
-        write_spectrum(group, index, spectrum.flux_norm, note=note)
+        write_spectrum(group, index, flux, note=note)
         counts["ok"] += 1
     return counts
 
