@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 
-from gridgen.errors import UserError
+from gridgen.errors import ArgumentParser, run_cli
 
 from augment.config import load_config, parse_snr_list
 from augment.noise import SNR_UNITS
 
 SUBCOMMANDS = ("observe", "info", "export")
 
-
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose usage errors are UserErrors (exit 1, one line), not exit 2."""
-
-    def error(self, message):
-        raise UserError(f"{self.prog}: {message}")
 
 UNITS_HELP = """\
 Units: wavelengths in Å; velocities (vbroad) in km/s; resolving power R = λ/FWHM (dimensionless).
@@ -46,7 +39,7 @@ def _common_config_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Parser of the default command (augment a grid store)."""
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="python -m augment",
         description="4MOST-ify a grid store into a training store: Gaussian LSF to R=80000, rotational "
                     "broadening (vbroad drawn per spectrum, km/s), degradation to R=20000, flux-conserving "
@@ -69,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_observe_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="python -m augment observe",
         description="4MOST-ify observed spectra (continuum-normalised, rest frame; 1D FITS with linear/log "
                     "WCS, FITS binary tables or text tables with wave/flux[/ivar|error] columns, "
@@ -90,13 +83,13 @@ def build_observe_parser() -> argparse.ArgumentParser:
 
 
 def build_info_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m augment info", description="Summarise a training or observed store.")
+    parser = ArgumentParser(prog="python -m augment info", description="Summarise a training or observed store.")
     parser.add_argument("store", metavar="STORE.zarr")
     return parser
 
 
 def build_export_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m augment export",
+    parser = ArgumentParser(prog="python -m augment export",
                                      description="Export a training or observed store to HDF5 (h5py).")
     parser.add_argument("store", metavar="STORE.zarr")
     parser.add_argument("--out", required=True, metavar="FILE.h5")
@@ -154,15 +147,4 @@ def run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: exit status 0 ok, 1 user error (one line), 2 internal failure."""
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        return run(argv)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
-    except Exception:  # noqa: BLE001 - any other exception is an internal failure
-        traceback.print_exc()
-        return 2
+    return run_cli(run, sys.argv[1:] if argv is None else argv)

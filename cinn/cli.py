@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import traceback
 
-from gridgen.errors import UserError
+from gridgen.errors import ArgumentParser, UserError, run_cli
 
 UNITS = ("Units: Teff K, log g dex (cgs), [Fe/H] and [X/Fe] dex, vmic and vbroad km/s, "
          "wavelengths Å, S/N in the training store's unit (per Å or per pixel).")
@@ -27,7 +25,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cinn", description="Train and apply the cINN "
+    parser = ArgumentParser(prog="python -m cinn", description="Train and apply the cINN "
                                      "of SPEC §3 (13 targets with full posteriors). " + UNITS)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -151,15 +149,5 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 2
-    except Exception:
-        traceback.print_exc()
-        return 2
+    """Entry point: exit status 0 ok, 1 user error (one line), 2 internal failure."""
+    return run_cli(lambda args: run(build_parser().parse_args(args)), argv)

@@ -28,7 +28,7 @@ import torch
 from cinn.config import PredictConfig
 from cinn.data import TRAIN_SCHEMA, check_finite, open_store, read_rows, split_rows
 from cinn.predict import LoadedModel, _check_grid, run_prediction, sample_posterior, write_csv
-from cinn.targets import LOG10_TARGETS, targets_to_physical
+from cinn.targets import targets_to_physical
 
 #: Atomic numbers of the elements whose lines can be marked on saliency maps.
 ATOMIC_NUMBER = {"li": 3, "c": 6, "n": 7, "o": 8, "na": 11, "mg": 12, "al": 13, "si": 14, "ca": 20,

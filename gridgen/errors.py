@@ -6,8 +6,18 @@ internal failure and exits with status 2 (see DESIGN.md, Conventions).
 """
 
 
+import argparse
+
+
 class UserError(Exception):
     """Bad input from the user; the message must be one readable line naming the culprit."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are UserErrors (exit 1, one line), not exit 2."""
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message}")
 
 
 def run_cli(main, argv=None) -> int:

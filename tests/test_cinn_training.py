@@ -9,7 +9,7 @@ import torch
 
 from cinn.bias import apply_bias, fit_bias_table
 from cinn.cli import main
-from cinn.config import CinnConfig, config_from_dict, replace
+from cinn.config import config_from_dict, replace
 from cinn.predict import load_model, sample_posterior
 from cinn.train import train
 
