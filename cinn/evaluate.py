@@ -169,7 +169,7 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
         per_snr[float(level)] = m
         for j, name in enumerate(names):
             metrics_rows.append({"snr": float(level), "target": name,
-                                 **{k: float(v[j]) for k, v in m.items()},
+                                 **{k: int(v[j]) if k == "n" else float(v[j]) for k, v in m.items()},
                                  "f_reject_mean": float(result["f_reject"][sel].mean())})
     with open(report_dir / "metrics.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(metrics_rows[0]))
@@ -192,7 +192,9 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
     first = np.flatnonzero(result["snr"] == ref_snr)[0]
     row = int(result["row"][first])
     flux = read_rows(group["flux"], np.array([row]), info.chunk_spec)[:, int(result["snr_index"][first])]
-    raw = sample_posterior(model, flux, np.array([ref_snr]), np.array([row * info.snr.size]), config)
+    # Same latent index as run_prediction, so the plotted samples are those behind the MAP shown.
+    index = row * info.snr.size + int(result["snr_index"][first])
+    raw = sample_posterior(model, flux, np.array([ref_snr]), np.array([index]), config)
     samples = targets_to_physical(raw["samples"][0][raw["accepted"][0]], names)
     _plot_corner(samples, result["truth"][first], result["map"][first], names, report_dir / "corner.png")
     if saliency_spectra > 0:

@@ -22,8 +22,14 @@ from cinn.train import train
 
 
 def suggest(trial: optuna.Trial, base: CinnConfig) -> CinnConfig:
-    """Architecture and optimiser knobs around the base config (widths scale with the base)."""
-    width = trial.suggest_categorical("subnet_width", [128, 256, 512, 1024])
+    """Architecture and optimiser knobs around the base config (widths scale with the base).
+
+    Sub-network widths are 1/4 to 2x the base's first width (128-1024 for the paper's 512), so
+    a small base config gives a small search space.
+    """
+    base_width = base.network.subnet_hidden[0]
+    width = trial.suggest_categorical(
+        "subnet_width", sorted({max(8, base_width * k // 4) for k in (1, 2, 4, 8)}))
     depth = trial.suggest_int("subnet_layers", 2, 4)
     feature_scale = trial.suggest_categorical("feature_scale", [0.25, 0.5, 1.0])
     return replace(
