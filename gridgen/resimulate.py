@@ -47,11 +47,9 @@ leaves nothing at ``out``.
 
 from __future__ import annotations
 
-import csv
-import math
-import os
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -65,48 +63,18 @@ from gridgen import engine as engine_mod
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
 from gridgen.errors import UserError
-from gridgen.provenance import run_context, sha256_file
-from gridgen.runner import SynthesisContext, grid_provenance, synthesize_labels
+from gridgen.provenance import run_context
+from gridgen.runner import SynthesisContext, execute, grid_provenance, synthesize_labels
 from gridgen.runner import synthesis_wavelengths
+from gridgen.sampling import ParameterTable, read_parameter_table
 from gridgen.solar import solar_abundances
 from gridgen.storeio import create_atomically
 
 _TEFF, _LOGG, _FE_H, _VMIC = (LABEL_NAMES.index(n) for n in ("teff", "logg", "fe_h", "vmic"))
 #: Labels without which no spectrum can be made.
-REQUIRED_LABELS = ("teff", "logg", "fe_h")
-#: Columns that name the object, in order of preference.
-ID_COLUMNS = ("object_id", "name", "star", "id")
-#: Which of cINN's per-target statistics to read (``<label>_<suffix>`` columns).
-ESTIMATES = ("map", "median")
 #: Rows synthesised by one worker task (amortises loading the engine and atmosphere provider).
 ROWS_PER_TASK = 8
 SPLIT_TEST = 1
-
-
-@dataclass(frozen=True)
-class ParameterTable:
-    """Parameter sets to re-simulate, as read from a CSV table.
-
-    Attributes
-    ----------
-    labels : ndarray, shape (n, 25), float64
-        Grid labels in ``LABEL_NAMES`` order (K, dex, dex, km/s, 21 x dex).
-    vbroad_kms : ndarray, shape (n,), float64
-        Rotational broadening, km/s.
-    object_id : tuple of str
-    columns : dict of str to str
-        For every label and ``vbroad``: the column it was read from, or the default applied.
-    path : str
-    sha256 : str
-        SHA-256 of the table file.
-    """
-
-    labels: np.ndarray
-    vbroad_kms: np.ndarray
-    object_id: tuple[str, ...]
-    columns: dict[str, str]
-    path: str
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -117,91 +85,6 @@ class ResimSummary:
     n_failed: int
     errors: dict[str, str]
     plots: tuple[str, ...]
-
-
-def read_resim_table(path: str | Path, *, estimate: str = "map", vmic_kms: float | None = None) -> ParameterTable:
-    """Read parameter sets from a plain label table or a ``cinn predict --csv`` table.
-
-    Parameters
-    ----------
-    path : str or Path
-        CSV file with a header row (see the module docstring for the columns).
-    estimate : {"map", "median"}
-        Which cINN statistic to read where the table has ``<label>_<estimate>`` columns.
-    vmic_kms : float, optional
-        Microturbulence (km/s) for every row, for tables without a vmic column.
-
-    Returns
-    -------
-    ParameterTable
-
-    Raises
-    ------
-    UserError
-        Unreadable file, no rows, missing or ambiguous columns, bad values (row and column named).
-    """
-    path = Path(path)
-    if estimate not in ESTIMATES:
-        raise UserError(f"--estimate: expected one of {', '.join(ESTIMATES)}, got {estimate!r}")
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-            header = [name.strip() for name in reader.fieldnames or []]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"{path}: cannot read parameter table: {exc}") from None
-    if not rows:
-        raise UserError(f"{path}: parameter table has no rows")
-
-    columns: dict[str, str] = {}
-    for name in (*LABEL_NAMES, "vbroad"):
-        found = [c for c in (name, f"{name}_{estimate}") if c in header]
-        if len(found) == 2:
-            raise UserError(f"{path}: both columns {found[0]!r} and {found[1]!r} present; keep one")
-        if found:
-            columns[name] = found[0]
-    missing = [n for n in REQUIRED_LABELS if n not in columns]
-    if missing:
-        raise UserError(f"{path}: parameter table lacks column(s) "
-                        f"{', '.join(f'{n} (or {n}_{estimate})' for n in missing)}")
-    if "vmic" in columns and vmic_kms is not None:
-        raise UserError(f"--vmic: the table has a vmic column ({columns['vmic']!r}); drop --vmic")
-    if "vmic" not in columns and vmic_kms is None:
-        raise UserError(f"{path}: no vmic (or vmic_{estimate}) column; give --vmic KM_S for all rows")
-
-    labels = np.zeros((len(rows), len(LABEL_NAMES)))
-    vbroad = np.zeros(len(rows))
-    if vmic_kms is not None:
-        labels[:, _VMIC] = vmic_kms
-    for i, row in enumerate(rows):
-        for name, column in columns.items():
-            value = _number(row.get(column, ""), path, i, column)
-            if name == "vbroad":
-                vbroad[i] = value
-            else:
-                labels[i, LABEL_NAMES.index(name)] = value
-    id_column = next((c for c in ID_COLUMNS if c in header), None)
-    object_id = tuple((row[id_column] if id_column else "") or f"row{i}" for i, row in enumerate(rows))
-
-    described = dict(columns)
-    for name in (*LABEL_NAMES, "vbroad"):
-        if name not in described:
-            described[name] = (f"default {vmic_kms:g} km/s (--vmic)" if name == "vmic" else
-                               "default 0 km/s (no rotation)" if name == "vbroad" else
-                               "default 0 dex (solar ratio)")
-    return ParameterTable(labels, vbroad, object_id, described, str(path.resolve()), sha256_file(path))
-
-
-def _number(text: str, path: Path, i: int, column: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        shown = text if text else "empty"
-        raise UserError(f"{path}: row {i + 2}, column {column}: {shown!r} is not a finite number "
-                        f"(remove the row, e.g. a cINN prediction without accepted samples)")
-    return value
 
 
 def check_parameters(table: ParameterTable, provider, allow_outside: bool, vbroad_max_kms: float) -> None:
@@ -257,7 +140,7 @@ def resimulate(table_path: str | Path, grid_path: str | Path, out: str | Path, a
     Parameters
     ----------
     table_path : str or Path
-        Parameter table (see :func:`read_resim_table`).
+        Parameter table (see :func:`gridgen.sampling.read_parameter_table`).
     grid_path : str or Path
         Grid TOML whose physics is used (its sampler and ``n_spectra`` are ignored).
     out : str or Path
@@ -301,7 +184,7 @@ def resimulate(table_path: str | Path, grid_path: str | Path, out: str | Path, a
     engine = engine_mod.load_engine(Path(engine_dir) if engine_dir else None)
     provider = make_provider(config.atmosphere, engine)
     solar_abundances(config.sampler.solar_mixture)  # fail early on an unknown mixture name
-    table = read_resim_table(table_path, estimate=estimate, vmic_kms=vmic_kms)
+    table = read_parameter_table(table_path, estimate=estimate, vmic_kms=vmic_kms)
     check_parameters(table, provider, config.atmosphere.allow_outside, augment_config.vbroad_max_kms)
     wave_in = synthesis_wavelengths(config.synthesis.windows_aa, config.synthesis.step_aa)
     plan = plan_for_grid(wave_in, augment_config, str(grid_path))
@@ -315,7 +198,9 @@ def resimulate(table_path: str | Path, grid_path: str | Path, out: str | Path, a
     batches = [np.arange(s, min(s + ROWS_PER_TASK, n)) for s in range(0, n, ROWS_PER_TASK)]
     config_path = str(Path(grid_path).resolve())
     with tqdm(total=n, unit="spectrum", desc="resimulate", disable=not progress) as bar:
-        for rows, results in zip(batches, _execute(config_path, engine_dir, table.labels, batches, jobs)):
+        for rows, results in zip(batches, execute(partial(_synthesize_rows, config_path, engine_dir),
+                                                     [table.labels[rows] for rows in batches], jobs=jobs,
+                                                     ordered=True)):
             for i, (flux, note, error) in zip(rows, results):
                 notes[i], errors[i] = note, error
                 if flux is not None:
@@ -330,20 +215,6 @@ def resimulate(table_path: str | Path, grid_path: str | Path, out: str | Path, a
         plots = tuple(plot_comparison(out, observed, target, windows))
     failed = {table.object_id[i]: e for i, e in enumerate(errors) if e}
     return ResimSummary(n - len(failed), len(failed), failed, plots)
-
-
-def _execute(config_path: str, engine_dir: str | None, labels: np.ndarray, batches, jobs: int):
-    """Yield each batch's results in order, in-process or on joblib worker processes."""
-    if jobs == 1 or len(batches) <= 1:
-        for rows in batches:
-            yield _synthesize_rows(config_path, engine_dir, labels[rows])
-        return
-    from joblib import Parallel, delayed
-
-    # Turbospectrum is single-threaded; keep numpy in workers from oversubscribing cores.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    yield from Parallel(n_jobs=jobs, return_as="generator")(
-        delayed(_synthesize_rows)(config_path, engine_dir, labels[rows]) for rows in batches)
 
 
 def _resim_provenance(config: GridConfig, engine, provider, table: ParameterTable, augment_config,

@@ -9,6 +9,7 @@ spectrum with their reason and the run goes on.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import dataclass
@@ -72,9 +73,19 @@ class ChunkTask:
     stop: int
 
 
+#: Provenance sections that must match for a store to be resumed: what the spectra are made of.
+_RESUME_SECTIONS = ("sampler", "engine", "linelists", "atmosphere", "solar_mixture", "nlte", "synthesis")
+
+
 def grid_provenance(config: GridConfig, engine, provider, wave_medium: str) -> dict:
     """The ``provenance`` attribute of a grid store made from ``config`` (see gridgen.store)."""
-    return {
+    return {**_inputs_provenance(config, engine, provider, wave_medium), **run_context()}
+
+
+def _inputs_provenance(config: GridConfig, engine, provider, wave_medium: str) -> dict:
+    """Everything a grid store's spectra depend on, as JSON-compatible values."""
+    table = config.sampler.table if config.sampler.method == "table" else None
+    return json.loads(json.dumps({
         "schema": SCHEMA,
         "grid": {
             "name": config.name,
@@ -88,11 +99,12 @@ def grid_provenance(config: GridConfig, engine, provider, wave_medium: str) -> d
             "method": config.sampler.method,
             "seed": config.seed,
             "fe_h_prior_used": vars(clip_fe_h_prior(config.sampler.priors["fe_h"], provider.feh_range_dex))
-            if config.sampler.method != "table" else None,
+            if table is None else None,
+            "table": {"path": table, "sha256": sha256_file(table)} if table else None,
         },
         "engine": engine.provenance(),
         "linelists": {
-            "files": {str(p): sha256_file(p) for p in resolve_linelists(engine, config)},
+            "files": {p.name: sha256_file(p) for p in resolve_linelists(engine, config)},
             "molecules": load_molecular_linelists(engine)[1] if config.synthesis.molecules else None,
         },
         "atmosphere": provider.describe(),
@@ -106,8 +118,7 @@ def grid_provenance(config: GridConfig, engine, provider, wave_medium: str) -> d
             "broadening": "none (no instrumental, rotational or macroturbulent broadening)",
             "wave_medium": wave_medium,
         },
-        **run_context(),
-    }
+    }))
 
 
 def prepare_store(config: GridConfig, out: str | Path, engine_dir: str | None = None):
@@ -121,16 +132,25 @@ def prepare_store(config: GridConfig, out: str | Path, engine_dir: str | None = 
     """
     out = Path(out)
     engine = engine_mod.load_engine(Path(engine_dir) if engine_dir else None)
+    provider = make_provider(config.atmosphere, engine)
     if out.exists():
         group = open_grid_store(out, mode="r+")
-        stored_sha = group.attrs["provenance"]["grid"]["toml_sha256"]
+        stored = group.attrs["provenance"]
+        stored_sha = stored["grid"]["toml_sha256"]
         if stored_sha != config.source_sha256:
             raise UserError(
                 f"{out}: holds a store of another grid definition (TOML SHA-256 {stored_sha[:12]}..., "
                 f"this one {config.source_sha256[:12]}...); choose another --out"
             )
+        current = _inputs_provenance(config, engine, provider, engine.wave_medium)
+        changed = [key for key in _RESUME_SECTIONS if stored.get(key) != current[key]]
+        if changed:
+            raise UserError(
+                f"{out}: made with other inputs ({', '.join(changed)} differ: engine build, line lists, "
+                f"atmosphere weights, NLTE data or parameter table changed); finishing it would mix "
+                f"spectra of two builds; choose another --out"
+            )
         return group
-    provider = make_provider(config.atmosphere, engine)
     labels = sample_parameters(config, provider)
     solar_abundances(config.sampler.solar_mixture)  # fail early on an unknown mixture name
     return create_grid_store(
@@ -308,7 +328,7 @@ def run_grid(
     bar = tqdm(total=int(todo_mask.sum()), unit="spectrum", desc=f"gridgen {config.name}",
                disable=not progress)
     with _StatusMonitor(Path(out), todo_mask, bar):
-        for _ in _execute(tasks, jobs, scheduler):
+        for _ in execute(run_chunk, tasks, jobs=jobs, scheduler=scheduler):
             pass
     bar.close()
     final = open_grid_store(out)["status"][:]
@@ -353,8 +373,23 @@ class _StatusMonitor:
         self.bar.refresh()
 
 
-def _execute(tasks: list[ChunkTask], jobs: int, scheduler: str | None):
-    """Yield each task's counts as it finishes, on Dask, joblib processes or in-process."""
+def execute(function, items: list, *, jobs: int = 1, scheduler: str | None = None,
+            ordered: bool = False):
+    """Yield ``function(item)`` for every item: in-process, on joblib processes, or on Dask.
+
+    Parameters
+    ----------
+    function
+        A picklable module-level callable (or a partial of one).
+    items
+        Its arguments, one per call.
+    jobs
+        Local worker processes (joblib); ignored with ``scheduler``.
+    scheduler
+        Address of a Dask scheduler (``tcp://host:port``).
+    ordered
+        Yield in the order of ``items`` instead of as calls finish.
+    """
     if scheduler:
         from distributed import Client, as_completed
 
@@ -363,18 +398,18 @@ def _execute(tasks: list[ChunkTask], jobs: int, scheduler: str | None):
         except OSError as exc:
             raise UserError(f"--scheduler: cannot reach Dask scheduler {scheduler}: {exc}") from None
         with client:
-            futures = client.map(run_chunk, tasks, pure=False)
-            for future in as_completed(futures):
+            futures = client.map(function, items, pure=False)
+            for future in (futures if ordered else as_completed(futures)):
                 yield future.result()
         return
-    if jobs == 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield run_chunk(task)
+    if jobs == 1 or len(items) <= 1:
+        for item in items:
+            yield function(item)
         return
     from joblib import Parallel, delayed
 
     # Turbospectrum is single-threaded; keep numpy in workers from oversubscribing cores.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
-        delayed(run_chunk)(task) for task in tasks
+    yield from Parallel(n_jobs=jobs, return_as="generator" if ordered else "generator_unordered")(
+        delayed(function)(item) for item in items
     )

@@ -4,12 +4,16 @@ Teff and log g are uniform inside the configured Kiel-diagram polygon intersecte
 atmosphere provider's validity region; [Fe/H], vmic and the 21 [X/Fe] follow the per-parameter
 priors, optionally shifted as a function of [Fe/H]. ``sobol`` draws all 25 dimensions from one
 scrambled Sobol sequence (even coverage of the 25-D cube); ``random`` draws spectrum *i* from a
-generator seeded with ``(seed, i)`` so it does not depend on the grid size or order.
+generator seeded with ``(seed, i)`` (:mod:`gridgen.seeds`) so it does not depend on the grid size or
+order.
 """
 
 from __future__ import annotations
 
 import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from matplotlib.path import Path as PolygonPath
@@ -18,9 +22,11 @@ from scipy.stats import qmc
 
 from gridgen.config import LABEL_NAMES, PRIOR_PARAMETERS, GridConfig, Prior
 from gridgen.errors import UserError
+from gridgen.provenance import sha256_file
+from gridgen.seeds import STREAM_SAMPLE, STREAM_SPLIT, derived_rng
 
 _N_DIM = len(LABEL_NAMES)
-_REQUIRED_TABLE_COLUMNS = ("teff", "logg", "fe_h", "vmic")
+_VMIC = LABEL_NAMES.index("vmic")
 # Sobol points are accepted by rejection; give up when the region is this small a fraction of
 # the Teff-log g rectangle, which means the polygon and the provider barely overlap.
 _MIN_ACCEPTANCE = 1e-3
@@ -124,7 +130,7 @@ def _sample_sobol(config: GridConfig, provider, fe_h_prior: Prior) -> np.ndarray
 def _sample_random(config: GridConfig, provider, fe_h_prior: Prior) -> np.ndarray:
     labels = np.empty((config.n_spectra, _N_DIM))
     for index in range(config.n_spectra):
-        rng = np.random.default_rng([config.seed, index])
+        rng = derived_rng(config.seed, STREAM_SAMPLE, index)
         for _ in range(int(1 / _MIN_ACCEPTANCE)):
             row = _to_labels(rng.random((1, _N_DIM)), config, fe_h_prior)
             if _accepted(row, config, provider)[0]:
@@ -138,33 +144,132 @@ def _sample_random(config: GridConfig, provider, fe_h_prior: Prior) -> np.ndarra
     return labels
 
 
-def read_parameter_table(path: str) -> np.ndarray:
-    """Read an explicit parameter table (CSV with a header row), as TSFitPy accepts.
+REQUIRED_LABELS = ("teff", "logg", "fe_h")
+#: Columns that name the object, in order of preference.
+ID_COLUMNS = ("object_id", "name", "star", "id")
+#: Which of cINN's per-target statistics to read (``<label>_<suffix>`` columns).
+ESTIMATES = ("map", "median")
 
-    Columns are named as the labels (``teff, logg, fe_h, vmic, li_fe, ...``); teff, logg, fe_h
-    and vmic are required, a missing [X/Fe] column means 0 (solar ratio). Extra columns such as
-    a star name are ignored.
+
+@dataclass(frozen=True)
+class ParameterTable:
+    """Parameter sets as read from a CSV table (a grid's explicit table, or sets to re-simulate).
+
+    Attributes
+    ----------
+    labels : ndarray, shape (n, 25), float64
+        Grid labels in ``LABEL_NAMES`` order (K, dex, dex, km/s, 21 x dex).
+    vbroad_kms : ndarray, shape (n,), float64
+        Rotational broadening, km/s.
+    object_id : tuple of str
+    columns : dict of str to str
+        For every label and ``vbroad``: the column it was read from, or the default applied.
+    path : str
+    sha256 : str
+        SHA-256 of the table file.
     """
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+
+    labels: np.ndarray
+    vbroad_kms: np.ndarray
+    object_id: tuple[str, ...]
+    columns: dict[str, str]
+    path: str
+    sha256: str
+
+
+
+
+def read_parameter_table(path: str | Path, *, estimate: str = "map", vmic_kms: float | None = None) -> ParameterTable:
+    """Read parameter sets from a plain label table or a ``cinn predict --csv`` table.
+
+    Columns are named as the labels (``teff, logg, fe_h, vmic, li_fe, ..., vbroad``), or as
+    ``<label>_map`` / ``<label>_median`` as ``cinn predict --csv`` writes them. teff, logg and
+    fe_h are required, vmic unless ``vmic_kms`` is given; a missing [X/Fe] column means 0 (solar
+    ratio), a missing vbroad 0 km/s. Every cell of a present column must be a finite number.
+    The object name comes from the first of the columns ``object_id``, ``name``, ``star``,
+    ``id``; other columns are ignored.
+
+    Parameters
+    ----------
+    path : str or Path
+        CSV file with a header row.
+    estimate : {"map", "median"}
+        Which cINN statistic to read where the table has ``<label>_<estimate>`` columns.
+    vmic_kms : float, optional
+        Microturbulence (km/s) for every row, for tables without a vmic column.
+
+    Returns
+    -------
+    ParameterTable
+
+    Raises
+    ------
+    UserError
+        Unreadable file, no rows, missing or ambiguous columns, bad values (row and column named).
+    """
+    path = Path(path)
+    if estimate not in ESTIMATES:
+        raise UserError(f"--estimate: expected one of {', '.join(ESTIMATES)}, got {estimate!r}")
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+            header = [name.strip() for name in reader.fieldnames or []]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{path}: cannot read parameter table: {exc}") from None
     if not rows:
         raise UserError(f"{path}: parameter table has no rows")
-    header = {name.strip() for name in rows[0]}
-    missing = [c for c in _REQUIRED_TABLE_COLUMNS if c not in header]
+
+    columns: dict[str, str] = {}
+    for name in (*LABEL_NAMES, "vbroad"):
+        found = [c for c in (name, f"{name}_{estimate}") if c in header]
+        if len(found) == 2:
+            raise UserError(f"{path}: both columns {found[0]!r} and {found[1]!r} present; keep one")
+        if found:
+            columns[name] = found[0]
+    missing = [n for n in REQUIRED_LABELS if n not in columns]
     if missing:
-        raise UserError(f"{path}: parameter table lacks column(s) {', '.join(missing)}")
-    labels = np.zeros((len(rows), _N_DIM))
+        raise UserError(f"{path}: parameter table lacks column(s) "
+                        f"{', '.join(f'{n} (or {n}_{estimate})' for n in missing)}")
+    if "vmic" in columns and vmic_kms is not None:
+        raise UserError(f"--vmic: the table has a vmic column ({columns['vmic']!r}); drop --vmic")
+    if "vmic" not in columns and vmic_kms is None:
+        raise UserError(f"{path}: no vmic (or vmic_{estimate}) column; give --vmic KM_S for all rows")
+
+    labels = np.zeros((len(rows), len(LABEL_NAMES)))
+    vbroad = np.zeros(len(rows))
+    if vmic_kms is not None:
+        labels[:, _VMIC] = vmic_kms
     for i, row in enumerate(rows):
-        row = {k.strip(): v for k, v in row.items()}
-        for col, name in enumerate(LABEL_NAMES):
-            if name in row and row[name] not in (None, ""):
-                try:
-                    labels[i, col] = float(row[name])
-                except ValueError:
-                    raise UserError(f"{path}: row {i + 2}, column {name}: not a number: {row[name]!r}") from None
-    if not np.all(np.isfinite(labels)):
-        raise UserError(f"{path}: parameter table holds NaN or infinite values")
-    return labels
+        for name, column in columns.items():
+            value = _number(row.get(column, ""), path, i, column)
+            if name == "vbroad":
+                vbroad[i] = value
+            else:
+                labels[i, LABEL_NAMES.index(name)] = value
+    id_column = next((c for c in ID_COLUMNS if c in header), None)
+    object_id = tuple((row[id_column] if id_column else "") or f"row{i}" for i, row in enumerate(rows))
+
+    described = dict(columns)
+    for name in (*LABEL_NAMES, "vbroad"):
+        if name not in described:
+            described[name] = (f"default {vmic_kms:g} km/s (--vmic)" if name == "vmic" else
+                               "default 0 km/s (no rotation)" if name == "vbroad" else
+                               "default 0 dex (solar ratio)")
+    return ParameterTable(labels, vbroad, object_id, described, str(path.resolve()), sha256_file(path))
+
+
+def _number(text: str, path: Path, i: int, column: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        shown = text if text else "empty"
+        raise UserError(f"{path}: row {i + 2}, column {column}: {shown!r} is not a finite number "
+                        f"(remove the row, e.g. a cINN prediction without accepted samples)")
+    return value
+
 
 
 def sample_parameters(config: GridConfig, provider) -> np.ndarray:
@@ -189,7 +294,7 @@ def sample_parameters(config: GridConfig, provider) -> np.ndarray:
         ``atmosphere.allow_outside``), or the configured region is (nearly) empty.
     """
     if config.sampler.method == "table":
-        labels = read_parameter_table(config.sampler.table)
+        labels = read_parameter_table(config.sampler.table).labels
         if not config.atmosphere.allow_outside:
             inside = np.asarray(provider.contains(labels[:, 0], labels[:, 1], labels[:, 2]), dtype=bool)
             if not inside.all():
@@ -209,10 +314,10 @@ def sample_parameters(config: GridConfig, provider) -> np.ndarray:
 def assign_split(n_spectra: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
     """Split codes per base spectrum: 0 train, 1 test, 2 validation, in the given fractions.
 
-    The permutation comes from a generator seeded with ``(seed, 1)`` (sampling uses ``seed``
-    itself), so the split is reproducible and independent of the parameters drawn.
+    The permutation comes from its own seed stream (:mod:`gridgen.seeds`), so the split is
+    reproducible and independent of the parameters drawn.
     """
-    order = np.random.default_rng([seed, 1]).permutation(n_spectra)
+    order = derived_rng(seed, STREAM_SPLIT).permutation(n_spectra)
     n_train = int(round(fractions[0] * n_spectra))
     n_test = int(round(fractions[1] * n_spectra))
     split = np.empty(n_spectra, dtype=np.int8)

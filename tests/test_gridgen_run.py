@@ -49,8 +49,13 @@ def test_run_fills_store_verifies_and_rerun_is_a_no_op(engine, tmp_path, capsys)
     assert prov["grid"]["toml"] == grid.read_text()
     assert {"bin/babsma_lu", "bin/bsyn_lu"} <= set(prov["engine"]["binaries"])
     assert prov["engine"]["linelists"] and prov["atmosphere"]["weights_sha256"]
+    # A resume must not touch finished spectra: a sentinel in an ok row survives it.
+    sentinel = np.full(flux.shape[1], 0.5, dtype=np.float32)
+    open_grid_store(tmp_path / "g.zarr", mode="r+")["flux"][1] = sentinel
     assert run_grid(grid, tmp_path / "g.zarr", progress=False)["ok"] == 4
-    np.testing.assert_array_equal(open_grid_store(tmp_path / "g.zarr")["flux"][:], flux)
+    after = open_grid_store(tmp_path / "g.zarr")["flux"][:]
+    np.testing.assert_array_equal(after[1], sentinel)
+    np.testing.assert_array_equal(np.delete(after, 1, axis=0), np.delete(flux, 1, axis=0))
     assert gridgen_main(["info", str(tmp_path / "g.zarr")]) == 0
     assert "4 ok" in capsys.readouterr().out
 
@@ -60,6 +65,19 @@ def test_store_of_another_grid_is_refused(engine, tmp_path):
     other = small_grid(tmp_path, n_spectra=2, name="other.toml", seed=5)
     with pytest.raises(UserError, match="another grid definition"):
         run_grid(other, tmp_path / "g.zarr", progress=False)
+
+
+def test_resume_with_changed_inputs_is_refused(engine, tmp_path):
+    """Same TOML, but the parameter table it points at was edited: the store must not be mixed."""
+    table = tmp_path / "stars.csv"
+    table.write_text("teff,logg,fe_h,vmic\n5772,4.44,0.0,1.0\n")
+    text = small_grid(tmp_path).read_text().replace('method = "sobol"', 'method = "table"\ntable = "stars.csv"')
+    grid = tmp_path / "table.toml"
+    grid.write_text(text)
+    run_grid(grid, tmp_path / "t.zarr", create_only=True, progress=False)
+    table.write_text("teff,logg,fe_h,vmic\n5000,4.44,0.0,1.0\n")
+    with pytest.raises(UserError, match="sampler differ"):
+        run_grid(grid, tmp_path / "t.zarr", progress=False)
 
 
 def test_killed_run_resumes_with_identical_finished_spectra(engine, tmp_path):

@@ -19,7 +19,8 @@ from gridgen.cli import main as gridgen_main
 from gridgen.config import LABEL_NAMES
 from gridgen.errors import UserError, run_cli
 from gridgen import resimulate as resimulate_module
-from gridgen.resimulate import read_resim_table, resimulate
+from gridgen.resimulate import resimulate
+from gridgen.sampling import read_parameter_table
 from gridgen.runner import run_grid
 
 GRIDS = Path(__file__).resolve().parent.parent / "grids"
@@ -188,18 +189,18 @@ def test_reads_cinn_map_csv(tmp_path):
               "f_reject": np.zeros(3), "untrustworthy": np.zeros(3, bool), "snr_out_of_range": np.zeros(3, bool),
               "map": values, **{key: values + 1.0 for key in QUANTILES}}
     path = write_csv(result, names, tmp_path / "pred.csv")
-    table = read_resim_table(path)
+    table = read_parameter_table(path)
     assert table.object_id == ("a", "b", "c")
     for j, name in enumerate(names):
         got = table.vbroad_kms if name == "vbroad" else table.labels[:, LABEL_NAMES.index(name)]
         np.testing.assert_allclose(got, values[:, j], rtol=1e-5)  # write_csv keeps 6 digits
         assert table.columns[name] == f"{name}_map"
     assert np.all(table.labels[:, LABEL_NAMES.index("ba_fe")] == 0) and "solar" in table.columns["ba_fe"]
-    median = read_resim_table(path, estimate="median")
+    median = read_parameter_table(path, estimate="median")
     np.testing.assert_allclose(median.labels[:, 0], values[:, 0] + 1.0, rtol=1e-5)
     with pytest.raises(UserError, match="drop --vmic"):
-        read_resim_table(path, vmic_kms=1.0)
+        read_parameter_table(path, vmic_kms=1.0)
     both = tmp_path / "both.csv"
     both.write_text(path.read_text().replace("object_id,", "teff,", 1))
     with pytest.raises(UserError, match="both columns 'teff' and 'teff_map'"):
-        read_resim_table(both)
+        read_parameter_table(both)

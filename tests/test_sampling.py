@@ -97,3 +97,9 @@ def test_parameter_table_with_text_in_number_column_is_refused(demo_config, emul
     config = _table_config(demo_config, tmp_path, ["sun,5772,4.44,solar,1.0,0"])
     with pytest.raises(UserError, match="fe_h"):
         sample_parameters(config, emulator_provider)
+
+
+def test_parameter_table_with_blank_cell_is_refused(demo_config, emulator_provider, tmp_path):
+    config = _table_config(demo_config, tmp_path, ["sun,5772,4.44,0.0,,0"])
+    with pytest.raises(UserError, match="row 2, column vmic"):
+        sample_parameters(config, emulator_provider)
