@@ -13,10 +13,11 @@ and compose:
 4. add noise (:func:`augment.noise.add_noise`).
 
 The paper's intermediate 0.025 Å grid is a numerical step, not physics; skipping it removes
-one interpolation (which would smooth and not conserve flux). ``tests/test_augment_chain.py``
-checks the merged chain against the step-by-step composition of :mod:`augment.lsf` and
-:mod:`augment.rotation`. Observed spectra use the same chain with vbroad = 0 and the
-Gaussian that degrades their native resolving power.
+one interpolation (which would smooth and not conserve flux).
+``tests/test_augment_kernels.py::test_merged_chain_equals_paper_order`` checks the merged chain
+against the step-by-step composition of :mod:`augment.lsf` and :mod:`augment.rotation`.
+Observed spectra use the same chain with vbroad = 0 and the Gaussian that degrades their
+native resolving power.
 """
 
 from __future__ import annotations

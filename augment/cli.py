@@ -72,11 +72,13 @@ def build_observe_parser() -> argparse.ArgumentParser:
         epilog=UNITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spectra", nargs="+", metavar="SPECTRUM", help="FITS or text files")
     parser.add_argument("--native-resolution", type=float, required=True, metavar="R",
-                        help="resolving power λ/FWHM of the observations (> output R)")
-    parser.add_argument("--snr", type=float, required=True, help="target S/N (in --snr-unit)")
+                        help="resolving power λ/FWHM of the observations (finite, > output R)")
+    parser.add_argument("--snr", type=float, required=True, help="target S/N (in --snr-unit; finite, > 0)")
     parser.add_argument("--native-snr", type=float, metavar="SNR",
-                        help="S/N per native pixel (default: from ivar/error columns, else DER_SNR)")
-    parser.add_argument("--medium", choices=("air", "vacuum"), default="air", help="wavelength medium of the input")
+                        help="S/N per native pixel (finite, > 0; default: from ivar/error columns, else DER_SNR)")
+    parser.add_argument("--medium", choices=("air", "vacuum"), default="air",
+                        help="wavelength medium of the input (default air); vacuum wavelengths are converted "
+                             "to air (IAU standard, as in VALD) before the chain: the output is always air")
     parser.add_argument("--out", required=True, metavar="OBS.zarr", help="observed store to create")
     _common_config_args(parser)
     return parser
@@ -101,7 +103,7 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {
         "snr_list": parse_snr_list(snr_list) if snr_list is not None else None,
         "snr_unit": args.snr_unit, "seed": args.seed,
-        "arms": [a.strip() for a in args.arms.split(",")] if args.arms else None,
+        "arms": args.arms,
         "resolution_out": args.resolution_out,
         "chunk_spectra": getattr(args, "chunk_spectra", None),
         "limb_darkening": getattr(args, "limb_darkening", None),

@@ -26,18 +26,50 @@ def _attr_value(value):
     return json.dumps(value)
 
 
+def _read_block(store_path, name: str, array, start: int, step: int) -> np.ndarray:
+    """Rows ``start:start + step`` of a store array; UserError if they cannot be read (corrupt chunk)."""
+    try:
+        return np.asarray(array[start:start + step] if array.ndim else array[...])
+    except Exception as exc:  # codecs and stores raise many types for damaged chunks
+        raise UserError(f"{store_path}: cannot read array {name!r} at row {start} "
+                        f"({type(exc).__name__}: {exc}); the store is damaged") from None
+
+
 def export_hdf5(store_path: str | Path, out_path: str | Path) -> Path:
     """Write ``store_path`` (training or observed store) to the HDF5 file ``out_path``.
 
-    The file is written under a temporary name and renamed when complete.
+    Parameters
+    ----------
+    store_path : str or Path
+        Training or observed store.
+    out_path : str or Path
+        HDF5 file to create; must not exist, its directory must.
+
+    Returns
+    -------
+    Path
+        ``out_path``.
+
+    Raises
+    ------
+    UserError
+        Unreadable store, existing ``out_path``, missing or unwritable directory, or an array
+        of the store that cannot be read. The file is written under a temporary name and
+        renamed when complete, so a failure leaves nothing behind.
     """
     group = open_augment_store(store_path)
     out_path = Path(out_path)
     if out_path.exists():
         raise UserError(f"{out_path}: already exists; choose another --out or remove it")
+    if not out_path.parent.is_dir():
+        raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(tmp, "w") as h5:
+        try:
+            h5 = h5py.File(tmp, "w")
+        except OSError as err:
+            raise UserError(f"{out_path}: cannot create the file ({err})") from None
+        with h5:
             for key, value in group.attrs.items():
                 h5.attrs[key] = _attr_value(value)
             for name, array in group.arrays():
@@ -47,7 +79,7 @@ def export_hdf5(store_path: str | Path, out_path: str | Path) -> Path:
                                             chunks=tuple(array.chunks) if array.ndim and not is_str else None)
                 step = array.chunks[0] if array.ndim else 1
                 for start in range(0, max(array.shape[0], 1) if array.ndim else 1, step):
-                    block = np.asarray(array[start:start + step] if array.ndim else array[...])
+                    block = _read_block(store_path, name, array, start, step)
                     dataset[start:start + step] = block.astype(object) if is_str else block
                 for key, value in array.attrs.items():
                     dataset.attrs[key] = _attr_value(value)

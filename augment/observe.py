@@ -1,6 +1,8 @@
 """4MOST-ify observed spectra: read FITS/text, degrade to R2, rebin onto the arms, add noise.
 
-Input must be continuum-normalised and at rest wavelength. Supported files (astropy):
+Input must be continuum-normalised and at rest wavelength, in air or (``medium="vacuum"``)
+in vacuum; vacuum wavelengths are converted to air (:func:`vacuum_to_air`) before the chain,
+because the output pixels, like the grids, are air wavelengths. Supported files (astropy):
 
 * 1D FITS image: wavelengths from the header — linear (``CRVAL1``, ``CDELT1``/``CD1_1``,
   ``CRPIX1``), ``CTYPE1 = 'WAVE-LOG'`` (FITS paper III) or IRAF ``DC-FLAG = 1`` (log10 λ);
@@ -8,8 +10,11 @@ Input must be continuum-normalised and at rest wavelength. Supported files (astr
 * FITS binary table: columns named like ``wave``/``wavelength``/``lambda``, ``flux`` and
   optionally ``ivar`` (or ``error``/``sigma``/``err``), one value per row or one array row;
   units from ``TUNITn``;
-* text tables (anything ``astropy.io.ascii`` reads) with the same column names, or unnamed
-  columns taken as wavelength, flux.
+* text tables (anything ``astropy.io.ascii`` reads) with the same column names, or exactly two
+  unnamed columns taken as wavelength, flux (more unnamed columns are refused: name them).
+
+Uncertainties must be finite and non-negative; an ``ivar`` of 0 (or an error of 0 or inf)
+marks a pixel without information, and at least one pixel must have information.
 
 The chain is :func:`augment.chain.fourmostify` with vbroad = 0 and the Gaussian that takes the
 native resolving power to R2. Noise is added in quadrature to reach the target S/N: the native
@@ -20,6 +25,7 @@ variance (f/S/N)² − σ²_propagated is drawn from N(0, ·), seeded per (seed,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +52,34 @@ IVAR_NAMES = ("ivar", "inverse_variance")
 ERROR_NAMES = ("error", "err", "sigma", "flux_err", "flux_error", "uncertainty")
 #: Plausible range of stellar spectra in Å; values outside are taken as a unit mistake.
 PLAUSIBLE_AA = (2000.0, 30000.0)
+MEDIA = ("air", "vacuum")
+#: Medium of the output pixels (and of the grids the networks are trained on).
+OUTPUT_MEDIUM = "air"
+VACUUM_TO_AIR = "IAU standard of Morton (2000, ApJS 130, 403), as used by VALD"
+
+
+def vacuum_to_air(wave_vac_aa: np.ndarray) -> np.ndarray:
+    """Air wavelengths of vacuum wavelengths (IAU standard; Morton 2000, ApJS 130, 403).
+
+    n = 1 + 0.0000834254 + 0.02406147 / (130 − s²) + 0.00015998 / (38.9 − s²), with
+    s = 10⁴ / λ_vac in µm⁻¹, and λ_air = λ_vac / n (the conversion VALD uses; it agrees with
+    NIST's air wavelengths to ~1e-4 Å in the optical, e.g. Na D2 5891.5833 → 5889.9510).
+    Valid above 2000 Å.
+
+    Parameters
+    ----------
+    wave_vac_aa : ndarray
+        Vacuum wavelengths, Å.
+
+    Returns
+    -------
+    ndarray
+        Air wavelengths, Å (e.g. Hα 6564.61 → 6562.80).
+    """
+    wave_vac_aa = np.asarray(wave_vac_aa, dtype=np.float64)
+    s2 = (1.0e4 / wave_vac_aa) ** 2
+    n = 1.0 + 0.0000834254 + 0.02406147 / (130.0 - s2) + 0.00015998 / (38.9 - s2)
+    return wave_vac_aa / n
 
 
 @dataclass(frozen=True)
@@ -55,7 +89,7 @@ class ObservedSpectrum:
     Attributes
     ----------
     wave_aa : ndarray (n,)
-        Strictly increasing wavelengths, Å.
+        Strictly increasing air wavelengths, Å.
     flux : ndarray (n,)
         Continuum-normalised flux.
     ivar : ndarray (n,) or None
@@ -71,8 +105,22 @@ class ObservedSpectrum:
     path: str
 
 
-def read_spectrum(path: str | Path) -> ObservedSpectrum:
-    """Read and check one observed spectrum (UserError with one line on any problem)."""
+def read_spectrum(path: str | Path, medium: str = "air") -> ObservedSpectrum:
+    """Read and check one observed spectrum (UserError with one line on any problem).
+
+    Parameters
+    ----------
+    path : str or Path
+        FITS or text file (see the module docstring).
+    medium : {"air", "vacuum"}
+        Medium of the file's wavelengths; vacuum wavelengths are converted to air.
+
+    Returns
+    -------
+    ObservedSpectrum
+        With air wavelengths.
+    """
+    _choice_medium(medium)
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
@@ -86,7 +134,15 @@ def read_spectrum(path: str | Path) -> ObservedSpectrum:
         raise
     except Exception as exc:  # astropy raises many types for unreadable files
         raise UserError(f"{path}: cannot read spectrum ({type(exc).__name__}: {exc})") from None
-    return _checked(path, wave, flux, ivar, unit, object_id or path.name.split(".")[0])
+    spectrum = _checked(path, wave, flux, ivar, unit, object_id or path.name.split(".")[0])
+    if medium == "vacuum":
+        spectrum = dataclasses.replace(spectrum, wave_aa=vacuum_to_air(spectrum.wave_aa))
+    return spectrum
+
+
+def _choice_medium(medium: str) -> None:
+    if medium not in MEDIA:
+        raise UserError(f"--medium: expected one of {', '.join(MEDIA)}, got {medium!r}")
 
 
 def _read_fits(path: Path):
@@ -125,7 +181,7 @@ def _read_text(path: Path):
     table = astropy_ascii.read(path)
     columns = {name: np.asarray(table[name]) for name in table.colnames}
     units = {name: table[name].unit for name in table.colnames}
-    wave, flux, ivar, unit = _columns(path, columns, units, positional=table.colnames[:2])
+    wave, flux, ivar, unit = _columns(path, columns, units, positional=table.colnames)
     return wave, flux, ivar, unit, ""
 
 
@@ -137,8 +193,12 @@ def _columns(path: Path, columns: dict, units: dict, positional=None):
         return next((lower[n] for n in names if n in lower), None)
 
     wave_col, flux_col = find(WAVE_NAMES), find(FLUX_NAMES)
-    if (wave_col is None or flux_col is None) and positional is not None and len(positional) == 2 \
-            and all(p.startswith("col") for p in positional):
+    unnamed = positional is not None and all(p.startswith("col") for p in positional)
+    if (wave_col is None or flux_col is None) and unnamed:
+        if len(positional) != 2:
+            # A third unnamed column could be an error, an ivar or a mask: guessing is unsafe.
+            raise UserError(f"{path}: {len(positional)} unnamed columns; name them in a header line "
+                            f"(e.g. 'wave flux error' or 'wave flux ivar')")
         wave_col, flux_col = positional
     if wave_col is None or flux_col is None:
         raise UserError(f"{path}: need wavelength and flux columns (named e.g. 'wave' and 'flux'); "
@@ -152,6 +212,10 @@ def _columns(path: Path, columns: dict, units: dict, positional=None):
         ivar = np.ravel(columns[ivar_col]).astype(np.float64)
     elif (err_col := find(ERROR_NAMES)) is not None:
         err = np.ravel(columns[err_col]).astype(np.float64)
+        bad = np.isnan(err) | (err < 0)
+        if bad.any():
+            raise UserError(f"{path}: {int(bad.sum())} negative or NaN values in column {err_col!r} (first at "
+                            f"index {int(np.flatnonzero(bad)[0])}); use 0 or inf for pixels without information")
         with np.errstate(divide="ignore"):
             ivar = np.where(err > 0, 1.0 / err**2, 0.0)
     unit = None if wave_col.lower() == "loglam" else units.get(wave_col)
@@ -185,7 +249,11 @@ def _checked(path: Path, wave, flux, ivar, unit, object_id: str) -> ObservedSpec
         hint = " (they look like nm: multiply by 10 or set the unit)" if 200 <= median <= 3000 and not explicit else ""
         raise UserError(f"{path}: wavelengths {wave[0]:g}-{wave[-1]:g} are not plausible Å{hint}")
     if ivar is not None and (ivar < 0).any():
-        raise UserError(f"{path}: negative inverse variances")
+        first = int(np.flatnonzero(ivar < 0)[0])
+        raise UserError(f"{path}: {int((ivar < 0).sum())} negative inverse variances (first at index {first})")
+    if ivar is not None and not (ivar > 0).any():
+        raise UserError(f"{path}: all inverse variances are 0 (no pixel has an uncertainty); drop the "
+                        f"ivar/error column to estimate the noise with DER_SNR")
     level = float(np.median(flux))
     if not 0.5 <= level <= 1.5:
         raise UserError(f"{path}: median flux {level:.3g}; expected continuum-normalised flux (~1)")
@@ -194,10 +262,18 @@ def _checked(path: Path, wave, flux, ivar, unit, object_id: str) -> ObservedSpec
 
 def native_snr_per_pixel(spectrum: ObservedSpectrum) -> tuple[float, str]:
     """Median S/N per native pixel and how it was measured (``ivar`` or ``der_snr``)."""
-    if spectrum.ivar is not None and (spectrum.ivar > 0).any():
+    if spectrum.ivar is not None:
         good = spectrum.ivar > 0
         return float(np.median(spectrum.flux[good] * np.sqrt(spectrum.ivar[good]))), "ivar"
     return der_snr(spectrum.flux), "der_snr"
+
+
+def check_parameters(native_resolution: float, target_snr: float, native_snr: float | None) -> None:
+    """UserError unless the resolving power and S/N values are finite and > 0 (``native_snr`` may be None)."""
+    for flag, value in (("--native-resolution", native_resolution), ("--snr", target_snr),
+                        ("--native-snr", native_snr)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UserError(f"{flag}: must be a finite number > 0, got {value:g}")
 
 
 def fourmostify_observed(spectrum: ObservedSpectrum, native_resolution: float, target_snr: float,
@@ -223,6 +299,7 @@ def fourmostify_observed(spectrum: ObservedSpectrum, native_resolution: float, t
     dict
         ``flux``, ``flux_clean``, ``mask`` (n_pix,) arrays, ``native_snr`` and ``report`` (provenance).
     """
+    check_parameters(native_resolution, target_snr, native_snr)
     path = spectrum.path
     if native_resolution <= config.resolution_out:
         raise UserError(f"{path}: native resolving power {native_resolution:g} must exceed the output's "
@@ -274,19 +351,43 @@ def observe_files(paths: list[str], out_path: str | Path, native_resolution: flo
     """4MOST-ify observed spectra into one observed store; returns the per-file reports.
 
     Everything is read and checked before the store is created, so bad input writes nothing.
+
+    Parameters
+    ----------
+    paths : list of str
+        Spectrum files (see the module docstring).
+    out_path : str or Path
+        Observed store to create; must not exist.
+    native_resolution : float
+        Resolving power of the observations.
+    target_snr : float
+        Wanted S/N in ``config.snr_unit``.
+    config : AugmentConfig
+    native_snr : float, optional
+        S/N per native pixel of every file; measured per file when omitted.
+    medium : {"air", "vacuum"}
+        Medium of the files' wavelengths. Vacuum wavelengths are converted to air before the
+        chain (recorded in the provenance); the store's ``wave`` is always air.
+
+    Returns
+    -------
+    list of dict
+        Per-file reports (also in the store's provenance ``inputs``).
     """
-    if not math.isfinite(target_snr) or target_snr <= 0:
-        raise UserError(f"--snr: must be a positive number, got {target_snr}")
+    check_parameters(native_resolution, target_snr, native_snr)
+    _choice_medium(medium)
     if Path(out_path).exists():
         raise UserError(f"{out_path}: already exists; choose another --out or remove it")
-    results = [fourmostify_observed(read_spectrum(p), native_resolution, target_snr, config, i, native_snr)
+    results = [fourmostify_observed(read_spectrum(p, medium), native_resolution, target_snr, config, i, native_snr)
                for i, p in enumerate(paths)]
+    conversion = f"vacuum to air, {VACUUM_TO_AIR} (augment.observe.vacuum_to_air)" if medium == "vacuum" else None
     provenance = {"augment": config.to_dict(), "seed": config.seed, "target_snr": target_snr,
                   "snr_unit": config.snr_unit, "inputs": [r["report"] for r in results],
+                  "wave_medium": {"input": medium, "output": OUTPUT_MEDIUM, "conversion": conversion},
                   "noise": "added in quadrature to the propagated native noise to reach the target S/N",
                   "run": run_context()}
     create_observed_store(
-        out_path, grid=config.pixel_grid, medium=medium, snr=target_snr, snr_unit=config.snr_unit,
+        out_path, grid=config.pixel_grid, medium=OUTPUT_MEDIUM, snr=target_snr, snr_unit=config.snr_unit,
         flux=np.stack([r["flux"] for r in results]), flux_clean=np.stack([r["flux_clean"] for r in results]),
         mask=np.stack([r["mask"] for r in results]), object_id=[r["report"]["object_id"] for r in results],
         native_snr=np.array([r["native_snr"] for r in results]), provenance=provenance)

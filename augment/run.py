@@ -157,11 +157,13 @@ def _check_resumable(out, out_path, grid, config, rows) -> None:
 
 
 def _pending_units(out, grid_chunk: int, n_wave: int, jobs: int) -> list[tuple[int, int]]:
-    """Row ranges to compute: whole pending ``flux`` chunks, about UNIT_SPECTRA rows each.
+    """Row ranges to compute: runs of consecutive pending ``flux`` chunks, about UNIT_SPECTRA rows each.
 
-    Units are smaller when that gives every worker at least ~4 units, and never hold more
-    than UNIT_BYTES of grid flux. Unit boundaries do not affect the results (the chain works
-    one output chunk at a time), so they may depend on ``jobs``.
+    A chunk with any pending row is pending; chunks whose rows are all done are never
+    rewritten (a resume must not touch finished data). Units are smaller when that gives
+    every worker at least ~4 units, and never hold more than UNIT_BYTES of grid flux. Unit
+    boundaries do not affect the results (the chain works one output chunk at a time), so
+    they may depend on ``jobs``.
     """
     chunk = int(out.attrs["chunk_spectra"])
     n_rows = out["status"].shape[0]
@@ -169,9 +171,13 @@ def _pending_units(out, grid_chunk: int, n_wave: int, jobs: int) -> list[tuple[i
     per_unit = max(1, math.ceil(target / chunk)) * chunk
     status = out["status"][:]
     units = []
-    for start in range(0, n_rows, per_unit):
-        stop = min(start + per_unit, n_rows)
-        if (status[start:stop] != STATUS_DONE).any():
+    for start in range(0, n_rows, chunk):
+        stop = min(start + chunk, n_rows)
+        if (status[start:stop] == STATUS_DONE).all():
+            continue
+        if units and units[-1][1] == start and stop - units[-1][0] <= per_unit:
+            units[-1] = (units[-1][0], stop)
+        else:
             units.append((start, stop))
     return units
 

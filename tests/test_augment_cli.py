@@ -15,6 +15,7 @@ import xarray as xr
 import zarr
 
 from augment.cli import main
+from augment.config import load_config
 from gridgen.store import create_grid_store
 
 ELEMENTS = ("li", "c", "n", "o", "na", "mg", "al", "si", "ca", "ti", "v", "cr", "mn", "co", "ni", "sr", "y",
@@ -123,15 +124,22 @@ def test_store_contract_and_provenance(grid_store, config_file, tmp_path):
     assert np.std(rel) == pytest.approx(1 / 20, rel=0.02)
 
 
-def test_resume_recomputes_only_pending_chunks_identically(grid_store, config_file, tmp_path):
+def test_resume_recomputes_only_pending_chunks_identically(grid_store, config_file, tmp_path, capsys):
     out = tmp_path / "resume.zarr"
     assert run_cli("--in", grid_store, "--out", out, "--config", config_file, "--no-progress") == 0
     reference = read_store(out)
     group = zarr.open_group(str(out), mode="r+")
     group["status"][4:8] = 0
     group["flux"][4:8] = -1.0  # as if the run had died mid-chunk
+    # A sentinel in a done row: a resume that recomputed done rows would overwrite it.
+    sentinel = 12345.0
+    group["flux"][0, 0, 0] = sentinel
+    capsys.readouterr()
     assert run_cli("--in", grid_store, "--out", out, "--config", config_file, "--no-progress") == 0
+    assert "resumed" in (summary := capsys.readouterr().out) and "(4 computed now)" in summary, summary
     resumed = read_store(out)
+    assert resumed["flux"][0, 0, 0] == sentinel
+    resumed["flux"][0, 0, 0] = reference["flux"][0, 0, 0]
     for name in reference:
         assert np.array_equal(reference[name], resumed[name]), name
 
@@ -192,3 +200,71 @@ def test_module_entry_point_and_help():
     bad = subprocess.run([sys.executable, "-m", "augment", "--snr-list", "1,x", "--in", "a", "--out", "b"],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
+
+
+
+def config_toml(top: dict, arm: dict) -> str:
+    """A config with the ``t`` arm of ARM_TOML; values (TOML text) in ``top``/``arm`` replace or add keys."""
+    top = {"arms": '["t"]', "snr_list": "[20.0]", "seed": "11", **top}
+    arm = {"start_aa": "6100.0", "end_aa": "6130.0", "bin_aa": "0.05", **arm}
+    lines = [f"{k} = {v}" for k, v in top.items()] + ["[arm_defs.t]"] + [f"{k} = {v}" for k, v in arm.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("top, arm, message", [
+    ({}, {"bin_aa": "0.0"}, "arm_defs.t.bin_aa: must be > 0"),
+    ({}, {"bin_aa": "-0.05"}, "arm_defs.t.bin_aa: must be > 0"),
+    ({}, {"bin_aa": "nan"}, "arm_defs.t.bin_aa: expected a finite number"),
+    ({}, {"bin_aa": "1e-12"}, "arm_defs.t.bin_aa: gives 30000000000000 pixels"),
+    ({}, {"bin_aa": '"0.05"'}, "arm_defs.t.bin_aa: expected a finite number"),
+    ({}, {"end_aa": "6000.0"}, "end_aa (6000.0) must exceed start_aa (6100.0)"),
+    ({}, {"edges_aa": "[]"}, "arm_defs.t.edges_aa: needs at least 2 bin edges"),
+    ({}, {"edges_aa": "6100.0"}, "arm_defs.t.edges_aa: expected a list"),
+    ({}, {"edges_aa": "[6100.0, true]"}, "arm_defs.t.edges_aa: expected a finite number"),
+    ({}, {"edges_aa": "[6100.0, 6100.0, 6110.0]"}, "strictly increasing"),
+    ({"snr_list": "[true]"}, {}, "snr_list (--snr-list): S/N must be a positive number, got True"),
+    ({"snr_list": "10"}, {}, "snr_list (--snr-list): expected a list"),
+    ({"seed": "true"}, {}, "seed (--seed): must be a non-negative integer"),
+    ({"chunk_spectra": "true"}, {}, "chunk_spectra (--chunk-spectra): must be a positive integer"),
+    ({"arms": "5"}, {}, "arms (--arms): expected a list"),
+    ({"arms": '"tt"'}, {}, "arms (--arms): unknown arm 'tt'"),
+    ({"arm_defs": "5"}, {}, "arm_defs: expected a table"),
+])
+def test_config_traps_are_one_line_user_errors(grid_store, tmp_path, capsys, top, arm, message):
+    """Each bad config gives exit 1 with one line naming the key, and writes nothing."""
+    config = tmp_path / "bad.toml"
+    text = config_toml(top, arm)
+    config.write_text(text if "arm_defs" not in top else text.split("[arm_defs.t]")[0])
+    out = tmp_path / "out.zarr"
+    assert run_cli("--in", grid_store, "--out", out, "--config", config, "--no-progress") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_arms_as_a_string_is_one_arm_or_a_comma_separated_list(tmp_path):
+    config = tmp_path / "arms.toml"
+    config.write_text(config_toml({"arms": '"t"'}, {}))
+    assert load_config(config, {}).arms == ("t",)
+    assert load_config(None, {"arms": "green, red"}).arms == ("green", "red")
+    assert load_config(None, {"arms": ["red"]}).arms == ("red",)
+
+
+def test_export_to_missing_directory_or_damaged_store_writes_nothing(grid_store, config_file, tmp_path, capsys):
+    out = tmp_path / "train.zarr"
+    assert run_cli("--in", grid_store, "--out", out, "--config", config_file, "--no-progress") == 0
+    capsys.readouterr()
+    missing = tmp_path / "missing_dir" / "x.h5"
+    assert run_cli("export", out, "--out", missing) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {missing}: directory {missing.parent} does not exist\n"
+    assert not missing.parent.exists()
+    # Damage one flux chunk: the export fails part-way and must leave no file, finished or not.
+    chunk = next(p for p in (out / "flux").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(b"not a chunk")
+    export_dir = tmp_path / "export"
+    export_dir.mkdir()
+    assert run_cli("export", out, "--out", export_dir / "x.h5") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "cannot read array 'flux'" in err, err
+    assert list(export_dir.iterdir()) == []

@@ -15,6 +15,8 @@ from augment.chain import fourmostify, make_plan
 from augment.cli import main
 from augment.config import config_from_mapping
 from augment.lsf import degrade_fwhm_ln
+from augment.noise import der_snr
+from augment.observe import vacuum_to_air
 
 R_NATIVE = 47_000.0
 ARM_TOML = """
@@ -99,7 +101,10 @@ def test_formats_agree_and_noise_reaches_target(tmp_path, config_file, capsys):
         assert np.std(residual) == pytest.approx(1 / 100, rel=0.05)
     native = group["native_snr"][:]
     assert native[1] == pytest.approx(400.0, rel=0.01)  # from ivar
-    assert native[0] == pytest.approx(400.0, rel=0.25)  # DER_SNR, biased low by the dense lines
+    # Without ivar the store records DER_SNR of the file's (float32) flux; DER_SNR's own accuracy
+    # is tested on white noise in test_augment_kernels.py.
+    assert native[0] == pytest.approx(der_snr(flux.astype(np.float32)), rel=1e-12)
+    assert group.attrs["provenance"]["inputs"][0]["native_snr_from"] == "der_snr"
 
 
 def test_partial_coverage_is_masked_and_reported(tmp_path, config_file, capsys):
@@ -140,6 +145,18 @@ def bad_case(tmp_path, name):
         wave = wave - 1000.0
     elif name == "not-normalised":
         flux = flux * 3e4
+    elif name in ("negative-error", "nan-error", "negative-ivar", "zero-ivar"):
+        column = {"negative-error": ("error", -0.01), "nan-error": ("error", np.nan),
+                  "negative-ivar": ("ivar", -1.0), "zero-ivar": ("ivar", 0.0)}[name]
+        uncertainty = np.full(wave.size, 0.0025 if column[0] == "error" else 1.6e5)
+        uncertainty[300 if name != "zero-ivar" else slice(None)] = column[1]
+        path = tmp_path / "s.fits"
+        Table({"wave": wave, "flux": flux, column[0]: uncertainty}).write(path)
+        return path, resolution, snr
+    elif name == "three-unnamed-columns":
+        path = tmp_path / "s.txt"
+        np.savetxt(path, np.column_stack([wave, flux, np.full(wave.size, 0.0025)]))
+        return path, resolution, snr
     if name == "nan":
         path = tmp_path / "s.fits"
         Table({"wave": wave, "flux": flux}).write(path)
@@ -150,14 +167,68 @@ def bad_case(tmp_path, name):
 @pytest.mark.parametrize("name, message", [
     ("nan", "non-finite flux"), ("non-monotonic", "not strictly monotonic"), ("nm", "look like nm"),
     ("snr-above-native", "above the native S/N"), ("low-resolution", "must exceed"),
-    ("no-coverage", "none of the arms"), ("not-normalised", "continuum-normalised")])
+    ("no-coverage", "none of the arms"), ("not-normalised", "continuum-normalised"),
+    ("negative-error", "1 negative or NaN values in column 'error' (first at index 300)"),
+    ("nan-error", "1 negative or NaN values in column 'error'"),
+    ("negative-ivar", "1 negative inverse variances (first at index 300)"),
+    ("zero-ivar", "all inverse variances are 0"), ("three-unnamed-columns", "3 unnamed columns")])
 def test_bad_input_one_line_nothing_written(tmp_path, config_file, capsys, name, message):
     path, resolution, snr = bad_case(tmp_path, name)
     out = tmp_path / "out.zarr"
     assert observe(path, "--native-resolution", resolution, "--snr", snr, "--out", out, "--config", config_file) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    if name not in ("snr-above-native", "low-resolution", "no-coverage"):
+        assert str(path) in err  # file problems name the file
     assert not out.exists() and not [p for p in tmp_path.iterdir() if "out" in p.name]
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--native-snr", "nan"), ("--native-snr", "0"), ("--native-snr", "-5"), ("--native-snr", "inf"),
+    ("--native-resolution", "nan"), ("--native-resolution", "inf"), ("--native-resolution", "0"),
+    ("--native-resolution", "-47000"), ("--snr", "nan"), ("--snr", "inf"), ("--snr", "0")])
+def test_non_finite_or_non_positive_parameters_are_refused(tmp_path, config_file, capsys, flag, value):
+    wave, flux, _ = native_spectrum()
+    path = write_fits_linear(tmp_path / "s.fits", wave, flux)
+    values = {"--native-resolution": str(R_NATIVE), "--snr": "100", "--native-snr": "400", flag: value}
+    args = [item for pair in values.items() for item in pair]
+    out = tmp_path / "out.zarr"
+    assert observe(path, *args, "--out", out, "--config", config_file) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {flag}: must be a finite number > 0, got {value}\n"
+    assert not out.exists()
+
+
+def test_vacuum_wavelengths_are_converted_to_air(tmp_path, capsys):
+    """Hα at 6564.61 Å in vacuum lands at its air wavelength 6562.80 Å (IAU conversion)."""
+    config = tmp_path / "ha.toml"
+    config.write_text('arms = ["h"]\n[arm_defs.h]\nstart_aa = 6550.0\nend_aa = 6575.0\n')
+    wave = np.arange(6530.0, 6600.0, 0.02)
+    sigma = 6564.61 / R_NATIVE / 2.3548
+    flux = 1 - 0.5 * np.exp(-0.5 * ((wave - 6564.61) / sigma) ** 2)
+    path = tmp_path / "vac.fits"
+    Table({"wave": wave, "flux": flux}).write(path)
+
+    def line_centre(out):
+        group = zarr.open_group(str(out), mode="r")
+        pix, depth = group["wave"][:], 1 - group["flux_clean"][0].astype(np.float64)
+        near = np.abs(pix - pix[np.argmax(depth)]) < 1.5  # ±10 σ of the R = 20,000 line
+        return float(np.sum(pix[near] * depth[near]) / np.sum(depth[near])), group
+
+    centres, groups = {}, {}
+    for medium in ("vacuum", "air"):
+        out = tmp_path / f"{medium}.zarr"
+        assert observe(path, "--native-resolution", R_NATIVE, "--snr", 100, "--native-snr", 1000,
+                       "--medium", medium, "--out", out, "--config", config) == 0
+        centres[medium], groups[medium] = line_centre(out)
+    assert centres["vacuum"] == pytest.approx(6562.80, abs=0.01)
+    assert centres["air"] == pytest.approx(6564.61, abs=0.01)  # an air file is not shifted
+    for medium, group in groups.items():
+        assert group["wave"].attrs["medium"] == "air"
+        assert group.attrs["provenance"]["wave_medium"]["input"] == medium
+    assert "Morton (2000" in groups["vacuum"].attrs["provenance"]["wave_medium"]["conversion"]
+    assert groups["air"].attrs["provenance"]["wave_medium"]["conversion"] is None
+    assert float(vacuum_to_air(np.array([5891.583264]))[0]) == pytest.approx(5889.950954, abs=1e-3)  # Na D2, NIST
 
 
 def test_nm_with_explicit_unit_is_converted(tmp_path, config_file):
