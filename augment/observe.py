@@ -43,7 +43,7 @@ from augment.config import AugmentConfig
 from augment.lsf import FWHM_TO_SIGMA, degrade_fwhm_ln
 from augment.noise import degraded_noise_variance, der_snr, snr_per_pixel
 from augment.rebin import edges_from_centres, rebin
-from augment.seeds import STREAM_NOISE, derived_rng
+from gridgen.seeds import STREAM_NOISE, derived_rng
 from augment.store import create_observed_store
 
 WAVE_NAMES = ("wave", "wavelength", "lambda", "wl", "lam", "loglam")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from augment.seeds import STREAM_VBROAD, derived_rng
+from gridgen.seeds import STREAM_VBROAD, derived_rng
 
 DISTRIBUTIONS = ("uniform", "loguniform")
 
