@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "range is predicted with a warning and flagged snr_out_of_range.")
     p.add_argument("model", help="model directory")
     p.add_argument("store", help="observed store (cinn4most.observedstore/1) or training store")
-    p.add_argument("--out", required=True, help="posterior store (.zarr)")
-    p.add_argument("--csv", help="also write a CSV table (default: <out without .zarr>.csv)")
+    p.add_argument("--out", required=True, help="posterior store (.zarr); must not exist")
+    p.add_argument("--csv", help="also write a CSV table (default: <out without .zarr>.csv); must not exist")
     p.add_argument("--samples", type=int, help="posterior samples per spectrum (default 4096)")
     p.add_argument("--keep-samples", action="store_true", help="store all samples and densities")
     p.add_argument("--split", choices=["test", "val", "train"], help="for a training store: one split")
@@ -103,8 +103,14 @@ def _predict_config(base, args):
 
 def run(args) -> int:
     import torch
-    if getattr(args, "jobs", None):
-        torch.set_num_threads(args.jobs)
+    jobs = getattr(args, "jobs", None)
+    if jobs is not None:
+        if jobs < 1:
+            raise UserError(f"--jobs must be >= 1 (CPU threads), got {jobs}")
+        torch.set_num_threads(jobs)
+    if getattr(args, "device", None) is not None:
+        from cinn.network import select_device
+        select_device(args.device)   # refuse a bad device before any work or output
     progress = not getattr(args, "quiet", False)
     if args.command == "train":
         from cinn.train import train
@@ -125,12 +131,18 @@ def run(args) -> int:
         from cinn.predict import load_bias, load_model, run_prediction, write_csv, write_posterior_store
         if args.samples is not None and args.samples <= 0:
             raise UserError(f"--samples must be > 0, got {args.samples}")
+        csv_path = args.csv or str(Path(args.out).with_suffix("")) + ".csv"
+        # Refuse existing outputs before the work: nothing is ever overwritten or deleted.
+        for flag, path in (("--out", args.out), ("--csv", csv_path)):
+            if Path(path).exists():
+                raise UserError(f"{path}: already exists; choose another {flag} or remove it")
+        if Path(csv_path).resolve() == Path(args.out).resolve():
+            raise UserError(f"--csv and --out are the same path ({args.out})")
         model = load_model(args.model, args.device or "auto")
         config = _predict_config(model.config.predict, args)
         bias = load_bias(model.model_dir) if args.bias_correct else None
         result = run_prediction(model, args.store, config, args.split, bias, progress)
         write_posterior_store(result, model, args.out, args.store, config, bias is not None)
-        csv_path = args.csv or str(Path(args.out).with_suffix("")) + ".csv"
         write_csv(result, model.target_names, csv_path)
         print(f"{result['row'].size} predictions ({int(result['untrustworthy'].sum())} untrustworthy, "
               f"{int(result['snr_out_of_range'].sum())} S/N out of range) -> {args.out}, {csv_path}")

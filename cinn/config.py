@@ -47,7 +47,10 @@ class NetworkConfig:
     clamp : float
         Soft clamp alpha of the log-scale s (FrEIA ``clamp``).
     clamp_activation : str
-        FrEIA clamp activation: "ATAN", "TANH" or "SIGMOID".
+        FrEIA clamp activation: "ATAN", "TANH" or "SIGMOID". FrEIA's "ATAN" is
+        s = alpha * 0.636 * atan(a), SPEC §3 writes s = (2 alpha / pi) * atan(a / alpha): both
+        saturate at ±alpha, but FrEIA's slope at a = 0 is alpha times larger (0.636 alpha vs
+        2/pi); the last linear layer of each sub-network absorbs that scale, so FrEIA's is used.
     permute_seed : int
         Seed of the first permutation; block i uses ``permute_seed + i``.
     """

@@ -16,16 +16,18 @@ from typing import Iterator
 import numpy as np
 import zarr
 
+from augment.noise import add_noise
+from augment.store import OBSERVED_SCHEMA, TRAIN_SCHEMA, open_augment_store
 from gridgen.errors import UserError
 
-TRAIN_SCHEMA = "cinn4most.trainstore/1"
-OBSERVED_SCHEMA = "cinn4most.observedstore/1"
 SPLIT_CODES = {"train": 0, "test": 1, "val": 2}
 
+#: Arrays cinn reads beyond those :func:`augment.store.open_augment_store` already requires.
 _REQUIRED = {
-    TRAIN_SCHEMA: ("wave", "arm", "snr", "flux", "flux_clean", "labels", "split", "status"),
-    OBSERVED_SCHEMA: ("wave", "snr", "flux", "mask", "object_id"),
+    TRAIN_SCHEMA: ("flux_clean", "labels", "split"),
+    OBSERVED_SCHEMA: ("mask", "object_id"),
 }
+MEDIA = ("air", "vacuum")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class StoreInfo:
     schema : str
     wave_aa : ndarray (n_pix,)
         Pixel centres, Å.
+    medium : str
+        Wavelength medium of ``wave_aa``, "air" or "vacuum".
     snr : ndarray (n_snr,)
         S/N levels, in ``snr_unit``.
     snr_unit : str
@@ -52,6 +56,7 @@ class StoreInfo:
     path: str
     schema: str
     wave_aa: np.ndarray
+    medium: str
     snr: np.ndarray
     snr_unit: str
     label_names: list[str]
@@ -68,17 +73,18 @@ class StoreInfo:
 
 
 def open_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,)) -> tuple[zarr.Group, StoreInfo]:
-    """Open a training or observed store read-only and check its layout.
+    """Open a training or observed store read-only and check what cinn needs of it.
+
+    The schema and the common arrays are checked by augment's own opener
+    (:func:`augment.store.open_augment_store`); this adds the arrays cinn reads, shapes, the
+    wavelength medium and the S/N unit.
 
     Raises
     ------
     UserError
         Missing store, wrong schema, missing arrays or inconsistent shapes.
     """
-    try:
-        group = zarr.open_group(str(path), mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
-        raise UserError(f"{path}: not a zarr store") from None
+    group = open_augment_store(path)
     schema = group.attrs.get("schema")
     if schema not in schemas:
         raise UserError(f"{path}: schema {schema!r} is not one of {', '.join(schemas)}")
@@ -86,6 +92,9 @@ def open_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,)) -> 
     if missing:
         raise UserError(f"{path}: missing array(s) {', '.join(missing)}")
     wave = np.asarray(group["wave"][:], dtype=np.float64)
+    medium = group["wave"].attrs.get("medium")
+    if medium not in MEDIA:
+        raise UserError(f"{path}: wave attr 'medium' is {medium!r}, expected air or vacuum")
     snr = np.asarray(group["snr"][:], dtype=np.float64)
     flux = group["flux"]
     n_spec = flux.shape[0]
@@ -110,7 +119,7 @@ def open_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,)) -> 
     else:
         if group["mask"].shape != (n_spec, wave.size):
             raise UserError(f"{path}: mask shape {group['mask'].shape} != ({n_spec}, {wave.size})")
-    info = StoreInfo(path=str(path), schema=schema, wave_aa=wave, snr=snr, snr_unit=snr_unit,
+    info = StoreInfo(path=str(path), schema=schema, wave_aa=wave, medium=medium, snr=snr, snr_unit=snr_unit,
                      label_names=label_names, chunk_spec=int(flux.chunks[0]), n_spec=n_spec)
     return group, info
 
@@ -149,23 +158,6 @@ def check_finite(flux: np.ndarray, rows: np.ndarray, path: str, valid: np.ndarra
         raise UserError(f"{path}: non-finite flux in spectrum {first}")
 
 
-def add_noise(flux_clean: np.ndarray, snr: np.ndarray, noise_scale: np.ndarray,
-              rng: np.random.Generator) -> np.ndarray:
-    """Noisy fluxes f + N(0, (k f / S/N)^2) (paper eq. 1) for continuous-S/N training.
-
-    Parameters
-    ----------
-    flux_clean : ndarray (n, n_pix)
-    snr : ndarray (n,)
-        S/N of each example, in the store's unit.
-    noise_scale : ndarray (n_pix,)
-        k, the per-pixel relative noise at S/N 1 calibrated on the store's own noisy fluxes
-        (1 when the store's S/N is per pixel; it absorbs the per-Å to per-pixel conversion).
-    """
-    sigma = noise_scale[None, :] * flux_clean / snr[:, None]
-    return (flux_clean + sigma * rng.standard_normal(flux_clean.shape)).astype(np.float32)
-
-
 class BatchStream:
     """Endless shuffled batches of (flux, snr, target row) from one split of a training store.
 
@@ -182,8 +174,10 @@ class BatchStream:
     rng : numpy.random.Generator
         Source of all randomness (chunk order, shuffling, continuous S/N, noise).
     noise_scale : ndarray or None
-        If given, draw a log-uniform S/N in the store's range per example and noise
-        ``flux_clean`` on the fly (see :func:`add_noise`) instead of reading ``flux``.
+        k, the per-pixel relative noise at S/N 1 calibrated on the store's noisy fluxes
+        (:class:`cinn.standardize.Standardization`). If given, draw a log-uniform S/N in the
+        store's range per example and noise ``flux_clean`` on the fly with augment's eq. (1),
+        per-pixel S/N = S/N / k, instead of reading ``flux``.
 
     Yields
     ------
@@ -218,7 +212,12 @@ class BatchStream:
                 clean = np.repeat(clean, n_snr, axis=0)
                 log_lo, log_hi = np.log10(self.info.snr.min()), np.log10(self.info.snr.max())
                 snr = 10.0 ** self.rng.uniform(log_lo, log_hi, clean.shape[0])
-                fluxes.append(add_noise(clean, snr, self.noise_scale, self.rng))
+                # augment's eq. (1) (one implementation of the noise model); its (seed, index)
+                # stream gets a seed drawn from self.rng, so batches stay reproducible per epoch.
+                noise_seed = int(self.rng.integers(2 ** 63))
+                fluxes.append(np.stack([
+                    add_noise(c, (s / self.noise_scale)[None, :], noise_seed, i)[0]
+                    for i, (c, s) in enumerate(zip(clean, snr))]))
                 snrs.append(snr)
             rows.append(np.repeat(chunk_rows, n_snr))
         return np.concatenate(fluxes), np.concatenate(snrs), np.concatenate(rows)

@@ -158,7 +158,7 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
     names = model.target_names
     train_range = training_range(model)
     report_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(result, names, report_dir / "predictions.csv")
+    write_csv(result, names, report_dir / "predictions.csv", overwrite=True)
 
     metrics_rows = []
     per_snr = {}

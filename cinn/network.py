@@ -20,6 +20,8 @@ from torch import nn
 import FrEIA.framework as ff
 import FrEIA.modules as fm
 
+from gridgen.errors import UserError
+
 from cinn.config import NetworkConfig
 
 
@@ -105,7 +107,25 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
 
 
 def select_device(name: str) -> torch.device:
-    """Resolve a device name; "auto" picks CUDA when present, else CPU."""
+    """Resolve a device name; "auto" picks CUDA when present, else CPU.
+
+    Raises
+    ------
+    UserError
+        A name other than auto, cpu, cuda or cuda:N, or a CUDA device this machine lacks.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UserError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n_cuda == 0:
+            raise UserError(f"device {name!r}: CUDA is not available on this machine; use cpu or auto")
+        if device.index is not None and device.index >= n_cuda:
+            raise UserError(f"device {name!r}: this machine has {n_cuda} CUDA device(s) (cuda:0-{n_cuda - 1})")
+    return device

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import FrEIA.modules as fm
 
 from gridgen.errors import UserError
 from gridgen.provenance import run_context
+from gridgen.storeio import create_atomically
 
 from cinn.config import CinnConfig, PredictConfig, config_from_dict
 from cinn.data import OBSERVED_SCHEMA, TRAIN_SCHEMA, SPLIT_CODES, check_finite, chunks_of, open_store, read_rows
@@ -298,6 +298,9 @@ def _check_grid(model: LoadedModel, info) -> None:
         raise UserError(f"{info.path}: pixel grid ({info.n_pix} pixels, {info.wave_aa[0]:.3f}-"
                         f"{info.wave_aa[-1]:.3f} Å) does not match the model's ({model.stats.wave_aa.size} "
                         f"pixels, {model.stats.wave_aa[0]:.3f}-{model.stats.wave_aa[-1]:.3f} Å)")
+    if info.medium != model.meta["medium"]:
+        raise UserError(f"{info.path}: wavelengths in {info.medium}, the model was trained on "
+                        f"{model.meta['medium']} wavelengths; convert the input first")
     if info.snr_unit != model.meta["snr_unit"]:
         raise UserError(f"{info.path}: S/N unit {info.snr_unit} differs from the model's {model.meta['snr_unit']}")
 
@@ -377,20 +380,32 @@ def run_prediction(model: LoadedModel, input_path: str | Path, config: PredictCo
 
 def write_posterior_store(result: dict, model: LoadedModel, out_path: str | Path, input_path: str | Path,
                           config: PredictConfig, bias_corrected: bool) -> Path:
-    """Write a posterior store atomically (to ``<out>.tmp`` then renamed).
+    """Write a new posterior store atomically (:func:`gridgen.storeio.create_atomically`).
 
     Layout (schema ``cinn4most.posteriorstore/1``): per prediction ``map``, ``median``,
     ``q02_5``, ``q16``, ``q84``, ``q97_5`` (n, n_target) float64 physical units; ``f_reject``,
     ``map_log_density``, ``snr`` (n,) float64; ``untrustworthy``, ``snr_out_of_range`` (n,) bool;
     ``row``, ``snr_index`` (n,) int64; ``object_id`` (n,) str; ``truth`` for training-store
     inputs; ``samples`` (n, S, n_target) float32, ``log_density`` (n, S), ``accepted`` (n, S)
-    when kept. Attrs: ``target_names``, ``target_units``, model dir, input path, config, bias flag.
+    when kept. Attrs: ``target_names``, ``target_units``, model dir, input path, config, bias
+    flag, ``provenance`` = {``run``: run context, ``model_training_store``: the model's training
+    store (path, schema, provenance and its SHA-256), ``input``: the input store's path, schema
+    and provenance}.
+
+    Raises
+    ------
+    UserError
+        If ``out_path`` exists (it is never overwritten).
     """
-    out_path = Path(out_path)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    input_group, input_info = open_store(input_path, (TRAIN_SCHEMA, OBSERVED_SCHEMA))
+    provenance = {
+        "run": run_context(),
+        "model_training_store": model.meta["training_store"],
+        "input": {"path": str(Path(input_path).resolve()), "schema": input_info.schema,
+                  "provenance": dict(input_group.attrs.get("provenance", {}))},
+    }
+
+    def fill(group: zarr.Group) -> None:
         group.attrs.update({
             "schema": POSTERIOR_SCHEMA,
             "target_names": list(model.target_names),
@@ -399,7 +414,7 @@ def write_posterior_store(result: dict, model: LoadedModel, out_path: str | Path
             "input": str(Path(input_path).resolve()),
             "predict_config": {k: getattr(config, k) for k in config.__dataclass_fields__},
             "bias_corrected": bias_corrected,
-            "provenance": run_context(),
+            "provenance": provenance,
         })
         for key, value in result.items():
             value = np.asarray(value)
@@ -409,33 +424,40 @@ def write_posterior_store(result: dict, model: LoadedModel, out_path: str | Path
             else:
                 array = group.create_array(key, shape=value.shape, dtype=value.dtype)
             array[...] = value
-        if out_path.exists():
-            shutil.rmtree(out_path)
-        os.replace(tmp, out_path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_path
+
+    create_atomically(Path(out_path), fill)
+    return Path(out_path)
 
 
-def write_csv(result: dict, names: tuple[str, ...], path: str | Path) -> Path:
-    """One row per prediction: id, S/N, f_reject, flags, then per target MAP and quantiles."""
+def write_csv(result: dict, names: tuple[str, ...], path: str | Path, overwrite: bool = False) -> Path:
+    """One row per prediction: id, S/N, f_reject, flags, then per target MAP and quantiles.
+
+    Written under a temporary name and renamed. An existing ``path`` is refused (UserError)
+    unless ``overwrite`` (for files the caller owns, such as an evaluation report's table).
+    """
     path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path}: already exists; choose another --csv or remove it")
     stats_keys = ("map", *QUANTILES)
     header = ["object_id", "row", "snr", "f_reject", "untrustworthy", "snr_out_of_range"]
     header += [f"{name}_{key}" for name in names for key in stats_keys]
     if "truth" in result:
         header += [f"{name}_truth" for name in names]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for i in range(result["row"].size):
-            line = [result["object_id"][i], int(result["row"][i]), f"{result['snr'][i]:g}",
-                    f"{result['f_reject'][i]:.4f}", bool(result["untrustworthy"][i]),
-                    bool(result["snr_out_of_range"][i])]
-            line += [f"{result[key][i, j]:.6g}" for j in range(len(names)) for key in stats_keys]
-            if "truth" in result:
-                line += [f"{result['truth'][i, j]:.6g}" for j in range(len(names))]
-            writer.writerow(line)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            for i in range(result["row"].size):
+                line = [result["object_id"][i], int(result["row"][i]), f"{result['snr'][i]:g}",
+                        f"{result['f_reject'][i]:.4f}", bool(result["untrustworthy"][i]),
+                        bool(result["snr_out_of_range"][i])]
+                line += [f"{result[key][i, j]:.6g}" for j in range(len(names)) for key in stats_keys]
+                if "truth" in result:
+                    line += [f"{result['truth'][i, j]:.6g}" for j in range(len(names))]
+                writer.writerow(line)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

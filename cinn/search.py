@@ -71,7 +71,8 @@ def search(store_path: str | Path, out_dir: str | Path, base: CinnConfig, n_tria
                 raise optuna.TrialPruned()
 
         result = train(store_path, out_dir / f"trial_{trial.number:03d}", config,
-                       resume=True, progress=progress, epoch_callback=report)
+                       resume=True, progress=progress, epoch_callback=report,
+                       evaluation_report=False)   # trials are compared on the loss only
         return result.best_val_loss
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -40,8 +40,8 @@ class Standardization:
     target_min, target_max : ndarray (n_target,)
         Training bounds in target units (log10 for teff, vbroad).
     noise_scale : ndarray (n_pix,)
-        Per-pixel noise at S/N 1 relative to the clean flux, measured on the store (see
-        :func:`cinn.data.add_noise`).
+        Per-pixel noise at S/N 1 relative to the clean flux, measured on the store
+        (used by :class:`cinn.data.BatchStream` for continuous-S/N training).
     """
 
     wave_aa: np.ndarray

@@ -2,20 +2,27 @@
 
 Model directory layout (``FORMAT_VERSION`` in ``model.json``)::
 
-    model.json              format version, targets, units, bounds, trained S/N range and unit,
-                            training store path + schema + provenance, code version, run context
+    model.json              format version, targets, units, pixel-grid SHA-256, wavelength
+                            medium, trained S/N range and unit, training store path + schema +
+                            provenance + its SHA-256, torch version, run context
     config.json             the full CinnConfig used
     standardization.npz     pixel grid, flux/S/N/target statistics, bounds, noise calibration
     weights.pt              best (lowest validation loss) network weights
     checkpoint.pt           last epoch: weights, optimiser, scheduler, history (for resume)
     history.csv             epoch, lr, train_ml, train_rev, val_ml, seconds
     training_curves.png     the losses of history.csv
+    report/                 quick evaluation on the validation split (metrics, plots; see
+                            :func:`cinn.evaluate.evaluate`, at most ``REPORT_SAMPLES`` samples,
+                            no saliency map); ``cinn evaluate --split test`` gives the full one
     bias.json               (after ``cinn bias-fit``)
 
 Loss per batch (SPEC §3): L = E[||z||^2 / 2 - log|det J|] + w E[||x - g(z + dz)||^2],
 dz ~ N(0, reverse_noise_var I). The learning rate is multiplied by ``lr_decay`` after each epoch
 and training stops when the validation ML loss has not improved by ``early_stop_min_delta``
-for ``early_stop_patience`` epochs. Epoch e draws its data order and noise from
+for ``early_stop_patience`` epochs. ``weights.pt`` holds the epoch of lowest validation loss
+(any improvement counts, however small); a non-finite validation loss never counts as an
+improvement, and if no epoch had a finite one, ``weights.pt`` holds the last epoch's weights so
+the directory stays loadable (``best_val_loss`` is then inf). Epoch e draws its data order and noise from
 ``(seed, e)``, so a resumed run continues exactly as an uninterrupted one would.
 """
 
@@ -42,7 +49,10 @@ from cinn.network import CinnNetwork, select_device
 from cinn.standardize import Standardization, compute_standardization
 from cinn.targets import labels_to_targets
 
-FORMAT_VERSION = 1
+#: Version 2 added ``medium`` and ``training_store.provenance_sha256`` to model.json.
+FORMAT_VERSION = 2
+#: Posterior samples per spectrum of the quick validation report written after training.
+REPORT_SAMPLES = 256
 
 
 @dataclass
@@ -71,6 +81,12 @@ class TrainResult:
 def wave_sha256(wave_aa: np.ndarray) -> str:
     """Fingerprint of a pixel grid (float64 bytes rounded to 1e-6 Å)."""
     return sha256_bytes(np.round(np.asarray(wave_aa, dtype=np.float64), 6).tobytes())
+
+
+def provenance_sha256(provenance: dict) -> str:
+    """SHA-256 of a store's provenance as canonical JSON (sorted keys, no whitespace)."""
+    text = json.dumps(provenance, sort_keys=True, separators=(",", ":"), default=str)
+    return sha256_bytes(text.encode())
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -147,9 +163,13 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
     """Validate the store, compute (or reuse) statistics, write model.json/config.json.
 
     Returns ``(group, info, train_rows, val_rows, targets, stats)``. Nothing is written
-    unless the store is usable.
+    unless the store is usable. A directory that already holds a model (a resumed run) must
+    have been started with the same config (up to epochs and device) on the same training
+    store, identified by the SHA-256 of its provenance (same pixels are not enough: another
+    store has other spectra, statistics and noise).
     """
     group, info = open_store(store_path)
+    provenance = dict(group.attrs.get("provenance", {}))
     targets = labels_to_targets(group["labels"][:], info.label_names, config.targets.names,
                                 config.targets.vbroad_floor_kms)
     train_rows, val_rows = split_rows(group, "train"), split_rows(group, "val")
@@ -165,6 +185,17 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
             tree["train"].pop("device")
         if saved != wanted:
             raise UserError(f"{model_dir} holds a model trained with a different config; "
+                            "use a new --out directory")
+    meta_path = model_dir / "model.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise UserError(f"{model_dir} holds a model of format version {meta.get('format_version')!r} "
+                            f"(this code writes {FORMAT_VERSION}); use a new --out directory")
+        started_on = meta["training_store"]
+        if started_on["provenance_sha256"] != provenance_sha256(provenance):
+            raise UserError(f"{model_dir} was started on another training store ({started_on['path']}, "
+                            f"provenance SHA-256 {started_on['provenance_sha256'][:12]}); "
                             "use a new --out directory")
     if stats_path.exists():
         stats = Standardization.load(stats_path)
@@ -183,11 +214,12 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
         "vbroad_floor_kms": config.targets.vbroad_floor_kms,
         "n_pix": info.n_pix,
         "wave_sha256": wave_sha256(info.wave_aa),
+        "medium": info.medium,
         "snr_unit": info.snr_unit,
         "snr_range": [stats.snr_min, stats.snr_max],
         "training_store": {"path": str(Path(store_path).resolve()), "schema": info.schema,
                            "n_train": int(train_rows.size), "n_val": int(val_rows.size),
-                           "provenance": dict(group.attrs.get("provenance", {}))},
+                           "provenance": provenance, "provenance_sha256": provenance_sha256(provenance)},
         "torch_version": torch.__version__,
         "run_context": run_context(),
     })
@@ -195,8 +227,28 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
     return group, info, train_rows, val_rows, targets, stats
 
 
+def write_report(model_dir: Path, store_path: str | Path, config: CinnConfig, device: torch.device,
+                 progress: bool = True) -> Path:
+    """Quick evaluation of the trained model on the validation split into ``model_dir/report``.
+
+    At most :data:`REPORT_SAMPLES` posterior samples per spectrum and no saliency map, so it
+    costs seconds; ``cinn evaluate --split test`` writes the full report.
+    """
+    from dataclasses import replace as dc_replace
+
+    from cinn.evaluate import evaluate
+    from cinn.predict import load_model
+
+    model = load_model(model_dir, str(device))
+    predict_config = dc_replace(config.predict, n_samples=min(REPORT_SAMPLES, config.predict.n_samples))
+    out = evaluate(model, store_path, model_dir / "report", split="val", config=predict_config,
+                   saliency_spectra=0, linelists=[], progress=progress)
+    return Path(out["report_dir"])
+
+
 def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
-          resume: bool = True, progress: bool = True, epoch_callback=None) -> TrainResult:
+          resume: bool = True, progress: bool = True, epoch_callback=None,
+          evaluation_report: bool = True) -> TrainResult:
     """Train (or resume training of) a cINN and write the model directory.
 
     Parameters
@@ -213,6 +265,8 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     epoch_callback : callable or None
         Called as ``epoch_callback(epoch, val_loss)`` after each epoch; it may raise to stop
         (used by the hyperparameter search to prune).
+    evaluation_report : bool
+        Write the quick validation report into ``model_dir/report`` at the end.
 
     Returns
     -------
@@ -221,10 +275,10 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     model_dir = Path(model_dir)
     if not resume and (model_dir / "checkpoint.pt").exists():
         raise UserError(f"{model_dir} already holds a training run; remove it or resume")
+    tc = config.train
+    device = select_device(tc.device)   # before anything is written
     group, info, train_rows, val_rows, targets, stats = prepare_model_dir(
         store_path, model_dir, config, progress)
-    tc = config.train
-    device = select_device(tc.device)
     torch.manual_seed(tc.seed)
     network = build_network(info.n_pix, config).to(device)
     params = [p for p in network.parameters() if p.requires_grad]
@@ -233,7 +287,9 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     x_all = torch.as_tensor(stats.standardize_targets(targets), dtype=torch.float32, device=device)
 
     history: list[dict] = []
-    best, bad_epochs, start_epoch, stopped = math.inf, 0, 0, False
+    # best: lowest validation loss (decides weights.pt); patience_ref: the loss at the last
+    # improvement by more than early_stop_min_delta (decides early stopping).
+    best, patience_ref, bad_epochs, start_epoch, stopped = math.inf, math.inf, 0, 0, False
     checkpoint_path = model_dir / "checkpoint.pt"
     if resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
@@ -241,6 +297,7 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
+        patience_ref = state["patience_ref"]
         start_epoch, stopped = state["epoch"], state["stopped"]
 
     noise_scale = stats.noise_scale if config.data.continuous_snr else None
@@ -285,9 +342,14 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
         history.append({"epoch": epoch + 1, "lr": lr, "train_ml": sums[0] / tc.batches_per_epoch,
                         "train_rev": sums[1] / tc.batches_per_epoch, "val_ml": val,
                         "seconds": time.perf_counter() - t0})
-        if val < best - tc.early_stop_min_delta:
-            best, bad_epochs = val, 0
+        # NaN compares False: a non-finite validation loss is never an improvement.
+        if val < best:
+            best = val
             _torch_save(network.state_dict(), model_dir / "weights.pt")
+        elif not (model_dir / "weights.pt").exists():
+            _torch_save(network.state_dict(), model_dir / "weights.pt")
+        if val < patience_ref - tc.early_stop_min_delta:
+            patience_ref, bad_epochs = val, 0
         else:
             bad_epochs += 1
         stopped = tc.early_stop_patience > 0 and bad_epochs >= tc.early_stop_patience
@@ -296,10 +358,12 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
                        f"reverse {history[-1]['train_rev']:.2e}  val ML {val:.3f}  lr {lr:.2e}")
         _torch_save({"network": network.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "history": history, "best": best,
-                     "bad_epochs": bad_epochs, "epoch": epoch + 1, "stopped": stopped},
+                     "patience_ref": patience_ref, "bad_epochs": bad_epochs, "epoch": epoch + 1, "stopped": stopped},
                     checkpoint_path)
         _write_history(history, model_dir)
         if epoch_callback is not None:
             epoch_callback(epoch + 1, val)
+    if evaluation_report:
+        write_report(model_dir, store_path, config, device, progress)
     return TrainResult(model_dir=model_dir, epochs_run=len(history), best_val_loss=best,
                        stopped_early=stopped, history=history)

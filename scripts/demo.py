@@ -117,12 +117,13 @@ def main() -> None:
     print(f"\nwrote {star_fits.name}: grid test spectrum {truth['index']} degraded to R = {HELD_OUT_NATIVE_R:.0f}")
     star_4most = out / "held-out-star-4most.zarr"
     posterior = out / "held-out-star-posterior.zarr"
+    posterior_csv = out / "held-out-star-posterior.csv"
     for path in (star_4most, posterior):
         shutil.rmtree(path, ignore_errors=True)
+    posterior_csv.unlink(missing_ok=True)
     # The synthetic star is noiseless: state a very high native S/N instead of estimating it.
     run("augment", "observe", str(star_fits), "--native-resolution", f"{HELD_OUT_NATIVE_R:.0f}",
         "--native-snr", "100000", "--snr", f"{HELD_OUT_SNR:.0f}", "--out", str(star_4most))
-    posterior_csv = out / "held-out-star-posterior.csv"
     run("cinn", "predict", str(model), str(star_4most), "--out", str(posterior), "--csv", str(posterior_csv),
         "--jobs", "1")
     # The raw grid spectrum is not rotated, so the held-out star's true vbroad is 0 km/s (the

@@ -1,4 +1,4 @@
-"""Small training and observed stores for the cinn tests, written to the brief's contracts.
+"""Small training and observed stores for the cinn tests, written by augment's own store writers.
 
 The fluxes are synthetic but depend smoothly on every label: one Gaussian absorption line per
 element whose depth follows ([Fe/H] + [X/Fe]) and the temperature, plus Fe lines, all widened by
@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+
+from augment.arms import ArmSpec, PixelGrid
+from augment.store import STATUS_DONE, create_observed_store, create_training_store, write_chunk
 
 ELEMENTS = ("li", "c", "n", "o", "na", "mg", "al", "si", "ca", "ti", "v", "cr", "mn", "co",
             "ni", "sr", "y", "zr", "ba", "ce", "eu")
@@ -55,44 +58,34 @@ def synthetic_flux(labels: np.ndarray, wave_aa: np.ndarray) -> np.ndarray:
     return np.clip(flux, 0.02, None)
 
 
+def pixel_grid(wave_aa: np.ndarray, name: str = "green") -> PixelGrid:
+    """One-arm :class:`augment.arms.PixelGrid` whose pixel centres are the uniform ``wave_aa``."""
+    step = float(wave_aa[1] - wave_aa[0])
+    return PixelGrid((ArmSpec(name, float(wave_aa[0]) - step / 2, float(wave_aa[-1]) + step / 2, step),))
+
+
 def write_training_store(path: str | Path, wave_aa: np.ndarray, flux: np.ndarray, flux_clean: np.ndarray,
                          labels: np.ndarray, label_names: list[str], label_units: list[str],
-                         snr: np.ndarray, split: np.ndarray, chunk_spec: int, seed: int = 0) -> Path:
-    """Write arrays as a training store following ``cinn4most.trainstore/1`` exactly.
+                         snr: np.ndarray, split: np.ndarray, chunk_spec: int, seed: int = 0,
+                         medium: str = "air") -> Path:
+    """Write arrays as a finished training store through augment's own writer.
 
-    ``flux`` is (n_spec, n_snr, n_pix); ``snr`` is per pixel.
+    ``flux`` is (n_spec, n_snr, n_pix); ``snr`` is per pixel; ``wave_aa`` is uniform.
     """
-    n_spec, n_pix = flux.shape[0], wave_aa.size
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    group.attrs.update({
-        "schema": "cinn4most.trainstore/1",
-        "label_names": list(label_names), "label_units": list(label_units),
-        "provenance": {"grid": {"name": "cinn-test-synthetic", "version": "1"},
-                       "augment": {"note": "tests/cinn_fixtures.py"}, "seed": seed},
-    })
-
-    def put(name, data, chunks, dims, **attrs):
-        array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                                   dimension_names=dims)
-        array[...] = data
-        array.attrs.update(attrs)
-
-    snr = np.asarray(snr, dtype=np.float32)
-    put("wave", np.asarray(wave_aa, dtype=np.float64), (n_pix,), ("pixel",), units="Angstrom", medium="air")
-    put("arm", np.ones(n_pix, dtype=np.int8), (n_pix,), ("pixel",), arm_names=["blue", "green", "red"])
-    put("snr", snr, (snr.size,), ("snr",), unit="per_pixel")
-    put("flux", flux.astype(np.float32), (chunk_spec, snr.size, n_pix), ("spectrum", "snr", "pixel"))
-    put("flux_clean", flux_clean.astype(np.float32), (chunk_spec, n_pix), ("spectrum", "pixel"))
-    put("labels", np.asarray(labels, dtype=np.float64), (chunk_spec, len(label_names)), ("spectrum", "label"))
-    put("split", np.asarray(split, dtype=np.int8), (chunk_spec,), ("spectrum",))
-    put("status", np.ones(n_spec, dtype=np.int8), (chunk_spec,), ("spectrum",))
-    put("source_index", np.arange(n_spec, dtype=np.int64), (chunk_spec,), ("spectrum",))
+    provenance = {"grid": {"name": "cinn-test-synthetic", "version": "1"},
+                  "augment": {"note": "tests/cinn_fixtures.py"}, "seed": seed}
+    group = create_training_store(
+        path, grid=pixel_grid(wave_aa), medium=medium, snr=np.asarray(snr, dtype=np.float32),
+        snr_unit="per_pixel", labels=labels, label_names=label_names, label_units=label_units,
+        split=split, source_index=np.arange(labels.shape[0]), chunk_spectra=chunk_spec, provenance=provenance)
+    write_chunk(group, 0, flux_clean.astype(np.float32), flux.astype(np.float32))
+    group["status"][:] = STATUS_DONE
     return Path(path)
 
 
 def make_training_store(path: str | Path, n_spec: int = 400, n_pix: int = 300,
                         snr: tuple[float, ...] = (20.0, 50.0, 250.0), chunk_spec: int = 4,
-                        seed: int = 0, nan_row: int | None = None) -> Path:
+                        seed: int = 0, nan_row: int | None = None, medium: str = "air") -> Path:
     """Synthetic-line training store (see module docstring).
 
     Parameters
@@ -107,6 +100,8 @@ def make_training_store(path: str | Path, n_spec: int = 400, n_pix: int = 300,
     seed : int
     nan_row : int or None
         If given, that spectrum's fluxes are NaN (bad-input tests).
+    medium : str
+        Wavelength medium written to ``wave.attrs["medium"]``.
     """
     rng = np.random.default_rng(seed)
     wave = 5160.0 + 0.2 * np.arange(n_pix)
@@ -120,34 +115,23 @@ def make_training_store(path: str | Path, n_spec: int = 400, n_pix: int = 300,
     split = rng.choice(np.array([0, 1, 2], dtype=np.int8), size=n_spec, p=[0.75, 0.20, 0.05])
     split[:2] = (2, 1)   # small stores still get a validation and a test spectrum
     return write_training_store(path, wave, noisy, clean, labels, LABEL_NAMES, LABEL_UNITS,
-                                snr_arr, split, chunk_spec, seed)
+                                snr_arr, split, chunk_spec, seed, medium)
 
 
 def make_observed_store(path: str | Path, training_store: str | Path, rows: list[int],
-                        snr_index: int = -1, wave_shift_aa: float = 0.0) -> Path:
+                        snr_index: int = -1, wave_shift_aa: float = 0.0, medium: str = "air") -> Path:
     """Write an observed store (``cinn4most.observedstore/1``) from training-store spectra.
 
-    ``wave_shift_aa`` != 0 gives a pixel grid that does not match the model's.
+    Written by :func:`augment.store.create_observed_store`. ``wave_shift_aa`` != 0 gives a
+    pixel grid that does not match the model's; ``medium`` labels the wavelengths.
     """
     src = zarr.open_group(str(training_store), mode="r")
     wave = src["wave"][:] + wave_shift_aa
-    flux = src["flux"][:][rows][:, snr_index:snr_index + 1 if snr_index != -1 else None, :]
-    snr = src["snr"][:][[snr_index]]
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    group.attrs.update({"schema": "cinn4most.observedstore/1", "provenance": {"source": str(training_store)}})
-    n = len(rows)
-
-    def put(name, data, chunks, dims, **attrs):
-        array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                                   dimension_names=dims)
-        array[...] = data
-        array.attrs.update(attrs)
-
-    put("wave", wave, wave.shape, ("pixel",), units="Angstrom", medium="air")
-    put("arm", src["arm"][:], wave.shape, ("pixel",), arm_names=["blue", "green", "red"])
-    put("snr", snr, snr.shape, ("snr",), unit=src["snr"].attrs["unit"])
-    put("flux", flux, (2, 1, wave.size), ("spectrum", "snr", "pixel"))
-    put("mask", np.zeros((n, wave.size), dtype=bool), (2, wave.size), ("spectrum", "pixel"))
-    ids = group.create_array("object_id", shape=(n,), dtype=str, chunks=(2,), dimension_names=("spectrum",))
-    ids[...] = np.array([f"star{r}" for r in rows], dtype=object)
+    flux = src["flux"][:][rows, snr_index, :]
+    snr = float(src["snr"][snr_index])
+    create_observed_store(
+        path, grid=pixel_grid(wave), medium=medium, snr=snr, snr_unit=src["snr"].attrs["unit"],
+        flux=flux, flux_clean=src["flux_clean"][:][rows], mask=np.zeros(flux.shape, dtype=bool),
+        object_id=[f"star{r}" for r in rows], native_snr=np.full(len(rows), snr),
+        provenance={"source": str(training_store), "rows": list(rows)})
     return Path(path)

@@ -76,3 +76,18 @@ def test_standard_normal_density_at_identity():
         lp = net.log_prob(x, net.features(torch.randn(10, 5)))
     expected = -0.5 * (x ** 2).sum(1) - 1.5 * math.log(2 * math.pi)
     assert np.allclose(lp.numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_clamp_is_freia_atan_as_documented():
+    """NetworkConfig documents FrEIA's ATAN clamp s = alpha 0.636 atan(a): it saturates at
+    ±alpha (0.636 pi / 2 = 0.9990) with slope 0.636 alpha at a = 0, unlike SPEC's 2/pi."""
+    import FrEIA.modules as fm
+    alpha = 1.9
+    net = CinnNetwork(5, 4, NetworkConfig(feature_hidden=(8,), n_features=4, n_blocks=1,
+                                          subnet_hidden=(8,), clamp=alpha))
+    block = next(m for m in net.inn.module_list if isinstance(m, fm.GLOWCouplingBlock))
+    a = torch.tensor([-1e6, 0.0, 1e6], requires_grad=True)
+    s = block.clamp * block.f_clamp(a)
+    assert s[0].item() == pytest.approx(-alpha, rel=2e-3) and s[2].item() == pytest.approx(alpha, rel=2e-3)
+    (slope,) = torch.autograd.grad(s[1], a)
+    assert slope[1].item() == pytest.approx(0.636 * alpha, rel=1e-6)

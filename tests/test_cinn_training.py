@@ -179,3 +179,153 @@ def test_bad_input_one_line_exit_1(tmp_path, trained, store, capsys):
     assert main(["predict", str(model_dir), str(good_obs), "--out", str(tmp_path / "p5.zarr"),
                  "--samples", "64", "--quiet"]) == 0
     assert (tmp_path / "p5.zarr").exists() and (tmp_path / "p5.csv").exists()
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+def test_predict_never_overwrites_and_records_provenance(tmp_path, trained, store, capsys):
+    import zarr
+    model_dir, _ = trained
+    obs = make_observed_store(tmp_path / "obs.zarr", store, [0, 1])
+    ids_before = list(zarr.open_group(str(obs), mode="r")["object_id"][:])
+    unrelated = tmp_path / "unrelated"
+    unrelated.mkdir()
+    (unrelated / "keep.txt").write_text("precious")
+    a_file = tmp_path / "a_file.zarr"
+    a_file.write_text("not a store")
+    for out in (obs, unrelated, a_file):
+        assert main(["predict", str(model_dir), str(obs), "--out", str(out), "--quiet"]) == 1, out
+        assert "already exists" in _one_error_line(capsys)
+    assert list(zarr.open_group(str(obs), mode="r")["object_id"][:]) == ids_before
+    assert (unrelated / "keep.txt").read_text() == "precious"
+    assert a_file.read_text() == "not a store"
+    # An existing CSV is refused too, before anything is written.
+    (tmp_path / "post.csv").write_text("mine")
+    assert main(["predict", str(model_dir), str(obs), "--out", str(tmp_path / "post.zarr"), "--quiet"]) == 1
+    _one_error_line(capsys)
+    assert not (tmp_path / "post.zarr").exists() and (tmp_path / "post.csv").read_text() == "mine"
+
+    out = tmp_path / "new.zarr"
+    assert main(["predict", str(model_dir), str(obs), "--out", str(out), "--samples", "32", "--quiet"]) == 0
+    posterior = zarr.open_group(str(out), mode="r", use_consolidated=True)
+    prov = posterior.attrs["provenance"]
+    train_prov = dict(zarr.open_group(str(store), mode="r").attrs["provenance"])
+    from cinn.train import provenance_sha256
+    assert prov["model_training_store"]["provenance"] == train_prov
+    assert prov["model_training_store"]["provenance_sha256"] == provenance_sha256(train_prov)
+    assert prov["input"]["provenance"] == dict(zarr.open_group(str(obs), mode="r").attrs["provenance"])
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_predict_refuses_other_wavelength_medium(tmp_path, trained, store, capsys):
+    model_dir, _ = trained
+    vacuum = make_observed_store(tmp_path / "vac.zarr", store, [0, 1], medium="vacuum")
+    assert main(["predict", str(model_dir), str(vacuum), "--out", str(tmp_path / "p.zarr"), "--quiet"]) == 1
+    err = _one_error_line(capsys)
+    assert "vacuum" in err and "air" in err
+    assert not (tmp_path / "p.zarr").exists()
+    assert json.loads((model_dir / "model.json").read_text())["medium"] == "air"
+
+
+def test_resume_refuses_another_store_with_the_same_pixels(tmp_path, trained):
+    import shutil
+    from gridgen.errors import UserError
+    model_dir, _ = trained
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    # Same pixel grid, other spectra (seed): the saved statistics would not describe it.
+    other = make_training_store(tmp_path / "other.zarr", n_spec=60, n_pix=200, seed=1)
+    extended = replace(config_from_dict(SMALL), train={"epochs": 5})
+    history_before = (copy / "history.csv").read_text()
+    with pytest.raises(UserError, match="another training store"):
+        train(other, copy, extended, progress=False)
+    assert (copy / "history.csv").read_text() == history_before
+
+
+def _scripted_validation(monkeypatch, values):
+    """Replace the validation pass by scripted losses; record the weights it was asked about."""
+    import cinn.train as train_module
+    seen = []
+
+    def fake(network, *args, **kwargs):
+        seen.append({k: v.detach().clone() for k, v in network.state_dict().items()})
+        return values[len(seen) - 1]
+
+    monkeypatch.setattr(train_module, "validation_loss", fake)
+    return seen
+
+
+TINY_TRAIN = {"network": {"feature_hidden": [16], "n_features": 8, "n_blocks": 2, "subnet_hidden": [16]},
+              "targets": {"names": ["teff", "logg", "fe_h"]},
+              "train": {"epochs": 4, "batches_per_epoch": 2, "batch_size": 32, "early_stop_patience": 0,
+                        "early_stop_min_delta": 0.1}}
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    return make_training_store(tmp_path_factory.mktemp("cinn") / "small.zarr", n_spec=60, n_pix=50)
+
+
+def test_weights_follow_any_improvement_patience_only_large_ones(tmp_path, small_store, monkeypatch):
+    # Epoch 2 improves by less than min_delta (0.1): it is still the best model.
+    seen = _scripted_validation(monkeypatch, [5.0, 4.99, 6.0, 7.0])
+    result = train(small_store, tmp_path / "m", config_from_dict(TINY_TRAIN), progress=False,
+                   evaluation_report=False)
+    saved = torch.load(tmp_path / "m" / "weights.pt", weights_only=True)
+    assert all(torch.equal(saved[k], seen[1][k]) for k in saved)
+    assert not all(torch.equal(saved[k], seen[0][k]) for k in saved)
+    assert result.best_val_loss == 4.99
+    # Patience counts epochs without an improvement > min_delta: 4.99 does not reset it.
+    seen = _scripted_validation(monkeypatch, [5.0, 4.99, 4.98, 4.97])
+    config = replace(config_from_dict(TINY_TRAIN), train={"early_stop_patience": 2})
+    result = train(small_store, tmp_path / "m2", config, progress=False, evaluation_report=False)
+    assert result.stopped_early and result.epochs_run == 3 and result.best_val_loss == 4.98
+
+
+def test_nan_validation_loss_still_leaves_loadable_weights(tmp_path, small_store, monkeypatch):
+    seen = _scripted_validation(monkeypatch, [float("nan"), float("nan")])
+    config = replace(config_from_dict(TINY_TRAIN), train={"epochs": 2})
+    result = train(small_store, tmp_path / "m", config, progress=False, evaluation_report=False)
+    assert result.best_val_loss == float("inf")
+    saved = torch.load(tmp_path / "m" / "weights.pt", weights_only=True)
+    # No epoch was better than another: the first epoch's weights are kept and load.
+    assert all(torch.equal(saved[k], seen[0][k]) for k in saved)
+    load_model(tmp_path / "m", "cpu")
+
+
+@pytest.mark.parametrize("flags", [["--jobs", "-1"], ["--jobs", "0"], ["--device", "foo"],
+                                   ["--device", "cuda:99"], ["--device", "mps"]])
+def test_bad_jobs_and_device_one_line(tmp_path, small_store, trained, capsys, flags):
+    model_dir, _ = trained
+    # A tiny config: should the flag be ignored, the run stays short (and the test fails).
+    tiny = tmp_path / "tiny.toml"
+    tiny.write_text('[network]\nfeature_hidden = [8]\nn_features = 4\nn_blocks = 2\nsubnet_hidden = [8]\n'
+                    '[targets]\nnames = ["teff", "logg"]\n[train]\nepochs = 1\nbatches_per_epoch = 1\n'
+                    'batch_size = 8\n')
+    assert main(["train", str(small_store), "--out", str(tmp_path / "m"), "--quiet", "--config", str(tiny),
+                 *flags]) == 1
+    _one_error_line(capsys)
+    assert not (tmp_path / "m").exists()
+    assert main(["predict", str(model_dir), str(small_store), "--out", str(tmp_path / "p.zarr"),
+                 "--quiet", *flags]) == 1
+    _one_error_line(capsys)
+    assert not (tmp_path / "p.zarr").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_one_line(tmp_path, small_store, capsys):
+    assert main(["train", str(small_store), "--out", str(tmp_path / "m"), "--device", "cuda", "--quiet"]) == 1
+    assert "CUDA is not available" in _one_error_line(capsys)
+    assert not (tmp_path / "m").exists()
+
+
+def test_training_writes_validation_report(trained):
+    model_dir, _ = trained
+    summary = json.loads((model_dir / "report" / "report.json").read_text())
+    assert summary["split"] == "val"
+    for name in ("metrics.csv", "predictions.csv", "map_vs_truth.png", "corner.png"):
+        assert (model_dir / "report" / name).exists(), name
