@@ -47,7 +47,7 @@ import numpy as np
 import zarr
 
 from gridgen.errors import UserError
-from gridgen.storeio import create_atomically
+from gridgen.storeio import create_atomically, open_store
 
 from augment.arms import PixelGrid
 
@@ -167,16 +167,7 @@ def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr
 
 def open_augment_store(path: str | Path, mode: str = "r") -> zarr.Group:
     """Open a training or observed store, checking its schema (UserError otherwise)."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such store")
-    try:
-        group = zarr.open_group(str(path), mode=mode, zarr_format=3, use_consolidated=False)
-        schema = group.attrs.get("schema")
-    except Exception as exc:  # zarr raises many types for unreadable metadata
-        raise UserError(f"{path}: not a readable Zarr store ({type(exc).__name__}: {exc})") from None
-    if schema not in (TRAIN_SCHEMA, OBSERVED_SCHEMA):
-        raise UserError(f"{path}: not a training or observed store (schema {schema!r})")
+    group = open_store(path, (TRAIN_SCHEMA, OBSERVED_SCHEMA), "training or observed store", mode)
     for name in ("wave", "arm", "snr", "flux", "status"):
         if name not in group:
             raise UserError(f"{path}: corrupt store, array {name!r} is missing")

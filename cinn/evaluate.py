@@ -30,6 +30,8 @@ from cinn.data import TRAIN_SCHEMA, check_finite, open_store, read_rows, split_r
 from cinn.predict import LoadedModel, _check_grid, run_prediction, sample_posterior, write_csv
 from cinn.targets import targets_to_physical
 
+#: Lines marked per element on saliency maps (the strongest by log gf - theta chi).
+SALIENCY_LINES_PER_ELEMENT = 40
 #: Atomic numbers of the elements whose lines can be marked on saliency maps.
 ATOMIC_NUMBER = {"li": 3, "c": 6, "n": 7, "o": 8, "na": 11, "mg": 12, "al": 13, "si": 14, "ca": 20,
                  "ti": 22, "v": 23, "cr": 24, "mn": 25, "fe": 26, "co": 27, "ni": 28, "sr": 38,
@@ -61,15 +63,18 @@ def training_range(model: LoadedModel) -> np.ndarray:
 
 
 def linelist_positions(paths: list[str | Path], elements: list[str],
-                       wave_range: tuple[float, float]) -> dict[str, np.ndarray]:
+                       wave_range: tuple[float, float], strongest: int | None = None) -> dict[str, np.ndarray]:
     """Line wavelengths (Å) per element from Turbospectrum-format line lists.
 
     Species headers look like ``'  26.000  '  1  123`` (element.ionisation/isotopes), followed
-    by a name line and one line per transition whose first column is the wavelength. Molecular
-    species (codes above 100) are skipped.
+    by a name line and one line per transition whose columns start with wavelength (Å),
+    excitation energy (eV) and log gf. Molecular species (codes above 100) are skipped.
+    With ``strongest``, only that many lines per element are kept, ranked by the usual
+    line-strength index log gf - theta * chi with theta = 5040 K / 5000 K (a cool-star proxy:
+    saliency maps mark the lines a spectrum can show, not every weak transition).
     """
     wanted = {ATOMIC_NUMBER[el]: el for el in elements if el in ATOMIC_NUMBER}
-    found: dict[str, list[float]] = {el: [] for el in wanted.values()}
+    found: dict[str, list[tuple[float, float]]] = {el: [] for el in wanted.values()}
     header = re.compile(r"^'\s*([0-9.]+)\s*'")
     for path in paths:
         current, skip_name = None, False
@@ -87,12 +92,17 @@ def linelist_positions(paths: list[str | Path], elements: list[str],
                 if current is None:
                     continue
                 try:
-                    wave = float(line.split()[0])
-                except (IndexError, ValueError):
+                    wave, chi_ev, log_gf = (float(x) for x in line.split()[:3])
+                except ValueError:
                     continue
                 if wave_range[0] <= wave <= wave_range[1]:
-                    found[current].append(wave)
-    return {el: np.array(sorted(w)) for el, w in found.items()}
+                    found[current].append((wave, log_gf - 5040.0 / 5000.0 * chi_ev))
+    out = {}
+    for el, rows in found.items():
+        if strongest is not None:
+            rows = sorted(rows, key=lambda row: -row[1])[:strongest]
+        out[el] = np.array(sorted(wave for wave, _ in rows))
+    return out
 
 
 def saliency(model: LoadedModel, flux: np.ndarray, snr: np.ndarray) -> np.ndarray:
@@ -211,7 +221,8 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
         lines = {}
         if linelists:
             elements = [n.removesuffix("_fe") for n in names if n.endswith("_fe")] + ["fe"]
-            lines = linelist_positions(linelists, elements, (info.wave_aa[0], info.wave_aa[-1]))
+            lines = linelist_positions(linelists, elements, (info.wave_aa[0], info.wave_aa[-1]),
+                                       strongest=SALIENCY_LINES_PER_ELEMENT)
         _plot_saliency(info.wave_aa, sal, names, lines, report_dir / "saliency.png")
     summary = {"store": str(store_path), "split": split, "n_predictions": int(result["row"].size),
                "reference_snr": ref_snr, "notes": notes,
@@ -305,17 +316,27 @@ def _plot_corner(samples: np.ndarray, truth: np.ndarray, map_phys: np.ndarray, n
 
 def _plot_saliency(wave: np.ndarray, sal: np.ndarray, names, lines: dict, path: Path) -> None:
     plt = _pyplot()
+    # Break the curve between arms instead of drawing a line across the gap; mark only lines
+    # that fall on a pixel.
+    step = np.diff(wave)
+    gaps = np.flatnonzero(step > 2.0 * np.median(step)) + 1
+    wave_plot = np.insert(wave, gaps, np.nan)
+    half_pixel = 0.5 * np.median(step)
     fig, axes = plt.subplots(len(names), 1, figsize=(10, 1.1 * len(names)), sharex=True, squeeze=False)
     for j, name in enumerate(names):
         ax = axes[j, 0]
-        ax.plot(wave, sal[j], lw=0.5, color="k")
+        ax.plot(wave_plot, np.insert(sal[j], gaps, np.nan), lw=0.5, color="k")
         element = name.removesuffix("_fe") if name.endswith("_fe") else ("fe" if name == "fe_h" else None)
-        for w in lines.get(element, []):
+        marks = np.asarray(lines.get(element, []))
+        idx = np.clip(np.searchsorted(wave, marks), 1, wave.size - 1)
+        on_pixels = np.minimum(np.abs(wave[idx] - marks), np.abs(wave[idx - 1] - marks)) <= half_pixel
+        for w in marks[on_pixels]:
             ax.axvline(w, color="r", lw=0.4, alpha=0.6)
         ax.set_ylabel(name, fontsize=7)
         ax.set_yticks([])
     axes[-1, 0].set_xlabel("wavelength (Å)")
-    fig.suptitle("saliency: median |dX/df| / |grad X| (red: line-list positions of the element)", fontsize=9)
+    fig.suptitle(f"saliency: median |dX/df| / |grad X| (red: the {SALIENCY_LINES_PER_ELEMENT} strongest lines "
+                 "of the element in the line list)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

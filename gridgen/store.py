@@ -37,7 +37,7 @@ import zarr
 
 from gridgen.errors import UserError
 from gridgen.provenance import sha256_bytes
-from gridgen.storeio import create_atomically
+from gridgen.storeio import create_atomically, open_store
 
 SCHEMA = "cinn4most.gridstore/1"
 STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
@@ -133,16 +133,7 @@ def open_grid_store(path: str | Path, mode: str = "r") -> zarr.Group:
     UserError
         If the path is missing, not a Zarr group, or not a grid store of this schema.
     """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such grid store")
-    try:
-        group = zarr.open_group(str(path), mode=mode, zarr_format=3, use_consolidated=False)
-        schema = group.attrs.get("schema")
-    except Exception as exc:  # zarr raises many types for unreadable metadata
-        raise UserError(f"{path}: not a readable Zarr store ({type(exc).__name__}: {exc})") from None
-    if schema != SCHEMA:
-        raise UserError(f"{path}: not a grid store (schema {schema!r}, expected {SCHEMA!r})")
+    group = open_store(path, (SCHEMA,), "grid store", mode)
     n_spec = None
     for name, dims in _REQUIRED.items():
         if name not in group:

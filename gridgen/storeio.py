@@ -18,6 +18,38 @@ import zarr
 from gridgen.errors import UserError
 
 
+def open_store(path: str | Path, schemas: tuple[str, ...], what: str, mode: str = "r") -> zarr.Group:
+    """Open a toolkit store and check that its ``schema`` attribute is one of ``schemas``.
+
+    Parameters
+    ----------
+    path
+        Store directory.
+    schemas
+        Accepted schema strings.
+    what
+        What the caller expects, for messages (e.g. ``"grid store"``).
+    mode
+        Zarr open mode.
+
+    Raises
+    ------
+    UserError
+        If the path is missing, not a readable Zarr v3 group, or of another schema.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such {what}")
+    try:
+        group = zarr.open_group(str(path), mode=mode, zarr_format=3, use_consolidated=False)
+        schema = group.attrs.get("schema")
+    except Exception as exc:  # zarr raises many types for unreadable metadata
+        raise UserError(f"{path}: not a readable Zarr store ({type(exc).__name__}: {exc})") from None
+    if schema not in schemas:
+        raise UserError(f"{path}: not a {what} (schema {schema!r}, expected {' or '.join(map(repr, schemas))})")
+    return group
+
+
 def create_atomically(path: str | Path, fill: Callable[[zarr.Group], None]) -> None:
     """Run ``fill(group)`` on a new Zarr v3 group at a temporary path, then rename it to ``path``.
 

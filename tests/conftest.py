@@ -20,3 +20,18 @@ def emulator_provider(engine):
     from gridgen.atmospheres.provider import AtmosphereConfig, make_provider
 
     return make_provider(AtmosphereConfig(), engine)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tests use tiny networks: one torch thread avoids oversubscribing the 2-core machines."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -26,15 +26,6 @@ TINY = {"network": {"feature_hidden": [32], "n_features": 8, "n_blocks": 2, "sub
 PLOTS = ("metrics_vs_snr.png", "map_vs_truth.png", "corner.png", "width_vs_snr.png", "saliency.png")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one thread avoids oversubscription on the shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     return make_training_store(tmp_path_factory.mktemp("eval") / "train.zarr", n_spec=160, n_pix=120,

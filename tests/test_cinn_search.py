@@ -6,7 +6,6 @@ import json
 import numpy as np
 import optuna
 import pytest
-import torch
 import zarr
 from scipy import stats as sps
 
@@ -34,15 +33,6 @@ batches_per_epoch = 5
 batch_size = 64
 device = "cpu"
 """
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one thread avoids oversubscription on the shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -23,15 +23,6 @@ SMALL = {"network": {"feature_hidden": [64, 32], "n_features": 16, "n_blocks": 4
          "predict": {"n_samples": 256}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one thread avoids oversubscription on the shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     return make_training_store(tmp_path_factory.mktemp("cinn") / "train.zarr", n_spec=800, n_pix=200)
