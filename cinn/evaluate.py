@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +28,11 @@ from cinn.config import PredictConfig
 from cinn.data import TRAIN_SCHEMA, check_finite, open_store, read_rows, split_rows
 from cinn.predict import LoadedModel, _check_grid, run_prediction, sample_posterior, write_csv
 from cinn.targets import targets_to_physical
+from gridgen.linelist import line_fields, read_species_blocks
+from gridgen.solar import atomic_number
 
 #: Lines marked per element on saliency maps (the strongest by log gf - theta chi).
 SALIENCY_LINES_PER_ELEMENT = 40
-#: Atomic numbers of the elements whose lines can be marked on saliency maps.
-ATOMIC_NUMBER = {"li": 3, "c": 6, "n": 7, "o": 8, "na": 11, "mg": 12, "al": 13, "si": 14, "ca": 20,
-                 "ti": 22, "v": 23, "cr": 24, "mn": 25, "fe": 26, "co": 27, "ni": 28, "sr": 38,
-                 "y": 39, "zr": 40, "ba": 56, "ce": 58, "eu": 63}
-
-
 def residual_metrics(map_phys: np.ndarray, truth: np.ndarray, lo68: np.ndarray, hi68: np.ndarray,
                      lo95: np.ndarray, hi95: np.ndarray, train_range: np.ndarray) -> dict[str, np.ndarray]:
     """Eqs. 9-11 and interval coverage per target for one set of predictions (n, T)."""
@@ -73,30 +68,17 @@ def linelist_positions(paths: list[str | Path], elements: list[str],
     line-strength index log gf - theta * chi with theta = 5040 K / 5000 K (a cool-star proxy:
     saliency maps mark the lines a spectrum can show, not every weak transition).
     """
-    wanted = {ATOMIC_NUMBER[el]: el for el in elements if el in ATOMIC_NUMBER}
+    wanted = {atomic_number(el): el for el in elements}
     found: dict[str, list[tuple[float, float]]] = {el: [] for el in wanted.values()}
-    header = re.compile(r"^'\s*([0-9.]+)\s*'")
     for path in paths:
-        current, skip_name = None, False
-        with open(path, errors="replace") as handle:
-            for line in handle:
-                match = header.match(line)
-                if match:
-                    code = float(match.group(1))
-                    current = wanted.get(int(code)) if code < 100 else None
-                    skip_name = True
-                    continue
-                if skip_name:
-                    skip_name = False
-                    continue
-                if current is None:
-                    continue
-                try:
-                    wave, chi_ev, log_gf = (float(x) for x in line.split()[:3])
-                except ValueError:
-                    continue
+        for block in read_species_blocks(path):
+            element = wanted.get(block.atomic_number)
+            if element is None:
+                continue
+            for line in block.lines:
+                wave, chi_ev, log_gf = line_fields(line)
                 if wave_range[0] <= wave <= wave_range[1]:
-                    found[current].append((wave, log_gf - 5040.0 / 5000.0 * chi_ev))
+                    found[element].append((wave, log_gf - 5040.0 / 5000.0 * chi_ev))
     out = {}
     for el, rows in found.items():
         if strongest is not None:

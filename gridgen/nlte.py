@@ -41,7 +41,6 @@ Output (written per spectrum into the synthesis work directory)
 from __future__ import annotations
 
 import configparser
-import re
 import shlex
 import struct
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ import numpy as np
 
 from gridgen.atmospheres.model import AtmosphereModel
 from gridgen.errors import UserError
+from gridgen.linelist import line_fields, read_species_blocks
 from gridgen.provenance import sha256_file
 from gridgen.solar import ELEMENTS, atomic_number
 
@@ -530,9 +530,6 @@ def provenance(config: NLTEConfig, grids: dict[str, DepartureGrid]) -> dict:
 
 
 _ROMAN = ("I", "II", "III", "IV", "V", "VI")
-_SPECIES_HEADER = re.compile(r"^'\s*([0-9.]+)\s*'\s+(\d+)\s+(\d+)")
-
-
 def count_nlte_lines(linelist_paths: Iterable[str | Path],
                      windows_aa: Iterable[tuple[float, float]]) -> dict[str, dict[str, int]]:
     """Per atomic species, how many lines inside the windows carry NLTE level numbers.
@@ -557,27 +554,17 @@ def count_nlte_lines(linelist_paths: Iterable[str | Path],
     windows = np.array(list(windows_aa), dtype=np.float64).reshape(-1, 2)
     counts: dict[str, dict[str, int]] = {}
     for path in linelist_paths:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            lines = iter(handle)
-            for header in lines:
-                match = _SPECIES_HEADER.match(header)
-                if match is None:
-                    raise UserError(f"{path}: expected a species header, got {header.strip()!r}")
-                z, ion, n_lines = int(float(match[1])), int(match[2]), int(match[3])
-                species = f"{ELEMENTS[z - 1]} {_ROMAN[ion - 1]}" if z <= 92 else None
-                body = [next(lines, None) for _ in range(n_lines + 1)][1:]  # skip the name line
-                if body and body[-1] is None:
-                    raise UserError(f"{path}: species {match[1]} announces {n_lines} lines, "
-                                    "the file ends earlier")
-                if species is None:
+        for block in read_species_blocks(path):
+            if block.atomic_number is None or block.atomic_number > 92:
+                continue
+            species = f"{ELEMENTS[block.atomic_number - 1]} {_ROMAN[block.ion - 1]}"
+            for line in block.lines:
+                wave = line_fields(line)[0]
+                if not np.any((windows[:, 0] <= wave) & (wave <= windows[:, 1])):
                     continue
-                for line in body:
-                    wave = float(line.split(None, 1)[0])
-                    if not np.any((windows[:, 0] <= wave) & (wave <= windows[:, 1])):
-                        continue
-                    entry = counts.setdefault(species, {"lines": 0, "nlte": 0})
-                    entry["lines"] += 1
-                    entry["nlte"] += _has_level_numbers(line)
+                entry = counts.setdefault(species, {"lines": 0, "nlte": 0})
+                entry["lines"] += 1
+                entry["nlte"] += _has_level_numbers(line)
     return counts
 
 
