@@ -553,6 +553,20 @@ def abundance_block_text(abundances: Mapping[int, float]) -> str:
     return f"'INDIVIDUAL ABUNDANCES:'   '{len(rows)}'\n" + "".join(rows)
 
 
+def synthesis_wavelengths(windows_aa: Sequence[tuple[float, float]], step_aa: float) -> np.ndarray:
+    """The wavelengths (Å, air) :func:`synthesize` returns for these windows and step.
+
+    bsyn's grid per window: ``LAMBDA_MIN + j * STEP`` for ``j = 0 .. int((MAX - MIN) / STEP)``
+    (truncated, so a window whose width is not a multiple of the step ends below MAX).
+    """
+    return np.concatenate([_window_wavelengths(start, end, step_aa)
+                           for start, end in _check_windows(windows_aa, step_aa)])
+
+
+def _window_wavelengths(start: float, end: float, step_aa: float) -> np.ndarray:
+    return start + np.arange(int((end - start) / step_aa) + 1) * step_aa
+
+
 def _check_windows(windows_aa: Sequence[tuple[float, float]],
                    step_aa: float) -> list[tuple[float, float]]:
     if not (math.isfinite(step_aa) and step_aa > 0.0):
@@ -624,12 +638,10 @@ def _read_spectrum(workdir: Path, name: str, result: str, start: float, end: flo
         table = np.loadtxt(path, usecols=(0, 1, 2), ndmin=2)
     except ValueError as exc:
         raise SynthesisError(f"{name} output unparseable: {exc}", _log_tail(workdir, name)) from None
-    # bsyn's grid: xlambda(j) = LAMBDA_MIN + (j-1) * STEP, j = 1 .. int((MAX - MIN) / STEP) + 1.
-    n_expected = int((end - start) / step_aa) + 1
-    if table.shape[0] != n_expected:
-        raise SynthesisError(f"{name} wrote {table.shape[0]} of {n_expected} wavelengths",
+    wave = _window_wavelengths(start, end, step_aa)
+    if table.shape[0] != wave.size:
+        raise SynthesisError(f"{name} wrote {table.shape[0]} of {wave.size} wavelengths",
                              _log_tail(workdir, name))
-    wave = start + np.arange(n_expected) * step_aa
     if np.max(np.abs(table[:, 0] - wave)) > _PRINTED_WAVE_TOL_AA:
         raise SynthesisError(f"{name} wavelength grid differs from the requested one",
                              _log_tail(workdir, name))

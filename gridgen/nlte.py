@@ -509,27 +509,31 @@ def write_nlte_inputs(config: NLTEConfig, grids: dict[str, DepartureGrid],
     return NLTEInputs(info_file=info_file, nlte_elements=tuple(computed), lte_fallback=fallback)
 
 
-def provenance(config: NLTEConfig, grids: dict[str, DepartureGrid]) -> dict:
-    """NLTE part of a store's provenance: settings plus SHA-256 of every data file used.
+def provenance(config: NLTEConfig, grids: dict[str, DepartureGrid], hash_files: bool = True) -> dict:
+    """NLTE part of a store's provenance: settings plus name, size and SHA-256 of every data file.
 
-    Hashing reads the binary grids in full (they can be tens of GB), so call this once per run.
+    Hashing reads the binary grids in full (they can be tens of GB), so it is done once, when a
+    store is created; ``hash_files=False`` gives the same record without the SHA-256s, which is
+    what resuming compares.
     """
-    files = {}
-    for element, grid in grids.items():
-        files[element] = {
-            "bin": {"name": grid.bin_path.name, "sha256": sha256_file(grid.bin_path)},
-            "aux": {"name": grid.aux_path.name, "sha256": sha256_file(grid.aux_path)},
-            "atom": {"name": grid.atom_path.name, "sha256": sha256_file(grid.atom_path)},
-        }
+    def describe(path: Path) -> dict:
+        record = {"name": path.name, "bytes": path.stat().st_size}
+        if hash_files:
+            record["sha256"] = sha256_file(path)
+        return record
+
     return {
         "nlte_elements": list(grids),
         "data_dir": str(config.data_dir),
         "fallback_lte": config.fallback_lte,
-        "files": files,
+        "files": {element: {"bin": describe(grid.bin_path), "aux": describe(grid.aux_path),
+                            "atom": describe(grid.atom_path)} for element, grid in grids.items()},
     }
 
 
 _ROMAN = ("I", "II", "III", "IV", "V", "VI")
+
+
 def count_nlte_lines(linelist_paths: Iterable[str | Path],
                      windows_aa: Iterable[tuple[float, float]]) -> dict[str, dict[str, int]]:
     """Per atomic species, how many lines inside the windows carry NLTE level numbers.

@@ -65,7 +65,6 @@ from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_confi
 from gridgen.errors import UserError
 from gridgen.provenance import run_context
 from gridgen.runner import SynthesisContext, execute, grid_provenance, synthesize_labels
-from gridgen.runner import synthesis_wavelengths
 from gridgen.sampling import ParameterTable, read_parameter_table
 from gridgen.solar import solar_abundances
 from gridgen.storeio import create_atomically
@@ -186,7 +185,7 @@ def resimulate(table_path: str | Path, grid_path: str | Path, out: str | Path, a
     solar_abundances(config.sampler.solar_mixture)  # fail early on an unknown mixture name
     table = read_parameter_table(table_path, estimate=estimate, vmic_kms=vmic_kms)
     check_parameters(table, provider, config.atmosphere.allow_outside, augment_config.vbroad_max_kms)
-    wave_in = synthesis_wavelengths(config.synthesis.windows_aa, config.synthesis.step_aa)
+    wave_in = engine_mod.synthesis_wavelengths(config.synthesis.windows_aa, config.synthesis.step_aa)
     plan = plan_for_grid(wave_in, augment_config, str(grid_path))
     if plot_against is not None:
         observed = _open_observed(plot_against, augment_config)

@@ -35,15 +35,6 @@ from gridgen.store import (
 _TEFF, _LOGG, _FE_H, _VMIC = (LABEL_NAMES.index(n) for n in ("teff", "logg", "fe_h", "vmic"))
 
 
-def synthesis_wavelengths(windows_aa, step_aa: float) -> np.ndarray:
-    """The wavelength grid (Å) Turbospectrum writes for the given windows and step."""
-    parts = []
-    for start, end in windows_aa:
-        n_points = int(round((end - start) / step_aa)) + 1
-        parts.append(start + step_aa * np.arange(n_points))
-    return np.concatenate(parts)
-
-
 def resolve_linelists(engine, config: GridConfig) -> list[Path]:
     """Line-list paths for a grid: ``"default"`` is the engine's atomic list; others are paths
     relative to the grid TOML; with ``synthesis.molecules`` the molecular lists follow."""
@@ -82,8 +73,14 @@ def grid_provenance(config: GridConfig, engine, provider, wave_medium: str) -> d
     return {**_inputs_provenance(config, engine, provider, wave_medium), **run_context()}
 
 
-def _inputs_provenance(config: GridConfig, engine, provider, wave_medium: str) -> dict:
-    """Everything a grid store's spectra depend on, as JSON-compatible values."""
+def _inputs_provenance(config: GridConfig, engine, provider, wave_medium: str,
+                       hash_nlte: bool = True) -> dict:
+    """Everything a grid store's spectra depend on, as JSON-compatible values.
+
+    Engine files and the molecular lists are verified against their manifests when loaded, so
+    their recorded SHA-256s are reused; NLTE grids (up to tens of GB) are hashed only with
+    ``hash_nlte`` (store creation) and otherwise described by name and size.
+    """
     table = config.sampler.table if config.sampler.method == "table" else None
     return json.loads(json.dumps({
         "schema": SCHEMA,
@@ -104,13 +101,13 @@ def _inputs_provenance(config: GridConfig, engine, provider, wave_medium: str) -
         },
         "engine": engine.provenance(),
         "linelists": {
-            "files": {p.name: sha256_file(p) for p in resolve_linelists(engine, config)},
+            "files": {p.name: _linelist_sha256(p, engine) for p in resolve_linelists(engine, config)},
             "molecules": load_molecular_linelists(engine)[1] if config.synthesis.molecules else None,
         },
         "atmosphere": provider.describe(),
         "solar_mixture": {"name": config.sampler.solar_mixture,
                           **SOLAR_MIXTURES[config.sampler.solar_mixture]},
-        "nlte": nlte_mod.provenance(config.nlte, nlte_mod.load_nlte_grids(config.nlte))
+        "nlte": nlte_mod.provenance(config.nlte, nlte_mod.load_nlte_grids(config.nlte), hash_nlte)
         if config.nlte else {"nlte_elements": [], "note": "LTE: no departure coefficients used"},
         "synthesis": {
             "windows_aa": [list(w) for w in config.synthesis.windows_aa],
@@ -119,6 +116,23 @@ def _inputs_provenance(config: GridConfig, engine, provider, wave_medium: str) -
             "wave_medium": wave_medium,
         },
     }))
+
+
+def _linelist_sha256(path: Path, engine) -> str:
+    """SHA-256 of a line list: from the engine's or molecules' manifest when it has one."""
+    relative = os.path.relpath(path, engine.root)
+    if relative in engine.sha256:
+        return engine.sha256[relative]
+    return sha256_file(path)
+
+
+def _without_nlte_sha(key: str, section):
+    """A stored provenance section as resuming compares it (NLTE files by name and size)."""
+    if key != "nlte" or not section or "files" not in section:
+        return section
+    files = {element: {kind: {k: v for k, v in record.items() if k != "sha256"}
+                       for kind, record in kinds.items()} for element, kinds in section["files"].items()}
+    return {**section, "files": files}
 
 
 def prepare_store(config: GridConfig, out: str | Path, engine_dir: str | None = None):
@@ -142,8 +156,8 @@ def prepare_store(config: GridConfig, out: str | Path, engine_dir: str | None = 
                 f"{out}: holds a store of another grid definition (TOML SHA-256 {stored_sha[:12]}..., "
                 f"this one {config.source_sha256[:12]}...); choose another --out"
             )
-        current = _inputs_provenance(config, engine, provider, engine.wave_medium)
-        changed = [key for key in _RESUME_SECTIONS if stored.get(key) != current[key]]
+        current = _inputs_provenance(config, engine, provider, engine.wave_medium, hash_nlte=False)
+        changed = [key for key in _RESUME_SECTIONS if _without_nlte_sha(key, stored.get(key)) != current[key]]
         if changed:
             raise UserError(
                 f"{out}: made with other inputs ({', '.join(changed)} differ: engine build, line lists, "
@@ -155,7 +169,7 @@ def prepare_store(config: GridConfig, out: str | Path, engine_dir: str | None = 
     solar_abundances(config.sampler.solar_mixture)  # fail early on an unknown mixture name
     return create_grid_store(
         out,
-        wave_aa=synthesis_wavelengths(config.synthesis.windows_aa, config.synthesis.step_aa),
+        wave_aa=engine_mod.synthesis_wavelengths(config.synthesis.windows_aa, config.synthesis.step_aa),
         wave_medium=engine.wave_medium,
         labels=labels,
         label_names=LABEL_NAMES,
@@ -176,7 +190,6 @@ class SynthesisContext:
     solar: dict[int, float]
     linelists: list[Path]
     nlte_grids: dict
-    wave_aa: np.ndarray
 
     @classmethod
     def load(cls, config_path: str | Path, engine_dir: str | None = None) -> "SynthesisContext":
@@ -190,7 +203,6 @@ class SynthesisContext:
             solar=solar_abundances(config.sampler.solar_mixture),
             linelists=resolve_linelists(engine, config),
             nlte_grids=nlte_mod.load_nlte_grids(config.nlte) if config.nlte else {},
-            wave_aa=synthesis_wavelengths(config.synthesis.windows_aa, config.synthesis.step_aa),
         )
 
 
@@ -207,7 +219,7 @@ def synthesize_labels(labels: np.ndarray, context: SynthesisContext) -> tuple[np
     Returns
     -------
     flux_norm : ndarray, shape (n_wave,), float32
-        On ``context.wave_aa``.
+        On :func:`gridgen.engine.synthesis_wavelengths` of the grid's windows and step.
     note : str
         Elements synthesised in LTE although NLTE was asked for, and why ("" if none).
 
@@ -230,9 +242,6 @@ def synthesize_labels(labels: np.ndarray, context: SynthesisContext) -> tuple[np
         context.engine, atmosphere, abundances, float(labels[_FE_H]), float(labels[_VMIC]),
         config.synthesis.windows_aa, config.synthesis.step_aa, linelists=context.linelists,
         nlte=write_departures if context.nlte_grids else None, timeout_s=config.synthesis.timeout_s)
-    if spectrum.wave_aa.shape != context.wave_aa.shape or not np.allclose(
-            spectrum.wave_aa, context.wave_aa, rtol=0, atol=1e-3 * config.synthesis.step_aa):
-        raise engine_mod.SynthesisError("output wavelength grid differs from the store's", "")
     return spectrum.flux_norm, "; ".join(f"{el} in LTE: {why}" for el, why in lte_fallback.items())
 
 

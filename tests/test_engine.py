@@ -189,3 +189,12 @@ def test_missing_gfortran_is_a_user_error(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="apt-get install gfortran"):
         build_engine(tmp_path / "engine", force=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_output_grid_is_the_advertised_grid_for_any_window_width(engine, giant_solar):
+    # 3.705 Å is not a multiple of the 0.01 Å step: bsyn truncates, and so must the store's grid.
+    windows = [(6100.0, 6103.705)]
+    expected = engine_mod.synthesis_wavelengths(windows, STEP_AA)
+    assert expected.size == 371 and expected[-1] < 6103.705
+    spectrum = synthesize(engine, giant_solar, solar_abundances(), 0.0, VMIC_KMS, windows, STEP_AA)
+    np.testing.assert_array_equal(spectrum.wave_aa, expected)
