@@ -29,7 +29,7 @@ def rebin_matrix(edges_in: np.ndarray, edges_out: np.ndarray) -> scipy.sparse.cs
         Strictly increasing input bin edges (Å or any unit shared with ``edges_out``).
     edges_out : ndarray, shape (n_out + 1,)
         Strictly increasing output bin edges, inside ``[edges_in[0], edges_in[-1]]``
-        (check with :func:`coverage` first).
+        (the chain plan checks coverage: :meth:`augment.chain.ChainPlan.covered`).
 
     Returns
     -------
@@ -51,14 +51,6 @@ def rebin_matrix(edges_in: np.ndarray, edges_out: np.ndarray) -> scipy.sparse.cs
     weight = length / np.diff(edges_out)[k]
     shape = (edges_out.size - 1, edges_in.size - 1)
     return scipy.sparse.csr_matrix((weight, (k, j)), shape=shape)
-
-
-def coverage(edges_in: np.ndarray, edges_out: np.ndarray) -> np.ndarray:
-    """Fraction (0..1) of each output bin covered by the span of the input bins."""
-    edges_out = np.asarray(edges_out, dtype=np.float64)
-    lo = np.clip(edges_out[:-1], edges_in[0], edges_in[-1])
-    hi = np.clip(edges_out[1:], edges_in[0], edges_in[-1])
-    return (hi - lo) / np.diff(edges_out)
 
 
 def rebin(flux: np.ndarray, edges_in: np.ndarray, edges_out: np.ndarray) -> np.ndarray:

@@ -44,6 +44,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from gridgen.errors import UserError
+from gridgen.linelist import read_species_blocks
 from gridgen.provenance import sha256_file
 from gridgen.solar import ELEMENTS
 
@@ -320,10 +321,4 @@ def _cached_linelists(cache_dir: Path, names: tuple[str, ...],
 
 def _count_lines(path: Path) -> dict[str, int]:
     """Lines per species of a Turbospectrum list written by :func:`convert_moog_molecules`."""
-    counts = {}
-    with open(path) as handle:
-        for line in handle:
-            if line.startswith("'") and line.count("'") == 2 and "." in line.split("'")[1]:
-                fields = line.split("'")
-                counts[fields[1].strip()] = int(fields[2].split()[-1])
-    return counts
+    return {block.code: len(block.lines) for block in read_species_blocks(path)}
