@@ -20,6 +20,12 @@ array             shape                       dtype    meaning
 ``source_index``  (n_spec,)                   int64    row in the grid store
 ================  ==========================  =======  ===========================================
 
+``flux_clean`` is chunked (chunk_spectra, n_pix); the small per-spectrum arrays (``labels``,
+``split``, ``status``, ``source_index``) are chunked in runs of about 1,024 spectra (a multiple
+of chunk_spectra) rather than chunk_spectra, to avoid tens of thousands of tiny files; all are
+chunked along ``spectrum`` only, as DESIGN.md asks. ``status`` is written per flux chunk by one
+worker at a time.
+
 Only grid spectra with status ok become rows. Group attributes: ``schema``, ``label_names``,
 ``label_units``, ``chunk_spectra`` and ``provenance`` = {``grid``: the grid store's provenance
 (copied), ``grid_store``: path, schema, counts of ok/skipped spectra, ``augment``: the
