@@ -27,7 +27,7 @@ from augment.config import AugmentConfig, config_from_mapping
 from augment.lsf import FWHM_TO_SIGMA, TRUNCATE_SIGMA
 from augment.noise import snr_per_pixel
 from augment.rotation import C_KMS
-from augment.store import STATUS_DONE, create_training_store, open_augment_store, write_chunk
+from augment.store import STATUS_DONE, TRAIN_SCHEMA, create_training_store, open_augment_store, write_chunk
 from augment.vbroad_prior import sample_vbroad
 
 #: Upper bound on the grid flux a worker holds at once, bytes.
@@ -114,7 +114,7 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
 
     resumed = out_path.exists()
     if resumed:
-        out = open_augment_store(out_path, mode="r+")
+        out = open_augment_store(out_path, mode="r+", schemas=(TRAIN_SCHEMA,))
         _check_resumable(out, out_path, grid, config, rows)
     else:
         provenance = {
@@ -144,8 +144,6 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
 def _check_resumable(out, out_path, grid, config, rows) -> None:
     """UserError unless ``out`` was started from this grid with this config."""
     stored = out.attrs.get("provenance", {})
-    if out.attrs.get("schema") != "cinn4most.trainstore/1":
-        raise UserError(f"{out_path}: exists and is not a training store; choose another --out")
     if stored.get("augment") != config.to_dict():
         old = stored.get("augment", {})
         key = next((k for k in config.to_dict() if old.get(k) != config.to_dict()[k]), "?")

@@ -171,9 +171,20 @@ def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr
     return open_augment_store(path)
 
 
-def open_augment_store(path: str | Path, mode: str = "r") -> zarr.Group:
-    """Open a training or observed store, checking its schema (UserError otherwise)."""
-    group = open_store(path, (TRAIN_SCHEMA, OBSERVED_SCHEMA), "training or observed store", mode)
+def open_augment_store(path: str | Path, mode: str = "r",
+                       schemas: tuple[str, ...] = (TRAIN_SCHEMA, OBSERVED_SCHEMA)) -> zarr.Group:
+    """Open a training and/or observed store, checking its schema (UserError otherwise).
+
+    Parameters
+    ----------
+    path : str or Path
+    mode : str
+        Zarr open mode.
+    schemas : tuple of str
+        The schemas the caller accepts (default: both).
+    """
+    what = " or ".join({TRAIN_SCHEMA: "training store", OBSERVED_SCHEMA: "observed store"}[s] for s in schemas)
+    group = open_store(path, schemas, what, mode)
     for name in ("wave", "arm", "snr", "flux", "status"):
         if name not in group:
             raise UserError(f"{path}: corrupt store, array {name!r} is missing")

@@ -84,10 +84,8 @@ def open_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,)) -> 
     UserError
         Missing store, wrong schema, missing arrays or inconsistent shapes.
     """
-    group = open_augment_store(path)
-    schema = group.attrs.get("schema")
-    if schema not in schemas:
-        raise UserError(f"{path}: schema {schema!r} is not one of {', '.join(schemas)}")
+    group = open_augment_store(path, schemas=schemas)
+    schema = group.attrs["schema"]
     missing = [name for name in _REQUIRED[schema] if name not in group]
     if missing:
         raise UserError(f"{path}: missing array(s) {', '.join(missing)}")

@@ -260,9 +260,7 @@ def _write_store(out: Path, table: ParameterTable, flux_clean: np.ndarray, error
 
 def _open_observed(path: str | Path, augment_config):
     """The observed store to plot against; UserError unless it is on the augment config's pixels."""
-    group = open_augment_store(path)
-    if group.attrs["schema"] != OBSERVED_SCHEMA:
-        raise UserError(f"--plot-against: {path} is not an observed store (augment observe)")
+    group = open_augment_store(path, schemas=(OBSERVED_SCHEMA,))
     wave = group["wave"][:]
     expected = augment_config.pixel_grid.wave_aa
     if wave.shape != expected.shape or not np.allclose(wave, expected, rtol=0, atol=1e-6):
