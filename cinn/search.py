@@ -18,6 +18,7 @@ import optuna
 from gridgen.errors import UserError
 
 from cinn.config import CinnConfig, config_to_dict, replace
+from cinn.standardize import Standardization
 from cinn.train import train
 
 
@@ -70,9 +71,14 @@ def search(store_path: str | Path, out_dir: str | Path, base: CinnConfig, n_tria
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
+        # The statistics depend only on the store and the targets, which no trial changes: the
+        # first trial's pass over the training split serves all the others.
+        first = out_dir / "trial_000" / "standardization.npz"
+        stats = Standardization.load(first) if first.exists() else None
         result = train(store_path, out_dir / f"trial_{trial.number:03d}", config,
                        resume=True, progress=progress, epoch_callback=report,
-                       evaluation_report=False)   # trials are compared on the loss only
+                       evaluation_report=False,   # trials are compared on the loss only
+                       stats=stats)
         return result.best_val_loss
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -159,8 +159,11 @@ def _write_history(history: list[dict], model_dir: Path) -> None:
 
 
 def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
-                      progress: bool = True):
+                      progress: bool = True, stats: Standardization | None = None):
     """Validate the store, compute (or reuse) statistics, write model.json/config.json.
+
+    ``stats``: statistics already computed for this store and these targets (e.g. by an
+    earlier trial of a hyperparameter search), used instead of a new pass over the data.
 
     Returns ``(group, info, train_rows, val_rows, targets, stats)``. Nothing is written
     unless the store is usable. A directory that already holds a model (a resumed run) must
@@ -203,7 +206,8 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
             raise UserError(f"{model_dir} was started on a store with another pixel grid")
         _write_json(config_path, config_to_dict(config))
         return group, info, train_rows, val_rows, targets, stats
-    stats = compute_standardization(group, info, train_rows, targets, progress)
+    if stats is None or wave_sha256(stats.wave_aa) != wave_sha256(info.wave_aa):
+        stats = compute_standardization(group, info, train_rows, targets, progress)
     model_dir.mkdir(parents=True, exist_ok=True)
     _write_json(config_path, config_to_dict(config))
     _write_json(model_dir / "model.json", {
@@ -248,7 +252,7 @@ def write_report(model_dir: Path, store_path: str | Path, config: CinnConfig, de
 
 def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
           resume: bool = True, progress: bool = True, epoch_callback=None,
-          evaluation_report: bool = True) -> TrainResult:
+          evaluation_report: bool = True, stats: Standardization | None = None) -> TrainResult:
     """Train (or resume training of) a cINN and write the model directory.
 
     Parameters
@@ -267,6 +271,8 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
         (used by the hyperparameter search to prune).
     evaluation_report : bool
         Write the quick validation report into ``model_dir/report`` at the end.
+    stats : Standardization or None
+        Statistics of this store for these targets, to skip the pass over the data.
 
     Returns
     -------
@@ -278,7 +284,7 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     tc = config.train
     device = select_device(tc.device)   # before anything is written
     group, info, train_rows, val_rows, targets, stats = prepare_model_dir(
-        store_path, model_dir, config, progress)
+        store_path, model_dir, config, progress, stats)
     torch.manual_seed(tc.seed)
     network = build_network(info.n_pix, config).to(device)
     params = [p for p in network.parameters() if p.requires_grad]

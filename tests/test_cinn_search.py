@@ -50,6 +50,12 @@ def test_search_writes_trials_and_best_config(store, tmp_path, monkeypatch, caps
         return studies[-1]
 
     monkeypatch.setattr(optuna, "create_study", recording_create_study)
+    passes = []
+    import cinn.train
+
+    compute = cinn.train.compute_standardization
+    monkeypatch.setattr(cinn.train, "compute_standardization",
+                        lambda *args, **kwargs: passes.append(1) or compute(*args, **kwargs))
     config_path = tmp_path / "tiny.toml"
     config_path.write_text(TINY_TOML)
     out = tmp_path / "search"
@@ -58,6 +64,7 @@ def test_search_writes_trials_and_best_config(store, tmp_path, monkeypatch, caps
     assert main(argv) == 0
     (study,) = studies
     assert isinstance(study.pruner, optuna.pruners.HyperbandPruner)
+    assert len(passes) == 1, "one statistics pass over the training split serves every trial"
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
 
     with open(out / "trials.csv", newline="") as handle:
