@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from gridgen.errors import ArgumentParser, run_cli
+from gridgen.store import WAVE_MEDIA
 
 from augment.config import load_config, parse_snr_list
 from augment.noise import SNR_UNITS
@@ -76,7 +77,7 @@ def build_observe_parser() -> argparse.ArgumentParser:
     parser.add_argument("--snr", type=float, required=True, help="target S/N (in --snr-unit; finite, > 0)")
     parser.add_argument("--native-snr", type=float, metavar="SNR",
                         help="S/N per native pixel (finite, > 0; default: from ivar/error columns, else DER_SNR)")
-    parser.add_argument("--medium", choices=("air", "vacuum"), default="air",
+    parser.add_argument("--medium", choices=WAVE_MEDIA, default="air",
                         help="wavelength medium of the input (default air); vacuum wavelengths are converted "
                              "to air (IAU standard, as in VALD) before the chain: the output is always air")
     parser.add_argument("--out", required=True, metavar="OBS.zarr", help="observed store to create")

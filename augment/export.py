@@ -9,13 +9,13 @@ JSON strings. Dimension names go into each dataset's ``dimension_names`` attribu
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from gridgen.errors import UserError
+from gridgen.storeio import write_atomically
 
 from augment.store import open_augment_store
 
@@ -63,8 +63,8 @@ def export_hdf5(store_path: str | Path, out_path: str | Path) -> Path:
         raise UserError(f"{out_path}: already exists; choose another --out or remove it")
     if not out_path.parent.is_dir():
         raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
-    try:
+
+    def write(tmp: Path) -> None:
         try:
             h5 = h5py.File(tmp, "w")
         except OSError as err:
@@ -84,8 +84,5 @@ def export_hdf5(store_path: str | Path, out_path: str | Path) -> Path:
                 for key, value in array.attrs.items():
                     dataset.attrs[key] = _attr_value(value)
                 dataset.attrs["dimension_names"] = json.dumps(list(array.metadata.dimension_names or ()))
-        os.rename(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out_path
+
+    return write_atomically(out_path, write)

@@ -44,6 +44,7 @@ from augment.lsf import FWHM_TO_SIGMA, degrade_fwhm_ln
 from augment.noise import degraded_noise_variance, der_snr, snr_per_pixel
 from augment.rebin import edges_from_centres, rebin
 from gridgen.seeds import STREAM_NOISE, derived_rng
+from gridgen.store import WAVE_MEDIA
 from augment.store import create_observed_store
 
 WAVE_NAMES = ("wave", "wavelength", "lambda", "wl", "lam", "loglam")
@@ -52,7 +53,6 @@ IVAR_NAMES = ("ivar", "inverse_variance")
 ERROR_NAMES = ("error", "err", "sigma", "flux_err", "flux_error", "uncertainty")
 #: Plausible range of stellar spectra in Å; values outside are taken as a unit mistake.
 PLAUSIBLE_AA = (2000.0, 30000.0)
-MEDIA = ("air", "vacuum")
 #: Medium of the output pixels (and of the grids the networks are trained on).
 OUTPUT_MEDIUM = "air"
 VACUUM_TO_AIR = "IAU standard of Morton (2000, ApJS 130, 403), as used by VALD"
@@ -141,8 +141,8 @@ def read_spectrum(path: str | Path, medium: str = "air") -> ObservedSpectrum:
 
 
 def _choice_medium(medium: str) -> None:
-    if medium not in MEDIA:
-        raise UserError(f"--medium: expected one of {', '.join(MEDIA)}, got {medium!r}")
+    if medium not in WAVE_MEDIA:
+        raise UserError(f"--medium: expected one of {', '.join(WAVE_MEDIA)}, got {medium!r}")
 
 
 def _read_fits(path: Path):

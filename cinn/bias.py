@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from gridgen.errors import UserError
+from gridgen.storeio import write_atomically
 
 
 def fit_bias(teff_k: np.ndarray, residual: np.ndarray) -> tuple[float, float]:
@@ -79,11 +79,7 @@ def fit_bias_table(path: str | Path, target_names: tuple[str, ...], feh_min: flo
 
 
 def save_bias(model_dir: str | Path, bias: dict) -> Path:
-    path = Path(model_dir) / "bias.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(bias, indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_atomically(Path(model_dir) / "bias.json", lambda tmp: tmp.write_text(json.dumps(bias, indent=2)))
 
 
 def apply_bias(bias: dict, target_names: tuple[str, ...], teff_k: np.ndarray) -> np.ndarray:

@@ -17,17 +17,17 @@ import numpy as np
 import zarr
 
 from augment.noise import add_noise
-from augment.store import OBSERVED_SCHEMA, TRAIN_SCHEMA, open_augment_store
+from augment.store import OBSERVED_SCHEMA, STATUS_DONE, TRAIN_SCHEMA, open_augment_store
 from gridgen.errors import UserError
+from gridgen.store import SPLIT_NAMES, WAVE_MEDIA
 
-SPLIT_CODES = {"train": 0, "test": 1, "val": 2}
+SPLIT_CODES = {name: code for code, name in enumerate(SPLIT_NAMES)}
 
 #: Arrays cinn reads beyond those :func:`augment.store.open_augment_store` already requires.
 _REQUIRED = {
     TRAIN_SCHEMA: ("flux_clean", "labels", "split"),
     OBSERVED_SCHEMA: ("mask", "object_id"),
 }
-MEDIA = ("air", "vacuum")
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def open_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,)) -> 
         raise UserError(f"{path}: missing array(s) {', '.join(missing)}")
     wave = np.asarray(group["wave"][:], dtype=np.float64)
     medium = group["wave"].attrs.get("medium")
-    if medium not in MEDIA:
+    if medium not in WAVE_MEDIA:
         raise UserError(f"{path}: wave attr 'medium' is {medium!r}, expected air or vacuum")
     snr = np.asarray(group["snr"][:], dtype=np.float64)
     flux = group["flux"]
@@ -122,13 +122,16 @@ def open_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,)) -> 
     return group, info
 
 
-def split_rows(group: zarr.Group, split: str) -> np.ndarray:
-    """Indices of finished spectra (status 1) in one split ("train", "test", "val")."""
-    if split not in SPLIT_CODES:
-        raise UserError(f"unknown split {split!r} (choose train, test or val)")
-    rows = np.flatnonzero((group["split"][:] == SPLIT_CODES[split]) & (group["status"][:] == 1))
+def split_rows(group: zarr.Group, split: str | None) -> np.ndarray:
+    """Indices of finished spectra in one split ("train", "test", "val"), or in all (None)."""
+    ok = group["status"][:] == STATUS_DONE
+    if split is not None:
+        if split not in SPLIT_CODES:
+            raise UserError(f"unknown split {split!r} (choose train, test or val)")
+        ok &= group["split"][:] == SPLIT_CODES[split]
+    rows = np.flatnonzero(ok)
     if rows.size == 0:
-        raise UserError(f"store has no finished spectra in split {split!r}")
+        raise UserError(f"store has no finished spectra{'' if split is None else f' in split {split!r}'}")
     return rows
 
 

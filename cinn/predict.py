@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +32,10 @@ import FrEIA.modules as fm
 
 from gridgen.errors import UserError
 from gridgen.provenance import run_context
-from gridgen.storeio import create_atomically
+from gridgen.storeio import create_atomically, write_atomically
 
 from cinn.config import CinnConfig, PredictConfig, config_from_dict
-from cinn.data import OBSERVED_SCHEMA, TRAIN_SCHEMA, SPLIT_CODES, check_finite, chunks_of, open_store, read_rows
+from cinn.data import OBSERVED_SCHEMA, TRAIN_SCHEMA, check_finite, chunks_of, open_store, read_rows, split_rows
 from cinn.network import CinnNetwork, select_device, standard_normal_log_prob
 from cinn.standardize import Standardization
 from cinn.targets import physical_truth, targets_to_physical
@@ -312,12 +311,7 @@ def iterate_input(group, info, split: str | None, spectra_per_batch: int):
     an observed store yields each spectrum with its target S/N.
     """
     if info.schema == TRAIN_SCHEMA:
-        ok = group["status"][:] == 1
-        if split is not None:
-            ok &= group["split"][:] == SPLIT_CODES[split]
-        rows = np.flatnonzero(ok)
-        if rows.size == 0:
-            raise UserError(f"{info.path}: no finished spectra{'' if split is None else ' in split ' + split}")
+        rows = split_rows(group, split)
     else:
         rows = np.arange(info.n_spec)
     per_chunk = max(1, spectra_per_batch // info.snr.size)
@@ -443,8 +437,8 @@ def write_csv(result: dict, names: tuple[str, ...], path: str | Path, overwrite:
     header += [f"{name}_{key}" for name in names for key in stats_keys]
     if "truth" in result:
         header += [f"{name}_truth" for name in names]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
@@ -456,8 +450,5 @@ def write_csv(result: dict, names: tuple[str, ...], path: str | Path, overwrite:
                 if "truth" in result:
                     line += [f"{result['truth'][i, j]:.6g}" for j in range(len(names))]
                 writer.writerow(line)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+    return write_atomically(path, write)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gridgen.errors import UserError
+from gridgen.storeio import write_atomically
 from gridgen.provenance import run_context, sha256_bytes
 
 from cinn.config import CinnConfig, config_from_dict, config_to_dict
@@ -90,15 +90,11 @@ def provenance_sha256(provenance: dict) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=float)))
 
 
 def _torch_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def ml_loss(z: torch.Tensor, log_jac: torch.Tensor) -> torch.Tensor:

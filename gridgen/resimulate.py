@@ -67,13 +67,13 @@ from gridgen.provenance import run_context
 from gridgen.runner import SynthesisContext, execute, grid_provenance, synthesize_labels
 from gridgen.sampling import ParameterTable, read_parameter_table
 from gridgen.solar import solar_abundances
+from gridgen.store import SPLIT_NAMES
 from gridgen.storeio import create_atomically
 
 _TEFF, _LOGG, _FE_H, _VMIC = (LABEL_NAMES.index(n) for n in ("teff", "logg", "fe_h", "vmic"))
 #: Labels without which no spectrum can be made.
 #: Rows synthesised by one worker task (amortises loading the engine and atmosphere provider).
 ROWS_PER_TASK = 8
-SPLIT_TEST = 1
 
 
 @dataclass(frozen=True)
@@ -245,7 +245,7 @@ def _write_store(out: Path, table: ParameterTable, flux_clean: np.ndarray, error
             group, grid=augment_config.pixel_grid, medium=medium, snr=np.array([max(augment_config.snr_list)]),
             snr_unit=augment_config.snr_unit, labels=np.column_stack([table.labels, table.vbroad_kms]),
             label_names=[*LABEL_NAMES, "vbroad"], label_units=[*LABEL_UNITS, "km/s"],
-            split=np.full(n, SPLIT_TEST, dtype=np.int8), source_index=np.arange(n, dtype=np.int64),
+            split=np.full(n, SPLIT_NAMES.index("test"), dtype=np.int8), source_index=np.arange(n, dtype=np.int64),
             chunk_spectra=augment_config.chunk_spectra, provenance=provenance)
         group["flux_clean"][:] = flux_clean
         group["flux"][:] = flux_clean[:, None, :]

@@ -29,7 +29,8 @@ from gridgen.provenance import run_context, sha256_file
 from gridgen.sampling import assign_split, clip_fe_h_prior, sample_parameters
 from gridgen.solar import SOLAR_MIXTURES, solar_abundances
 from gridgen.store import (
-    SCHEMA, STATUS_OK, chunk_ranges, create_grid_store, open_grid_store, write_spectrum,
+    SCHEMA, STATUS_FAILED, STATUS_OK, chunk_ranges, create_grid_store, open_grid_store, status_counts,
+    write_spectrum,
 )
 
 _TEFF, _LOGG, _FE_H, _VMIC = (LABEL_NAMES.index(n) for n in ("teff", "logg", "fe_h", "vmic"))
@@ -340,9 +341,7 @@ def run_grid(
         for _ in execute(run_chunk, tasks, jobs=jobs, scheduler=scheduler):
             pass
     bar.close()
-    final = open_grid_store(out)["status"][:]
-    return {"ok": int(np.sum(final == 1)), "failed": int(np.sum(final == 2)),
-            "pending": int(np.sum(final == 0))}
+    return status_counts(open_grid_store(out))
 
 
 class _StatusMonitor:
@@ -363,7 +362,7 @@ class _StatusMonitor:
     def _count_done(self) -> int:
         group = open_grid_store(self.store)
         status, errors = group["status"][:], group["error"][:]
-        done = (status == STATUS_OK) | ((status == 2) & (errors != self.errors_before))
+        done = (status == STATUS_OK) | ((status == STATUS_FAILED) & (errors != self.errors_before))
         return int(np.sum(done & self.todo_mask))
 
     def _poll(self) -> None:

@@ -43,6 +43,8 @@ SCHEMA = "cinn4most.gridstore/1"
 STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
 STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_OK: "ok", STATUS_FAILED: "failed"}
 SPLIT_NAMES = ("train", "test", "val")
+#: The wavelength media a store's ``wave`` can be in (attribute ``medium``).
+WAVE_MEDIA = ("air", "vacuum")
 _REQUIRED = {
     "wave": ("wavelength",),
     "flux": ("spectrum", "wavelength"),

@@ -18,6 +18,25 @@ import zarr
 from gridgen.errors import UserError
 
 
+def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` on a hidden temporary file next to ``path``, then rename it to ``path``.
+
+    The same guarantee as :func:`create_atomically` for single files (JSON, CSV, HDF5, torch
+    checkpoints): a reader sees the old file or the complete new one, never a partial one, and a
+    failure leaves nothing behind. An existing ``path`` is replaced; callers that must not
+    overwrite check first.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def open_store(path: str | Path, schemas: tuple[str, ...], what: str, mode: str = "r") -> zarr.Group:
     """Open a toolkit store and check that its ``schema`` attribute is one of ``schemas``.
 
