@@ -294,7 +294,12 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     best, patience_ref, bad_epochs, start_epoch, stopped = math.inf, math.inf, 0, 0, False
     checkpoint_path = model_dir / "checkpoint.pt"
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        # weights_only: a checkpoint may come from someone else; never unpickle arbitrary objects.
+        try:
+            state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input
+            raise UserError(f"{checkpoint_path}: not a readable checkpoint of this toolkit "
+                            f"({type(exc).__name__}); remove it to start afresh") from None
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -20,24 +20,63 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM or SIGINT.
+
+    A subclass of KeyboardInterrupt so that every ``finally`` and ``except KeyboardInterrupt``
+    cleans up the same way for ``kill``, ``scancel``, a walltime limit and Ctrl-C.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
 def run_cli(main, argv=None) -> int:
     """Run a CLI ``main(argv) -> int`` with the toolkit's exit-code convention.
 
-    Returns 0 (or what ``main`` returns) on success, 1 after printing ``error: <message>`` for a
-    :class:`UserError`, 130 on Ctrl-C, and lets any other exception propagate with exit code 2
-    and its traceback, since that is a bug to report.
+    Returns 0 (or what ``main`` returns) on success; 1 after printing ``error: <message>`` for a
+    :class:`UserError`; 130 on SIGINT (Ctrl-C) and 143 on SIGTERM (``kill``, ``scancel``, a
+    walltime limit), after one line saying how to resume; 141, silently, when stdout is a pipe
+    closed early (``... | head``). Any other exception propagates with exit code 2 and its
+    traceback, since that is a bug to report.
     """
+    import os
+    import signal
     import sys
+    import threading
     import traceback
 
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, _raise_interrupted)
     try:
         return int(main(argv) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        name = signal.Signals(signum).name
+        print(f"interrupted ({name}); re-run the same command to resume", file=sys.stderr)
+        return 128 + int(signum)
+    except BrokenPipeError:
+        # The reader went away (`| head`): say nothing more, and keep Python's exit-time flush of
+        # stdout from raising again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141
     except Exception:  # noqa: BLE001 - internal failure: show the traceback, exit 2
         traceback.print_exc()
         return 2
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
