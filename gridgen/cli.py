@@ -81,7 +81,25 @@ def _parser() -> argparse.ArgumentParser:
                        "window in Å (repeatable; default: the central 20 Å of each arm)")
     resim.add_argument("--engine-dir")
     resim.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_tsfitpy_parsers(commands)
     return parser
+
+
+def _add_tsfitpy_parsers(commands) -> None:
+    """``export-tsfitpy`` and ``import-tsfitpy`` (see gridgen.tsfitpy and docs/tsfitpy.md)."""
+    export = commands.add_parser(
+        "export-tsfitpy", help="write TSFitPy's synthetic_spectra_parameters, a generation "
+        "configuration and a README for a grid, to compute it with TSFitPy's MARCS + NLTE")
+    export.add_argument("grid", help="grid TOML (sampled as `gridgen run` does) or a grid store")
+    export.add_argument("dir", help="new directory for the three files")
+    export.add_argument("--engine-dir")
+    imp = commands.add_parser(
+        "import-tsfitpy", help="build a grid store from the folder TSFitPy's "
+        "generate_synthetic_spectra.py wrote; missing, mismatched and bad spectra are failed")
+    imp.add_argument("dir", help="TSFitPy output folder (spectra_parameters.csv and <i>.spec)")
+    imp.add_argument("--grid", required=True, help="the grid TOML that was exported")
+    imp.add_argument("--out", required=True, help="grid store to create (.zarr)")
+    imp.add_argument("--engine-dir")
 
 
 def _cmd_engine(args) -> int:
@@ -188,10 +206,31 @@ def _cmd_resimulate(args) -> int:
     return 0
 
 
+def _cmd_export_tsfitpy(args) -> int:
+    from gridgen.tsfitpy import CONFIG_FILE, PARAMETER_FILE, README_FILE, export_tsfitpy
+
+    spec = export_tsfitpy(args.grid, args.dir, engine_dir=args.engine_dir)
+    print(f"{args.dir}: {PARAMETER_FILE} ({len(spec.labels)} spectra), {CONFIG_FILE}, {README_FILE}; "
+          f"edit the paths marked YOUR SETUP, then see {README_FILE}")
+    return 0
+
+
+def _cmd_import_tsfitpy(args) -> int:
+    from gridgen.tsfitpy import import_tsfitpy
+
+    summary = import_tsfitpy(args.dir, args.grid, args.out, engine_dir=args.engine_dir)
+    print(f"{args.out}: {summary.n_ok} ok, {summary.n_failed} failed ({summary.n_missing} missing, "
+          f"{summary.n_mismatched} mismatched, {summary.n_bad_flux} NaN/negative flux)")
+    if summary.n_failed:
+        print(f"see `python -m gridgen info {args.out}` for the failure reasons")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     handler = {"engine": _cmd_engine, "run": _cmd_run, "info": _cmd_info, "verify": _cmd_verify,
                "resimulate": _cmd_resimulate}
+    handler.update({"export-tsfitpy": _cmd_export_tsfitpy, "import-tsfitpy": _cmd_import_tsfitpy})
     return handler[args.command](args)
 
 
