@@ -584,7 +584,7 @@ def _provenance(config, engine, provider, folder: Path, table_path: Path, spec_s
     nlte_used = sorted(el for el, n in nlte_flags.items() if n["NLTE"])
     prov.update({
         "computed_by": "TSFitPy",
-        "engine": {"name": "Turbospectrum run by TSFitPy (computed by TSFitPy)", "sdist": "TSFitPy's own build",
+        "engine": {"name": "Turbospectrum, computed by TSFitPy", "sdist": "TSFitPy's own build",
                    "binaries": {}, "computed_by": "TSFitPy"},
         "linelists": {"files": {}, "note": "TSFitPy's line_list_path (not recorded in its output)"},
         "atmosphere": {"name": "TSFitPy's model atmospheres (1D MARCS interpolated by TSFitPy)",
