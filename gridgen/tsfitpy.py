@@ -46,7 +46,7 @@ from gridgen import engine as engine_mod
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import ABUNDANCE_ELEMENTS, LABEL_NAMES, LABEL_UNITS, load_grid_config
 from gridgen.errors import UserError
-from gridgen.provenance import sha256_file
+from gridgen.provenance import sha256_bytes, sha256_file
 from gridgen.runner import grid_provenance
 from gridgen.sampling import assign_split, sample_parameters
 from gridgen.store import create_grid_store, open_grid_store, status_counts, write_spectrum
@@ -572,6 +572,14 @@ def _reconsolidate(path: Path) -> None:
         zarr.consolidate_metadata(str(path))
 
 
+def _spec_manifest(spec_sha256: dict[str, str]) -> dict:
+    """One digest for all imported ``.spec`` files: a per-file table would put megabytes into the
+    store's attributes for a 100,000-spectrum grid, which every reader parses on open."""
+    lines = "".join(f"{name} {sha}\n" for name, sha in sorted(spec_sha256.items()))
+    return {"count": len(spec_sha256), "manifest_sha256": sha256_bytes(lines.encode()),
+            "manifest": "SHA-256 of the lines '<file name> <file SHA-256>', sorted by file name"}
+
+
 def _provenance(config, engine, provider, folder: Path, table_path: Path, spec_sha256: dict,
                 nlte_flags: dict) -> dict:
     """A grid store's provenance for spectra computed by TSFitPy.
@@ -596,7 +604,7 @@ def _provenance(config, engine, provider, folder: Path, table_path: Path, spec_s
                  "flags_from_headers": nlte_flags},
         "tsfitpy": {"output_folder": str(folder.resolve()),
                     "parameter_table": {"name": table_path.name, "sha256": sha256_file(table_path)},
-                    "spec_sha256": spec_sha256,
+                    "spec_files": _spec_manifest(spec_sha256),
                     "wavelengths": f"store wavelengths taken from the .spec rows within "
                                    f"{min(WAVE_TOL_AA, 0.25 * config.synthesis.step_aa):g} Å; no resampling"},
     })

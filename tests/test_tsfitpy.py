@@ -8,6 +8,7 @@ formats as ``run_and_save_wrapper`` and ``generate_synthetic_spectra.py`` write 
 from __future__ import annotations
 
 import configparser
+import hashlib
 import csv
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ from augment.cli import main as augment_main
 from badinput import assert_rejected
 from gridgen.cli import main as gridgen_main
 from gridgen.config import ABUNDANCE_ELEMENTS, LABEL_NAMES
+from gridgen.provenance import sha256_file
 from gridgen.runner import run_grid
 from gridgen.store import STATUS_FAILED, STATUS_OK, open_grid_store, verify_grid_store
 from gridgen.tsfitpy import CONFIG_FILE, PARAMETER_FILE, TSFITPY_COLUMNS
@@ -163,7 +165,10 @@ def test_round_trip_matches_gridgen_run_with_failures_recorded(engine, tmp_path,
     prov = imported.attrs["provenance"]
     assert prov["computed_by"] == "TSFitPy"
     assert prov["grid"]["toml_sha256"] == reference.attrs["provenance"]["grid"]["toml_sha256"]
-    assert set(prov["tsfitpy"]["spec_sha256"]) == {"0.spec", "2.spec", "3.spec", "4.spec"}
+    files = prov["tsfitpy"]["spec_files"]
+    assert files["count"] == 4  # 0, 2, 3 and 4 were read; 1 is missing
+    manifest = "".join(f"{n}.spec {sha256_file(folder / f'{n}.spec')}\n" for n in (0, 2, 3, 4))
+    assert files["manifest_sha256"] == hashlib.sha256(manifest.encode()).hexdigest()
     assert prov["nlte"]["flags_from_headers"]["Mg"] == {"NLTE": 0, "LTE": 3}
 
     assert verify_grid_store(out) == []
