@@ -354,8 +354,8 @@ def fourmostify_observed(spectrum: ObservedSpectrum, native_resolution: float, t
     Returns
     -------
     dict
-        ``flux``, ``flux_clean``, ``mask`` (n_pix,) arrays, ``native_snr``, ``covered_fraction``
-        and ``report`` (provenance).
+        ``flux``, ``flux_clean``, ``mask`` (n_pix,) arrays, ``native_snr`` and ``report``
+        (provenance, with ``covered_fraction``).
 
     Warns
     -----
@@ -419,8 +419,7 @@ def fourmostify_observed(spectrum: ObservedSpectrum, native_resolution: float, t
               "native_resolution": native_resolution, "native_snr_per_pixel": native_snr,
               "native_snr_from": measured_by, "native_snr_in_target_unit": native_in_unit,
               "n_pix_uncovered": int((~covered).sum()), "covered_fraction": covered_fraction}
-    return {"flux": noisy, "flux_clean": clean, "mask": ~covered, "native_snr": native_snr,
-            "covered_fraction": covered_fraction, "report": report}
+    return {"flux": noisy, "flux_clean": clean, "mask": ~covered, "native_snr": native_snr, "report": report}
 
 
 def observe_files(paths: list[str], out_path: str | Path, native_resolution: float, target_snr: float,
@@ -477,6 +476,5 @@ def observe_files(paths: list[str], out_path: str | Path, native_resolution: flo
         out_path, grid=config.pixel_grid, medium=OUTPUT_MEDIUM, snr=target_snr, snr_unit=config.snr_unit,
         flux=np.stack([r["flux"] for r in results]), flux_clean=np.stack([r["flux_clean"] for r in results]),
         mask=np.stack([r["mask"] for r in results]), object_id=[r["report"]["object_id"] for r in results],
-        native_snr=np.array([r["native_snr"] for r in results]),
-        covered_fraction=np.array([r["covered_fraction"] for r in results]), provenance=provenance)
+        native_snr=np.array([r["native_snr"] for r in results]), provenance=provenance)
     return [r["report"] for r in results]

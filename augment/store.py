@@ -49,6 +49,7 @@ recomputing pending chunks, with identical results.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,7 @@ def init_training_group(group: zarr.Group, *, grid: PixelGrid, medium: str, snr:
 
 def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr: float, snr_unit: str,
                           flux: np.ndarray, flux_clean: np.ndarray, mask: np.ndarray, object_id: list[str],
-                          native_snr: np.ndarray, covered_fraction: np.ndarray, provenance: dict) -> zarr.Group:
+                          native_snr: np.ndarray, provenance: dict) -> zarr.Group:
     """Write a complete observed store atomically; see the module docstring.
 
     Parameters
@@ -155,8 +156,7 @@ def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr
         Degraded flux before the added noise.
     mask : ndarray of bool, shape (n_spec, n_pix)
         True where the observation does not cover the pixel.
-    covered_fraction : ndarray, shape (n_spec,)
-        Fraction of the output pixels covered by valid input (0..1).
+        ``covered_fraction`` is the fraction of unmasked pixels of each spectrum.
     """
     path = Path(path)
     n_spec, n_pix = flux.shape
@@ -168,7 +168,8 @@ def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr
         _put(group, "mask", np.asarray(mask, dtype=bool), (1, n_pix), ("spectrum", "pixel"))
         _put(group, "object_id", np.array(object_id, dtype=np.dtypes.StringDType()), (n_spec,), ("spectrum",))
         _put(group, "native_snr", np.asarray(native_snr, dtype=np.float64), (n_spec,), ("spectrum",))
-        _put(group, "covered_fraction", np.asarray(covered_fraction, dtype=np.float32), (n_spec,), ("spectrum",))
+        covered = 1.0 - np.asarray(mask, dtype=bool).mean(axis=1)
+        _put(group, "covered_fraction", covered.astype(np.float32), (n_spec,), ("spectrum",))
         _put(group, "status", np.full(n_spec, STATUS_DONE, dtype=np.int8), (n_spec,), ("spectrum",))
         group.attrs.update({"schema": OBSERVED_SCHEMA, "chunk_spectra": 1, "provenance": provenance})
 
@@ -194,6 +195,28 @@ def open_augment_store(path: str | Path, mode: str = "r",
         if name not in group:
             raise UserError(f"{path}: corrupt store, array {name!r} is missing")
     return group
+
+
+def read_array(store_path: str | Path, name: str, read: Callable[[], np.ndarray], where: str = "") -> np.ndarray:
+    """``read()`` as an ndarray; UserError naming the store, array and rows if a chunk cannot be read.
+
+    Parameters
+    ----------
+    store_path : str or Path
+        Store the array belongs to (for the message).
+    name : str
+        Array name.
+    read : callable
+        Reads the wanted part of the array, e.g. ``lambda: group["flux"][0:4]``.
+    where : str
+        Which part is read, for the message (e.g. ``" rows 0-3"``).
+    """
+    try:
+        return np.asarray(read())
+    except Exception as exc:  # codecs and stores raise many types for truncated or garbage chunks
+        message = next((line for line in str(exc).splitlines() if line.strip()), "")
+        raise UserError(f"{store_path}: cannot read array {name!r}{where} ({type(exc).__name__}: {message}); "
+                        f"the store is damaged") from None
 
 
 def write_chunk(group: zarr.Group, start: int, flux_clean: np.ndarray, flux: np.ndarray) -> None:
