@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from gridgen.errors import ArgumentParser, run_cli
 from gridgen.store import WAVE_MEDIA
@@ -81,6 +82,9 @@ def build_observe_parser() -> argparse.ArgumentParser:
                         help="wavelength medium of the input (default air); vacuum wavelengths are converted "
                              "to air (IAU standard, as in VALD) before the chain: the output is always air")
     parser.add_argument("--out", required=True, metavar="OBS.zarr", help="observed store to create")
+    parser.add_argument("--allow-low-coverage", action="store_true",
+                        help="keep spectra whose valid input covers less than half of the output pixels "
+                             "(refused otherwise; below 80%% a warning is printed)")
     _common_config_args(parser)
     return parser
 
@@ -114,15 +118,21 @@ def _overrides(args: argparse.Namespace) -> dict:
 def run(argv: list[str]) -> int:
     """Dispatch ``argv``; raises UserError on bad input."""
     if argv and argv[0] == "observe":
-        from augment.observe import observe_files
+        from augment.observe import LowCoverageWarning, observe_files
 
         args = build_observe_parser().parse_args(argv[1:])
         config = load_config(args.config, _overrides(args))
-        reports = observe_files(args.spectra, args.out, args.native_resolution, args.snr, config,
-                                native_snr=args.native_snr, medium=args.medium)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LowCoverageWarning)
+            reports = observe_files(args.spectra, args.out, args.native_resolution, args.snr, config,
+                                    native_snr=args.native_snr, medium=args.medium,
+                                    allow_low_coverage=args.allow_low_coverage)
+        for warning in caught:  # one line each, not Python's two-line warning format
+            print(f"warning: {warning.message}", file=sys.stderr)
         for report in reports:
             print(f"{report['object_id']}: native S/N {report['native_snr_per_pixel']:.0f} per pixel "
-                  f"({report['native_snr_from']}); {report['n_pix_uncovered']} output pixels not covered (masked)")
+                  f"({report['native_snr_from']}); {report['n_pix_uncovered']} output pixels not covered (masked), "
+                  f"covered fraction {report['covered_fraction']:.2f}")
         print(f"wrote {args.out}")
         return 0
     if argv and argv[0] == "info":

@@ -99,6 +99,9 @@ class AugmentConfig:
         for value in self.snr_list:
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 _fail("snr_list", f"S/N must be a positive number, got {value!r}")
+        repeated = sorted({v for v in self.snr_list if list(self.snr_list).count(v) > 1})
+        if repeated:  # a repeated level would duplicate every spectrum's noisy copy
+            _fail("snr_list", f"S/N {repeated[0]:g} is listed twice; give each level once")
         _choice("snr_unit", self.snr_unit, SNR_UNITS)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             _fail("seed", f"must be a non-negative integer, got {self.seed!r}")

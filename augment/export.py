@@ -12,27 +12,17 @@ import json
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 from gridgen.errors import UserError
 from gridgen.storeio import write_atomically
 
-from augment.store import open_augment_store
+from augment.store import open_augment_store, read_array
 
 
 def _attr_value(value):
     if isinstance(value, (str, int, float, bool)):
         return value
     return json.dumps(value)
-
-
-def _read_block(store_path, name: str, array, start: int, step: int) -> np.ndarray:
-    """Rows ``start:start + step`` of a store array; UserError if they cannot be read (corrupt chunk)."""
-    try:
-        return np.asarray(array[start:start + step] if array.ndim else array[...])
-    except Exception as exc:  # codecs and stores raise many types for damaged chunks
-        raise UserError(f"{store_path}: cannot read array {name!r} at row {start} "
-                        f"({type(exc).__name__}: {exc}); the store is damaged") from None
 
 
 def export_hdf5(store_path: str | Path, out_path: str | Path) -> Path:
@@ -79,7 +69,8 @@ def export_hdf5(store_path: str | Path, out_path: str | Path) -> Path:
                                             chunks=tuple(array.chunks) if array.ndim and not is_str else None)
                 step = array.chunks[0] if array.ndim else 1
                 for start in range(0, max(array.shape[0], 1) if array.ndim else 1, step):
-                    block = _read_block(store_path, name, array, start, step)
+                    block = read_array(store_path, name, lambda: array[start:start + step] if array.ndim
+                                       else array[...], f" at row {start}")
                     dataset[start:start + step] = block.astype(object) if is_str else block
                 for key, value in array.attrs.items():
                     dataset.attrs[key] = _attr_value(value)

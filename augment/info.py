@@ -45,6 +45,9 @@ def describe(path: str | Path) -> str:
     if "mask" in group:
         lines.append(f"  masked    {int(group['mask'][:].sum())} pixels in total")
         lines.append(f"  objects   {', '.join(str(o) for o in group['object_id'][:])}")
+    if "covered_fraction" in group:
+        covered = group["covered_fraction"][:]
+        lines.append(f"  coverage  {covered.min():.2f}-{covered.max():.2f} of the pixels covered by valid input")
     if "inputs" in prov:
         for item in prov["inputs"]:
             lines.append(f"  input     {item['object_id']}: {item['path']}, R {item['native_resolution']:g}, native S/N "

@@ -14,7 +14,24 @@ because the output pixels, like the grids, are air wavelengths. Supported files 
   unnamed columns taken as wavelength, flux (more unnamed columns are refused: name them).
 
 Uncertainties must be finite and non-negative; an ``ivar`` of 0 (or an error of 0 or inf)
-marks a pixel without information, and at least one pixel must have information.
+flags a pixel without information, and at least one pixel must have information. Flagged
+pixels may hold any flux (NaN, 0, 1e30): it is replaced by linear interpolation between the
+unflagged neighbours before the convolution, so that the FFT cannot smear it over the arm, and
+every output pixel that overlaps a flagged pixel is masked.
+
+Valid flux: after dropping flagged pixels every flux must be finite and within
+:data:`FLUX_RANGE` = [-0.1, 2]. A continuum-normalised absorption spectrum lies in [0, 1] up
+to noise; -0.1 leaves room for 3σ noise in saturated line cores at a native S/N of 30 or more
+(observations worth degrading to 4MOST have at least that), and 2 for emission cores and noise
+above the continuum. Anything outside is a cosmic ray, a sky residual, an unflagged bad pixel or
+a spectrum that is not normalised; one such pixel would be spread by the line-spread function
+over many output pixels, so the spectrum is refused, naming the count and the worst value.
+
+Coverage: ``covered_fraction`` is the fraction of the output pixels covered by valid input
+(inside the observed range with the kernel's margin, and not overlapping a flagged pixel).
+Below :data:`COVERAGE_WARN` (0.8) a warning (:class:`LowCoverageWarning`) is issued; below
+:data:`COVERAGE_MIN` (0.5) the spectrum is refused unless ``allow_low_coverage`` is set, since
+the uncovered pixels carry no information about the star.
 
 The chain is :func:`augment.chain.fourmostify` with vbroad = 0 and the Gaussian that takes the
 native resolving power to R2. Noise is added in quadrature to reach the target S/N: the native
@@ -27,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +74,16 @@ PLAUSIBLE_AA = (2000.0, 30000.0)
 #: Medium of the output pixels (and of the grids the networks are trained on).
 OUTPUT_MEDIUM = "air"
 VACUUM_TO_AIR = "IAU standard of Morton (2000, ApJS 130, 403), as used by VALD"
+#: Valid continuum-normalised flux of an unflagged pixel (see the module docstring).
+FLUX_RANGE = (-0.1, 2.0)
+#: Covered fraction of the output pixels below which a warning is issued.
+COVERAGE_WARN = 0.8
+#: Covered fraction below which a spectrum is refused unless low coverage is allowed.
+COVERAGE_MIN = 0.5
+
+
+class LowCoverageWarning(UserWarning):
+    """An observed spectrum covers less than COVERAGE_WARN of the output pixels."""
 
 
 def vacuum_to_air(wave_vac_aa: np.ndarray) -> np.ndarray:
@@ -93,7 +121,8 @@ class ObservedSpectrum:
     flux : ndarray (n,)
         Continuum-normalised flux.
     ivar : ndarray (n,) or None
-        Inverse variance of ``flux``, if the file gives it.
+        Inverse variance of ``flux``, if the file gives it; 0 flags a pixel without information
+        (its flux has been replaced by interpolation between unflagged neighbours).
     object_id : str
     path : str
     """
@@ -133,11 +162,21 @@ def read_spectrum(path: str | Path, medium: str = "air") -> ObservedSpectrum:
     except UserError:
         raise
     except Exception as exc:  # astropy raises many types for unreadable files
-        raise UserError(f"{path}: cannot read spectrum ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path}: cannot read spectrum ({type(exc).__name__}: {_first_line(exc)})") from None
     spectrum = _checked(path, wave, flux, ivar, unit, object_id or path.name.split(".")[0])
     if medium == "vacuum":
         spectrum = dataclasses.replace(spectrum, wave_aa=vacuum_to_air(spectrum.wave_aa))
     return spectrum
+
+
+def _first_line(exc: Exception) -> str:
+    """The first non-empty line of an exception's message (astropy's guessing errors list ~80 lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return "no message"
+    if lines[0].startswith("ERROR: Unable to guess table format"):
+        return "not a table astropy can read; expected columns wave, flux [, ivar or error] with a header line"
+    return lines[0]
 
 
 def _choice_medium(medium: str) -> None:
@@ -231,14 +270,26 @@ def _checked(path: Path, wave, flux, ivar, unit, object_id: str) -> ObservedSpec
             wave = (wave * u.Unit(str(unit).strip())).to_value(u.AA, equivalencies=u.spectral())
         except (ValueError, u.UnitsError):
             raise UserError(f"{path}: wavelength unit {unit!r} is not a length") from None
-    for label, values in (("wavelength", wave), ("flux", flux)) + ((("ivar", ivar),) if ivar is not None else ()):
+    for label, values in (("wavelength", wave),) + ((("ivar", ivar),) if ivar is not None else ()):
         bad = ~np.isfinite(values)
         if bad.any():
             raise UserError(f"{path}: {int(bad.sum())} non-finite {label} values (first at index "
                             f"{int(np.flatnonzero(bad)[0])}); remove or interpolate them first")
+    flagged = np.zeros(flux.size, dtype=bool) if ivar is None else ivar == 0
+    bad = ~np.isfinite(flux) & ~flagged
+    if bad.any():
+        raise UserError(f"{path}: {int(bad.sum())} non-finite flux values (first at index "
+                        f"{int(np.flatnonzero(bad)[0])}); flag them (ivar 0) or remove them first")
+    with np.errstate(invalid="ignore"):
+        wild = ~flagged & ((flux < FLUX_RANGE[0]) | (flux > FLUX_RANGE[1]))
+    if wild.any():
+        worst = float(flux[wild][np.argmax(np.abs(flux[wild] - 1.0))])
+        raise UserError(f"{path}: {int(wild.sum())} unflagged flux values outside {FLUX_RANGE[0]:g}..{FLUX_RANGE[1]:g} "
+                        f"(worst {worst:.4g} at index {int(np.flatnonzero(flux == worst)[0])}); expected "
+                        f"continuum-normalised flux: flag bad pixels (ivar 0) or remove them")
     step = np.diff(wave)
     if (step < 0).all():
-        wave, flux = wave[::-1], flux[::-1]
+        wave, flux, flagged = wave[::-1], flux[::-1], flagged[::-1]
         ivar = None if ivar is None else ivar[::-1]
     elif not (step > 0).all():
         first = int(np.flatnonzero(step <= 0)[0])
@@ -254,9 +305,12 @@ def _checked(path: Path, wave, flux, ivar, unit, object_id: str) -> ObservedSpec
     if ivar is not None and not (ivar > 0).any():
         raise UserError(f"{path}: all inverse variances are 0 (no pixel has an uncertainty); drop the "
                         f"ivar/error column to estimate the noise with DER_SNR")
-    level = float(np.median(flux))
+    level = float(np.median(flux[~flagged]))
     if not 0.5 <= level <= 1.5:
         raise UserError(f"{path}: median flux {level:.3g}; expected continuum-normalised flux (~1)")
+    if flagged.any():  # keep the flagged pixels' flux out of the convolution (see the module docstring)
+        flux = flux.copy()
+        flux[flagged] = np.interp(wave[flagged], wave[~flagged], flux[~flagged])
     return ObservedSpectrum(wave, flux, ivar, object_id, str(path))
 
 
@@ -277,7 +331,8 @@ def check_parameters(native_resolution: float, target_snr: float, native_snr: fl
 
 
 def fourmostify_observed(spectrum: ObservedSpectrum, native_resolution: float, target_snr: float,
-                         config: AugmentConfig, index: int, native_snr: float | None = None) -> dict:
+                         config: AugmentConfig, index: int, native_snr: float | None = None,
+                         allow_low_coverage: bool = False) -> dict:
     """Degrade one observed spectrum to the 4MOST arms at ``target_snr``.
 
     Parameters
@@ -293,11 +348,19 @@ def fourmostify_observed(spectrum: ObservedSpectrum, native_resolution: float, t
         Position of the spectrum in the output store (seeds its noise).
     native_snr : float, optional
         S/N per native pixel; measured (ivar or DER_SNR) when omitted.
+    allow_low_coverage : bool
+        Accept a spectrum covering less than COVERAGE_MIN of the output pixels.
 
     Returns
     -------
     dict
-        ``flux``, ``flux_clean``, ``mask`` (n_pix,) arrays, ``native_snr`` and ``report`` (provenance).
+        ``flux``, ``flux_clean``, ``mask`` (n_pix,) arrays, ``native_snr`` and ``report``
+        (provenance, with ``covered_fraction``).
+
+    Warns
+    -----
+    LowCoverageWarning
+        If less than COVERAGE_WARN of the output pixels are covered.
     """
     check_parameters(native_resolution, target_snr, native_snr)
     path = spectrum.path
@@ -311,7 +374,21 @@ def fourmostify_observed(spectrum: ObservedSpectrum, native_resolution: float, t
     if not covered.any():
         arms = ", ".join(f"{a.name} {a.edges()[0]:g}-{a.edges()[-1]:g} Å" for a in grid.arms)
         raise UserError(f"{path}: covers {spectrum.wave_aa[0]:g}-{spectrum.wave_aa[-1]:g} Å, none of the arms ({arms})")
+    edges_native = edges_from_centres(spectrum.wave_aa)
+    if spectrum.ivar is not None and (spectrum.ivar == 0).any():
+        # Output pixels overlapping a flagged (interpolated) native pixel carry no measurement.
+        flagged = (spectrum.ivar == 0).astype(np.float64)
+        covered &= np.concatenate([rebin(flagged, edges_native, e) for e in grid.arm_edges()]) == 0
+    covered_fraction = float(covered.mean())
+    uncovered = (f"{path}: only {covered_fraction:.0%} of the output pixels are covered by valid input "
+                 f"({int((~covered).sum())} of {covered.size} masked)")
+    if covered_fraction < COVERAGE_MIN and not allow_low_coverage:
+        raise UserError(f"{uncovered}; below {COVERAGE_MIN:.0%}: choose other arms, or pass "
+                        f"--allow-low-coverage to keep it")
+    if covered_fraction < COVERAGE_WARN:
+        warnings.warn(f"{uncovered}; results for it rest on few pixels", LowCoverageWarning, stacklevel=2)
     clean = fourmostify(spectrum.flux[None, :], np.zeros(1), plan)[0]
+    clean[~covered] = np.nan
 
     measured_by = "given"
     if native_snr is None:
@@ -324,7 +401,6 @@ def fourmostify_observed(spectrum: ObservedSpectrum, native_resolution: float, t
         var_native = np.where(np.isfinite(var_native), var_native, np.nanmax(var_native))
     else:
         var_native = (spectrum.flux / native_snr) ** 2
-    edges_native = edges_from_centres(spectrum.wave_aa)
     density = np.concatenate([rebin(var_native * width_native, edges_native, e) for e in grid.arm_edges()])
     width = grid.width_aa
     sigma_lsf = grid.wave_aa * fwhm_ln * FWHM_TO_SIGMA
@@ -342,12 +418,13 @@ def fourmostify_observed(spectrum: ObservedSpectrum, native_resolution: float, t
     report = {"path": str(Path(path).resolve()), "sha256": sha256_file(path), "object_id": spectrum.object_id,
               "native_resolution": native_resolution, "native_snr_per_pixel": native_snr,
               "native_snr_from": measured_by, "native_snr_in_target_unit": native_in_unit,
-              "n_pix_uncovered": int((~covered).sum())}
+              "n_pix_uncovered": int((~covered).sum()), "covered_fraction": covered_fraction}
     return {"flux": noisy, "flux_clean": clean, "mask": ~covered, "native_snr": native_snr, "report": report}
 
 
 def observe_files(paths: list[str], out_path: str | Path, native_resolution: float, target_snr: float,
-                  config: AugmentConfig, native_snr: float | None = None, medium: str = "air") -> list[dict]:
+                  config: AugmentConfig, native_snr: float | None = None, medium: str = "air",
+                  allow_low_coverage: bool = False) -> list[dict]:
     """4MOST-ify observed spectra into one observed store; returns the per-file reports.
 
     Everything is read and checked before the store is created, so bad input writes nothing.
@@ -368,6 +445,8 @@ def observe_files(paths: list[str], out_path: str | Path, native_resolution: flo
     medium : {"air", "vacuum"}
         Medium of the files' wavelengths. Vacuum wavelengths are converted to air before the
         chain (recorded in the provenance); the store's ``wave`` is always air.
+    allow_low_coverage : bool
+        Keep spectra covering less than COVERAGE_MIN of the output pixels (they still warn).
 
     Returns
     -------
@@ -378,8 +457,15 @@ def observe_files(paths: list[str], out_path: str | Path, native_resolution: flo
     _choice_medium(medium)
     if Path(out_path).exists():
         raise UserError(f"{out_path}: already exists; choose another --out or remove it")
-    results = [fourmostify_observed(read_spectrum(p, medium), native_resolution, target_snr, config, i, native_snr)
-               for i, p in enumerate(paths)]
+    spectra = [read_spectrum(p, medium) for p in paths]
+    path_of_id = {}
+    for spectrum in spectra:  # object ids name the rows of the store and of cinn's posteriors
+        if spectrum.object_id in path_of_id:
+            raise UserError(f"{spectrum.path}: object id {spectrum.object_id!r} already given by "
+                            f"{path_of_id[spectrum.object_id]}; object ids must be unique in one store")
+        path_of_id[spectrum.object_id] = spectrum.path
+    results = [fourmostify_observed(s, native_resolution, target_snr, config, i, native_snr, allow_low_coverage)
+               for i, s in enumerate(spectra)]
     conversion = f"vacuum to air, {VACUUM_TO_AIR} (augment.observe.vacuum_to_air)" if medium == "vacuum" else None
     provenance = {"augment": config.to_dict(), "seed": config.seed, "target_snr": target_snr,
                   "snr_unit": config.snr_unit, "inputs": [r["report"] for r in results],

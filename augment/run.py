@@ -10,7 +10,12 @@ are seeded per (seed, spectrum, S/N) and the batches the FFTs see are the output
 
 from __future__ import annotations
 
+import fcntl
 import math
+import os
+import shutil
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +32,8 @@ from augment.config import AugmentConfig, config_from_mapping
 from augment.lsf import FWHM_TO_SIGMA, TRUNCATE_SIGMA
 from augment.noise import snr_per_pixel
 from augment.rotation import C_KMS
-from augment.store import STATUS_DONE, TRAIN_SCHEMA, create_training_store, open_augment_store, write_chunk
+from augment.store import (STATUS_DONE, TRAIN_SCHEMA, create_training_store, open_augment_store, read_array,
+                           write_chunk)
 from augment.vbroad_prior import sample_vbroad
 
 #: Upper bound on the grid flux a worker holds at once, bytes.
@@ -93,29 +99,35 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
     Raises
     ------
     UserError
-        Wrong grid schema, no ok spectra, arms not covered, ``out_path`` from another run.
+        Wrong grid schema, no ok spectra, arms not covered, ``out_path`` from another run, an
+        unreadable (damaged) chunk of either store. On any error a store this call created is
+        removed; a resumed store keeps its finished chunks. If another run creates ``out_path``
+        while this one is creating it, this one resumes it.
     """
     in_path, out_path = Path(in_path), Path(out_path)
     if jobs < 1:
         raise UserError(f"--jobs: must be >= 1, got {jobs}")
     grid = open_grid_store(in_path)
-    status = grid["status"][:]
+
+    def read(name):
+        return read_array(in_path, name, lambda: grid[name][:])
+
+    status = read("status")
     rows = np.flatnonzero(status == STATUS_OK).astype(np.int64)
     n_skipped = int(status.size - rows.size)
     if rows.size == 0:
         raise UserError(f"{in_path}: no spectra with status ok ({status.size} in the store); run gridgen first")
-    wave = grid["wave"][:]
+    wave = read("wave")
     plan_for_grid(wave, config, str(in_path))  # fail early, before anything is written
     label_names = list(grid.attrs["label_names"])
     if "fe_h" not in label_names:
         raise UserError(f"{in_path}: label 'fe_h' missing (needed by the vbroad prior)")
-    labels = grid["labels"][:][rows]
+    labels = read("labels")[rows]
     vbroad = sample_vbroad(labels[:, label_names.index("fe_h")], rows, config.vbroad_prior, config.seed)
 
-    resumed = out_path.exists()
-    if resumed:
-        out = open_augment_store(out_path, mode="r+", schemas=(TRAIN_SCHEMA,))
-        _check_resumable(out, out_path, grid, config, rows)
+    created = False
+    if out_path.exists():
+        out = _resume(out_path, grid, config, rows)
     else:
         provenance = {
             "grid": grid.attrs.get("provenance", {}),
@@ -123,22 +135,82 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
                            "n_spec": int(status.size), "n_ok": int(rows.size), "n_skipped": n_skipped},
             "augment": config.to_dict(), "seed": config.seed, "chain": CHAIN_NOTE, "run": run_context(),
         }
-        out = create_training_store(
-            out_path, grid=config.pixel_grid, medium=grid["wave"].attrs.get("medium", "air"),
-            snr=np.asarray(config.snr_list), snr_unit=config.snr_unit,
-            labels=np.column_stack([labels, vbroad]), label_names=label_names + ["vbroad"],
-            label_units=list(grid.attrs["label_units"]) + ["km/s"], split=grid["split"][:][rows],
-            source_index=rows, chunk_spectra=config.chunk_spectra, provenance=provenance)
+        try:
+            out = create_training_store(
+                out_path, grid=config.pixel_grid, medium=grid["wave"].attrs.get("medium", "air"),
+                snr=np.asarray(config.snr_list), snr_unit=config.snr_unit,
+                labels=np.column_stack([labels, vbroad]), label_names=label_names + ["vbroad"],
+                label_units=list(grid.attrs["label_units"]) + ["km/s"], split=read("split")[rows],
+                source_index=rows, chunk_spectra=config.chunk_spectra, provenance=provenance)
+            created = True
+        except (OSError, UserError) as err:
+            if not out_path.exists():
+                if isinstance(err, UserError):
+                    raise
+                raise UserError(f"{out_path}: cannot create the store ({err.strerror or err})") from None
+            # Another run created the same new store meanwhile (two runs started together):
+            # resume it like any earlier run's store; finished chunks are never recomputed.
+            out = _resume(out_path, grid, config, rows)
 
-    units = _pending_units(out, grid["flux"].chunks[0], wave.size, jobs)
+    try:
+        n_todo = _fill(out, out_path, in_path, config, grid["flux"].chunks[0], wave.size, jobs, progress)
+    except Exception:
+        # A store this run created holds nothing finished worth keeping; a resumed one keeps its
+        # finished chunks (valid, and a re-run skips them). An interrupt (SIGTERM, Ctrl-C) is
+        # not an error: the store stays for the re-run to resume.
+        if created:
+            shutil.rmtree(out_path, ignore_errors=True)
+        raise
+    return AugmentSummary(int(rows.size), n_todo, n_skipped, not created)
+
+
+def _resume(out_path: Path, grid, config: AugmentConfig, rows: np.ndarray):
+    """Open an existing training store for resuming; UserError unless it comes from this grid and config."""
+    out = open_augment_store(out_path, mode="r+", schemas=(TRAIN_SCHEMA,))
+    _check_resumable(out, out_path, grid, config, rows)
+    return out
+
+
+def _fill(out, out_path: Path, in_path: Path, config: AugmentConfig, grid_chunk: int, n_wave: int, jobs: int,
+          progress: bool) -> int:
+    """Compute the pending units of ``out`` with ``jobs`` workers; returns the number of rows computed."""
+    units = _pending_units(out, out_path, grid_chunk, n_wave, jobs)
     n_todo = sum(stop - start for start, stop in units)
     tasks = (delayed(_augment_unit)(str(in_path), str(out_path), config.to_dict(), start, stop)
              for start, stop in units)
-    with tqdm(total=n_todo, unit="spectrum", disable=not progress or n_todo == 0, desc="augment") as bar:
-        for start, stop in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
-            out["status"][start:stop] = STATUS_DONE
-            bar.update(stop - start)
-    return AugmentSummary(int(rows.size), n_todo, n_skipped, resumed)
+    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
+    try:
+        with tqdm(total=n_todo, unit="spectrum", disable=not progress or n_todo == 0, desc="augment") as bar:
+            for start, stop in results:
+                _mark_done(out, out_path, start, stop)
+                bar.update(stop - start)
+    finally:
+        # On an error or an interrupt joblib aborts the remaining tasks and kills its worker
+        # processes when the generator is closed; do it now rather than at garbage collection,
+        # so that no worker writes into a store that is being removed, or outlives the run.
+        results.close()
+    return n_todo
+
+
+def _mark_done(out, out_path: Path, start: int, stop: int) -> None:
+    """Set ``status`` of rows ``start:stop`` to done.
+
+    The write is a read-modify-write of a ``status`` chunk shared by many units, so it holds an
+    exclusive lock on the store's ``status`` directory (another run resuming the same store
+    must not overwrite it with a stale chunk) and defers SIGTERM/SIGINT until it is complete.
+    """
+    signals = {signal.SIGTERM, signal.SIGINT}
+    blocked = threading.current_thread() is threading.main_thread()
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    fd = os.open(out_path / "status", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        out["status"][start:stop] = STATUS_DONE
+    finally:
+        os.close(fd)
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
 
 
 def _check_resumable(out, out_path, grid, config, rows) -> None:
@@ -154,7 +226,7 @@ def _check_resumable(out, out_path, grid, config, rows) -> None:
                         f"changed since); choose another --out")
 
 
-def _pending_units(out, grid_chunk: int, n_wave: int, jobs: int) -> list[tuple[int, int]]:
+def _pending_units(out, out_path: Path, grid_chunk: int, n_wave: int, jobs: int) -> list[tuple[int, int]]:
     """Row ranges to compute: runs of consecutive pending ``flux`` chunks, about UNIT_SPECTRA rows each.
 
     A chunk with any pending row is pending; chunks whose rows are all done are never
@@ -167,7 +239,7 @@ def _pending_units(out, grid_chunk: int, n_wave: int, jobs: int) -> list[tuple[i
     n_rows = out["status"].shape[0]
     target = min(max(grid_chunk, UNIT_SPECTRA), math.ceil(n_rows / (4 * jobs)), UNIT_BYTES // (4 * n_wave))
     per_unit = max(1, math.ceil(target / chunk)) * chunk
-    status = out["status"][:]
+    status = read_array(out_path, "status", lambda: out["status"][:])
     units = []
     for start in range(0, n_rows, chunk):
         stop = min(start + chunk, n_rows)
@@ -185,11 +257,13 @@ def _augment_unit(in_path: str, out_path: str, config_dict: dict, start: int, st
     config = config_from_mapping(config_dict)
     grid = open_grid_store(in_path)
     out = open_augment_store(out_path, mode="r+")
-    plan = plan_for_grid(grid["wave"][:], config, in_path)
     snr_pix = snr_per_pixel(np.asarray(config.snr_list), config.snr_unit, config.pixel_grid.width_aa)
-    source = out["source_index"][start:stop]
-    vbroad = out["labels"][start:stop, -1]
-    flux_in = grid["flux"].get_orthogonal_selection((source, slice(None)))
+    rows = f" rows {start}-{stop - 1}"
+    source = read_array(out_path, "source_index", lambda: out["source_index"][start:stop], rows)
+    vbroad = read_array(out_path, "labels", lambda: out["labels"][start:stop, -1], rows)
+    flux_in = read_array(in_path, "flux", lambda: grid["flux"].get_orthogonal_selection((source, slice(None))),
+                         f" rows {int(source.min())}-{int(source.max())}")
+    plan = plan_for_grid(read_array(in_path, "wave", lambda: grid["wave"][:]), config, in_path)
     bad = ~np.isfinite(flux_in).all(axis=1)
     if bad.any():
         raise UserError(f"{in_path}: spectrum {int(source[bad][0])} has status ok but non-finite flux")

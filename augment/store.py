@@ -35,7 +35,9 @@ Only grid spectra with status ok become rows. Group attributes: ``schema``, ``la
 Observed store (``schema = "cinn4most.observedstore/1"``): ``wave``, ``arm``, ``snr`` (n_snr = 1,
 the target S/N), ``flux`` (n_spec, 1, n_pix) and ``flux_clean`` (n_spec, n_pix) with NaN where
 ``mask`` (n_spec, n_pix) bool is True (pixel not covered by the observation), ``object_id``
-(n_spec,) str, ``native_snr`` (n_spec,) float64 (per native pixel), ``status`` (all 1);
+(n_spec,) str, ``native_snr`` (n_spec,) float64 (per native pixel), ``covered_fraction``
+(n_spec,) float32 (fraction 0..1 of the output pixels covered by valid input, i.e. not masked;
+see :mod:`augment.observe`), ``status`` (all 1);
 provenance holds the config and, per input file, its path, SHA-256, native resolving power,
 native S/N and how it was measured, and the added-noise recipe.
 
@@ -47,6 +49,7 @@ recomputing pending chunks, with identical results.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +156,7 @@ def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr
         Degraded flux before the added noise.
     mask : ndarray of bool, shape (n_spec, n_pix)
         True where the observation does not cover the pixel.
+        ``covered_fraction`` is the fraction of unmasked pixels of each spectrum.
     """
     path = Path(path)
     n_spec, n_pix = flux.shape
@@ -164,6 +168,8 @@ def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr
         _put(group, "mask", np.asarray(mask, dtype=bool), (1, n_pix), ("spectrum", "pixel"))
         _put(group, "object_id", np.array(object_id, dtype=np.dtypes.StringDType()), (n_spec,), ("spectrum",))
         _put(group, "native_snr", np.asarray(native_snr, dtype=np.float64), (n_spec,), ("spectrum",))
+        covered = 1.0 - np.asarray(mask, dtype=bool).mean(axis=1)
+        _put(group, "covered_fraction", covered.astype(np.float32), (n_spec,), ("spectrum",))
         _put(group, "status", np.full(n_spec, STATUS_DONE, dtype=np.int8), (n_spec,), ("spectrum",))
         group.attrs.update({"schema": OBSERVED_SCHEMA, "chunk_spectra": 1, "provenance": provenance})
 
@@ -189,6 +195,28 @@ def open_augment_store(path: str | Path, mode: str = "r",
         if name not in group:
             raise UserError(f"{path}: corrupt store, array {name!r} is missing")
     return group
+
+
+def read_array(store_path: str | Path, name: str, read: Callable[[], np.ndarray], where: str = "") -> np.ndarray:
+    """``read()`` as an ndarray; UserError naming the store, array and rows if a chunk cannot be read.
+
+    Parameters
+    ----------
+    store_path : str or Path
+        Store the array belongs to (for the message).
+    name : str
+        Array name.
+    read : callable
+        Reads the wanted part of the array, e.g. ``lambda: group["flux"][0:4]``.
+    where : str
+        Which part is read, for the message (e.g. ``" rows 0-3"``).
+    """
+    try:
+        return np.asarray(read())
+    except Exception as exc:  # codecs and stores raise many types for truncated or garbage chunks
+        message = next((line for line in str(exc).splitlines() if line.strip()), "")
+        raise UserError(f"{store_path}: cannot read array {name!r}{where} ({type(exc).__name__}: {message}); "
+                        f"the store is damaged") from None
 
 
 def write_chunk(group: zarr.Group, start: int, flux_clean: np.ndarray, flux: np.ndarray) -> None:

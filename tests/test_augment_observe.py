@@ -110,14 +110,25 @@ def test_formats_agree_and_noise_reaches_target(tmp_path, config_file, capsys):
 def test_partial_coverage_is_masked_and_reported(tmp_path, config_file, capsys):
     wave, flux, _ = native_spectrum(lo=6080.0, hi=6160.0)
     out = tmp_path / "part.zarr"
-    assert observe(write_fits_linear(tmp_path / "p.fits", wave, flux), "--native-resolution", R_NATIVE,
-                   "--snr", 100, "--out", out, "--config", config_file) == 0
+    path = write_fits_linear(tmp_path / "p.fits", wave, flux)
+    args = (path, "--native-resolution", R_NATIVE, "--snr", 100, "--out", out, "--config", config_file)
+    # 6100-6160 of the 6100-6230 Å arm, less the kernel margin: under half covered, refused by default.
+    assert observe(*args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--allow-low-coverage" in err and str(path) in err and not out.exists()
+    assert observe(*args, "--allow-low-coverage") == 0
+    captured = capsys.readouterr()
     group = zarr.open_group(str(out), mode="r")
     mask = group["mask"][0]
     pix = group["wave"][:]
     assert mask[pix > 6160].all() and not mask[pix < 6155].any()
     assert np.isnan(group["flux"][0, 0][mask]).all() and np.isfinite(group["flux"][0, 0][~mask]).all()
-    assert f"{int(mask.sum())} output pixels not covered" in capsys.readouterr().out
+    assert f"{int(mask.sum())} output pixels not covered" in captured.out
+    covered = group["covered_fraction"]
+    assert covered.dtype == np.float32 and covered.metadata.dimension_names == ("spectrum",)
+    assert covered[0] == pytest.approx(1 - mask.mean(), abs=1e-6) and covered[0] < 0.5
+    warning = captured.err.splitlines()
+    assert len(warning) == 1 and warning[0].startswith("warning: ") and "covered" in warning[0]
     assert main(["info", str(out)]) == 0
     assert f"masked    {int(mask.sum())} pixels" in capsys.readouterr().out
     assert main(["export", str(out), "--out", str(tmp_path / "part.h5")]) == 0
@@ -237,3 +248,52 @@ def test_nm_with_explicit_unit_is_converted(tmp_path, config_file):
     out = tmp_path / "nm.zarr"
     assert observe(path, "--native-resolution", R_NATIVE, "--snr", 100, "--out", out, "--config", config_file) == 0
     assert not zarr.open_group(str(out), mode="r")["mask"][:].any()
+
+
+def test_coverage_between_half_and_four_fifths_warns_once_and_is_recorded(tmp_path, config_file, capsys):
+    wave, flux, _ = native_spectrum(lo=6080.0, hi=6190.0)  # ~65 % of the 6100-6230 Å arm
+    full = native_spectrum()
+    out = tmp_path / "obs.zarr"
+    files = [write_fits_linear(tmp_path / "p.fits", wave, flux, obj="part"),
+             write_fits_linear(tmp_path / "f.fits", full[0], full[1], obj="full")]
+    assert observe(*files, "--native-resolution", R_NATIVE, "--snr", 100, "--out", out, "--config", config_file) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: ") and str(files[0]) in err[0]
+    group = zarr.open_group(str(out), mode="r")
+    covered, mask = group["covered_fraction"][:], group["mask"][:]
+    assert 0.5 < covered[0] < 0.8 and covered[1] == 1.0
+    assert np.allclose(covered, 1 - mask.mean(axis=1), atol=1e-6)
+
+
+def test_flagged_wild_pixels_are_masked_not_smeared(tmp_path, config_file, capsys):
+    """A 1e30 pixel with ivar 0 is masked; without the flag the spectrum is refused."""
+    wave, flux, truth = native_spectrum()
+    ivar = np.full(wave.size, (400.0 / truth) ** 2)
+    clean_path = tmp_path / "clean.fits"
+    Table({"wave": wave, "flux": flux, "ivar": ivar}).write(clean_path)
+    hit = int(np.searchsorted(wave, 6150.0))
+    flux_bad, ivar_bad = flux.copy(), ivar.copy()
+    flux_bad[hit], ivar_bad[hit] = 1e30, 0.0
+    flagged_path = tmp_path / "flagged.fits"
+    Table({"wave": wave, "flux": flux_bad, "ivar": ivar_bad}).write(flagged_path)
+    stores = {}
+    for name, path in (("clean", clean_path), ("flagged", flagged_path)):
+        stores[name] = tmp_path / f"{name}.zarr"
+        assert observe(path, "--native-resolution", R_NATIVE, "--snr", 100, "--out", stores[name],
+                       "--config", config_file) == 0
+    clean, flagged = (zarr.open_group(str(stores[n]), mode="r") for n in ("clean", "flagged"))
+    mask = flagged["mask"][0]
+    pix = flagged["wave"][:]
+    # The 0.02 Å native pixel overlaps one or two 0.05 Å output pixels, and only those are masked.
+    assert 1 <= mask.sum() <= 2 and np.all(np.abs(pix[mask] - 6150.0) < 0.06)
+    assert flagged["covered_fraction"][0] == pytest.approx(1 - mask.sum() / mask.size, abs=1e-6)
+    # Elsewhere the interpolated pixel changes the degraded flux by at most a fraction of the noise
+    # (one of ~15 native pixels under the R = 20,000 LSF, replaced by its neighbours' mean).
+    diff = np.abs(flagged["flux_clean"][0] - clean["flux_clean"][0])[~mask]
+    assert np.all(np.isfinite(diff)) and diff.max() < 1 / 100
+    unflagged = tmp_path / "unflagged.fits"
+    Table({"wave": wave, "flux": flux_bad, "ivar": ivar}).write(unflagged)
+    assert observe(unflagged, "--native-resolution", R_NATIVE, "--snr", 100, "--out", tmp_path / "x.zarr",
+                   "--config", config_file) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1 unflagged flux values outside -0.1..2 (worst 1e+30" in err, err
