@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
                      "task: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
     run.add_argument("--create-only", action="store_true", help="only create the store (sample "
                      "the parameters); run this once before submitting many --shard jobs")
+    run.add_argument("--lease-stale-s", type=float, default=600.0, metavar="S", help="take over "
+                     "a chunk another run leased but has not refreshed for S seconds (default 600; "
+                     "a dead run on this host is taken over at once)")
     run.add_argument("--engine-dir")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -105,8 +108,13 @@ def _cmd_run(args) -> int:
 
     counts = run_grid(args.grid, args.out, jobs=args.jobs, scheduler=args.scheduler,
                       shard=args.shard, engine_dir=args.engine_dir, progress=not args.no_progress,
-                      create_only=args.create_only)
-    print(f"{args.out}: {counts['ok']} ok, {counts['failed']} failed, {counts['pending']} pending")
+                      create_only=args.create_only, lease_stale_s=args.lease_stale_s)
+    print(f"{args.out}: {counts['ok']} ok, {counts['failed']} failed, {counts['pending']} pending "
+          f"({counts['computed']} synthesised by this run)")
+    if counts["leased"]:
+        holders = sorted(set(counts["leased"].values()))
+        print(f"{len(counts['leased'])} chunks are being computed by another run ({'; '.join(holders)}); "
+              "re-run the same command later to check on them")
     if counts["failed"]:
         print(f"see `python -m gridgen info {args.out}` for the failure reasons; "
               "re-run the same command to retry them")

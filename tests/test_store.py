@@ -1,5 +1,7 @@
 """Grid store contract: schema, atomic creation, checksums, corruption detection."""
 
+import os
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -153,3 +155,39 @@ def test_many_bad_spectra_are_counted_not_all_listed(tmp_path):
     group["checksum"][:] = "0" * 64  # every pending spectrum now claims a checksum
     assert verify_grid_store(tmp_path / "g.zarr") == [
         "pending but has a checksum: spectrum 0, 1, 2, 3, 4, ... (20 spectra)"]
+
+
+def test_a_chunk_lease_is_exclusive_refreshed_released_and_taken_over_when_stale(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from gridgen import lease
+
+    store = tmp_path / "g.zarr"
+    store.mkdir()
+    held = lease.acquire(store, "chunk-0")
+    assert isinstance(held, lease.Lease)
+    with held:
+        other = lease.acquire(store, "chunk-0")
+        assert isinstance(other, lease.Holder) and other.pid == os.getpid()
+        assert isinstance(lease.acquire(store, "chunk-1"), lease.Lease)
+        before = json.loads(held.path.read_text())["heartbeat_unix"]
+        assert held.refresh() and json.loads(held.path.read_text())["heartbeat_unix"] >= before
+    assert not (store / lease.LEASE_DIR / "chunk-0.json").exists()
+    # A lease of a process of this host that has exited is taken over at once.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    path = store / lease.LEASE_DIR / "chunk-1.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "pid": int(dead.stdout)}))
+    taken = lease.acquire(store, "chunk-1")
+    assert isinstance(taken, lease.Lease)
+    # The old holder's release must not remove the new holder's lease.
+    lease.Lease(path, record["token"], 600.0).release()
+    assert path.exists()
+    # A live holder that stopped refreshing is taken over after stale_after_s.
+    path.write_text(json.dumps({**record, "pid": os.getppid(), "heartbeat_unix": 0.0,
+                                "host": "elsewhere"}))
+    assert isinstance(lease.acquire(store, "chunk-1", stale_after_s=1e12), lease.Holder)
+    assert isinstance(lease.acquire(store, "chunk-1", stale_after_s=60.0), lease.Lease)
