@@ -344,6 +344,21 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return index, count
 
 
+def check_scheduler_address(address: str) -> None:
+    """Refuse a Dask scheduler address that is not ``PROTOCOL://HOST:PORT`` (e.g. tcp://node1:8786)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(address)
+        port = parts.port
+    except ValueError:
+        port = None
+        parts = None
+    if parts is None or not parts.scheme or not parts.hostname or port is None:
+        raise UserError(f"--scheduler: expected PROTOCOL://HOST:PORT such as tcp://node1:8786, "
+                        f"got {address!r}")
+
+
 def run_grid(
     config_path: str | Path,
     out: str | Path,
@@ -392,6 +407,8 @@ def run_grid(
     if not lease_stale_s > 0:
         raise UserError(f"--lease-stale-s: must be > 0 s, got {lease_stale_s}")
     shard_index, shard_count = parse_shard(shard)
+    if scheduler is not None:
+        check_scheduler_address(scheduler)
     config = load_grid_config(config_path)
     group = prepare_store(config, out, engine_dir)
     status = group["status"][:]
@@ -490,7 +507,7 @@ def execute(function, items: list, *, jobs: int = 1, scheduler: str | None = Non
 
         try:
             client = Client(scheduler, timeout="30s")
-        except OSError as exc:
+        except (OSError, ValueError, TypeError) as exc:
             raise UserError(f"--scheduler: cannot reach Dask scheduler {scheduler}: {exc}") from None
         with client:
             futures = client.map(function, items, pure=False)
