@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
                      "task: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
     run.add_argument("--create-only", action="store_true", help="only create the store (sample "
                      "the parameters); run this once before submitting many --shard jobs")
+    run.add_argument("--lease-stale-s", type=float, default=600.0, metavar="S", help="take over "
+                     "a chunk another run leased but has not refreshed for S seconds (default 600; "
+                     "a dead run on this host is taken over at once)")
     run.add_argument("--engine-dir")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -123,8 +126,13 @@ def _cmd_run(args) -> int:
 
     counts = run_grid(args.grid, args.out, jobs=args.jobs, scheduler=args.scheduler,
                       shard=args.shard, engine_dir=args.engine_dir, progress=not args.no_progress,
-                      create_only=args.create_only)
-    print(f"{args.out}: {counts['ok']} ok, {counts['failed']} failed, {counts['pending']} pending")
+                      create_only=args.create_only, lease_stale_s=args.lease_stale_s)
+    print(f"{args.out}: {counts['ok']} ok, {counts['failed']} failed, {counts['pending']} pending "
+          f"({counts['computed']} synthesised by this run)")
+    if counts["leased"]:
+        holders = sorted(set(counts["leased"].values()))
+        print(f"{len(counts['leased'])} chunks are being computed by another run ({'; '.join(holders)}); "
+              "re-run the same command later to check on them")
     if counts["failed"]:
         print(f"see `python -m gridgen info {args.out}` for the failure reasons; "
               "re-run the same command to retry them")
@@ -132,29 +140,49 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from gridgen.store import SPLIT_NAMES, failure_reasons, open_grid_store, status_counts
+    from gridgen.store import SPLIT_NAMES, STATUS_NAMES, failure_reasons, open_grid_store, read_chunked
 
     group = open_grid_store(args.store)
-    prov = group.attrs["provenance"]
+    prov = group.attrs.get("provenance")
     if args.json:
         print(json.dumps(prov, indent=2))
         return 0
-    counts = status_counts(group)
-    split = group["split"][:]
-    wave = group["wave"][:]
-    grid = prov["grid"]
+    prov = prov if isinstance(prov, dict) else {}
+
+    def field(*keys):
+        """A provenance value, or "?" where a store made elsewhere lacks it."""
+        value = prov
+        for key in keys:
+            value = value.get(key, "?") if isinstance(value, dict) else "?"
+        return value
+
+    status, unreadable = read_chunked(group, "status")
+    split, bad_split = read_chunked(group, "split")
+    notes_all, bad_notes = read_chunked(group, "note")
+    unreadable += bad_split + bad_notes
+    wave = group["wave"]
     print(f"grid store   {args.store}")
-    print(f"grid         {grid['name']} v{grid['version']} (TOML SHA-256 {grid['toml_sha256'][:16]}...)")
-    print(f"spectra      {len(split)}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    print(f"grid         {field('grid', 'name')} v{field('grid', 'version')} "
+          f"(TOML SHA-256 {str(field('grid', 'toml_sha256'))[:16]}...)")
+    print(f"spectra      {len(status)}: "
+          + ", ".join(f"{int((status == code).sum())} {name}" for code, name in STATUS_NAMES.items()))
     print("split        " + ", ".join(f"{int((split == i).sum())} {name}" for i, name in enumerate(SPLIT_NAMES)))
-    print(f"wavelengths  {len(wave)} points, {wave[0]:.3f}-{wave[-1]:.3f} Å ({group['wave'].attrs['medium']})")
-    engine = prov["engine"]
-    print(f"engine       {engine['name']} ({engine['sdist']}, {len(engine['binaries'])} binaries hashed)")
-    print(f"atmospheres  {prov['atmosphere'].get('name', prov['atmosphere'])}")
-    print(f"solar mix    {prov['solar_mixture']['name']}")
-    print(f"NLTE         {', '.join(prov['nlte']['nlte_elements']) or 'none (LTE)'}")
-    print(f"made by      {prov['code_version']} on {prov['host']} at {prov['created_utc']}")
-    notes = [n for n in group["note"][:] if n]
+    try:
+        wave_aa = wave[:]
+        print(f"wavelengths  {len(wave_aa)} points, {wave_aa[0]:.3f}-{wave_aa[-1]:.3f} Å "
+              f"({wave.attrs.get('medium', '?')})")
+    except Exception as exc:  # noqa: BLE001 - a corrupt chunk is reported, not a crash
+        unreadable.append(f"wave: unreadable ({type(exc).__name__})")
+    binaries = field("engine", "binaries")
+    print(f"engine       {field('engine', 'name')} ({field('engine', 'sdist')}, "
+          f"{len(binaries) if isinstance(binaries, dict) else '?'} binaries hashed)")
+    atmosphere = field("atmosphere")
+    print(f"atmospheres  {atmosphere.get('name', atmosphere) if isinstance(atmosphere, dict) else atmosphere}")
+    print(f"solar mix    {field('solar_mixture', 'name')}")
+    nlte = field("nlte", "nlte_elements")
+    print(f"NLTE         {', '.join(map(str, nlte)) if isinstance(nlte, list) and nlte else 'none (LTE)'}")
+    print(f"made by      {field('code_version')} on {field('host')} at {field('created_utc')}")
+    notes = [n for n in notes_all if n]
     if notes:
         print(f"notes        {len(notes)} spectra deviate from the definition, e.g. {notes[0]}")
     reasons = failure_reasons(group)
@@ -162,18 +190,29 @@ def _cmd_info(args) -> int:
         print("failures:")
         for reason, n in reasons.items():
             print(f"  {n:6d} x {reason}")
+    if unreadable:
+        print(f"unreadable   {len(unreadable)} chunk(s); counts above treat them as fill values; "
+              f"run `python -m gridgen verify {args.store}`:")
+        for line in unreadable:
+            print(f"  {line}")
     return 0
+
+
+#: Problem lines ``verify`` prints before summarising the rest.
+_VERIFY_SHOWN = 20
 
 
 def _cmd_verify(args) -> int:
     from gridgen.store import verify_grid_store
 
     problems = verify_grid_store(args.store)
-    for line in problems:
+    for line in problems[:_VERIFY_SHOWN]:
         print(f"FAIL {line}")
+    if len(problems) > _VERIFY_SHOWN:
+        print(f"FAIL ... and {len(problems) - _VERIFY_SHOWN} more")
     if problems:
         raise UserError(f"{args.store}: {len(problems)} problem(s) found")
-    print(f"{args.store}: OK (schema and all checksums match)")
+    print(f"{args.store}: OK (schema, every chunk, status/flux/checksum agreement and all checksums)")
     return 0
 
 

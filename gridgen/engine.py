@@ -613,13 +613,31 @@ def _prepare_workdir(workdir: Path, engine: Engine, atmosphere: AtmosphereModel,
 
 def _run(executable: Path, workdir: Path, name: str, stdin_text: str,
          deadline: float | None) -> None:
-    """Run one Turbospectrum program with ``name.par`` on stdin and ``name.log`` as output."""
+    """Run one Turbospectrum program with ``name.par`` on stdin and ``name.log`` as output.
+
+    On Linux the program gets a parent-death signal (SIGKILL when the thread that started it
+    ends): a worker killed by ``kill``, ``scancel`` or a walltime limit leaves no Turbospectrum
+    process writing on. An exception here (an interrupt, a timeout) kills it too.
+    """
+    preexec = None
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        # Loaded before the fork, so that the child only makes two system calls.
+        libc, parent_pid = ctypes.CDLL(None, use_errno=True), os.getpid()
+
+        def preexec() -> None:
+            libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG, <linux/prctl.h>
+            if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                os._exit(1)
+
     (workdir / f"{name}.par").write_text(stdin_text)
     remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
     with open(workdir / f"{name}.par") as stdin, open(workdir / f"{name}.log", "w") as log:
         try:
             done = subprocess.run([str(executable)], cwd=workdir, stdin=stdin, stdout=log,
-                                  stderr=subprocess.STDOUT, timeout=remaining)
+                                  stderr=subprocess.STDOUT, timeout=remaining, preexec_fn=preexec)
         except subprocess.TimeoutExpired:
             raise SynthesisError(f"{name} timed out", _log_tail(workdir, name)) from None
     if done.returncode != 0:

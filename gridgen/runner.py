@@ -1,16 +1,26 @@
 """Fill a grid store: one task per store chunk, run locally (joblib) or on a Dask cluster.
 
-A task owns whole chunks of the store, so any number of workers, machines or Slurm array
-tasks can fill one store without locks. Each task reloads the grid definition, engine and
+A task owns whole chunks of the store and holds the chunk's lease (:mod:`gridgen.lease`) while
+it computes it, so any number of workers, machines, Slurm array tasks or whole runs can fill one
+store and no chunk is computed twice at a time. Each task reloads the grid definition, engine and
 atmosphere provider from paths (small, picklable messages; nothing but files is shared) and
 synthesises every spectrum of its chunk that is not yet ok. Failures are recorded per
 spectrum with their reason and the run goes on.
+
+Chunks leased by another live run are skipped; once its own chunks are done a run looks at the
+skipped ones once more (computing what their holder left pending) and reports those still leased.
+
+Interruption (SIGTERM from kill, scancel or a walltime limit; Ctrl-C): the local worker pool is
+killed with its Turbospectrum processes, and the run's temporary directory, which holds every
+worker's Turbospectrum work directories, is removed; re-running resumes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gridgen import engine as engine_mod
+from gridgen import lease as lease_mod
 from gridgen import nlte as nlte_mod
 from gridgen.abundances import absolute_abundances
 from gridgen.atmospheres.provider import make_provider
@@ -28,6 +39,7 @@ from gridgen.molecules import load_molecular_linelists
 from gridgen.provenance import run_context, sha256_file
 from gridgen.sampling import assign_split, clip_fe_h_prior, sample_parameters
 from gridgen.solar import SOLAR_MIXTURES, solar_abundances
+from gridgen.storeio import StoreExists
 from gridgen.store import (
     SCHEMA, STATUS_FAILED, STATUS_OK, chunk_ranges, create_grid_store, open_grid_store, status_counts,
     write_spectrum,
@@ -56,13 +68,20 @@ def resolve_linelists(engine, config: GridConfig) -> list[Path]:
 
 @dataclass(frozen=True)
 class ChunkTask:
-    """One unit of work: spectra ``start:stop`` of the store at ``store_path``."""
+    """One unit of work: spectra ``start:stop`` (chunk ``number``) of the store at ``store_path``.
+
+    ``tmp_root`` is the directory for Turbospectrum work directories (None: the system's),
+    ``lease_stale_s`` the heartbeat age (s) after which another run's lease is taken over.
+    """
 
     config_path: str
     store_path: str
     engine_dir: str | None
     start: int
     stop: int
+    number: int = 0
+    tmp_root: str | None = None
+    lease_stale_s: float = lease_mod.STALE_AFTER_S
 
 
 #: Provenance sections that must match for a store to be resumed: what the spectra are made of.
@@ -148,24 +167,33 @@ def prepare_store(config: GridConfig, out: str | Path, engine_dir: str | None = 
     out = Path(out)
     engine = engine_mod.load_engine(Path(engine_dir) if engine_dir else None)
     provider = make_provider(config.atmosphere, engine)
-    if out.exists():
-        group = open_grid_store(out, mode="r+")
-        stored = group.attrs["provenance"]
-        stored_sha = stored["grid"]["toml_sha256"]
-        if stored_sha != config.source_sha256:
-            raise UserError(
-                f"{out}: holds a store of another grid definition (TOML SHA-256 {stored_sha[:12]}..., "
-                f"this one {config.source_sha256[:12]}...); choose another --out"
-            )
-        current = _inputs_provenance(config, engine, provider, engine.wave_medium, hash_nlte=False)
-        changed = [key for key in _RESUME_SECTIONS if _without_nlte_sha(key, stored.get(key)) != current[key]]
-        if changed:
-            raise UserError(
-                f"{out}: made with other inputs ({', '.join(changed)} differ: engine build, line lists, "
-                f"atmosphere weights, NLTE data or parameter table changed); finishing it would mix "
-                f"spectra of two builds; choose another --out"
-            )
-        return group
+    if not out.exists():
+        try:
+            return _create_store(config, out, engine, provider)
+        except StoreExists:
+            pass  # another run created it meanwhile: resume it like any existing store
+    group = open_grid_store(out, mode="r+")
+    stored = group.attrs.get("provenance")
+    stored = stored if isinstance(stored, dict) else {}
+    stored_sha = str((stored.get("grid") or {}).get("toml_sha256", "?"))
+    if stored_sha != config.source_sha256:
+        raise UserError(
+            f"{out}: holds a store of another grid definition (TOML SHA-256 {stored_sha[:12]}..., "
+            f"this one {config.source_sha256[:12]}...); choose another --out"
+        )
+    current = _inputs_provenance(config, engine, provider, engine.wave_medium, hash_nlte=False)
+    changed = [key for key in _RESUME_SECTIONS if _without_nlte_sha(key, stored.get(key)) != current[key]]
+    if changed:
+        raise UserError(
+            f"{out}: made with other inputs ({', '.join(changed)} differ: engine build, line lists, "
+            f"atmosphere weights, NLTE data or parameter table changed); finishing it would mix "
+            f"spectra of two builds; choose another --out"
+        )
+    return group
+
+
+def _create_store(config: GridConfig, out: Path, engine, provider):
+    """Sample the parameters and create the (all pending) store; StoreExists if ``out`` exists."""
     labels = sample_parameters(config, provider)
     solar_abundances(config.sampler.solar_mixture)  # fail early on an unknown mixture name
     return create_grid_store(
@@ -246,30 +274,61 @@ def synthesize_labels(labels: np.ndarray, context: SynthesisContext) -> tuple[np
     return spectrum.flux_norm, "; ".join(f"{el} in LTE: {why}" for el, why in lte_fallback.items())
 
 
-def run_chunk(task: ChunkTask) -> dict[str, int]:
+def run_chunk(task: ChunkTask) -> dict:
     """Synthesise every not-yet-ok spectrum of one chunk and write it to the store.
+
+    Holds the chunk's lease meanwhile; a chunk leased by another live run is left alone.
 
     Returns
     -------
     dict
-        Counts of ``ok`` and ``failed`` spectra written by this task.
+        ``chunk``: the chunk number; ``ok`` and ``failed``: spectra written by this task;
+        ``leased_by``: the other run's holder (``"host, pid N"``) if the chunk was skipped,
+        else ``""``.
     """
-    context = SynthesisContext.load(task.config_path, task.engine_dir)
-    group = open_grid_store(task.store_path, mode="r+")
-    status = group["status"][task.start:task.stop]
-    labels = group["labels"][task.start:task.stop]
-    counts = {"ok": 0, "failed": 0}
-    for offset in np.flatnonzero(status != STATUS_OK):
-        index = task.start + int(offset)
-        try:
-            flux, note = synthesize_labels(labels[offset], context)
-        except (engine_mod.SynthesisError, UserError) as exc:
-            write_spectrum(group, index, None, str(getattr(exc, "reason", exc)))
-            counts["failed"] += 1
-            continue
-        write_spectrum(group, index, flux, note=note)
-        counts["ok"] += 1
+    counts = {"chunk": task.number, "ok": 0, "failed": 0, "leased_by": ""}
+    lease = lease_mod.acquire(task.store_path, f"chunk-{task.number}", task.lease_stale_s)
+    if isinstance(lease, lease_mod.Holder):
+        return {**counts, "leased_by": str(lease)}
+    with lease, _temporary_directory_root(task.tmp_root):
+        group = open_grid_store(task.store_path, mode="r+")
+        # Read after taking the lease: another run may have finished the chunk meanwhile.
+        status = group["status"][task.start:task.stop]
+        todo = np.flatnonzero(status != STATUS_OK)
+        if not len(todo):
+            return counts
+        context = SynthesisContext.load(task.config_path, task.engine_dir)
+        labels = group["labels"][task.start:task.stop]
+        for offset in todo:
+            index = task.start + int(offset)
+            try:
+                flux, note = synthesize_labels(labels[offset], context)
+            except (engine_mod.SynthesisError, UserError) as exc:
+                write_spectrum(group, index, None, str(getattr(exc, "reason", exc)))
+                counts["failed"] += 1
+                continue
+            write_spectrum(group, index, flux, note=note)
+            counts["ok"] += 1
     return counts
+
+
+class _temporary_directory_root:
+    """Put this process's temporary directories (Turbospectrum's ``ts-*``) under ``root``.
+
+    ``tempfile.tempdir`` is the documented default for every ``tempfile`` call; a worker runs one
+    task at a time, and the previous value is restored. With ``root`` None nothing changes.
+    """
+
+    def __init__(self, root: str | None):
+        self.root = root
+
+    def __enter__(self):
+        self.previous = tempfile.tempdir
+        if self.root is not None:
+            tempfile.tempdir = self.root
+
+    def __exit__(self, *exc) -> None:
+        tempfile.tempdir = self.previous
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -285,6 +344,21 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return index, count
 
 
+def check_scheduler_address(address: str) -> None:
+    """Refuse a Dask scheduler address that is not ``PROTOCOL://HOST:PORT`` (e.g. tcp://node1:8786)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(address)
+        port = parts.port
+    except ValueError:
+        port = None
+        parts = None
+    if parts is None or not parts.scheme or not parts.hostname or port is None:
+        raise UserError(f"--scheduler: expected PROTOCOL://HOST:PORT such as tcp://node1:8786, "
+                        f"got {address!r}")
+
+
 def run_grid(
     config_path: str | Path,
     out: str | Path,
@@ -295,7 +369,8 @@ def run_grid(
     engine_dir: str | None = None,
     progress: bool = True,
     create_only: bool = False,
-) -> dict[str, int]:
+    lease_stale_s: float = lease_mod.STALE_AFTER_S,
+) -> dict:
     """Create or resume the grid store ``out`` for the grid definition at ``config_path``.
 
     Parameters
@@ -314,21 +389,35 @@ def run_grid(
         Turbospectrum cache directory (default: ``$GRIDGEN_ENGINE_DIR`` or the user cache).
     create_only
         Only create (sample) the store, synthesise nothing: run once before starting many
-        shards so that they do not race to create it.
+        shards (runs racing to create one store are safe too: one creates it, the others
+        resume it).
+    lease_stale_s
+        Heartbeat age (s) after which a chunk leased by another run is taken over (a run on
+        this host whose process is dead is taken over at once).
 
     Returns
     -------
     dict
-        Store-wide counts of ``ok``, ``failed`` and ``pending`` spectra after the run.
+        Store-wide counts of ``ok``, ``failed`` and ``pending`` spectra after the run;
+        ``computed``: spectra this run synthesised (ok or failed); ``leased``: chunk number ->
+        holder (``"host, pid N"``) of chunks still being computed by another run.
     """
     if jobs < 1:
         raise UserError(f"--jobs: must be >= 1, got {jobs}")
+    if not lease_stale_s > 0:
+        raise UserError(f"--lease-stale-s: must be > 0 s, got {lease_stale_s}")
     shard_index, shard_count = parse_shard(shard)
+    if scheduler is not None:
+        check_scheduler_address(scheduler)
     config = load_grid_config(config_path)
     group = prepare_store(config, out, engine_dir)
     status = group["status"][:]
+    # Turbospectrum work directories of local workers go below one directory of this run, removed
+    # at the end even if a worker was killed; Dask workers on other machines use their own.
+    tmp_root = None if scheduler or create_only else tempfile.mkdtemp(prefix="gridgen-run-")
     tasks = [] if create_only else [
-        ChunkTask(str(Path(config_path).resolve()), str(Path(out).resolve()), engine_dir, start, stop)
+        ChunkTask(str(Path(config_path).resolve()), str(Path(out).resolve()), engine_dir, start, stop,
+                  number, tmp_root, float(lease_stale_s))
         for number, (start, stop) in enumerate(chunk_ranges(group))
         if number % shard_count == shard_index and np.any(status[start:stop] != STATUS_OK)
     ]
@@ -337,11 +426,26 @@ def run_grid(
         todo_mask[task.start:task.stop] = status[task.start:task.stop] != STATUS_OK
     bar = tqdm(total=int(todo_mask.sum()), unit="spectrum", desc=f"gridgen {config.name}",
                disable=not progress)
-    with _StatusMonitor(Path(out), todo_mask, bar):
-        for _ in execute(run_chunk, tasks, jobs=jobs, scheduler=scheduler):
-            pass
+    computed = 0
+    try:
+        with _StatusMonitor(Path(out), todo_mask, bar):
+            leased = {}
+            for result in execute(run_chunk, tasks, jobs=jobs, scheduler=scheduler):
+                computed += result["ok"] + result["failed"]
+                if result["leased_by"]:
+                    leased[result["chunk"]] = result["leased_by"]
+            # Look once more at chunks another run held: it may have finished or died meanwhile.
+            skipped = [task for task in tasks if task.number in leased]
+            leased = {}
+            for result in execute(run_chunk, skipped, jobs=jobs, scheduler=scheduler):
+                computed += result["ok"] + result["failed"]
+                if result["leased_by"]:
+                    leased[result["chunk"]] = result["leased_by"]
+    finally:
+        if tmp_root is not None:
+            shutil.rmtree(tmp_root, ignore_errors=True)
     bar.close()
-    return status_counts(open_grid_store(out))
+    return {**status_counts(open_grid_store(out)), "computed": computed, "leased": leased}
 
 
 class _StatusMonitor:
@@ -403,7 +507,7 @@ def execute(function, items: list, *, jobs: int = 1, scheduler: str | None = Non
 
         try:
             client = Client(scheduler, timeout="30s")
-        except OSError as exc:
+        except (OSError, ValueError, TypeError) as exc:
             raise UserError(f"--scheduler: cannot reach Dask scheduler {scheduler}: {exc}") from None
         with client:
             futures = client.map(function, items, pure=False)

@@ -17,15 +17,26 @@ array         shape                  dtype    meaning
 ``split``     (n_spec,)              int8     0 train, 1 test, 2 validation
 ============  =====================  =======  ==================================================
 
-Every per-spectrum array is chunked along ``spectrum`` only, with the same chunk length, so
-one worker (or one Slurm array task) owns whole chunks and needs no locks. Dimension names:
+Every per-spectrum array is chunked along ``spectrum`` only, with the same chunk length; a
+chunk is the unit of work of one worker. Dimension names:
 ``spectrum``, ``wavelength``, ``label``. Group attributes: ``schema`` (:data:`SCHEMA`),
 ``label_names``, ``label_units``, ``chunk_spectra`` and ``provenance`` (grid TOML text and
 SHA-256, engine and binary SHA-256s, line-list SHA-256s, atmosphere provider, solar mixture,
 NLTE settings, code version, host, creation time).
 
 A store is created complete (all arrays, status pending) under a temporary name and renamed
-into place, so a failed creation leaves nothing behind; filling it is resumable.
+into place, so a failed creation leaves nothing behind; filling it is resumable. Every chunk file
+of ``labels``, ``status`` and ``split`` is written at creation (even where it holds only fill
+values), so a missing one is a lost file; ``flux`` and ``checksum`` chunks exist once a spectrum
+of the chunk is ok (Zarr does not store all-fill chunks).
+
+Consistency (what ``python -m gridgen verify`` checks): an ok spectrum has finite, non-negative
+flux, a checksum equal to :func:`flux_checksum` of it and no error text; a pending or failed one
+has NaN flux and no checksum; a failed one has an error text, a pending one none.
+
+Leases: while a run computes a chunk it holds ``.leases/chunk-<index>.json`` under the store
+directory (see :mod:`gridgen.lease`), so two runs on one store never compute the same chunk. The
+files exist only while chunks are worked on; Zarr readers ignore them.
 """
 
 from __future__ import annotations
@@ -55,6 +66,10 @@ _REQUIRED = {
     "checksum": ("spectrum",),
     "split": ("spectrum",),
 }
+#: Per-spectrum arrays whose every chunk file exists from creation on.
+_WRITTEN_AT_CREATION = ("labels", "status", "split")
+#: How many problems of one kind verify lists before summarising the rest.
+_SHOWN_PER_KIND = 5
 
 
 def flux_checksum(flux_row: np.ndarray) -> str:
@@ -97,6 +112,8 @@ def create_grid_store(
     """
     n_spec, n_label = labels.shape
     chunk = (min(chunk_spectra, n_spec),)
+    # Write all-fill chunks too, so that verify can tell a lost chunk file from an untouched one.
+    every_chunk = {"write_empty_chunks": True}
 
     def fill(group: zarr.Group) -> None:
         wave = group.create_array("wave", shape=wave_aa.shape, dtype="f8",
@@ -107,14 +124,17 @@ def create_grid_store(
                            chunks=chunk + (len(wave_aa),), fill_value=np.nan,
                            dimension_names=["spectrum", "wavelength"])
         labels_arr = group.create_array("labels", shape=labels.shape, dtype="f8",
-                                        chunks=chunk + (n_label,),
+                                        chunks=chunk + (n_label,), config=every_chunk,
                                         dimension_names=["spectrum", "label"])
         labels_arr[:] = labels
-        for name, dtype, fill_value in (("status", "i1", STATUS_PENDING), ("split", "i1", 0),
-                                        ("error", str, ""), ("note", str, ""), ("checksum", str, "")):
-            group.create_array(name, shape=(n_spec,), dtype=dtype, chunks=chunk,
-                               fill_value=fill_value, dimension_names=["spectrum"])
-        group["split"][:] = split
+        for name, dtype, fill_value, values in (
+                ("status", "i1", STATUS_PENDING, STATUS_PENDING), ("split", "i1", 0, split),
+                ("error", str, "", None), ("note", str, "", None), ("checksum", str, "", None)):
+            array = group.create_array(name, shape=(n_spec,), dtype=dtype, chunks=chunk,
+                                       fill_value=fill_value, dimension_names=["spectrum"],
+                                       config=every_chunk if name in _WRITTEN_AT_CREATION else None)
+            if values is not None:
+                array[:] = values
         group.attrs.update({
             "schema": SCHEMA,
             "label_names": list(label_names),
@@ -182,52 +202,139 @@ def write_spectrum(group: zarr.Group, index: int, flux: np.ndarray | None, error
     group["status"][index] = STATUS_OK
 
 
+def read_chunked(group: zarr.Group, name: str) -> tuple[np.ndarray, list[str]]:
+    """Read a per-spectrum array chunk by chunk, going on past unreadable chunks.
+
+    Returns
+    -------
+    values : ndarray
+        The array; the rows of an unreadable chunk hold the array's fill value.
+    problems : list of str
+        One line per unreadable chunk, naming the array and the spectrum range.
+    """
+    array = group[name]
+    parts, problems = [], []
+    for start, stop in chunk_ranges(group):
+        try:
+            parts.append(array[start:stop])
+        except Exception as exc:  # noqa: BLE001 - codecs raise RuntimeError, ValueError, ...
+            problems.append(f"{name}: chunk of spectra {start}-{stop - 1} is unreadable "
+                            f"({type(exc).__name__}: {str(exc)[:120]})")
+            parts.append(np.full((stop - start,) + array.shape[1:], array.fill_value, dtype=array.dtype))
+    return np.concatenate(parts), problems
+
+
 def status_counts(group: zarr.Group) -> dict[str, int]:
-    """Number of spectra per status name."""
-    status = group["status"][:]
+    """Number of spectra per status name (an unreadable status chunk counts as pending)."""
+    status = read_chunked(group, "status")[0]
     return {name: int(np.sum(status == code)) for code, name in STATUS_NAMES.items()}
 
 
 def failure_reasons(group: zarr.Group) -> dict[str, int]:
     """Failed spectra counted by reason, most common first."""
-    status = group["status"][:]
-    errors = group["error"][:]
+    status = read_chunked(group, "status")[0]
+    errors = read_chunked(group, "error")[0]
     reasons: dict[str, int] = {}
     for reason in errors[status == STATUS_FAILED]:
         reasons[str(reason)] = reasons.get(str(reason), 0) + 1
     return dict(sorted(reasons.items(), key=lambda item: -item[1]))
 
 
+def missing_chunks(path: str | Path, group: zarr.Group, name: str) -> list[tuple[int, int]]:
+    """``(start, stop)`` of every chunk of per-spectrum array ``name`` without a chunk file."""
+    array = group[name]
+    missing = []
+    for number, (start, stop) in enumerate(chunk_ranges(group)):
+        key = array.metadata.encode_chunk_key((number,) + (0,) * (array.ndim - 1))
+        if not (Path(path) / name / key).is_file():
+            missing.append((start, stop))
+    return missing
+
+
 def verify_grid_store(path: str | Path) -> list[str]:
-    """Check schema, value sanity and every ok spectrum's checksum.
+    """Check schema, readability, lost chunk files and that status, flux and checksum agree.
+
+    Every chunk of every per-spectrum array is read (an unreadable one is a problem and the check
+    goes on), and every spectrum is checked against the consistency rules of the module
+    docstring; ok spectra's checksums are recomputed.
 
     Returns
     -------
     list of str
-        One line per problem found; empty if the store is sound.
+        One line per problem kind and array; a kind with many spectra lists the first few
+        and the count. Empty if the store is sound.
     """
     try:
         group = open_grid_store(path)
     except UserError as exc:
         return [str(exc)]
-    problems = []
-    wave = group["wave"][:]
-    if not np.all(np.diff(wave) > 0):
-        problems.append("wave is not strictly increasing")
-    status = group["status"][:]
+    problems: list[str] = []
+    try:
+        wave = group["wave"][:]
+    except Exception as exc:  # noqa: BLE001 - a corrupt chunk, reported like the others
+        problems.append(f"wave: unreadable ({type(exc).__name__}: {str(exc)[:120]})")
+    else:
+        if not np.all(np.diff(wave) > 0):
+            problems.append("wave is not strictly increasing")
+    values = {}
+    for name in ("status", "split", "error", "checksum", "labels"):
+        values[name], unreadable = read_chunked(group, name)
+        problems.extend(unreadable)
+    status = values["status"]
+    for name in _WRITTEN_AT_CREATION:
+        for start, stop in missing_chunks(path, group, name):
+            problems.append(f"{name}: chunk file of spectra {start}-{stop - 1} is missing")
+    for name, needed_by in (("flux", STATUS_OK), ("checksum", STATUS_OK)):
+        for start, stop in missing_chunks(path, group, name):
+            if np.any(status[start:stop] == needed_by):
+                problems.append(f"{name}: chunk file of spectra {start}-{stop - 1} is missing, "
+                                f"but status says {STATUS_NAMES[needed_by]} spectra are in it")
     if not np.isin(status, list(STATUS_NAMES)).all():
         problems.append("status holds unknown codes")
-    if not np.isin(group["split"][:], [0, 1, 2]).all():
+    if not np.isin(values["split"], [0, 1, 2]).all():
         problems.append("split holds unknown codes")
-    checksums = group["checksum"][:]
+
+    bad: dict[str, list[int]] = {}
+    checksums, errors = values["checksum"], values["error"]
+    flux_array = group["flux"]
     for start, stop in chunk_ranges(group):
-        flux = group["flux"][start:stop]
+        try:
+            flux = flux_array[start:stop]
+        except Exception as exc:  # noqa: BLE001 - codecs raise RuntimeError, ValueError, ...
+            problems.append(f"flux: chunk of spectra {start}-{stop - 1} is unreadable "
+                            f"({type(exc).__name__}: {str(exc)[:120]})")
+            continue
         for offset, row in enumerate(flux):
             i = start + offset
-            if status[i] != STATUS_OK:
-                continue
-            if not np.all(np.isfinite(row)) or np.any(row < 0):
-                problems.append(f"spectrum {i}: NaN or negative flux in an ok spectrum")
-            elif flux_checksum(row) != checksums[i]:
-                problems.append(f"spectrum {i}: flux checksum mismatch")
+            for kind in _row_problems(int(status[i]), row, str(checksums[i]), str(errors[i])):
+                bad.setdefault(kind, []).append(i)
+    for kind, rows in bad.items():
+        shown = ", ".join(map(str, rows[:_SHOWN_PER_KIND]))
+        more = f", ... ({len(rows)} spectra)" if len(rows) > _SHOWN_PER_KIND else ""
+        problems.append(f"{kind}: spectrum {shown}{more}")
     return problems
+
+
+def _row_problems(status: int, flux_row: np.ndarray, checksum: str, error: str) -> list[str]:
+    """What breaks the consistency rules in one spectrum's status, flux, checksum and error."""
+    found = []
+    if status == STATUS_OK:
+        if not np.all(np.isfinite(flux_row)) or np.any(flux_row < 0):
+            found.append("ok but NaN or negative flux")
+        elif not checksum:
+            found.append("ok but no checksum")
+        elif flux_checksum(flux_row) != checksum:
+            found.append("flux checksum mismatch")
+        if error:
+            found.append("ok but has an error text")
+    elif status in (STATUS_PENDING, STATUS_FAILED):
+        name = STATUS_NAMES[status]
+        if not np.all(np.isnan(flux_row)):
+            found.append(f"{name} but has flux")
+        if checksum:
+            found.append(f"{name} but has a checksum")
+        if status == STATUS_FAILED and not error:
+            found.append("failed without an error text")
+        if status == STATUS_PENDING and error:
+            found.append("pending but has an error text")
+    return found

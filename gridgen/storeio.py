@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,14 @@ from pathlib import Path
 import zarr
 
 from gridgen.errors import UserError
+
+
+class StoreExists(UserError):
+    """The destination of a new store exists, or another process created it meanwhile.
+
+    A caller that resumes existing stores (``gridgen run``) catches it and opens the store the
+    other process made; every other caller lets it end the command with one line.
+    """
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -72,16 +81,20 @@ def open_store(path: str | Path, schemas: tuple[str, ...], what: str, mode: str 
 def create_atomically(path: str | Path, fill: Callable[[zarr.Group], None]) -> None:
     """Run ``fill(group)`` on a new Zarr v3 group at a temporary path, then rename it to ``path``.
 
+    The temporary directory has a unique name, so any number of processes may race to create
+    the same store: exactly one rename succeeds, the others raise :class:`StoreExists` and
+    leave nothing behind.
+
     Raises
     ------
-    UserError
-        If ``path`` already exists.
+    StoreExists
+        If ``path`` exists already, or appeared while the store was being filled.
     """
     path = Path(path)
     if path.exists():
-        raise UserError(f"{path}: already exists; choose another --out or remove it")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+        raise StoreExists(f"{path}: already exists; choose another --out or remove it")
+    # Unique per process and call (not only per pid: stores live on file systems shared by hosts).
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
     try:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         fill(group)
@@ -90,7 +103,15 @@ def create_atomically(path: str | Path, fill: Callable[[zarr.Group], None]) -> N
             # creation (filling only writes chunks), so the consolidated copy stays valid.
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(str(tmp))
-        os.rename(tmp, path)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            # rename(2) refuses a non-empty directory (ENOTEMPTY/EEXIST) or a file (ENOTDIR) in
+            # the way: another process won the race.
+            if path.exists():
+                raise StoreExists(f"{path}: created by another process meanwhile; "
+                                  "choose another --out or remove it") from None
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -36,7 +36,7 @@ def small_grid(tmp_path, n_spectra=4, name="small.toml", seed=20260101):
 def test_run_fills_store_verifies_and_rerun_is_a_no_op(engine, tmp_path, capsys):
     grid = small_grid(tmp_path)
     counts = run_grid(grid, tmp_path / "g.zarr", progress=False)
-    assert counts == {"ok": 4, "failed": 0, "pending": 0}
+    assert counts == {"ok": 4, "failed": 0, "pending": 0, "computed": 4, "leased": {}}
     group = open_grid_store(tmp_path / "g.zarr")
     flux = group["flux"][:]
     wave = group["wave"][:]
@@ -100,7 +100,8 @@ def test_killed_run_resumes_with_identical_finished_spectra(engine, tmp_path):
     finished = np.flatnonzero(status == 1)
     assert 2 <= len(finished) < 6, "the kill must land mid-run for this test to mean anything"
     before = open_grid_store(out)["flux"][:][finished]
-    assert run_grid(grid, out, progress=False) == {"ok": 6, "failed": 0, "pending": 0}
+    counts = run_grid(grid, out, progress=False)
+    assert (counts["ok"], counts["pending"], counts["computed"]) == (6, 0, 6 - len(finished))
     after = open_grid_store(out)["flux"][:]
     assert after[finished].tobytes() == before.tobytes()
     assert verify_grid_store(out) == []
@@ -142,8 +143,105 @@ def test_shards_split_chunks_between_array_tasks(engine, tmp_path):
     grid = small_grid(tmp_path, n_spectra=4)
     out = tmp_path / "g.zarr"
     assert run_grid(grid, out, create_only=True, progress=False)["pending"] == 4
-    assert run_grid(grid, out, shard="1/2", progress=False) == {"ok": 2, "failed": 0, "pending": 2}
+    counts = run_grid(grid, out, shard="1/2", progress=False)
+    assert (counts["ok"], counts["failed"], counts["pending"]) == (2, 0, 2)
     assert list(open_grid_store(out)["status"][:]) == [0, 0, 1, 1]
     assert run_grid(grid, out, shard="0/2", progress=False)["ok"] == 4
     with pytest.raises(UserError, match="--shard"):
         run_grid(grid, out, shard="2/2", progress=False)
+
+
+def _gridgen(args, tmp_dir, **kwargs):
+    """Start `python -m gridgen ARGS` with this checkout and its own temporary directory."""
+    env = {**os.environ, "TMPDIR": str(tmp_dir),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
+                                                       os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen([sys.executable, "-m", "gridgen", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_runs_racing_to_create_one_store_all_succeed(engine, tmp_path):
+    grid = small_grid(tmp_path, n_spectra=4)
+    (tmp_path / "tmp").mkdir()
+    procs = [_gridgen(["run", grid, "--out", tmp_path / "g.zarr", "--create-only", "--no-progress"],
+                      tmp_path / "tmp") for _ in range(3)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        assert "4 pending" in out
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".g.zarr")] == []
+    assert open_grid_store(tmp_path / "g.zarr")["labels"].shape == (4, 25)
+
+
+def test_two_live_runs_compute_each_spectrum_once_and_match_one_run(engine, tmp_path):
+    grid = small_grid(tmp_path, n_spectra=4)
+    (tmp_path / "tmp").mkdir()
+    procs = [_gridgen(["run", grid, "--out", tmp_path / "both.zarr", "--no-progress"], tmp_path / "tmp")
+             for _ in range(2)]
+    synthesised = 0
+    for proc in procs:
+        out, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err
+        synthesised += int(re.search(r"\((\d+) synthesised by this run\)", out).group(1))
+    assert synthesised == 4, "a spectrum was computed twice, or not at all"
+    assert not (tmp_path / "both.zarr" / ".leases").exists()
+    assert verify_grid_store(tmp_path / "both.zarr") == []
+    run_grid(grid, tmp_path / "one.zarr", progress=False)
+    assert (open_grid_store(tmp_path / "both.zarr")["flux"][:].tobytes()
+            == open_grid_store(tmp_path / "one.zarr")["flux"][:].tobytes())
+
+
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command name) of every process, from /proc/*/stat."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        if fields[0] != "Z":
+            table[int(stat.parent.name)] = (int(fields[1]), name)
+    return table
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    table = _process_table()
+    found, frontier = {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, name) in table.items():
+            if ppid == parent and child not in found:
+                found[child] = name
+                frontier.append(child)
+    return found
+
+
+def test_sigterm_stops_workers_and_turbospectrum_and_a_rerun_resumes(engine, tmp_path):
+    grid = small_grid(tmp_path, n_spectra=4)
+    out = tmp_path / "g.zarr"
+    (tmp_path / "tmp").mkdir()
+    proc = _gridgen(["run", grid, "--out", out, "--jobs", "2", "--no-progress"], tmp_path / "tmp")
+    deadline = time.time() + 600
+    family = {}
+    while time.time() < deadline and proc.poll() is None:
+        family = _descendants(proc.pid)
+        if {"bsyn_lu", "babsma_lu"} & set(family.values()):
+            break
+        time.sleep(0.2)
+    assert {"bsyn_lu", "babsma_lu"} & set(family.values()), "no Turbospectrum run seen"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    time.sleep(10)  # the promise: within 10 s of SIGTERM nothing of the run is left
+    alive = {pid: name for pid, name in family.items() if pid in _process_table()}
+    assert alive == {}, f"left running after SIGTERM: {alive}"
+    assert list((tmp_path / "tmp").iterdir()) == [], "work directories left behind"
+    status = open_grid_store(out)["status"][:]
+    finished = np.flatnonzero(status == 1)
+    before = open_grid_store(out)["flux"][:][finished]
+    assert run_grid(grid, out, progress=False)["ok"] == 4
+    assert open_grid_store(out)["flux"][:][finished].tobytes() == before.tobytes()
+    assert verify_grid_store(out) == []

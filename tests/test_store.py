@@ -1,5 +1,7 @@
 """Grid store contract: schema, atomic creation, checksums, corruption detection."""
 
+import os
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -21,7 +23,7 @@ def _make(path, n_spec=5, n_wave=50):
         labels=np.arange(n_spec * 25, dtype=float).reshape(n_spec, 25),
         label_names=LABEL_NAMES,
         label_units=LABEL_UNITS,
-        split=np.array([0, 1, 2, 0, 0][:n_spec], dtype=np.int8),
+        split=np.resize(np.array([0, 1, 2, 0, 0], dtype=np.int8), n_spec),
         chunk_spectra=2,
         provenance={"grid": {"name": "t", "toml_sha256": "x" * 64}},
     )
@@ -49,7 +51,7 @@ def test_written_spectra_verify_and_tampering_is_detected(tmp_path):
     assert verify_grid_store(tmp_path / "g.zarr") == []
     group["flux"][0, 10] = 0.123
     problems = verify_grid_store(tmp_path / "g.zarr")
-    assert problems == ["spectrum 0: flux checksum mismatch"]
+    assert problems == ["flux checksum mismatch: spectrum 0"]
 
 
 def test_missing_array_and_foreign_store_are_refused(tmp_path):
@@ -68,3 +70,124 @@ def test_missing_array_and_foreign_store_are_refused(tmp_path):
     with pytest.raises(UserError, match="not a readable Zarr store"):
         open_grid_store(tmp_path / "junk.zarr")
     assert verify_grid_store(tmp_path / "nowhere.zarr")[0].endswith("no such grid store")
+
+
+def _filled(path):
+    """A store of 5 spectra in chunks of 2: 0-2 ok, 3 failed, 4 pending."""
+    group = _make(path)
+    for i in range(3):
+        write_spectrum(group, i, np.linspace(0.5, 1.0, 50) - 0.01 * i)
+    write_spectrum(group, 3, None, "bsyn exited with status 2")
+    assert verify_grid_store(path) == []
+    return group
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_flux_chunk_is_reported_and_the_rest_still_checked(tmp_path, capsys, damage):
+    from gridgen.cli import main
+    from gridgen.errors import run_cli
+
+    group = _filled(tmp_path / "g.zarr")
+    chunk = tmp_path / "g.zarr" / "flux" / "c" / "0" / "0"
+    data = chunk.read_bytes()
+    chunk.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00garbage" * 8)
+    group["flux"][2, 5] = 0.25  # a second, independent problem in another chunk
+    problems = verify_grid_store(tmp_path / "g.zarr")
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("flux: chunk of spectra 0-1 is unreadable")
+    assert problems[1] == "flux checksum mismatch: spectrum 2"
+    assert run_cli(main, ["verify", str(tmp_path / "g.zarr")]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "2 problem(s)" in captured.err
+    assert "spectra 0-1 is unreadable" in captured.out
+    # info reads no flux: it still summarises the store.
+    assert run_cli(main, ["info", str(tmp_path / "g.zarr")]) == 0
+
+
+def test_info_names_an_unreadable_status_chunk(tmp_path, capsys):
+    from gridgen.cli import main
+    from gridgen.errors import run_cli
+
+    _filled(tmp_path / "g.zarr")
+    (tmp_path / "g.zarr" / "status" / "c" / "1").write_bytes(b"garbage")
+    assert run_cli(main, ["info", str(tmp_path / "g.zarr")]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert "status: chunk of spectra 2-3 is unreadable" in captured.out
+    problems = verify_grid_store(tmp_path / "g.zarr")
+    assert problems[0].startswith("status: chunk of spectra 2-3 is unreadable")
+
+
+@pytest.mark.parametrize("array, expected", [
+    # Lost status reads as pending: the ok spectra 0 and 1 then hold flux and checksums.
+    ("status", ["status: chunk file of spectra 0-1 is missing",
+                "pending but has flux: spectrum 0, 1", "pending but has a checksum: spectrum 0, 1"]),
+    ("flux", ["flux: chunk file of spectra 0-1 is missing, but status says ok spectra are in it",
+              "ok but NaN or negative flux: spectrum 0, 1"]),
+    ("checksum", ["checksum: chunk file of spectra 0-1 is missing, but status says ok spectra are in it",
+                  "ok but no checksum: spectrum 0, 1"]),
+    ("labels", ["labels: chunk file of spectra 0-1 is missing"]),
+    ("split", ["split: chunk file of spectra 0-1 is missing"]),
+])
+def test_a_deleted_chunk_file_is_reported(tmp_path, array, expected):
+    _filled(tmp_path / "g.zarr")
+    chunk_dir = tmp_path / "g.zarr" / array / "c"
+    (chunk_dir / "0" / "0" if (chunk_dir / "0").is_dir() else chunk_dir / "0").unlink()
+    assert verify_grid_store(tmp_path / "g.zarr") == expected
+
+
+def test_status_flux_checksum_and_error_must_agree(tmp_path):
+    group = _filled(tmp_path / "g.zarr")
+    group["error"][3] = ""                       # failed without a reason
+    group["flux"][4] = 0.5                       # pending with flux
+    group["checksum"][1] = ""                    # ok without checksum
+    group["error"][0] = "stale reason"           # ok with an error text
+    assert sorted(verify_grid_store(tmp_path / "g.zarr")) == sorted([
+        "failed without an error text: spectrum 3",
+        "pending but has flux: spectrum 4",
+        "ok but no checksum: spectrum 1",
+        "ok but has an error text: spectrum 0",
+    ])
+
+
+def test_many_bad_spectra_are_counted_not_all_listed(tmp_path):
+    group = _make(tmp_path / "g.zarr", n_spec=20)
+    group["checksum"][:] = "0" * 64  # every pending spectrum now claims a checksum
+    assert verify_grid_store(tmp_path / "g.zarr") == [
+        "pending but has a checksum: spectrum 0, 1, 2, 3, 4, ... (20 spectra)"]
+
+
+def test_a_chunk_lease_is_exclusive_refreshed_released_and_taken_over_when_stale(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from gridgen import lease
+
+    store = tmp_path / "g.zarr"
+    store.mkdir()
+    held = lease.acquire(store, "chunk-0")
+    assert isinstance(held, lease.Lease)
+    with held:
+        other = lease.acquire(store, "chunk-0")
+        assert isinstance(other, lease.Holder) and other.pid == os.getpid()
+        assert isinstance(lease.acquire(store, "chunk-1"), lease.Lease)
+        before = json.loads(held.path.read_text())["heartbeat_unix"]
+        assert held.refresh() and json.loads(held.path.read_text())["heartbeat_unix"] >= before
+    assert not (store / lease.LEASE_DIR / "chunk-0.json").exists()
+    # A lease of a process of this host that has exited is taken over at once.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    path = store / lease.LEASE_DIR / "chunk-1.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "pid": int(dead.stdout)}))
+    taken = lease.acquire(store, "chunk-1")
+    assert isinstance(taken, lease.Lease)
+    # The old holder's release must not remove the new holder's lease.
+    lease.Lease(path, record["token"], 600.0).release()
+    assert path.exists()
+    # A live holder that stopped refreshing is taken over after stale_after_s.
+    path.write_text(json.dumps({**record, "pid": os.getppid(), "heartbeat_unix": 0.0,
+                                "host": "elsewhere"}))
+    assert isinstance(lease.acquire(store, "chunk-1", stale_after_s=1e12), lease.Holder)
+    assert isinstance(lease.acquire(store, "chunk-1", stale_after_s=60.0), lease.Lease)
