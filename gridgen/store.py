@@ -27,7 +27,7 @@ NLTE settings, code version, host, creation time).
 A store is created complete (all arrays, status pending) under a temporary name and renamed
 into place, so a failed creation leaves nothing behind; filling it is resumable. Every chunk file
 of ``labels``, ``status`` and ``split`` is written at creation (even where it holds only fill
-values), so a missing one is a lost file; ``flux`` and ``checksum`` chunks exist once a spectrum
+values; those arrays carry the attribute ``all_chunks_written``), so a missing one is a lost file; ``flux`` and ``checksum`` chunks exist once a spectrum
 of the chunk is ok (Zarr does not store all-fill chunks).
 
 Consistency (what ``python -m gridgen verify`` checks): an ok spectrum has finite, non-negative
@@ -135,6 +135,8 @@ def create_grid_store(
                                        config=every_chunk if name in _WRITTEN_AT_CREATION else None)
             if values is not None:
                 array[:] = values
+        for name in _WRITTEN_AT_CREATION:
+            group[name].attrs["all_chunks_written"] = True
         group.attrs.update({
             "schema": SCHEMA,
             "label_names": list(label_names),
@@ -281,7 +283,9 @@ def verify_grid_store(path: str | Path) -> list[str]:
         values[name], unreadable = read_chunked(group, name)
         problems.extend(unreadable)
     status = values["status"]
-    for name in _WRITTEN_AT_CREATION:
+    # Stores made before every chunk was written at creation lack the marker: there a missing
+    # all-fill chunk is normal, and a lost status chunk still shows as inconsistency below.
+    for name in (n for n in _WRITTEN_AT_CREATION if group[n].attrs.get("all_chunks_written")):
         for start, stop in missing_chunks(path, group, name):
             problems.append(f"{name}: chunk file of spectra {start}-{stop - 1} is missing")
     for name, needed_by in (("flux", STATUS_OK), ("checksum", STATUS_OK)):
