@@ -290,7 +290,8 @@ def resample_depth(structure: dict[str, np.ndarray], log_tau_ross_min: float,
     """Resample a structure onto ``n_depth`` points equally spaced in log tau_Ross.
 
     Positive, steep columns are interpolated linearly in log10, the others linearly; nothing is
-    extrapolated. Where the model's own range falls short of the requested one by at most
+    extrapolated. The model's range is that of its finite, increasing log tau_Ross from the top
+    (a few deep layers of some emulated giants turn back and are not used). Where the model's own range falls short of the requested one by at most
     :data:`DEPTH_TRIM_TOL_DEX` at either end, the new grid ends at the model's end instead (the
     returned ``log_tau_ross`` shows it); further short, the model lacks those depths.
 
@@ -302,13 +303,20 @@ def resample_depth(structure: dict[str, np.ndarray], log_tau_ross_min: float,
     Raises
     ------
     UserError
-        The model lacks the requested depths by more than the tolerance, or its depth scale is
-        not finite and increasing (an emulation far outside its training set).
+        The model lacks the requested depths by more than the tolerance, or has no finite,
+        increasing depth scale at all.
     """
-    old = log_tau_ross(structure["rhox_gcm2"], structure["abross_cm2g"])
-    if not (np.all(np.isfinite(old)) and np.all(np.diff(old) > 0)):
+    with np.errstate(invalid="ignore"):  # a NaN tau is handled below
+        old = log_tau_ross(structure["rhox_gcm2"], structure["abross_cm2g"])
+    # The emulator's deepest layers can turn back (RHOX decreasing) for some giants; only the
+    # run of finite, increasing depths from the top is a usable depth scale.
+    broken = np.flatnonzero(~(np.diff(old) > 0))
+    n_usable = int(broken[0]) + 1 if len(broken) else len(old)
+    if n_usable < 2 or not np.isfinite(old[0]):
         raise UserError("emulated atmosphere has no usable depth scale (log tau_Ross not finite "
                         "and increasing)")
+    old = old[:n_usable]
+    structure = {name: values[:n_usable] for name, values in structure.items()}
     if (log_tau_ross_min < old[0] - DEPTH_TRIM_TOL_DEX
             or log_tau_ross_max > old[-1] + DEPTH_TRIM_TOL_DEX):
         raise UserError(f"atmosphere.log_tau_ross range [{log_tau_ross_min}, {log_tau_ross_max}] "
