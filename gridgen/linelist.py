@@ -8,14 +8,19 @@ transition whose first three fields are wavelength (Å, air), excitation energy 
 
 from __future__ import annotations
 
+import math
+import os
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gridgen.errors import UserError
+from gridgen.provenance import sha256_file
 
-_SPECIES_HEADER = re.compile(r"^'\s*([0-9.]+)\s*'\s+(\d+)\s+(\d+)")
+_SPECIES_HEADER = re.compile(r"^'\s*([0-9]+(?:\.[0-9]*)?)\s*'\s+(\d+)\s+(\d+)")
+# Longest excerpt of an offending line quoted in an error (a binary file has no line breaks).
+_QUOTE_CHARS = 60
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,8 @@ def read_species_blocks(path: str | Path) -> Iterator[SpeciesBlock]:
         for header in rows:
             match = _SPECIES_HEADER.match(header)
             if match is None:
-                raise UserError(f"{path}: expected a species header, got {header.strip()!r}")
+                raise UserError(f"{path}: not a Turbospectrum line list: expected a species header "
+                                f"such as \"'  26.000  '  1  3489\", got {header.strip()[:_QUOTE_CHARS]!r}")
             code, n_lines = match[1], int(match[3])
             body = [next(rows, None) for _ in range(n_lines + 1)][1:]  # skip the name line
             if body and body[-1] is None:
@@ -63,6 +69,129 @@ def read_species_blocks(path: str | Path) -> Iterator[SpeciesBlock]:
 
 
 def line_fields(line: str) -> tuple[float, float, float]:
-    """Wavelength (Å), excitation energy (eV) and log gf of one transition line."""
+    """Wavelength (Å), excitation energy (eV) and log gf of one transition line.
+
+    Raises
+    ------
+    ValueError
+        Fewer than three fields, or one that is not a number.
+    """
     wave_aa, chi_ev, log_gf = line.split(None, 3)[:3]
     return float(wave_aa), float(chi_ev), float(log_gf)
+
+
+@dataclass(frozen=True)
+class LinelistSummary:
+    """What a line list holds, from one pass over it (for validation and provenance).
+
+    Attributes
+    ----------
+    path
+        The file, absolute.
+    sha256
+        SHA-256 of its bytes.
+    n_species
+        Species blocks.
+    n_lines
+        Transitions in the whole file.
+    n_lines_in_windows
+        Transitions whose wavelength (Å, air) lies inside one of the synthesis windows.
+    """
+
+    path: str
+    sha256: str
+    n_species: int
+    n_lines: int
+    n_lines_in_windows: int
+
+    def provenance(self, name: str | None = None) -> dict:
+        """JSON-compatible record; ``name`` replaces ``path`` (e.g. a path inside the engine)."""
+        record = asdict(self)
+        if name is not None:
+            record["path"] = name
+        return record
+
+
+def summarize_linelist(path: str | Path, windows_aa: Sequence[tuple[float, float]]) -> LinelistSummary:
+    """Read a Turbospectrum line list once, checking every transition line, and count its contents.
+
+    Parameters
+    ----------
+    path
+        The line list.
+    windows_aa
+        Synthesis windows ``[(start, end), ...]`` in Å (air).
+
+    Raises
+    ------
+    UserError
+        Not in Turbospectrum's format: a line where a species header is expected, a block cut
+        short, or a transition without a positive finite wavelength (Å), excitation energy and
+        log gf. The message names the file.
+    """
+    path = Path(path).resolve()
+    n_species = n_lines = n_in = 0
+    for block in read_species_blocks(path):
+        n_species += 1
+        for line in block.lines:
+            try:
+                wave_aa, chi_ev, log_gf = line_fields(line)
+            except ValueError:
+                wave_aa = math.nan
+            if not (math.isfinite(wave_aa) and wave_aa > 0 and math.isfinite(chi_ev)
+                    and math.isfinite(log_gf)):
+                raise UserError(f"{path}: not a Turbospectrum line list: species {block.code} has "
+                                f"a line without wavelength, excitation energy and log gf: "
+                                f"{line.strip()[:_QUOTE_CHARS]!r}")
+            n_lines += 1
+            n_in += any(start <= wave_aa <= end for start, end in windows_aa)
+    if n_lines == 0:
+        raise UserError(f"{path}: not a Turbospectrum line list: no transition lines")
+    return LinelistSummary(str(path), sha256_file(path), n_species, n_lines, n_in)
+
+
+def resolve_linelists(engine, config) -> list[Path]:
+    """Line-list paths of a grid, in the order bsyn reads them.
+
+    ``"default"`` is the engine's atomic list (and its hydrogen lines); other entries are the
+    user's lists, already resolved and checked when the grid TOML was loaded
+    (:attr:`gridgen.config.GridConfig.linelists`); with ``synthesis.molecules`` the molecular
+    lists built with the engine follow.
+    """
+    from gridgen.molecules import load_molecular_linelists  # molecules imports this module
+
+    user = iter(config.linelists)
+    paths: list[Path] = []
+    for entry in config.synthesis.linelists:
+        paths.extend(engine.linelists if entry == "default" else [Path(next(user).path)])
+    if config.synthesis.molecules:
+        paths.extend(load_molecular_linelists(engine)[0])
+    return paths
+
+
+def linelist_provenance(engine, config) -> dict:
+    """The ``linelists`` provenance section of a grid store: one record per list bsyn reads.
+
+    Each record has ``path``, ``sha256``, ``n_species``, ``n_lines`` and ``n_lines_in_windows``
+    (:class:`LinelistSummary`), in bsyn's order. Lists of the engine and the molecular cache are
+    named relative to their directory (``engine:linelists/...``, ``molecules:moogc2.ts``) so that
+    machines with other cache paths agree; the user's lists by absolute path. ``molecules`` is
+    the molecular cache's own record (source package, conversion), or None.
+    """
+    from gridgen.molecules import load_molecular_linelists, molecules_dir
+
+    user = {summary.path: summary for summary in config.linelists}
+    windows = config.synthesis.windows_aa
+    records = []
+    for path in resolve_linelists(engine, config):
+        if str(path) in user:
+            records.append(user[str(path)].provenance())
+            continue
+        in_engine = os.path.relpath(path, engine.root)
+        name = (f"engine:{in_engine}" if not in_engine.startswith("..")
+                else f"molecules:{os.path.relpath(path, molecules_dir(engine))}")
+        records.append(summarize_linelist(path, windows).provenance(name))
+    return {
+        "files": records,
+        "molecules": load_molecular_linelists(engine)[1] if config.synthesis.molecules else None,
+    }

