@@ -35,7 +35,7 @@ from gridgen.abundances import absolute_abundances
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
 from gridgen.errors import UserError
-from gridgen.molecules import load_molecular_linelists
+from gridgen.linelist import linelist_provenance, resolve_linelists
 from gridgen.provenance import run_context, sha256_file
 from gridgen.sampling import assign_split, clip_fe_h_prior, sample_parameters
 from gridgen.solar import SOLAR_MIXTURES, solar_abundances
@@ -46,24 +46,6 @@ from gridgen.store import (
 )
 
 _TEFF, _LOGG, _FE_H, _VMIC = (LABEL_NAMES.index(n) for n in ("teff", "logg", "fe_h", "vmic"))
-
-
-def resolve_linelists(engine, config: GridConfig) -> list[Path]:
-    """Line-list paths for a grid: ``"default"`` is the engine's atomic list; others are paths
-    relative to the grid TOML; with ``synthesis.molecules`` the molecular lists follow."""
-    base = Path(config.source_path).parent
-    paths: list[Path] = []
-    for entry in config.synthesis.linelists:
-        if entry == "default":
-            paths.extend(engine.linelists)
-        else:
-            path = (base / entry).resolve()
-            if not path.is_file():
-                raise UserError(f"synthesis.linelists: file not found: {path}")
-            paths.append(path)
-    if config.synthesis.molecules:
-        paths.extend(load_molecular_linelists(engine)[0])
-    return paths
 
 
 @dataclass(frozen=True)
@@ -120,10 +102,7 @@ def _inputs_provenance(config: GridConfig, engine, provider, wave_medium: str,
             "table": {"path": table, "sha256": sha256_file(table)} if table else None,
         },
         "engine": engine.provenance(),
-        "linelists": {
-            "files": {p.name: _linelist_sha256(p, engine) for p in resolve_linelists(engine, config)},
-            "molecules": load_molecular_linelists(engine)[1] if config.synthesis.molecules else None,
-        },
+        "linelists": linelist_provenance(engine, config),
         "atmosphere": provider.describe(),
         "solar_mixture": {"name": config.sampler.solar_mixture,
                           **SOLAR_MIXTURES[config.sampler.solar_mixture]},
@@ -136,14 +115,6 @@ def _inputs_provenance(config: GridConfig, engine, provider, wave_medium: str,
             "wave_medium": wave_medium,
         },
     }))
-
-
-def _linelist_sha256(path: Path, engine) -> str:
-    """SHA-256 of a line list: from the engine's or molecules' manifest when it has one."""
-    relative = os.path.relpath(path, engine.root)
-    if relative in engine.sha256:
-        return engine.sha256[relative]
-    return sha256_file(path)
 
 
 def _without_nlte_sha(key: str, section):
@@ -271,7 +242,8 @@ def synthesize_labels(labels: np.ndarray, context: SynthesisContext) -> tuple[np
         context.engine, atmosphere, abundances, float(labels[_FE_H]), float(labels[_VMIC]),
         config.synthesis.windows_aa, config.synthesis.step_aa, linelists=context.linelists,
         nlte=write_departures if context.nlte_grids else None, timeout_s=config.synthesis.timeout_s)
-    return spectrum.flux_norm, "; ".join(f"{el} in LTE: {why}" for el, why in lte_fallback.items())
+    notes = [atmosphere.note, *(f"{el} in LTE: {why}" for el, why in lte_fallback.items())]
+    return spectrum.flux_norm, "; ".join(filter(None, notes))
 
 
 def run_chunk(task: ChunkTask) -> dict:
