@@ -89,16 +89,21 @@ def _config(args):
 
 
 def _predict_config(base, args):
-    from dataclasses import replace as dc_replace
+    """The model's [predict] settings with the command-line overrides, validated like a TOML."""
+    from dataclasses import asdict
+
+    from cinn.config import config_from_dict
     changes = {}
-    if args.samples is not None:
-        if args.samples <= 0:
-            raise UserError(f"--samples must be > 0, got {args.samples}")
-        changes["n_samples"] = args.samples
-    for name in ("keep_samples", "precision", "seed"):
-        if getattr(args, name, None) not in (None, False):
-            changes[name] = getattr(args, name)
-    return dc_replace(base, **changes)
+    for name, flag in (("n_samples", "samples"), ("keep_samples", "keep_samples"),
+                       ("precision", "precision"), ("seed", "seed")):
+        value = getattr(args, flag, None)
+        if value is not None and value is not False:   # `not in (None, False)` would drop 0
+            changes[name] = value
+    try:
+        return config_from_dict({"predict": {**asdict(base), **changes}}).predict
+    except UserError as err:
+        # The model's own settings were validated when it was trained: the flag is the culprit.
+        raise UserError(f"--samples {args.samples}: {err}") from None
 
 
 def run(args) -> int:
@@ -127,10 +132,9 @@ def run(args) -> int:
             print(f"note: {note}")
         print(f"report written to {out['report_dir']}")
     elif args.command == "predict":
+        import shutil
         from pathlib import Path
         from cinn.predict import load_bias, load_model, run_prediction, write_csv, write_posterior_store
-        if args.samples is not None and args.samples <= 0:
-            raise UserError(f"--samples must be > 0, got {args.samples}")
         csv_path = args.csv or str(Path(args.out).with_suffix("")) + ".csv"
         # Refuse existing outputs before the work: nothing is ever overwritten or deleted.
         for flag, path in (("--out", args.out), ("--csv", csv_path)):
@@ -143,7 +147,12 @@ def run(args) -> int:
         bias = load_bias(model.model_dir) if args.bias_correct else None
         result = run_prediction(model, args.store, config, args.split, bias, progress)
         write_posterior_store(result, model, args.out, args.store, config, bias is not None)
-        write_csv(result, model.target_names, csv_path)
+        try:
+            write_csv(result, model.target_names, csv_path)
+        except BaseException:
+            # Both outputs or neither: a re-run refuses an existing --out.
+            shutil.rmtree(args.out, ignore_errors=True)
+            raise
         print(f"{result['row'].size} predictions ({int(result['untrustworthy'].sum())} untrustworthy, "
               f"{int(result['snr_out_of_range'].sum())} S/N out of range) -> {args.out}, {csv_path}")
     elif args.command == "search":

@@ -89,11 +89,11 @@ def open_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,)) -> 
     missing = [name for name in _REQUIRED[schema] if name not in group]
     if missing:
         raise UserError(f"{path}: missing array(s) {', '.join(missing)}")
-    wave = np.asarray(group["wave"][:], dtype=np.float64)
+    wave = read_array(group["wave"]).astype(np.float64)
     medium = group["wave"].attrs.get("medium")
     if medium not in WAVE_MEDIA:
         raise UserError(f"{path}: wave attr 'medium' is {medium!r}, expected air or vacuum")
-    snr = np.asarray(group["snr"][:], dtype=np.float64)
+    snr = read_array(group["snr"]).astype(np.float64)
     flux = group["flux"]
     n_spec = flux.shape[0]
     if flux.ndim != 3 or flux.shape[1:] != (snr.size, wave.size):
@@ -124,11 +124,11 @@ def open_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,)) -> 
 
 def split_rows(group: zarr.Group, split: str | None) -> np.ndarray:
     """Indices of finished spectra in one split ("train", "test", "val"), or in all (None)."""
-    ok = group["status"][:] == STATUS_DONE
+    ok = read_array(group["status"]) == STATUS_DONE
     if split is not None:
         if split not in SPLIT_CODES:
             raise UserError(f"unknown split {split!r} (choose train, test or val)")
-        ok &= group["split"][:] == SPLIT_CODES[split]
+        ok &= read_array(group["split"]) == SPLIT_CODES[split]
     rows = np.flatnonzero(ok)
     if rows.size == 0:
         raise UserError(f"store has no finished spectra{'' if split is None else f' in split {split!r}'}")
@@ -142,11 +142,28 @@ def chunks_of(rows: np.ndarray, chunk_spec: int) -> list[np.ndarray]:
     return np.split(rows, bounds)
 
 
+def read_array(array: zarr.Array, selection=slice(None)) -> np.ndarray:
+    """``array[selection]`` as a NumPy array; an unreadable chunk is the user's file, not a bug.
+
+    Raises
+    ------
+    UserError
+        Naming the store and the array, if a chunk cannot be read or decoded (truncated or
+        overwritten chunk files make the codecs raise, e.g. a Zstd decompression error).
+    """
+    try:
+        return np.asarray(array[selection])
+    except Exception as exc:  # noqa: BLE001 - zarr and its codecs raise many types for bad chunks
+        root = getattr(array.store, "root", array.store)
+        raise UserError(f"{root}: array {array.path!r} has an unreadable chunk "
+                        f"({type(exc).__name__}: {exc}); the store is damaged, rewrite it") from None
+
+
 def read_rows(array: zarr.Array, rows: np.ndarray, chunk_spec: int) -> np.ndarray:
     """Rows of one chunk: read the chunk's contiguous span once, then select."""
     start = (rows[0] // chunk_spec) * chunk_spec
     stop = min(start + chunk_spec, array.shape[0])
-    return np.asarray(array[start:stop])[rows - start]
+    return read_array(array, slice(start, stop))[rows - start]
 
 
 def check_finite(flux: np.ndarray, rows: np.ndarray, path: str, valid: np.ndarray | None = None) -> None:

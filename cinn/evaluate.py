@@ -17,8 +17,6 @@ Report directory: ``metrics.csv`` (long form), ``table_mean_sigma.csv`` and ``ta
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ import torch
 
 from cinn.config import PredictConfig
 from cinn.data import TRAIN_SCHEMA, check_finite, open_store, read_rows, split_rows
+from cinn.files import save_figure, write_csv_rows, write_json
 from cinn.predict import LoadedModel, _check_grid, run_prediction, sample_posterior, write_csv
 from cinn.targets import targets_to_physical
 from gridgen.linelist import line_fields, read_species_blocks
@@ -163,18 +162,13 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
             metrics_rows.append({"snr": float(level), "target": name,
                                  **{k: int(v[j]) if k == "n" else float(v[j]) for k, v in m.items()},
                                  "f_reject_mean": float(result["f_reject"][sel].mean())})
-    with open(report_dir / "metrics.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(metrics_rows[0]))
-        writer.writeheader()
-        writer.writerows(metrics_rows)
+    header = list(metrics_rows[0])
+    write_csv_rows(report_dir / "metrics.csv", header, ([row[k] for k in header] for row in metrics_rows))
     levels = sorted(per_snr)
     for fname, fmt in (("table_mean_sigma.csv", lambda m, j: f"{m['mean_residual'][j]:.4g} ± {m['sigma'][j]:.4g}"),
                        ("table_nrmse.csv", lambda m, j: f"{m['nrmse'][j]:.4g}")):
-        with open(report_dir / fname, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["snr", *names])
-            for level in levels:
-                writer.writerow([f"{level:g}", *[fmt(per_snr[level], j) for j in range(len(names))]])
+        write_csv_rows(report_dir / fname, ["snr", *names],
+                       ([f"{level:g}", *[fmt(per_snr[level], j) for j in range(len(names))]] for level in levels))
 
     notes = []
     ref_snr = levels[int(np.argmin(np.abs(np.log(levels) - np.log(250.0))))]
@@ -210,7 +204,7 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
                "reference_snr": ref_snr, "notes": notes,
                "f_reject_mean": float(result["f_reject"].mean()),
                "untrustworthy_fraction": float(result["untrustworthy"].mean())}
-    (report_dir / "report.json").write_text(json.dumps(summary, indent=2))
+    write_json(report_dir / "report.json", summary)
     return {"metrics": metrics_rows, "report_dir": str(report_dir), "notes": notes, "summary": summary}
 
 
@@ -243,7 +237,7 @@ def _plot_metrics(per_snr: dict, names, report_dir: Path) -> None:
             ax.axis("off")
         axes.flat[0].legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(report_dir / fname, dpi=90)
+        save_figure(fig, report_dir / fname, dpi=90)
         plt.close(fig)
 
 
@@ -265,7 +259,7 @@ def _plot_map_vs_truth(result: dict, names, snr: float, path: Path) -> None:
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
 
 
@@ -292,7 +286,7 @@ def _plot_corner(samples: np.ndarray, truth: np.ndarray, map_phys: np.ndarray, n
             if k == 0:
                 ax.set_ylabel(names[i], fontsize=7)
     fig.suptitle("posterior of one test spectrum (red: truth, blue: MAP)", fontsize=9)
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
 
 
@@ -320,5 +314,5 @@ def _plot_saliency(wave: np.ndarray, sal: np.ndarray, names, lines: dict, path: 
     fig.suptitle(f"saliency: median |dX/df| / |grad X| (red: the {SALIENCY_LINES_PER_ELEMENT} strongest lines "
                  "of the element in the line list)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)

@@ -18,7 +18,6 @@ the flag lets the user decide.
 from __future__ import annotations
 
 import csv
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,9 @@ from gridgen.provenance import run_context
 from gridgen.storeio import create_atomically, write_atomically
 
 from cinn.config import CinnConfig, PredictConfig, config_from_dict
-from cinn.data import OBSERVED_SCHEMA, TRAIN_SCHEMA, check_finite, chunks_of, open_store, read_rows, split_rows
+from cinn.data import (OBSERVED_SCHEMA, TRAIN_SCHEMA, check_finite, chunks_of, open_store, read_array, read_rows,
+                       split_rows)
+from cinn.files import read_json_object
 from cinn.network import CinnNetwork, select_device, standard_normal_log_prob
 from cinn.standardize import Standardization
 from cinn.targets import physical_truth, targets_to_physical
@@ -43,6 +44,9 @@ from cinn.train import FORMAT_VERSION, build_network, wave_sha256
 
 POSTERIOR_SCHEMA = "cinn4most.posteriorstore/1"
 QUANTILES = {"q02_5": 2.5, "q16": 16.0, "median": 50.0, "q84": 84.0, "q97_5": 97.5}
+#: Predictions of observed spectra with a smaller covered fraction of pixels are flagged
+#: ``low_coverage``: the network never saw spectra with a fifth of the pixels masked.
+LOW_COVERAGE = 0.8
 
 
 @dataclass
@@ -61,28 +65,46 @@ class LoadedModel:
         return tuple(self.config.targets.names)
 
 
+#: model.json keys that prediction reads.
+_MODEL_KEYS = ("format_version", "wave_sha256", "medium", "snr_unit", "training_store")
+
+
 def load_model(model_dir: str | Path, device: str = "auto") -> LoadedModel:
     """Load weights, config and statistics of a model directory written by :func:`cinn.train.train`.
+
+    Every file is treated as untrusted input: JSON is parsed, never evaluated; the statistics
+    are read without pickle and the weights with ``torch.load(weights_only=True)``.
 
     Raises
     ------
     UserError
-        Missing files or a model directory of another format version.
+        Missing or unreadable files, a model directory of another format version, or weights
+        that do not fit the network the config describes.
     """
     model_dir = Path(model_dir)
     needed = ("model.json", "config.json", "standardization.npz", "weights.pt")
-    missing = [name for name in needed if not (model_dir / name).exists()]
+    missing = [name for name in needed if not (model_dir / name).is_file()]
     if missing:
         raise UserError(f"{model_dir}: not a trained model directory (missing {', '.join(missing)})")
-    meta = json.loads((model_dir / "model.json").read_text())
+    meta = read_json_object(model_dir / "model.json", "model description")
     if meta.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{model_dir}: model format version {meta.get('format_version')!r}, this "
                         f"code reads version {FORMAT_VERSION}; retrain or use a matching cinn")
-    config = config_from_dict(json.loads((model_dir / "config.json").read_text()))
+    absent = [key for key in _MODEL_KEYS if key not in meta]
+    if absent:
+        raise UserError(f"{model_dir / 'model.json'}: missing key(s) {', '.join(absent)}")
+    config = config_from_dict(read_json_object(model_dir / "config.json", "config"))
     stats = Standardization.load(model_dir / "standardization.npz")
     dev = select_device(device)
     network = build_network(stats.wave_aa.size, config)
-    network.load_state_dict(torch.load(model_dir / "weights.pt", map_location="cpu", weights_only=True))
+    weights_path = model_dir / "weights.pt"
+    try:
+        # weights_only: a model directory may come from someone else; never unpickle objects.
+        network.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable or foreign files
+        # Only the type: torch's own message would suggest unpickling the file after all.
+        raise UserError(f"{weights_path}: not weights of this model ({type(exc).__name__}: damaged, "
+                        "another network or objects other than tensors); retrain or restore it") from None
     network.to(dev).eval()
     return LoadedModel(model_dir, config, stats, meta, network, dev)
 
@@ -263,7 +285,15 @@ def load_bias(model_dir: Path) -> dict:
     path = Path(model_dir) / "bias.json"
     if not path.exists():
         raise UserError(f"{model_dir}: no bias.json; run `python -m cinn bias-fit` first")
-    return json.loads(path.read_text())
+    bias = read_json_object(path, "bias coefficients")
+    coefficients = bias.get("coefficients")
+    if not isinstance(coefficients, dict) or not coefficients:
+        raise UserError(f"{path}: expected a non-empty object 'coefficients' of target: {{a, b}}")
+    for name, coef in coefficients.items():
+        if not (isinstance(coef, dict) and all(isinstance(coef.get(k), (int, float))
+                                               and not isinstance(coef.get(k), bool) for k in "ab")):
+            raise UserError(f"{path}: coefficients of {name!r} must be numbers a (per K) and b")
+    return bias
 
 
 def predict(model: LoadedModel, flux: np.ndarray, snr: np.ndarray, indices: np.ndarray,
@@ -332,6 +362,39 @@ def iterate_input(group, info, split: str | None, spectra_per_batch: int):
                    np.repeat(chunk_rows[sub], info.snr.size), np.tile(np.arange(info.snr.size), n // info.snr.size))
 
 
+def observed_columns(group, info, split: str | None) -> dict[str, np.ndarray]:
+    """Per-spectrum columns of an observed store copied to the predictions, checked first.
+
+    Returns ``object_id`` (n_spec,) str and, when the store has it, ``covered_fraction``
+    (n_spec,) float32, the fraction of pixels covered by the observation (0..1).
+
+    Raises
+    ------
+    UserError
+        If ``split`` is given (observed stores have no splits), ``object_id`` repeats a name
+        (predictions could not be told apart), or ``covered_fraction`` has another shape or
+        values outside [0, 1].
+    """
+    if split is not None:
+        raise UserError(f"{info.path}: --split {split} needs a training store; an observed store has no splits")
+    object_id = np.array(read_array(group["object_id"]).tolist(), dtype=str)
+    names, counts = np.unique(object_id, return_counts=True)
+    if (counts > 1).any():
+        repeated = names[counts > 1]
+        raise UserError(f"{info.path}: object_id {str(repeated[0])!r} occurs {counts[counts > 1][0]} times "
+                        f"({repeated.size} repeated id(s)); object ids must be unique")
+    columns = {"object_id": object_id}
+    if "covered_fraction" in group:
+        covered = read_array(group["covered_fraction"]).astype(np.float32)
+        if covered.shape != (info.n_spec,):
+            raise UserError(f"{info.path}: covered_fraction shape {covered.shape} != ({info.n_spec},)")
+        if not np.all((covered >= 0) & (covered <= 1)):
+            raise UserError(f"{info.path}: covered_fraction must lie in [0, 1] "
+                            f"(spectrum {int(np.flatnonzero(~((covered >= 0) & (covered <= 1)))[0])})")
+        columns["covered_fraction"] = covered
+    return columns
+
+
 def run_prediction(model: LoadedModel, input_path: str | Path, config: PredictConfig,
                    split: str | None = None, bias: dict | None = None,
                    progress: bool = True) -> dict[str, np.ndarray]:
@@ -339,11 +402,14 @@ def run_prediction(model: LoadedModel, input_path: str | Path, config: PredictCo
 
     Output rows follow the input (for a training store: each spectrum x S/N level). Keys as
     in :func:`predict` plus ``row``, ``snr``, ``snr_index``, ``object_id`` and, for a training
-    store, ``truth`` (physical, vbroad floored). ``samples``/``log_density``/``accepted`` are
-    only kept when ``config.keep_samples``.
+    store, ``truth`` (physical, vbroad floored); for an observed store with a
+    ``covered_fraction`` array, ``covered_fraction`` and ``low_coverage`` (below
+    :data:`LOW_COVERAGE`). ``samples``/``log_density``/``accepted`` are only kept when
+    ``config.keep_samples``.
     """
     group, info = open_store(input_path, (TRAIN_SCHEMA, OBSERVED_SCHEMA))
     _check_grid(model, info)
+    per_spectrum = observed_columns(group, info, split) if info.schema == OBSERVED_SCHEMA else {}
     parts: dict[str, list] = {}
     bar = tqdm(desc="predict", unit="spectrum", disable=not progress)
     for flux, snr, mask, row, snr_index in iterate_input(group, info, split, config.spectra_per_batch):
@@ -359,10 +425,12 @@ def run_prediction(model: LoadedModel, input_path: str | Path, config: PredictCo
     bar.close()
     result = {key: np.concatenate(value) for key, value in parts.items()}
     if info.schema == OBSERVED_SCHEMA:
-        result["object_id"] = np.array(np.asarray(group["object_id"][:]).tolist(), dtype=str)[result["row"]]
+        result.update({key: value[result["row"]] for key, value in per_spectrum.items()})
+        if "covered_fraction" in result:
+            result["low_coverage"] = result["covered_fraction"] < LOW_COVERAGE
     else:
         result["object_id"] = np.array([f"row{r}_snr{s:g}" for r, s in zip(result["row"], result["snr"])])
-        labels = np.asarray(group["labels"][:])[result["row"]]
+        labels = read_array(group["labels"])[result["row"]]
         result["truth"] = physical_truth(labels, info.label_names, model.target_names,
                                          model.config.targets.vbroad_floor_kms)
     n_out = int(result["snr_out_of_range"].sum())
@@ -380,7 +448,8 @@ def write_posterior_store(result: dict, model: LoadedModel, out_path: str | Path
     ``q02_5``, ``q16``, ``q84``, ``q97_5`` (n, n_target) float64 physical units; ``f_reject``,
     ``map_log_density``, ``snr`` (n,) float64; ``untrustworthy``, ``snr_out_of_range`` (n,) bool;
     ``row``, ``snr_index`` (n,) int64; ``object_id`` (n,) str; ``truth`` for training-store
-    inputs; ``samples`` (n, S, n_target) float32, ``log_density`` (n, S), ``accepted`` (n, S)
+    inputs; ``covered_fraction`` (n,) float32 and ``low_coverage`` (n,) bool for observed
+    stores that have ``covered_fraction``; ``samples`` (n, S, n_target) float32, ``log_density`` (n, S), ``accepted`` (n, S)
     when kept. Attrs: ``target_names``, ``target_units``, model dir, input path, config, bias
     flag, ``provenance`` = {``run``: run context, ``model_training_store``: the model's training
     store (path, schema, provenance and its SHA-256), ``input``: the input store's path, schema
@@ -434,6 +503,9 @@ def write_csv(result: dict, names: tuple[str, ...], path: str | Path, overwrite:
         raise UserError(f"{path}: already exists; choose another --csv or remove it")
     stats_keys = ("map", *QUANTILES)
     header = ["object_id", "row", "snr", "f_reject", "untrustworthy", "snr_out_of_range"]
+    coverage = "covered_fraction" in result
+    if coverage:
+        header += ["covered_fraction", "low_coverage"]
     header += [f"{name}_{key}" for name in names for key in stats_keys]
     if "truth" in result:
         header += [f"{name}_truth" for name in names]
@@ -446,6 +518,8 @@ def write_csv(result: dict, names: tuple[str, ...], path: str | Path, overwrite:
                 line = [result["object_id"][i], int(result["row"][i]), f"{result['snr'][i]:g}",
                         f"{result['f_reject'][i]:.4f}", bool(result["untrustworthy"][i]),
                         bool(result["snr_out_of_range"][i])]
+                if coverage:
+                    line += [f"{result['covered_fraction'][i]:.4f}", bool(result["low_coverage"][i])]
                 line += [f"{result[key][i, j]:.6g}" for j in range(len(names)) for key in stats_keys]
                 if "truth" in result:
                     line += [f"{result['truth'][i, j]:.6g}" for j in range(len(names))]

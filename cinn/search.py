@@ -9,8 +9,6 @@ dict by :func:`cinn.config.config_from_dict`).
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import optuna
@@ -18,6 +16,8 @@ import optuna
 from gridgen.errors import UserError
 
 from cinn.config import CinnConfig, config_to_dict, replace
+from cinn.data import open_store
+from cinn.files import write_csv_rows, write_json
 from cinn.standardize import Standardization
 from cinn.train import train
 
@@ -55,8 +55,13 @@ def search(store_path: str | Path, out_dir: str | Path, base: CinnConfig, n_tria
     """
     if n_trials <= 0:
         raise UserError("--trials must be > 0")
+    open_store(store_path)   # refuse a bad store before the output directory is made
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Failed trials are listed in trials.csv; a user error ends the search with its one line,
+    # without optuna's own warning about the failed trial.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(
         direction="minimize", sampler=optuna.samplers.RandomSampler(seed=seed),
         pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=base.train.epochs))
@@ -81,19 +86,21 @@ def search(store_path: str | Path, out_dir: str | Path, base: CinnConfig, n_tria
                        stats=stats)
         return result.best_val_loss
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=n_trials, catch=(FloatingPointError,))
-    with open(out_dir / "trials.csv", "w", newline="") as handle:
-        params = sorted({k for t in study.trials for k in t.params})
-        writer = csv.writer(handle)
-        writer.writerow(["number", "state", "value", "epochs", *params])
-        for t in study.trials:
-            writer.writerow([t.number, t.state.name, t.value, len(t.intermediate_values),
-                             *[t.params.get(k) for k in params]])
+    try:
+        study.optimize(objective, n_trials=n_trials, catch=(FloatingPointError,))
+    except BaseException:
+        # A search that stops before its first trial wrote anything leaves no empty directory.
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    params = sorted({k for t in study.trials for k in t.params})
+    write_csv_rows(out_dir / "trials.csv", ["number", "state", "value", "epochs", *params],
+                   ([t.number, t.state.name, t.value, len(t.intermediate_values),
+                     *[t.params.get(k) for k in params]] for t in study.trials))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise UserError("no trial completed; increase --trials or the epoch budget")
     best = study.best_trial
     best_path = out_dir / "best_config.json"
-    best_path.write_text(json.dumps(config_to_dict(configs[best.number]), indent=2))
+    write_json(best_path, config_to_dict(configs[best.number]))
     return {"best_value": best.value, "best_params": best.params, "best_config_path": str(best_path)}

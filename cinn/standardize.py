@@ -16,6 +16,9 @@ import torch
 import zarr
 from tqdm.auto import tqdm
 
+from gridgen.errors import UserError
+from gridgen.storeio import write_atomically
+
 from cinn.data import StoreInfo, check_finite, chunks_of, read_rows
 
 #: Standard deviations below this are replaced by 1 (a constant pixel/target carries no
@@ -58,12 +61,41 @@ class Standardization:
     noise_scale: np.ndarray
 
     def save(self, path: str | Path) -> None:
-        np.savez(path, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
+        """Write ``path`` atomically: an interrupted run leaves no partial file a resume trusts."""
+        def write(tmp: Path) -> None:
+            # Through a handle: np.savez would append ".npz" to the temporary name.
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
+
+        write_atomically(path, write)
 
     @classmethod
     def load(cls, path: str | Path) -> "Standardization":
-        with np.load(path) as data:
-            values = {f.name: data[f.name] for f in fields(cls)}
+        """Read statistics written by :meth:`save` (no pickle), checking names and shapes.
+
+        Raises
+        ------
+        UserError
+            If the file is unreadable, lacks a field or has inconsistent shapes.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [f.name for f in fields(cls) if f.name not in data.files]
+                values = {} if missing else {f.name: data[f.name] for f in fields(cls)}
+        except Exception as exc:  # noqa: BLE001 - numpy/zipfile raise many types for bad files
+            raise UserError(f"{path}: not readable statistics ({type(exc).__name__}: {exc})") from None
+        if missing:
+            raise UserError(f"{path}: missing field(s) {', '.join(missing)}")
+        n_pix, n_target = values["wave_aa"].shape[:1], values["target_mean"].shape[:1]
+        expected = {"wave_aa": n_pix, "flux_mean": n_pix, "flux_std": n_pix, "noise_scale": n_pix,
+                    "target_mean": n_target, "target_std": n_target, "target_min": n_target,
+                    "target_max": n_target}
+        for name in ("log_snr_mean", "log_snr_std", "snr_min", "snr_max"):
+            expected[name] = ()
+        for name, shape in expected.items():
+            if values[name].shape != shape or values[name].dtype.kind != "f":
+                raise UserError(f"{path}: field {name} has shape {values[name].shape} and dtype "
+                                f"{values[name].dtype}, expected float {shape}")
         for name in ("log_snr_mean", "log_snr_std", "snr_min", "snr_max"):
             values[name] = float(values[name])
         return cls(**values)

@@ -28,7 +28,6 @@ the directory stays loadable (``best_val_loss`` is then inf). Epoch e draws its 
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -44,7 +43,8 @@ from gridgen.storeio import write_atomically
 from gridgen.provenance import run_context, sha256_bytes
 
 from cinn.config import CinnConfig, config_from_dict, config_to_dict
-from cinn.data import BatchStream, StoreInfo, iterate_split, open_store, split_rows
+from cinn.data import BatchStream, StoreInfo, iterate_split, open_store, read_array, split_rows
+from cinn.files import read_json_object, save_figure, write_csv_rows, write_json
 from cinn.network import CinnNetwork, select_device
 from cinn.standardize import Standardization, compute_standardization
 from cinn.targets import labels_to_targets
@@ -87,10 +87,6 @@ def provenance_sha256(provenance: dict) -> str:
     """SHA-256 of a store's provenance as canonical JSON (sorted keys, no whitespace)."""
     text = json.dumps(provenance, sort_keys=True, separators=(",", ":"), default=str)
     return sha256_bytes(text.encode())
-
-
-def _write_json(path: Path, data: dict) -> None:
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=float)))
 
 
 def _torch_save(obj, path: Path) -> None:
@@ -142,15 +138,13 @@ def _plot_history(history: list[dict], path: Path) -> None:
     ax2.set_ylabel("reverse loss")
     fig.legend(loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
 def _write_history(history: list[dict], model_dir: Path) -> None:
-    with open(model_dir / "history.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
+    header = list(history[0])
+    write_csv_rows(model_dir / "history.csv", header, ([row[k] for k in header] for row in history))
     _plot_history(history, model_dir / "training_curves.png")
 
 
@@ -169,7 +163,7 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
     """
     group, info = open_store(store_path)
     provenance = dict(group.attrs.get("provenance", {}))
-    targets = labels_to_targets(group["labels"][:], info.label_names, config.targets.names,
+    targets = labels_to_targets(read_array(group["labels"]), info.label_names, config.targets.names,
                                 config.targets.vbroad_floor_kms)
     train_rows, val_rows = split_rows(group, "train"), split_rows(group, "val")
     model_dir = Path(model_dir)
@@ -177,7 +171,7 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
     config_path = model_dir / "config.json"
     if config_path.exists():
         # A resumed run may extend the schedule or move device; everything else must match.
-        saved = config_to_dict(config_from_dict(json.loads(config_path.read_text())))
+        saved = config_to_dict(config_from_dict(read_json_object(config_path, "config")))
         wanted = config_to_dict(config)
         for tree in (saved, wanted):
             tree["train"].pop("epochs")
@@ -187,11 +181,14 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
                             "use a new --out directory")
     meta_path = model_dir / "model.json"
     if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+        meta = read_json_object(meta_path, "model description")
         if meta.get("format_version") != FORMAT_VERSION:
             raise UserError(f"{model_dir} holds a model of format version {meta.get('format_version')!r} "
                             f"(this code writes {FORMAT_VERSION}); use a new --out directory")
-        started_on = meta["training_store"]
+        started_on = meta.get("training_store")
+        if not (isinstance(started_on, dict) and {"path", "provenance_sha256"} <= started_on.keys()):
+            raise UserError(f"{meta_path}: no training_store path and provenance_sha256; "
+                            "use a new --out directory")
         if started_on["provenance_sha256"] != provenance_sha256(provenance):
             raise UserError(f"{model_dir} was started on another training store ({started_on['path']}, "
                             f"provenance SHA-256 {started_on['provenance_sha256'][:12]}); "
@@ -200,13 +197,13 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
         stats = Standardization.load(stats_path)
         if wave_sha256(stats.wave_aa) != wave_sha256(info.wave_aa):
             raise UserError(f"{model_dir} was started on a store with another pixel grid")
-        _write_json(config_path, config_to_dict(config))
+        write_json(config_path, config_to_dict(config))
         return group, info, train_rows, val_rows, targets, stats
     if stats is None or wave_sha256(stats.wave_aa) != wave_sha256(info.wave_aa):
         stats = compute_standardization(group, info, train_rows, targets, progress)
     model_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(config_path, config_to_dict(config))
-    _write_json(model_dir / "model.json", {
+    write_json(config_path, config_to_dict(config))
+    write_json(model_dir / "model.json", {
         "format_version": FORMAT_VERSION,
         "target_names": list(config.targets.names),
         "target_units": [dict(zip(info.label_names, group.attrs.get("label_units", [])))
@@ -295,17 +292,19 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     checkpoint_path = model_dir / "checkpoint.pt"
     if resume and checkpoint_path.exists():
         # weights_only: a checkpoint may come from someone else; never unpickle arbitrary objects.
+        # The whole restore is one step: a file that loads but lacks a key or holds other
+        # shapes is as unusable as an unreadable one.
         try:
             state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+            network.load_state_dict(state["network"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            history, best, bad_epochs = list(state["history"]), float(state["best"]), int(state["bad_epochs"])
+            patience_ref = float(state["patience_ref"])
+            start_epoch, stopped = int(state["epoch"]), bool(state["stopped"])
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input
             raise UserError(f"{checkpoint_path}: not a readable checkpoint of this toolkit "
                             f"({type(exc).__name__}); remove it to start afresh") from None
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
-        patience_ref = state["patience_ref"]
-        start_epoch, stopped = state["epoch"], state["stopped"]
 
     noise_scale = stats.noise_scale if config.data.continuous_snr else None
     rev_sigma = math.sqrt(tc.reverse_noise_var)
@@ -346,8 +345,9 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
         scheduler.step()
         val = validation_loss(network, group, info, val_rows, x_all, stats, device,
                               config.data.val_max_spectra, tc.batch_size)
-        history.append({"epoch": epoch + 1, "lr": lr, "train_ml": sums[0] / tc.batches_per_epoch,
-                        "train_rev": sums[1] / tc.batches_per_epoch, "val_ml": val,
+        # Plain Python numbers: the checkpoint must load with weights_only=True.
+        history.append({"epoch": epoch + 1, "lr": float(lr), "train_ml": float(sums[0] / tc.batches_per_epoch),
+                        "train_rev": float(sums[1] / tc.batches_per_epoch), "val_ml": float(val),
                         "seconds": time.perf_counter() - t0})
         # NaN compares False: a non-finite validation loss is never an improvement.
         if val < best:

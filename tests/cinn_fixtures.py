@@ -8,6 +8,7 @@ small network to learn, without Turbospectrum (the real chain is tested in gridg
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -119,11 +120,14 @@ def make_training_store(path: str | Path, n_spec: int = 400, n_pix: int = 300,
 
 
 def make_observed_store(path: str | Path, training_store: str | Path, rows: list[int],
-                        snr_index: int = -1, wave_shift_aa: float = 0.0, medium: str = "air") -> Path:
+                        snr_index: int = -1, wave_shift_aa: float = 0.0, medium: str = "air",
+                        covered_fraction: np.ndarray | None = None) -> Path:
     """Write an observed store (``cinn4most.observedstore/1``) from training-store spectra.
 
     Written by :func:`augment.store.create_observed_store`. ``wave_shift_aa`` != 0 gives a
-    pixel grid that does not match the model's; ``medium`` labels the wavelengths.
+    pixel grid that does not match the model's; ``medium`` labels the wavelengths. Repeating
+    a row repeats its ``object_id``. ``covered_fraction`` (one value per row, 0..1) is added as
+    the per-spectrum float32 array of that name, with its metadata consolidated again.
     """
     src = zarr.open_group(str(training_store), mode="r")
     wave = src["wave"][:] + wave_shift_aa
@@ -134,4 +138,23 @@ def make_observed_store(path: str | Path, training_store: str | Path, rows: list
         flux=flux, flux_clean=src["flux_clean"][:][rows], mask=np.zeros(flux.shape, dtype=bool),
         object_id=[f"star{r}" for r in rows], native_snr=np.full(len(rows), snr),
         provenance={"source": str(training_store), "rows": list(rows)})
+    if covered_fraction is not None:
+        group = zarr.open_group(str(path), mode="r+", zarr_format=3, use_consolidated=False)
+        array = group.create_array("covered_fraction", shape=(len(rows),), dtype="float32",
+                                   dimension_names=("spectrum",))
+        array[:] = np.asarray(covered_fraction, dtype=np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # consolidated metadata is not in the v3 spec yet
+            zarr.consolidate_metadata(str(path))
     return Path(path)
+
+
+def damage_chunks(store: str | Path, array: str, how: str) -> list[Path]:
+    """Damage every chunk file of ``array`` in a store: ``"garbage"`` overwrites each with
+    random bytes of the same length, ``"truncate"`` keeps the first half. Returns the files."""
+    files = sorted(p for p in (Path(store) / array / "c").rglob("*") if p.is_file())
+    rng = np.random.default_rng(7)
+    for chunk in files:
+        data = chunk.read_bytes()
+        chunk.write_bytes(rng.bytes(len(data)) if how == "garbage" else data[:len(data) // 2])
+    return files
