@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="linear limb-darkening coefficient of the rotational kernel (default 0.6)")
     _common_config_args(parser)
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (results do not depend on it)")
+    parser.add_argument("--lease-stale-s", type=float, default=600.0, metavar="S",
+                        help="take over a chunk another run leased but has not refreshed for S seconds "
+                             "(default 600; a dead run on this host is taken over at once)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -151,10 +154,15 @@ def run(argv: list[str]) -> int:
 
     args = build_parser().parse_args(argv)
     config = load_config(args.config, _overrides(args))
-    summary = augment_grid(args.in_path, args.out, config, jobs=args.jobs, progress=not args.no_progress)
+    summary = augment_grid(args.in_path, args.out, config, jobs=args.jobs, progress=not args.no_progress,
+                           lease_stale_s=args.lease_stale_s)
     verb = "resumed" if summary.resumed else "created"
     print(f"{verb} {args.out}: {summary.n_rows} base spectra x {len(config.snr_list)} S/N "
           f"({summary.n_computed} computed now); {summary.n_skipped} grid spectra skipped (status not ok)")
+    if summary.leased:
+        holders = sorted(set(summary.leased.values()))
+        print(f"{len(summary.leased)} chunks are being computed by another run ({'; '.join(holders)}); "
+              "re-run the same command later to check on them")
     return 0
 
 
