@@ -45,9 +45,10 @@ def native_spectrum(lo=6080.0, hi=6250.0, step=0.02, snr=400.0, seed=0):
     return wave, noisy, truth
 
 
-def write_fits_linear(path, wave, flux, unit="Angstrom", obj="HD 1"):
+def write_fits_linear(path, wave, flux, unit="Angstrom", obj="HD 1", ctype="AWAV"):
+    """A 1D FITS image with a linear WCS; ``ctype`` AWAV states air wavelengths, WAVE vacuum."""
     hdu = fits.PrimaryHDU(flux.astype(np.float32))
-    hdu.header.update({"CRVAL1": wave[0], "CDELT1": wave[1] - wave[0], "CRPIX1": 1.0, "CTYPE1": "WAVE",
+    hdu.header.update({"CRVAL1": wave[0], "CDELT1": wave[1] - wave[0], "CRPIX1": 1.0, "CTYPE1": ctype,
                        "OBJECT": obj})
     if unit:
         hdu.header["CUNIT1"] = unit
@@ -78,7 +79,7 @@ def test_formats_agree_and_noise_reaches_target(tmp_path, config_file, capsys):
     log_wave = 6080.0 * np.exp(np.arange(0, math.log(6250 / 6080), 0.02 / 6080))
     log_flux = np.interp(log_wave, wave, flux)
     hdu = fits.PrimaryHDU(log_flux)
-    hdu.header.update({"CRVAL1": 6080.0, "CDELT1": 0.02, "CRPIX1": 1.0, "CTYPE1": "WAVE-LOG", "CUNIT1": "Angstrom"})
+    hdu.header.update({"CRVAL1": 6080.0, "CDELT1": 0.02, "CRPIX1": 1.0, "CTYPE1": "AWAV-LOG", "CUNIT1": "Angstrom"})
     hdu.writeto(tmp_path / "log.fits")
     files.append(tmp_path / "log.fits")
 
@@ -176,7 +177,7 @@ def bad_case(tmp_path, name):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("nan", "non-finite flux"), ("non-monotonic", "not strictly monotonic"), ("nm", "look like nm"),
+    ("nan", "non-finite flux"), ("non-monotonic", "wavelengths are not monotonic"), ("nm", "look like nm"),
     ("snr-above-native", "above the native S/N"), ("low-resolution", "must exceed"),
     ("no-coverage", "none of the arms"), ("not-normalised", "continuum-normalised"),
     ("negative-error", "1 negative or NaN values in column 'error' (first at index 300)"),
