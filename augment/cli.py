@@ -91,7 +91,8 @@ def build_observe_parser() -> argparse.ArgumentParser:
                         help="refuse a file whose header states another wavelength medium than --medium")
     parser.add_argument("--rv", type=float, default=0.0, metavar="KM_S",
                         help="radial velocity of the stars in km/s (positive: receding; |v| <= 1000 km/s; "
-                             "default 0): wavelengths are shifted to rest, λ_rest = λ_obs·sqrt((1 − v/c)/(1 + v/c))")
+                             "default 0): wavelengths (Å) are shifted to rest, "
+                             "λ_rest = λ_obs·sqrt((1 − v/c)/(1 + v/c))")
     parser.add_argument("--out", required=True, metavar="OBS.zarr", help="observed store to create")
     parser.add_argument("--allow-low-coverage", action="store_true",
                         help="keep spectra whose valid input covers less than half of the output pixels "
