@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="linear limb-darkening coefficient of the rotational kernel (default 0.6)")
     _common_config_args(parser)
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (results do not depend on it)")
+    parser.add_argument("--lease-stale-s", type=float, default=600.0, metavar="S",
+                        help="take over a chunk another run leased but has not refreshed for S seconds "
+                             "(default 600; a dead run on this host is taken over at once)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -66,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 def build_observe_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m augment observe",
-        description="4MOST-ify observed spectra (continuum-normalised, rest frame; 1D FITS with linear/log "
-                    "WCS, FITS binary tables or text tables with wave/flux[/ivar|error] columns, "
-                    "wavelengths in Å unless the file gives a unit): convolve from the native resolving "
+        description="4MOST-ify observed spectra (continuum-normalised, at rest or shifted to rest with --rv in "
+                    "km/s; 1D FITS with a linear/log WCS, FITS binary tables or text tables with "
+                    "wave/flux[/ivar|error] columns, wavelengths in Å unless the file gives a unit; repeated "
+                    "wavelengths at order joins are merged): convolve from the native resolving "
                     "power to R=20000, rebin onto the arm pixels, add noise to reach --snr. Pixels the "
                     "observation does not cover are masked (NaN flux, mask True) and reported.",
         epilog=UNITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,9 +82,17 @@ def build_observe_parser() -> argparse.ArgumentParser:
     parser.add_argument("--snr", type=float, required=True, help="target S/N (in --snr-unit; finite, > 0)")
     parser.add_argument("--native-snr", type=float, metavar="SNR",
                         help="S/N per native pixel (finite, > 0; default: from ivar/error columns, else DER_SNR)")
-    parser.add_argument("--medium", choices=WAVE_MEDIA, default="air",
-                        help="wavelength medium of the input (default air); vacuum wavelengths are converted "
-                             "to air (IAU standard, as in VALD) before the chain: the output is always air")
+    parser.add_argument("--medium", choices=WAVE_MEDIA,
+                        help="wavelength medium of the input (default: what a FITS CTYPE1 states, WAVE vacuum "
+                             "or AWAV air, else air); vacuum wavelengths are converted to air (IAU standard, "
+                             "as in VALD) before the chain: the output is always air. A header that states "
+                             "another medium gives a warning")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse a file whose header states another wavelength medium than --medium")
+    parser.add_argument("--rv", type=float, default=0.0, metavar="KM_S",
+                        help="radial velocity of the stars in km/s (positive: receding; |v| <= 1000 km/s; "
+                             "default 0): wavelengths (Å) are shifted to rest, "
+                             "λ_rest = λ_obs·sqrt((1 − v/c)/(1 + v/c))")
     parser.add_argument("--out", required=True, metavar="OBS.zarr", help="observed store to create")
     parser.add_argument("--allow-low-coverage", action="store_true",
                         help="keep spectra whose valid input covers less than half of the output pixels "
@@ -118,15 +130,17 @@ def _overrides(args: argparse.Namespace) -> dict:
 def run(argv: list[str]) -> int:
     """Dispatch ``argv``; raises UserError on bad input."""
     if argv and argv[0] == "observe":
-        from augment.observe import LowCoverageWarning, observe_files
+        from augment.observe import InputWarning, LowCoverageWarning, observe_files
 
         args = build_observe_parser().parse_args(argv[1:])
         config = load_config(args.config, _overrides(args))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", LowCoverageWarning)
+            warnings.simplefilter("always", InputWarning)
             reports = observe_files(args.spectra, args.out, args.native_resolution, args.snr, config,
                                     native_snr=args.native_snr, medium=args.medium,
-                                    allow_low_coverage=args.allow_low_coverage)
+                                    allow_low_coverage=args.allow_low_coverage, rv_kms=args.rv,
+                                    strict=args.strict)
         for warning in caught:  # one line each, not Python's two-line warning format
             print(f"warning: {warning.message}", file=sys.stderr)
         for report in reports:
@@ -151,10 +165,15 @@ def run(argv: list[str]) -> int:
 
     args = build_parser().parse_args(argv)
     config = load_config(args.config, _overrides(args))
-    summary = augment_grid(args.in_path, args.out, config, jobs=args.jobs, progress=not args.no_progress)
+    summary = augment_grid(args.in_path, args.out, config, jobs=args.jobs, progress=not args.no_progress,
+                           lease_stale_s=args.lease_stale_s)
     verb = "resumed" if summary.resumed else "created"
     print(f"{verb} {args.out}: {summary.n_rows} base spectra x {len(config.snr_list)} S/N "
           f"({summary.n_computed} computed now); {summary.n_skipped} grid spectra skipped (status not ok)")
+    if summary.leased:
+        holders = sorted(set(summary.leased.values()))
+        print(f"{len(summary.leased)} chunks are being computed by another run ({'; '.join(holders)}); "
+              "re-run the same command later to check on them")
     return 0
 
 

@@ -1,17 +1,31 @@
 """4MOST-ify observed spectra: read FITS/text, degrade to R2, rebin onto the arms, add noise.
 
-Input must be continuum-normalised and at rest wavelength, in air or (``medium="vacuum"``)
-in vacuum; vacuum wavelengths are converted to air (:func:`vacuum_to_air`) before the chain,
-because the output pixels, like the grids, are air wavelengths. Supported files (astropy):
+Input must be continuum-normalised, in air or in vacuum. Spectra not at rest are shifted to
+rest with their radial velocity v (``rv_kms``, km/s) by the relativistic Doppler formula
+λ_rest = λ_obs·sqrt((1 − v/c)/(1 + v/c)) (:func:`doppler_to_rest`), applied to the wavelengths in
+the file's own medium. The formula is exact for vacuum wavelengths (it is a ratio of
+frequencies), so vacuum files are shifted before their conversion to air; for air files it
+neglects the change of the refractive index between λ_obs and λ_rest, an error below 3e-4 Å
+(0.023 km/s) for |v| <= 1000 km/s at 3900-6800 Å. Vacuum wavelengths are then converted to air
+(:func:`vacuum_to_air`), because the output pixels, like the grids, are air wavelengths.
+Supported files (astropy):
 
-* 1D FITS image: wavelengths from the header — linear (``CRVAL1``, ``CDELT1``/``CD1_1``,
-  ``CRPIX1``), ``CTYPE1 = 'WAVE-LOG'`` (FITS paper III) or IRAF ``DC-FLAG = 1`` (log10 λ);
-  unit from ``CUNIT1`` (Å assumed if absent);
+* 1D FITS image: wavelengths from the header's WCS (``astropy.wcs``): ``CTYPE1`` ``WAVE``
+  (vacuum) or ``AWAV`` (air), linear or ``-LOG`` (FITS paper III), ``CDELT1`` or a ``CD``
+  matrix, ``CUNIT1`` any length unit (Angstrom, nm, um, m; Å assumed if absent); or IRAF
+  ``DC-FLAG = 1`` (``CRVAL1``, ``CDELT1`` in log10 λ/Å). The medium ``WAVE``/``AWAV`` states is
+  used when ``medium`` is not given; when ``medium`` contradicts it, a warning
+  (:class:`InputWarning`) is issued and ``medium`` wins, or with ``strict`` the file is refused;
 * FITS binary table: columns named like ``wave``/``wavelength``/``lambda``, ``flux`` and
   optionally ``ivar`` (or ``error``/``sigma``/``err``), one value per row or one array row;
-  units from ``TUNITn``;
+  a wavelength unit in ``TUNITn`` (Angstrom, nm, um, m) is converted to Å, none means Å;
 * text tables (anything ``astropy.io.ascii`` reads) with the same column names, or exactly two
   unnamed columns taken as wavelength, flux (more unnamed columns are refused: name them).
+
+Wavelengths must increase (or decrease throughout: the spectrum is reversed). Exact repeats, as
+at the joins of echelle orders, are merged into one pixel with one warning that counts them: the
+mean flux, weighted by the inverse variances when the file gives them (the merged inverse
+variance is their sum); any decrease is refused.
 
 Uncertainties must be finite and non-negative; an ``ivar`` of 0 (or an error of 0 or inf)
 flags a pixel without information, and at least one pixel must have information. Flagged
@@ -52,6 +66,7 @@ import astropy.units as u
 import numpy as np
 from astropy.io import ascii as astropy_ascii
 from astropy.io import fits
+from astropy.wcs import WCS
 
 from gridgen.errors import UserError
 from gridgen.provenance import run_context, sha256_file
@@ -61,6 +76,7 @@ from augment.config import AugmentConfig
 from augment.lsf import FWHM_TO_SIGMA, degrade_fwhm_ln
 from augment.noise import degraded_noise_variance, der_snr, snr_per_pixel
 from augment.rebin import edges_from_centres, rebin
+from augment.rotation import C_KMS
 from gridgen.seeds import STREAM_NOISE, derived_rng
 from gridgen.store import WAVE_MEDIA
 from augment.store import create_observed_store
@@ -80,10 +96,44 @@ FLUX_RANGE = (-0.1, 2.0)
 COVERAGE_WARN = 0.8
 #: Covered fraction below which a spectrum is refused unless low coverage is allowed.
 COVERAGE_MIN = 0.5
+#: Largest accepted |radial velocity|, km/s: beyond any star of the Galaxy and its neighbours,
+#: so a larger value is a unit or sign mistake (m/s, or a redshift z).
+RV_MAX_KMS = 1000.0
+#: Medium stated by a FITS ``CTYPE1`` (FITS paper III): its first four characters.
+CTYPE_MEDIUM = {"WAVE": "vacuum", "AWAV": "air"}
 
 
 class LowCoverageWarning(UserWarning):
     """An observed spectrum covers less than COVERAGE_WARN of the output pixels."""
+
+
+class InputWarning(UserWarning):
+    """A file was read with a correction: repeated wavelengths merged, or its header's medium overridden."""
+
+
+def check_rv(rv_kms: float) -> None:
+    """UserError unless ``rv_kms`` (km/s) is finite and |rv_kms| <= RV_MAX_KMS."""
+    if not (math.isfinite(rv_kms) and abs(rv_kms) <= RV_MAX_KMS):
+        raise UserError(f"--rv: must be a finite radial velocity within ±{RV_MAX_KMS:g} km/s, got {rv_kms:g}")
+
+
+def doppler_to_rest(wave_obs_aa: np.ndarray, rv_kms: float) -> np.ndarray:
+    """Rest wavelengths of a star receding at ``rv_kms``: λ_obs·sqrt((1 − v/c)/(1 + v/c)).
+
+    Parameters
+    ----------
+    wave_obs_aa : ndarray
+        Observed wavelengths, Å (exact in vacuum; see the module docstring for air).
+    rv_kms : float
+        Radial velocity, km/s, positive away from the observer.
+
+    Returns
+    -------
+    ndarray
+        Rest wavelengths, Å, in the medium of ``wave_obs_aa``.
+    """
+    beta = rv_kms / C_KMS
+    return np.asarray(wave_obs_aa, dtype=np.float64) * math.sqrt((1.0 - beta) / (1.0 + beta))
 
 
 def vacuum_to_air(wave_vac_aa: np.ndarray) -> np.ndarray:
@@ -117,7 +167,7 @@ class ObservedSpectrum:
     Attributes
     ----------
     wave_aa : ndarray (n,)
-        Strictly increasing air wavelengths, Å.
+        Strictly increasing air wavelengths at rest, Å.
     flux : ndarray (n,)
         Continuum-normalised flux.
     ivar : ndarray (n,) or None
@@ -125,6 +175,12 @@ class ObservedSpectrum:
         (its flux has been replaced by interpolation between unflagged neighbours).
     object_id : str
     path : str
+    rv_kms : float
+        Radial velocity removed from the file's wavelengths, km/s.
+    medium : {"air", "vacuum"}
+        Medium of the file's wavelengths.
+    medium_from : str
+        Where ``medium`` comes from: ``"--medium"``, ``"header CTYPE1"`` or ``"default"``.
     """
 
     wave_aa: np.ndarray
@@ -132,41 +188,70 @@ class ObservedSpectrum:
     ivar: np.ndarray | None
     object_id: str
     path: str
+    rv_kms: float = 0.0
+    medium: str = "air"
+    medium_from: str = "default"
 
 
-def read_spectrum(path: str | Path, medium: str = "air") -> ObservedSpectrum:
+def read_spectrum(path: str | Path, medium: str | None = None, rv_kms: float = 0.0,
+                  strict: bool = False) -> ObservedSpectrum:
     """Read and check one observed spectrum (UserError with one line on any problem).
 
     Parameters
     ----------
     path : str or Path
         FITS or text file (see the module docstring).
-    medium : {"air", "vacuum"}
-        Medium of the file's wavelengths; vacuum wavelengths are converted to air.
+    medium : {"air", "vacuum"} or None
+        Medium of the file's wavelengths; None: the one a FITS ``CTYPE1`` states, else air.
+        Vacuum wavelengths are converted to air.
+    rv_kms : float
+        Radial velocity of the star, km/s (positive: receding); the wavelengths are shifted to rest.
+    strict : bool
+        Refuse a file whose header states another medium than ``medium`` (else a warning).
 
     Returns
     -------
     ObservedSpectrum
-        With air wavelengths.
+        With air wavelengths at rest.
+
+    Warns
+    -----
+    InputWarning
+        Repeated wavelengths merged, or the header's medium overridden by ``medium``.
     """
-    _choice_medium(medium)
+    if medium is not None:
+        _choice_medium(medium)
+    check_rv(rv_kms)
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     name = path.name.lower()
+    header_medium = None
     try:
         if name.endswith((".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")):
-            wave, flux, ivar, unit, object_id = _read_fits(path)
+            wave, flux, ivar, unit, object_id, header_medium = _read_fits(path)
         else:
             wave, flux, ivar, unit, object_id = _read_text(path)
     except UserError:
         raise
     except Exception as exc:  # astropy raises many types for unreadable files
         raise UserError(f"{path}: cannot read spectrum ({type(exc).__name__}: {_first_line(exc)})") from None
+    if medium is None:
+        medium, medium_from = (header_medium, "header CTYPE1") if header_medium else ("air", "default")
+    else:
+        medium_from = "--medium"
+        if header_medium is not None and header_medium != medium:
+            conflict = f"{path}: header CTYPE1 states {header_medium} wavelengths but --medium is {medium}"
+            if strict:
+                raise UserError(f"{conflict} (--strict); fix the header or --medium")
+            warnings.warn(f"{conflict}; using --medium {medium}", InputWarning, stacklevel=2)
     spectrum = _checked(path, wave, flux, ivar, unit, object_id or path.name.split(".")[0])
+    # Doppler shift first, in the file's medium: exact for vacuum (see the module docstring).
+    wave_aa = doppler_to_rest(spectrum.wave_aa, rv_kms)
     if medium == "vacuum":
-        spectrum = dataclasses.replace(spectrum, wave_aa=vacuum_to_air(spectrum.wave_aa))
-    return spectrum
+        wave_aa = vacuum_to_air(wave_aa)
+    return dataclasses.replace(spectrum, wave_aa=wave_aa, rv_kms=float(rv_kms), medium=medium,
+                               medium_from=medium_from)
 
 
 def _first_line(exc: Exception) -> str:
@@ -193,27 +278,48 @@ def _read_fits(path: Path):
             if isinstance(hdu, fits.BinTableHDU):
                 wave, flux, ivar, unit = _columns(path, {c.name: np.asarray(hdu.data[c.name]) for c in hdu.columns},
                                                   {c.name: c.unit for c in hdu.columns})
-                return wave, flux, ivar, unit, object_id
+                return wave, flux, ivar, unit, object_id, None
             data = np.squeeze(np.asarray(hdu.data, dtype=np.float64))
             if data.ndim != 1:
                 raise UserError(f"{path}: image HDU has shape {hdu.data.shape}; expected a 1D spectrum")
-            return _wcs_wave(path, hdu.header, data.size), data, None, hdu.header.get("CUNIT1") or None, object_id
+            wave_aa, header_medium = _wcs_wave(path, hdu.header, data.size)
+            return wave_aa, data, None, None, object_id, header_medium
     raise UserError(f"{path}: no data in any HDU")
 
 
-def _wcs_wave(path: Path, header, n: int):
+def _wcs_wave(path: Path, header, n: int) -> tuple[np.ndarray, str | None]:
+    """Wavelengths (Å) of the ``n`` pixels of a 1D image, and the medium its ``CTYPE1`` states (or None)."""
     if "CRVAL1" not in header:
         raise UserError(f"{path}: 1D image without CRVAL1; cannot build wavelengths")
-    crval = float(header["CRVAL1"])
-    cdelt = float(header.get("CDELT1", header.get("CD1_1", 0.0)))
-    if cdelt == 0.0:
+    if float(header.get("CDELT1", header.get("CD1_1", 0.0))) == 0.0:
         raise UserError(f"{path}: CDELT1/CD1_1 missing or zero; cannot build wavelengths")
-    offset = np.arange(n) + 1.0 - float(header.get("CRPIX1", 1.0))
-    if "LOG" in str(header.get("CTYPE1", "")).upper():
-        return crval * np.exp(offset * cdelt / crval)
-    if int(header.get("DC-FLAG", 0)) == 1:
-        return 10.0 ** (crval + offset * cdelt)
-    return crval + offset * cdelt
+    ctype = str(header.get("CTYPE1", "")).strip().upper()
+    cunit = str(header.get("CUNIT1", "")).strip()
+    unit = u.AA
+    if cunit:
+        try:
+            unit = u.Unit(cunit)
+            unit.to(u.AA)
+        except (ValueError, u.UnitsError):
+            raise UserError(f"{path}: CUNIT1 {cunit!r} is not a wavelength unit (expected e.g. Angstrom, nm, "
+                            f"um or m)") from None
+    spectral = ctype[:4] in CTYPE_MEDIUM
+    if not spectral and ctype[:4] in ("FREQ", "ENER", "WAVN", "VRAD", "VOPT", "ZOPT", "VELO", "BETA"):
+        raise UserError(f"{path}: CTYPE1 {ctype!r} is not a wavelength axis (expected WAVE or AWAV)")
+    with warnings.catch_warnings():
+        # astropy reports the header keywords it normalises (e.g. a DATE-OBS format): not the user's concern.
+        warnings.simplefilter("ignore")
+        header = header.copy()
+        if not cunit or not spectral:
+            header.remove("CUNIT1", ignore_missing=True)  # values stay in the header's unit
+        world = np.asarray(WCS(header, naxis=1).pixel_to_world_values(np.arange(n)), dtype=np.float64)
+    if spectral and cunit:
+        wave_aa = (world * u.m).to_value(u.AA)  # wcslib gives spectral coordinates with a unit in SI
+    elif int(header.get("DC-FLAG", 0)) == 1:
+        wave_aa = 10.0**world  # IRAF: log10 of the wavelength in Å
+    else:
+        wave_aa = (world * unit).to_value(u.AA)
+    return wave_aa, CTYPE_MEDIUM.get(ctype[:4])
 
 
 def _read_text(path: Path):
@@ -288,13 +394,22 @@ def _checked(path: Path, wave, flux, ivar, unit, object_id: str) -> ObservedSpec
                         f"(worst {worst:.4g} at index {int(np.flatnonzero(flux == worst)[0])}); expected "
                         f"continuum-normalised flux: flag bad pixels (ivar 0) or remove them")
     step = np.diff(wave)
-    if (step < 0).all():
+    if (step <= 0).all() and (step < 0).any():
         wave, flux, flagged = wave[::-1], flux[::-1], flagged[::-1]
         ivar = None if ivar is None else ivar[::-1]
-    elif not (step > 0).all():
-        first = int(np.flatnonzero(step <= 0)[0])
-        raise UserError(f"{path}: wavelengths are not strictly monotonic (at index {first + 1}: "
+        step = np.diff(wave)
+    if (step < 0).any():
+        first = int(np.flatnonzero(step < 0)[0])
+        raise UserError(f"{path}: wavelengths are not monotonic (at index {first + 1}: "
                         f"{wave[first]:g} then {wave[first + 1]:g})")
+    if (step == 0).any():
+        wave, flux, ivar = _merge_repeats(wave, flux, ivar, flagged)
+        flagged = np.zeros(flux.size, dtype=bool) if ivar is None else ivar == 0
+        warnings.warn(f"{path}: {int((step == 0).sum())} repeated wavelengths (order joins) merged into one pixel "
+                      f"each ({'inverse-variance weighted' if ivar is not None else 'mean'} flux)",
+                      InputWarning, stacklevel=3)
+        if wave.size < 5:
+            raise UserError(f"{path}: only {wave.size} distinct wavelengths")
     median = float(np.median(wave))
     if not PLAUSIBLE_AA[0] <= median <= PLAUSIBLE_AA[1]:
         hint = " (they look like nm: multiply by 10 or set the unit)" if 200 <= median <= 3000 and not explicit else ""
@@ -312,6 +427,26 @@ def _checked(path: Path, wave, flux, ivar, unit, object_id: str) -> ObservedSpec
         flux = flux.copy()
         flux[flagged] = np.interp(wave[flagged], wave[~flagged], flux[~flagged])
     return ObservedSpectrum(wave, flux, ivar, object_id, str(path))
+
+
+def _merge_repeats(wave, flux, ivar, flagged):
+    """Merge runs of equal wavelengths: mean flux, weighted by ``ivar`` when given (sum of the ivars).
+
+    Flagged pixels (ivar 0) carry no weight; a run of flagged pixels only stays flagged.
+    """
+    unique, first = np.unique(wave, return_index=True)
+    group = np.cumsum(np.concatenate([[0], np.diff(wave) > 0]))  # run index of every pixel
+    if ivar is None:
+        weight = np.ones(flux.size)
+    else:
+        weight = np.where(flagged, 0.0, ivar)
+    finite_flux = np.where(flagged, 0.0, flux)  # a flagged pixel's flux may be NaN
+    total = np.bincount(group, weights=weight)
+    mean = np.bincount(group, weights=weight * finite_flux) / np.where(total > 0, total, 1.0)
+    merged_ivar = None if ivar is None else total
+    if ivar is not None:  # all-flagged runs: any flux, it is interpolated over like every flagged pixel
+        mean = np.where(total > 0, mean, flux[first])
+    return unique, mean, merged_ivar
 
 
 def native_snr_per_pixel(spectrum: ObservedSpectrum) -> tuple[float, str]:
@@ -418,13 +553,14 @@ def fourmostify_observed(spectrum: ObservedSpectrum, native_resolution: float, t
     report = {"path": str(Path(path).resolve()), "sha256": sha256_file(path), "object_id": spectrum.object_id,
               "native_resolution": native_resolution, "native_snr_per_pixel": native_snr,
               "native_snr_from": measured_by, "native_snr_in_target_unit": native_in_unit,
-              "n_pix_uncovered": int((~covered).sum()), "covered_fraction": covered_fraction}
+              "n_pix_uncovered": int((~covered).sum()), "covered_fraction": covered_fraction,
+              "rv_kms": spectrum.rv_kms, "wave_medium": spectrum.medium, "wave_medium_from": spectrum.medium_from}
     return {"flux": noisy, "flux_clean": clean, "mask": ~covered, "native_snr": native_snr, "report": report}
 
 
 def observe_files(paths: list[str], out_path: str | Path, native_resolution: float, target_snr: float,
-                  config: AugmentConfig, native_snr: float | None = None, medium: str = "air",
-                  allow_low_coverage: bool = False) -> list[dict]:
+                  config: AugmentConfig, native_snr: float | None = None, medium: str | None = None,
+                  allow_low_coverage: bool = False, rv_kms: float = 0.0, strict: bool = False) -> list[dict]:
     """4MOST-ify observed spectra into one observed store; returns the per-file reports.
 
     Everything is read and checked before the store is created, so bad input writes nothing.
@@ -442,11 +578,17 @@ def observe_files(paths: list[str], out_path: str | Path, native_resolution: flo
     config : AugmentConfig
     native_snr : float, optional
         S/N per native pixel of every file; measured per file when omitted.
-    medium : {"air", "vacuum"}
-        Medium of the files' wavelengths. Vacuum wavelengths are converted to air before the
-        chain (recorded in the provenance); the store's ``wave`` is always air.
+    medium : {"air", "vacuum"} or None
+        Medium of the files' wavelengths; None: per file, the one a FITS ``CTYPE1`` states, else
+        air. Vacuum wavelengths are converted to air before the chain (recorded in the
+        provenance); the store's ``wave`` is always air.
     allow_low_coverage : bool
         Keep spectra covering less than COVERAGE_MIN of the output pixels (they still warn).
+    rv_kms : float
+        Radial velocity of the stars, km/s (positive: receding), removed before the chain;
+        recorded per spectrum (``rv_kms`` array and provenance).
+    strict : bool
+        Refuse a file whose header states another medium than ``medium`` (else a warning).
 
     Returns
     -------
@@ -454,10 +596,12 @@ def observe_files(paths: list[str], out_path: str | Path, native_resolution: flo
         Per-file reports (also in the store's provenance ``inputs``).
     """
     check_parameters(native_resolution, target_snr, native_snr)
-    _choice_medium(medium)
+    if medium is not None:
+        _choice_medium(medium)
+    check_rv(rv_kms)
     if Path(out_path).exists():
         raise UserError(f"{out_path}: already exists; choose another --out or remove it")
-    spectra = [read_spectrum(p, medium) for p in paths]
+    spectra = [read_spectrum(p, medium, rv_kms, strict) for p in paths]
     path_of_id = {}
     for spectrum in spectra:  # object ids name the rows of the store and of cinn's posteriors
         if spectrum.object_id in path_of_id:
@@ -466,15 +610,21 @@ def observe_files(paths: list[str], out_path: str | Path, native_resolution: flo
         path_of_id[spectrum.object_id] = spectrum.path
     results = [fourmostify_observed(s, native_resolution, target_snr, config, i, native_snr, allow_low_coverage)
                for i, s in enumerate(spectra)]
-    conversion = f"vacuum to air, {VACUUM_TO_AIR} (augment.observe.vacuum_to_air)" if medium == "vacuum" else None
+    media = sorted({s.medium for s in spectra})
+    conversion = (f"vacuum to air, {VACUUM_TO_AIR} (augment.observe.vacuum_to_air)"
+                  if "vacuum" in media else None)
     provenance = {"augment": config.to_dict(), "seed": config.seed, "target_snr": target_snr,
                   "snr_unit": config.snr_unit, "inputs": [r["report"] for r in results],
-                  "wave_medium": {"input": medium, "output": OUTPUT_MEDIUM, "conversion": conversion},
+                  "wave_medium": {"input": media[0] if len(media) == 1 else "per file (inputs)",
+                                  "output": OUTPUT_MEDIUM, "conversion": conversion},
+                  "doppler": "λ_rest = λ_obs·sqrt((1 − v/c)/(1 + v/c)) in the file's medium, before any "
+                             "vacuum-to-air conversion (augment.observe.doppler_to_rest)",
                   "noise": "added in quadrature to the propagated native noise to reach the target S/N",
                   "run": run_context()}
     create_observed_store(
         out_path, grid=config.pixel_grid, medium=OUTPUT_MEDIUM, snr=target_snr, snr_unit=config.snr_unit,
         flux=np.stack([r["flux"] for r in results]), flux_clean=np.stack([r["flux_clean"] for r in results]),
         mask=np.stack([r["mask"] for r in results]), object_id=[r["report"]["object_id"] for r in results],
-        native_snr=np.array([r["native_snr"] for r in results]), provenance=provenance)
+        native_snr=np.array([r["native_snr"] for r in results]),
+        rv_kms=np.array([s.rv_kms for s in spectra]), provenance=provenance)
     return [r["report"] for r in results]

@@ -6,6 +6,12 @@ a time and written by one worker, so no two workers touch the same chunk and pea
 set by the unit size, never by the grid size. The parent process marks a unit's rows done
 (``status``) after the worker has written them. Results do not depend on ``jobs``: the draws
 are seeded per (seed, spectrum, S/N) and the batches the FFTs see are the output chunks.
+
+Two live runs on one training store never compute the same chunk: the parent takes the lease
+(:mod:`gridgen.lease`) of every ``flux`` chunk before a worker computes it and releases it only
+after marking the chunk done, re-reading ``status`` under the lease (the other run may have
+finished the chunk meanwhile). Chunks leased by another live run are skipped; once its own
+chunks are done a run looks at them once more and reports those still leased.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
+from gridgen import lease as lease_mod
 from gridgen.errors import UserError
 from gridgen.provenance import run_context
 from gridgen.store import STATUS_OK, open_grid_store
@@ -46,12 +53,15 @@ CHAIN_NOTE = ("one ln-lambda FFT convolution with Gaussian(R1) * rotation(vbroad
 
 @dataclass(frozen=True)
 class AugmentSummary:
-    """What a run did: rows in the store, rows computed now, grid spectra skipped (not ok)."""
+    """What a run did: rows in the store, rows computed by this run, grid spectra skipped (not
+    ok), whether it resumed an existing store, and ``leased``: chunk number -> holder
+    (``"host, pid N"``) of chunks still being computed by another run when this one ended."""
 
     n_rows: int
     n_computed: int
     n_skipped: int
     resumed: bool
+    leased: dict[int, str]
 
 
 def chain_fwhm_ln(config: AugmentConfig) -> float:
@@ -76,7 +86,7 @@ def plan_for_grid(wave_aa: np.ndarray, config: AugmentConfig, source: str) -> Ch
 
 
 def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfig, jobs: int = 1,
-                 progress: bool = True) -> AugmentSummary:
+                 progress: bool = True, lease_stale_s: float = lease_mod.STALE_AFTER_S) -> AugmentSummary:
     """Create (or resume) the training store ``out_path`` from the grid store ``in_path``.
 
     Parameters
@@ -91,6 +101,9 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
         Worker processes (joblib); the store's contents do not depend on it.
     progress : bool
         Show a tqdm progress bar on stderr.
+    lease_stale_s : float
+        Heartbeat age (s) after which a chunk leased by another run is taken over (a run on
+        this host whose process is dead is taken over at once).
 
     Returns
     -------
@@ -107,6 +120,8 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
     in_path, out_path = Path(in_path), Path(out_path)
     if jobs < 1:
         raise UserError(f"--jobs: must be >= 1, got {jobs}")
+    if not (math.isfinite(lease_stale_s) and lease_stale_s > 0):
+        raise UserError(f"--lease-stale-s: must be a finite number > 0 s, got {lease_stale_s:g}")
     grid = open_grid_store(in_path)
 
     def read(name):
@@ -153,7 +168,8 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
             out = _resume(out_path, grid, config, rows)
 
     try:
-        n_todo = _fill(out, out_path, in_path, config, grid["flux"].chunks[0], wave.size, jobs, progress)
+        n_computed, leased = _fill(out, out_path, in_path, config, grid["flux"].chunks[0], wave.size, jobs,
+                                   progress, lease_stale_s)
     except Exception:
         # A store this run created holds nothing finished worth keeping; a resumed one keeps its
         # finished chunks (valid, and a re-run skips them). An interrupt (SIGTERM, Ctrl-C) is
@@ -161,7 +177,7 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
         if created:
             shutil.rmtree(out_path, ignore_errors=True)
         raise
-    return AugmentSummary(int(rows.size), n_todo, n_skipped, not created)
+    return AugmentSummary(int(rows.size), n_computed, n_skipped, not created, leased)
 
 
 def _resume(out_path: Path, grid, config: AugmentConfig, rows: np.ndarray):
@@ -172,24 +188,93 @@ def _resume(out_path: Path, grid, config: AugmentConfig, rows: np.ndarray):
 
 
 def _fill(out, out_path: Path, in_path: Path, config: AugmentConfig, grid_chunk: int, n_wave: int, jobs: int,
-          progress: bool) -> int:
-    """Compute the pending units of ``out`` with ``jobs`` workers; returns the number of rows computed."""
+          progress: bool, lease_stale_s: float) -> tuple[int, dict[int, str]]:
+    """Compute the pending chunks of ``out`` with ``jobs`` workers, each under its lease.
+
+    Returns
+    -------
+    tuple
+        Rows computed by this run, and chunk number -> holder of the chunks another live run
+        still leased after a second look at them.
+    """
+    chunk = int(out.attrs["chunk_spectra"])
+    n_rows = out["status"].shape[0]
     units = _pending_units(out, out_path, grid_chunk, n_wave, jobs)
-    n_todo = sum(stop - start for start, stop in units)
-    tasks = (delayed(_augment_unit)(str(in_path), str(out_path), config.to_dict(), start, stop)
-             for start, stop in units)
-    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
+    counts = {"computed": 0}
+    leased: dict[int, str] = {}
+    with tqdm(total=sum(stop - start for start, stop in units), unit="spectrum",
+              disable=not progress or not units, desc="augment") as bar:
+        _fill_units(out, out_path, in_path, config, units, jobs, lease_stale_s, counts, leased, bar)
+        # Look once more at chunks another run held: it may have finished or died meanwhile.
+        again = [(number * chunk, min((number + 1) * chunk, n_rows)) for number in sorted(leased)]
+        leased.clear()
+        _fill_units(out, out_path, in_path, config, again, jobs, lease_stale_s, counts, leased, bar)
+    return counts["computed"], leased
+
+
+def _fill_units(out, out_path: Path, in_path: Path, config: AugmentConfig, units: list[tuple[int, int]],
+                jobs: int, lease_stale_s: float, counts: dict, leased: dict[int, str], bar) -> None:
+    """One pass over ``units``: lease each chunk, compute the still pending ones, mark them done.
+
+    Adds the rows computed to ``counts["computed"]`` and the chunks another live run holds to
+    ``leased`` (chunk number -> holder).
+    """
+    chunk = int(out.attrs["chunk_spectra"])
+    # Chunk start -> our lease, held from before a worker computes the chunk until it is marked
+    # done. joblib takes tasks from the generator below in its callback threads as well as in
+    # this one; single dict operations are atomic, so no further lock is needed.
+    held: dict[int, lease_mod.Lease] = {}
+
+    def leased_tasks():
+        for unit_start, unit_stop in units:
+            runs: list[list[int]] = []  # consecutive chunks of the unit this run now holds
+            for start in range(unit_start, unit_stop, chunk):
+                stop = min(start + chunk, unit_stop)
+                lease = lease_mod.acquire(out_path, f"chunk-{start // chunk}", lease_stale_s)
+                if isinstance(lease, lease_mod.Holder):
+                    leased[start // chunk] = str(lease)
+                    continue
+                lease.__enter__()  # start its heartbeat; released once the chunk is marked done
+                held[start] = lease
+                # Read after taking the lease: another run may have finished the chunk meanwhile.
+                if _chunk_done(out, out_path, start, stop):
+                    held.pop(start).release()
+                    bar.update(stop - start)
+                    continue
+                if runs and runs[-1][1] == start:
+                    runs[-1][1] = stop
+                else:
+                    runs.append([start, stop])
+            for start, stop in runs:
+                yield delayed(_augment_unit)(str(in_path), str(out_path), config.to_dict(), start, stop)
+
+    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(leased_tasks())
     try:
-        with tqdm(total=n_todo, unit="spectrum", disable=not progress or n_todo == 0, desc="augment") as bar:
-            for start, stop in results:
-                _mark_done(out, out_path, start, stop)
-                bar.update(stop - start)
+        for start, stop in results:
+            _mark_done(out, out_path, start, stop)
+            for first in range(start, stop, chunk):
+                held.pop(first).release()
+            counts["computed"] += stop - start
+            bar.update(stop - start)
     finally:
         # On an error or an interrupt joblib aborts the remaining tasks and kills its worker
         # processes when the generator is closed; do it now rather than at garbage collection,
         # so that no worker writes into a store that is being removed, or outlives the run.
+        # Then give up the leases of the chunks left unfinished, for the next run to take.
         results.close()
-    return n_todo
+        for lease in list(held.values()):
+            lease.release()
+
+
+def _chunk_done(out, out_path: Path, start: int, stop: int) -> bool:
+    """True if rows ``start:stop`` are all done; reads ``status`` under a shared lock (see _mark_done)."""
+    fd = os.open(out_path / "status", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        status = read_array(out_path, "status", lambda: out["status"][start:stop], f" rows {start}-{stop - 1}")
+    finally:
+        os.close(fd)
+    return bool((status == STATUS_DONE).all())
 
 
 def _mark_done(out, out_path: Path, start: int, stop: int) -> None:

@@ -35,7 +35,8 @@ Only grid spectra with status ok become rows. Group attributes: ``schema``, ``la
 Observed store (``schema = "cinn4most.observedstore/1"``): ``wave``, ``arm``, ``snr`` (n_snr = 1,
 the target S/N), ``flux`` (n_spec, 1, n_pix) and ``flux_clean`` (n_spec, n_pix) with NaN where
 ``mask`` (n_spec, n_pix) bool is True (pixel not covered by the observation), ``object_id``
-(n_spec,) str, ``native_snr`` (n_spec,) float64 (per native pixel), ``covered_fraction``
+(n_spec,) str, ``native_snr`` (n_spec,) float64 (per native pixel), ``rv_kms`` (n_spec,) float64
+(radial velocity removed before the chain, km/s, positive receding), ``covered_fraction``
 (n_spec,) float32 (fraction 0..1 of the output pixels covered by valid input, i.e. not masked;
 see :mod:`augment.observe`), ``status`` (all 1);
 provenance holds the config and, per input file, its path, SHA-256, native resolving power,
@@ -145,7 +146,7 @@ def init_training_group(group: zarr.Group, *, grid: PixelGrid, medium: str, snr:
 
 def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr: float, snr_unit: str,
                           flux: np.ndarray, flux_clean: np.ndarray, mask: np.ndarray, object_id: list[str],
-                          native_snr: np.ndarray, provenance: dict) -> zarr.Group:
+                          native_snr: np.ndarray, provenance: dict, rv_kms: np.ndarray | None = None) -> zarr.Group:
     """Write a complete observed store atomically; see the module docstring.
 
     Parameters
@@ -157,6 +158,8 @@ def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr
     mask : ndarray of bool, shape (n_spec, n_pix)
         True where the observation does not cover the pixel.
         ``covered_fraction`` is the fraction of unmasked pixels of each spectrum.
+    rv_kms : ndarray, shape (n_spec,), optional
+        Radial velocity removed from each spectrum, km/s (default 0: spectra given at rest).
     """
     path = Path(path)
     n_spec, n_pix = flux.shape
@@ -168,6 +171,8 @@ def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr
         _put(group, "mask", np.asarray(mask, dtype=bool), (1, n_pix), ("spectrum", "pixel"))
         _put(group, "object_id", np.array(object_id, dtype=np.dtypes.StringDType()), (n_spec,), ("spectrum",))
         _put(group, "native_snr", np.asarray(native_snr, dtype=np.float64), (n_spec,), ("spectrum",))
+        rv = np.zeros(n_spec) if rv_kms is None else np.asarray(rv_kms, dtype=np.float64)
+        _put(group, "rv_kms", rv, (n_spec,), ("spectrum",), units="km/s")
         covered = 1.0 - np.asarray(mask, dtype=bool).mean(axis=1)
         _put(group, "covered_fraction", covered.astype(np.float32), (n_spec,), ("spectrum",))
         _put(group, "status", np.full(n_spec, STATUS_DONE, dtype=np.int8), (n_spec,), ("spectrum",))

@@ -11,6 +11,9 @@ import zarr
 from astropy.io import fits
 from astropy.table import Table
 
+from gridgen.errors import UserError
+
+from augment import observe as observe_mod
 from augment.chain import fourmostify, make_plan
 from augment.cli import main
 from augment.config import config_from_mapping
@@ -45,9 +48,10 @@ def native_spectrum(lo=6080.0, hi=6250.0, step=0.02, snr=400.0, seed=0):
     return wave, noisy, truth
 
 
-def write_fits_linear(path, wave, flux, unit="Angstrom", obj="HD 1"):
+def write_fits_linear(path, wave, flux, unit="Angstrom", obj="HD 1", ctype="AWAV"):
+    """A 1D FITS image with a linear WCS; ``ctype`` AWAV states air wavelengths, WAVE vacuum."""
     hdu = fits.PrimaryHDU(flux.astype(np.float32))
-    hdu.header.update({"CRVAL1": wave[0], "CDELT1": wave[1] - wave[0], "CRPIX1": 1.0, "CTYPE1": "WAVE",
+    hdu.header.update({"CRVAL1": wave[0], "CDELT1": wave[1] - wave[0], "CRPIX1": 1.0, "CTYPE1": ctype,
                        "OBJECT": obj})
     if unit:
         hdu.header["CUNIT1"] = unit
@@ -78,7 +82,7 @@ def test_formats_agree_and_noise_reaches_target(tmp_path, config_file, capsys):
     log_wave = 6080.0 * np.exp(np.arange(0, math.log(6250 / 6080), 0.02 / 6080))
     log_flux = np.interp(log_wave, wave, flux)
     hdu = fits.PrimaryHDU(log_flux)
-    hdu.header.update({"CRVAL1": 6080.0, "CDELT1": 0.02, "CRPIX1": 1.0, "CTYPE1": "WAVE-LOG", "CUNIT1": "Angstrom"})
+    hdu.header.update({"CRVAL1": 6080.0, "CDELT1": 0.02, "CRPIX1": 1.0, "CTYPE1": "AWAV-LOG", "CUNIT1": "Angstrom"})
     hdu.writeto(tmp_path / "log.fits")
     files.append(tmp_path / "log.fits")
 
@@ -176,7 +180,7 @@ def bad_case(tmp_path, name):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("nan", "non-finite flux"), ("non-monotonic", "not strictly monotonic"), ("nm", "look like nm"),
+    ("nan", "non-finite flux"), ("non-monotonic", "wavelengths are not monotonic"), ("nm", "look like nm"),
     ("snr-above-native", "above the native S/N"), ("low-resolution", "must exceed"),
     ("no-coverage", "none of the arms"), ("not-normalised", "continuum-normalised"),
     ("negative-error", "1 negative or NaN values in column 'error' (first at index 300)"),
@@ -297,3 +301,164 @@ def test_flagged_wild_pixels_are_masked_not_smeared(tmp_path, config_file, capsy
                    "--config", config_file) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "1 unflagged flux values outside -0.1..2 (worst 1e+30" in err, err
+
+
+def line_centroid_aa(group, row: int = 0, half_width_aa: float = 1.5) -> float:
+    """Depth-weighted centre (Å) of the deepest line of a stored noiseless spectrum."""
+    pix, depth = group["wave"][:], 1 - group["flux_clean"][row].astype(np.float64)
+    near = np.abs(pix - pix[np.argmax(depth)]) < half_width_aa  # ±10 σ of an R = 20,000 line
+    return float(np.sum(pix[near] * depth[near]) / np.sum(depth[near]))
+
+
+def single_line(wave: np.ndarray, centre_aa: float) -> np.ndarray:
+    sigma = centre_aa / R_NATIVE / 2.3548
+    return 1 - 0.5 * np.exp(-0.5 * ((wave - centre_aa) / sigma) ** 2)
+
+
+def test_rv_shifts_a_line_back_onto_its_rest_pixel(tmp_path, config_file, capsys):
+    """A line at rest 6165.00 Å seen at +150 km/s returns to 6165.00 Å within 1/10 pixel (0.005 Å)."""
+    rest_aa, rv_kms = 6165.0, 150.0
+    beta = rv_kms / 299_792.458
+    observed_aa = rest_aa * math.sqrt((1 + beta) / (1 - beta))  # 6168.09 Å: 62 pixels away
+    wave = np.arange(6080.0, 6250.0, 0.02)
+    files = {}
+    for name, centre in (("rest", rest_aa), ("shifted", observed_aa)):
+        files[name] = tmp_path / f"{name}.fits"
+        Table({"wave": wave, "flux": single_line(wave, centre)}).write(files[name])
+    centres = {}
+    for name, rv in (("rest", 0.0), ("shifted", rv_kms)):
+        out = tmp_path / f"{name}.zarr"
+        assert observe(files[name], "--rv", rv, "--native-resolution", R_NATIVE, "--snr", 100, "--native-snr",
+                       1000, "--out", out, "--config", config_file) == 0
+        group = zarr.open_group(str(out), mode="r")
+        centres[name] = line_centroid_aa(group)
+        assert group["rv_kms"][:].tolist() == [rv] and group["rv_kms"].dtype == np.float64
+        assert group.attrs["provenance"]["inputs"][0]["rv_kms"] == rv
+    pixel_aa = 0.05
+    assert abs(centres["shifted"] - rest_aa) < pixel_aa / 10
+    assert abs(centres["shifted"] - centres["rest"]) < pixel_aa / 10  # same pixels, same centroid bias
+    # Without --rv the line stays where it was observed: the test can tell a shift from none.
+    out = tmp_path / "unshifted.zarr"
+    assert observe(files["shifted"], "--native-resolution", R_NATIVE, "--snr", 100, "--native-snr", 1000,
+                   "--out", out, "--config", config_file) == 0
+    assert abs(line_centroid_aa(zarr.open_group(str(out), mode="r")) - observed_aa) < pixel_aa / 10
+
+
+def write_fits_header(path, flux, **header):
+    hdu = fits.PrimaryHDU(np.asarray(flux, dtype=np.float64))
+    hdu.header.update(header)
+    hdu.writeto(path)
+    return path
+
+
+def test_wcs_units_cd_matrix_log_and_iraf_axes_agree(tmp_path, config_file):
+    """One spectrum, five ways of writing its wavelength axis: the same 4MOST-ified flux."""
+    step = 0.02
+    wave = np.arange(6080.0, 6250.0, step)
+    truth = native_truth(wave)
+    ln_step = step / 6080.0
+    log_wave = 6080.0 * np.exp(ln_step * np.arange(int(math.log(6250 / 6080) / ln_step)))
+    log10_wave = 10 ** (math.log10(6080.0) + ln_step / math.log(10) * np.arange(log_wave.size))
+    files = [
+        write_fits_linear(tmp_path / "ref.fits", wave, truth, obj="ref"),
+        write_fits_header(tmp_path / "cd-nm.fits", truth, CTYPE1="AWAV", CUNIT1="nm", CRVAL1=wave[10] / 10,
+                          CRPIX1=11.0, CD1_1=step / 10, OBJECT="cd-nm"),
+        write_fits_header(tmp_path / "m.fits", truth, CTYPE1="AWAV", CUNIT1="m", CRVAL1=wave[0] * 1e-10,
+                          CRPIX1=1.0, CDELT1=step * 1e-10, OBJECT="m"),
+        write_fits_header(tmp_path / "log.fits", native_truth(log_wave), CTYPE1="AWAV-LOG", CUNIT1="Angstrom",
+                          CRVAL1=6080.0, CRPIX1=1.0, CD1_1=step, OBJECT="log"),
+        write_fits_header(tmp_path / "iraf.fits", native_truth(log10_wave), CTYPE1="LINEAR", CRVAL1=math.log10(6080.0),
+                          CRPIX1=1.0, CDELT1=ln_step / math.log(10), **{"DC-FLAG": 1}, OBJECT="iraf"),
+    ]
+    out = tmp_path / "obs.zarr"
+    assert observe(*files, "--native-resolution", R_NATIVE, "--snr", 100, "--native-snr", 1000, "--out", out,
+                   "--config", config_file) == 0
+    group = zarr.open_group(str(out), mode="r")
+    clean = group["flux_clean"][:].astype(np.float64)
+    assert not group["mask"][:].any()
+    # Same native pixels: equal to float32 rounding; a log grid samples the same lines elsewhere:
+    # agreement to the accuracy of the flux-conserving rebin of resolved lines (few 1e-4).
+    for row in (1, 2):
+        assert np.max(np.abs(clean[row] - clean[0])) < 1e-5, row
+    for row in (3, 4):
+        assert np.max(np.abs(clean[row] - clean[0])) < 2e-3, row
+    assert [i["wave_medium_from"] for i in group.attrs["provenance"]["inputs"]] == ["header CTYPE1"] * 4 + ["default"]
+
+
+def test_vacuum_wcs_is_converted_and_a_contradicting_medium_warns(tmp_path, config_file, capsys):
+    """CTYPE1 'WAVE' states vacuum: without --medium it is converted to air; --medium air warns and wins."""
+    wave_vac = np.arange(6080.0, 6250.0, 0.02)
+    flux = native_truth(vacuum_to_air(wave_vac))  # the star's air-wavelength spectrum, sampled in vacuum
+    vac = write_fits_linear(tmp_path / "vac.fits", wave_vac, flux, ctype="WAVE", obj="vac")
+    wave_air = np.arange(6080.0, 6250.0, 0.02)
+    air = write_fits_linear(tmp_path / "air.fits", wave_air, native_truth(wave_air), obj="air")
+    out = tmp_path / "obs.zarr"
+    assert observe(vac, air, "--native-resolution", R_NATIVE, "--snr", 100, "--native-snr", 1000, "--out", out,
+                   "--config", config_file) == 0
+    assert "warning" not in capsys.readouterr().err
+    group = zarr.open_group(str(out), mode="r")
+    clean = group["flux_clean"][:].astype(np.float64)
+    assert np.max(np.abs(clean[0] - clean[1])) < 2e-3  # same star, different native sampling
+    assert [i["wave_medium"] for i in group.attrs["provenance"]["inputs"]] == ["vacuum", "air"]
+    assert "Morton (2000" in group.attrs["provenance"]["wave_medium"]["conversion"]
+
+    forced = tmp_path / "forced.zarr"
+    assert observe(vac, "--medium", "air", "--native-resolution", R_NATIVE, "--snr", 100, "--native-snr", 1000,
+                   "--out", forced, "--config", config_file) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"warning: {vac}: header CTYPE1 states vacuum wavelengths but --medium is air; "
+                   f"using --medium air"], err
+    shifted = zarr.open_group(str(forced), mode="r")["flux_clean"][0].astype(np.float64)
+    assert np.max(np.abs(shifted - clean[1])) > 0.1  # ~1.7 Å off: lines land elsewhere
+
+
+@pytest.mark.parametrize("unit, factor", [("nm", 0.1), ("um", 1e-4), ("Angstrom", 1.0), ("m", 1e-10)])
+def test_table_wavelength_units_are_converted(tmp_path, config_file, unit, factor):
+    wave, flux, _ = native_spectrum()
+    table = Table({"wave": wave * factor, "flux": flux})
+    table["wave"].unit = unit
+    table.write(tmp_path / "unit.fits")
+    Table({"wave": wave, "flux": flux}).write(tmp_path / "plain.fits")  # no unit: Å
+    out = tmp_path / "obs.zarr"
+    assert observe(tmp_path / "unit.fits", tmp_path / "plain.fits", "--native-resolution", R_NATIVE, "--snr", 100,
+                   "--out", out, "--config", config_file) == 0
+    clean = zarr.open_group(str(out), mode="r")["flux_clean"][:]
+    assert np.max(np.abs(clean[0] - clean[1])) < 1e-5
+
+
+def test_repeated_wavelengths_at_an_order_join_are_merged(tmp_path, config_file, capsys):
+    wave, flux, truth = native_spectrum()
+    rng = np.random.default_rng(5)
+    # Two orders sharing 10 pixels of one wavelength grid, sorted by wavelength: each shared
+    # wavelength appears twice in a row. The second order is noisier (ivar four times smaller).
+    ivar = np.concatenate([np.full(4000, 1.6e5), np.full(wave.size - 3990, 4e4)])
+    joined_wave = np.concatenate([wave[:4000], wave[3990:]])
+    joined_flux = np.concatenate([flux[:4000], truth[3990:] + rng.normal(0, 0.005, wave.size - 3990)])
+    order = np.argsort(joined_wave, kind="stable")  # first order's pixel first at each repeat
+    a, b = joined_flux[3990:4000], joined_flux[4000:4010]
+    joined_wave, joined_flux, ivar = joined_wave[order], joined_flux[order], ivar[order]
+    path = tmp_path / "orders.fits"
+    Table({"wave": joined_wave, "flux": joined_flux, "ivar": ivar}).write(path)
+    with pytest.warns(observe_mod.InputWarning, match=r"10 repeated wavelengths .*inverse-variance weighted"):
+        spectrum = observe_mod.read_spectrum(path)
+    assert np.array_equal(spectrum.wave_aa, wave)
+    assert np.allclose(spectrum.flux[3990:4000], (1.6e5 * a + 4e4 * b) / 2e5, rtol=0, atol=1e-12)
+    assert np.allclose(spectrum.ivar[3990:4000], 2e5) and spectrum.ivar[3989] == 1.6e5
+    assert spectrum.ivar[4000] == 4e4
+    # Without uncertainties: the plain mean; through the command line: one warning line.
+    Table({"wave": joined_wave, "flux": joined_flux}).write(tmp_path / "plain.fits")
+    out = tmp_path / "obs.zarr"
+    assert observe(tmp_path / "plain.fits", "--native-resolution", R_NATIVE, "--snr", 100, "--out", out,
+                   "--config", config_file) == 0
+    warning_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    assert warning_lines == [f"warning: {tmp_path / 'plain.fits'}: 10 repeated wavelengths (order joins) merged "
+                             f"into one pixel each (mean flux)"]
+    with pytest.warns(observe_mod.InputWarning):
+        plain = observe_mod.read_spectrum(tmp_path / "plain.fits")
+    assert np.allclose(plain.flux[3990:4000], (a + b) / 2, rtol=0, atol=1e-12)
+    # A decrease is still refused.
+    decreasing = joined_wave.copy()
+    decreasing[4005] -= 1.0  # 6159.9 then 6158.9
+    Table({"wave": decreasing, "flux": joined_flux}).write(tmp_path / "bad.fits")
+    with pytest.raises(UserError, match=r"bad\.fits: wavelengths are not monotonic"):
+        observe_mod.read_spectrum(tmp_path / "bad.fits")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,8 @@ import pytest
 import zarr
 
 from augment.cli import main
+from gridgen import lease
+from gridgen.lease import LEASE_DIR
 from badinput import assert_rejected
 from test_augment_cli import ARM_TOML, make_grid_store
 
@@ -149,11 +152,20 @@ RACER = """
 import sys, time
 from pathlib import Path
 from augment.cli import main
+from gridgen import lease
+from gridgen.lease import LEASE_DIR
 go = Path(sys.argv[1])
 while not go.exists():
     time.sleep(0.001)
 sys.exit(main(sys.argv[2:]))
 """
+
+
+def computed_now(stdout: str) -> int:
+    """Rows a run reports as computed by itself ("... (N computed now) ...")."""
+    match = re.search(r"\((\d+) computed now\)", stdout)
+    assert match, stdout
+    return int(match.group(1))
 
 
 @pytest.mark.slow
@@ -169,11 +181,44 @@ def test_two_runs_on_one_new_store_both_finish_it(tmp_path, config_file):
     for proc, (stdout, stderr) in zip(procs, results):
         assert proc.returncode == 0, stderr
     assert sorted(stdout.split()[0] for stdout, _ in results) == ["created", "resumed"]
+    # Chunk leases: every row computed by exactly one of the two runs, none by both.
+    assert sum(computed_now(stdout) for stdout, _ in results) == 40, results
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".train.zarr")]  # no temporaries left
+    assert not (out / LEASE_DIR).exists()  # every lease released
     reference = tmp_path / "reference.zarr"
     assert main(["--in", str(grid), "--out", str(reference), "--config", str(config_file), "--no-progress"]) == 0
     assert_same_arrays(out, reference)
     assert (zarr.open_group(str(out), mode="r")["status"][:] == 1).all()
+
+
+def test_chunk_leased_by_a_live_run_is_left_to_it_and_reported(tmp_path, config_file, capsys):
+    grid = make_grid_store(tmp_path / "grid.zarr", n_spec=12, failed=(), pending=())
+    out = tmp_path / "train.zarr"
+    assert main(["--in", str(grid), "--out", str(out), "--config", str(config_file), "--no-progress"]) == 0
+    reference = store_arrays(out)
+    group = zarr.open_group(str(out), mode="r+")
+    group["status"][:] = 0  # as if an earlier run had stopped before any chunk was marked done
+    group["flux"][4:8] = -1.0
+    # Chunk 1 (rows 4-7, chunk_spectra 4) is leased by a live process: this test's own.
+    held = lease.acquire(out, "chunk-1")
+    assert isinstance(held, lease.Lease)
+    with held:
+        capsys.readouterr()
+        assert main(["--in", str(grid), "--out", str(out), "--config", str(config_file), "--no-progress"]) == 0
+        stdout = capsys.readouterr().out
+        assert computed_now(stdout) == 8, stdout
+        assert f"1 chunks are being computed by another run ({socket.gethostname()}, pid {os.getpid()})" in stdout
+        status = zarr.open_group(str(out), mode="r")["status"][:]
+        assert (status[4:8] == 0).all() and (status[:4] == 1).all() and (status[8:] == 1).all()
+        assert (zarr.open_group(str(out), mode="r")["flux"][4:8] == -1.0).all()  # the held chunk untouched
+    # Released: the next run computes only that chunk, to the same bytes as one uninterrupted run.
+    capsys.readouterr()
+    assert main(["--in", str(grid), "--out", str(out), "--config", str(config_file), "--no-progress"]) == 0
+    assert computed_now(capsys.readouterr().out) == 4
+    resumed = store_arrays(out)
+    for name in reference:
+        assert reference[name].tobytes() == resumed[name].tobytes(), name
+    assert not (out / LEASE_DIR).exists()
 
 
 def test_info_into_a_closed_pipe_exits_quietly(tmp_path, config_file):

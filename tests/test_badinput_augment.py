@@ -74,6 +74,8 @@ def world(tmp_path_factory) -> Path:
     (root / "ragged.csv").write_text("wave,flux\n6100.0,1.0\n6100.1,0.9,0.3\n6100.2\n")
     (root / "garbage.fits").write_bytes(b"SIMPLE  =  nonsense" * 50)
     np.savetxt(root / "three.txt", np.column_stack([wave, flux, np.full(wave.size, 0.0025)]))
+    write_fits_linear(root / "vacuum-wcs.fits", wave, flux, ctype="WAVE", obj="vac")  # CTYPE1 states vacuum
+    write_fits_linear(root / "bananas.fits", wave, flux, unit="bananas", obj="bananas")
     return root
 
 
@@ -131,7 +133,7 @@ CASES = [
     ("observe-negative-flux", lambda w, o: observe_args(w, o, "negative.fits"),
      r"3 unflagged flux values outside -0\.1\.\.2 \(worst -0\.5 at index 10\)"),
     ("observe-not-normalised", lambda w, o: observe_args(w, o, "scaled.fits"), r"outside -0\.1\.\.2"),
-    ("observe-non-monotonic", lambda w, o: observe_args(w, o, "shuffled.fits"), r"not strictly monotonic"),
+    ("observe-non-monotonic", lambda w, o: observe_args(w, o, "shuffled.fits"), r"wavelengths are not monotonic"),
     ("observe-nm", lambda w, o: observe_args(w, o, "nm.fits"), r"look like nm"),
     ("observe-snr-above-native", lambda w, o: observe_args(w, o, "good.fits", snr=5000), r"above the native S/N"),
     ("observe-resolution-at-output", lambda w, o: observe_args(w, o, "good.fits", resolution=20000),
@@ -155,6 +157,15 @@ CASES = [
     ("observe-out-exists", lambda w, o: observe_args(w, w / "obs.zarr", "good.fits"), r"obs\.zarr: already exists"),
     ("observe-bad-medium", lambda w, o: observe_args(w, o, "good.fits", extra=("--medium", "water")),
      r"invalid choice: 'water'"),
+    ("observe-rv-nan", lambda w, o: observe_args(w, o, "good.fits", extra=("--rv", "nan")),
+     r"--rv: must be a finite radial velocity within ±1000 km/s, got nan"),
+    ("observe-rv-too-large", lambda w, o: observe_args(w, o, "good.fits", extra=("--rv", "2000")),
+     r"--rv: must be a finite radial velocity within ±1000 km/s, got 2000"),
+    ("observe-wcs-medium-strict", lambda w, o: observe_args(w, o, "good.fits", "vacuum-wcs.fits",
+                                                            extra=("--medium", "air", "--strict")),
+     r"vacuum-wcs\.fits: header CTYPE1 states vacuum wavelengths but --medium is air \(--strict\)"),
+    ("observe-unknown-cunit", lambda w, o: observe_args(w, o, "bananas.fits"),
+     r"bananas\.fits: CUNIT1 'bananas' is not a wavelength unit"),
 ]
 
 
