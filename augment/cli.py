@@ -10,8 +10,8 @@ import argparse
 import sys
 import warnings
 
-from gridgen.errors import ArgumentParser, run_cli
-from gridgen.store import WAVE_MEDIA
+from gridgen.core.errors import ArgumentParser, run_cli
+from gridgen.core.codes import WAVE_MEDIA
 
 from augment.config import load_config, parse_snr_list
 from augment.noise import SNR_UNITS

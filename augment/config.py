@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 
 from augment.arms import FOURMOST_HR_ARMS, ArmSpec, PixelGrid
 from augment.noise import PAPER_SNR, SNR_UNITS

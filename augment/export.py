@@ -13,8 +13,8 @@ from pathlib import Path
 
 import h5py
 
-from gridgen.errors import UserError
-from gridgen.storeio import write_atomically
+from gridgen.core.errors import UserError
+from gridgen.core.storeio import write_atomically
 
 from augment.store import open_augment_store, read_array
 

@@ -15,7 +15,7 @@ import math
 import numpy as np
 from scipy.special import erf
 
-from gridgen.seeds import STREAM_NOISE, derived_rng
+from gridgen.core.seeds import STREAM_NOISE, derived_rng
 
 SNR_UNITS = ("per_pixel", "per_angstrom")
 

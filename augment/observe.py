@@ -68,8 +68,8 @@ from astropy.io import ascii as astropy_ascii
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from gridgen.errors import UserError
-from gridgen.provenance import run_context, sha256_file
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import run_context, sha256_file
 
 from augment.chain import make_plan, fourmostify
 from augment.config import AugmentConfig
@@ -77,8 +77,8 @@ from augment.lsf import FWHM_TO_SIGMA, degrade_fwhm_ln
 from augment.noise import degraded_noise_variance, der_snr, snr_per_pixel
 from augment.rebin import edges_from_centres, rebin
 from augment.rotation import C_KMS
-from gridgen.seeds import STREAM_NOISE, derived_rng
-from gridgen.store import WAVE_MEDIA
+from gridgen.core.seeds import STREAM_NOISE, derived_rng
+from gridgen.core.codes import WAVE_MEDIA
 from augment.store import create_observed_store
 
 WAVE_NAMES = ("wave", "wavelength", "lambda", "wl", "lam", "loglam")

@@ -30,9 +30,10 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from gridgen import lease as lease_mod
-from gridgen.errors import UserError
-from gridgen.provenance import run_context
-from gridgen.store import STATUS_OK, open_grid_store
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import run_context
+from gridgen.core.codes import STATUS_OK
+from gridgen.store import open_grid_store
 
 from augment.chain import ChainPlan, augment_spectra, make_plan
 from augment.config import AugmentConfig, config_from_mapping

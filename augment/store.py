@@ -30,7 +30,7 @@ Only grid spectra with status ok become rows. Group attributes: ``schema``, ``la
 ``label_units``, ``chunk_spectra`` and ``provenance`` = {``grid``: the grid store's provenance
 (copied), ``grid_store``: path, schema, counts of ok/skipped spectra, ``augment``: the
 :class:`augment.config.AugmentConfig` as a dict, ``seed``, ``chain``: a one-line description,
-``run``: :func:`gridgen.provenance.run_context`}.
+``run``: :func:`gridgen.core.provenance.run_context`}.
 
 Observed store (``schema = "cinn4most.observedstore/1"``): ``wave``, ``arm``, ``snr`` (n_snr = 1,
 the target S/N), ``flux`` (n_spec, 1, n_pix) and ``flux_clean`` (n_spec, n_pix) with NaN where
@@ -56,8 +56,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from gridgen.errors import UserError
-from gridgen.storeio import create_atomically, open_store
+from gridgen.core.errors import UserError
+from gridgen.core.storeio import create_atomically, open_store
 
 from augment.arms import PixelGrid
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gridgen.seeds import STREAM_VBROAD, derived_rng
+from gridgen.core.seeds import STREAM_VBROAD, derived_rng
 
 DISTRIBUTIONS = ("uniform", "loguniform")
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen.errors import UserError
-from gridgen.storeio import write_atomically
+from gridgen.core.errors import UserError
+from gridgen.core.storeio import write_atomically
 
 
 def fit_bias(teff_k: np.ndarray, residual: np.ndarray) -> tuple[float, float]:

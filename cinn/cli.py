@@ -1,7 +1,7 @@
 """Command line: ``python -m cinn {train,evaluate,predict,search,bias-fit}``.
 
 Exit status 0 on success, 1 with one ``error: ...`` line on a user error
-(:class:`gridgen.errors.UserError`), 2 on an internal failure.
+(:class:`gridgen.core.errors.UserError`), 2 on an internal failure.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from gridgen.errors import ArgumentParser, UserError, run_cli
+from gridgen.core.errors import ArgumentParser, UserError, run_cli
 
 UNITS = ("Units: Teff K, log g dex (cgs), [Fe/H] and [X/Fe] dex, vmic and vbroad km/s, "
          "wavelengths Å, S/N in the training store's unit (per Å or per pixel).")

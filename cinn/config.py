@@ -11,7 +11,7 @@ subset, e.g.::
     epochs = 10
 
 The tree is validated once, when it is built: an unknown key, a wrong type or an out-of-range
-value raises :class:`gridgen.errors.UserError` naming the dotted key (``train.epochs``).
+value raises :class:`gridgen.core.errors.UserError` naming the dotted key (``train.epochs``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 
 #: The paper's 13 targets, in the paper's order, named as in the stores' ``label_names``.
 PAPER_TARGETS = ("teff", "logg", "fe_h", "vmic", "vbroad", "ca_fe", "c_fe", "mg_fe",

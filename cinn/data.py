@@ -18,10 +18,9 @@ import zarr
 
 from augment.noise import add_noise
 from augment.store import OBSERVED_SCHEMA, STATUS_DONE, TRAIN_SCHEMA, open_augment_store
-from gridgen.errors import UserError
-from gridgen.store import SPLIT_NAMES, WAVE_MEDIA
+from gridgen.core.errors import UserError
+from gridgen.core.codes import SPLIT_CODES, WAVE_MEDIA
 
-SPLIT_CODES = {name: code for code, name in enumerate(SPLIT_NAMES)}
 
 #: Arrays cinn reads beyond those :func:`augment.store.open_augment_store` already requires.
 _REQUIRED = {

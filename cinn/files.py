@@ -1,6 +1,6 @@
 """Reading and writing the small files of model, report and search directories.
 
-Every write goes through :func:`gridgen.storeio.write_atomically`: an interrupted or failed run
+Every write goes through :func:`gridgen.core.storeio.write_atomically`: an interrupted or failed run
 leaves the old file or the complete new one, never a partial file that a re-run would trust.
 Every read treats the file as untrusted input: JSON is parsed, never evaluated.
 """
@@ -12,8 +12,8 @@ import io
 import json
 from pathlib import Path
 
-from gridgen.errors import UserError
-from gridgen.storeio import write_atomically
+from gridgen.core.errors import UserError
+from gridgen.core.storeio import write_atomically
 
 
 def read_json_object(path: str | Path, what: str) -> dict:

@@ -20,7 +20,7 @@ from torch import nn
 import FrEIA.framework as ff
 import FrEIA.modules as fm
 
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 
 from cinn.config import NetworkConfig
 

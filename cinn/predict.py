@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 
 import FrEIA.modules as fm
 
-from gridgen.errors import UserError
-from gridgen.provenance import run_context
-from gridgen.storeio import create_atomically, write_atomically
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import run_context
+from gridgen.core.storeio import create_atomically, write_atomically
 
 from cinn.config import CinnConfig, PredictConfig, config_from_dict
 from cinn.data import (OBSERVED_SCHEMA, TRAIN_SCHEMA, check_finite, chunks_of, open_store, read_array, read_rows,
@@ -442,7 +442,7 @@ def run_prediction(model: LoadedModel, input_path: str | Path, config: PredictCo
 
 def write_posterior_store(result: dict, model: LoadedModel, out_path: str | Path, input_path: str | Path,
                           config: PredictConfig, bias_corrected: bool) -> Path:
-    """Write a new posterior store atomically (:func:`gridgen.storeio.create_atomically`).
+    """Write a new posterior store atomically (:func:`gridgen.core.storeio.create_atomically`).
 
     Layout (schema ``cinn4most.posteriorstore/1``): per prediction ``map``, ``median``,
     ``q02_5``, ``q16``, ``q84``, ``q97_5`` (n, n_target) float64 physical units; ``f_reject``,

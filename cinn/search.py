@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 
 from cinn.config import CinnConfig, config_to_dict, replace
 from cinn.data import open_store

@@ -16,8 +16,8 @@ import torch
 import zarr
 from tqdm.auto import tqdm
 
-from gridgen.errors import UserError
-from gridgen.storeio import write_atomically
+from gridgen.core.errors import UserError
+from gridgen.core.storeio import write_atomically
 
 from cinn.data import StoreInfo, check_finite, chunks_of, read_rows
 

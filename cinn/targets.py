@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 
 #: Targets learnt as log10 of the label.
 LOG10_TARGETS = frozenset({"teff", "vbroad"})

@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from gridgen.errors import UserError
-from gridgen.storeio import write_atomically
-from gridgen.provenance import run_context, sha256_bytes
+from gridgen.core.errors import UserError
+from gridgen.core.storeio import write_atomically
+from gridgen.core.provenance import run_context, sha256_bytes
 
 from cinn.config import CinnConfig, config_from_dict, config_to_dict
 from cinn.data import BatchStream, StoreInfo, iterate_split, open_store, read_array, split_rows

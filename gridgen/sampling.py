@@ -4,7 +4,7 @@ Teff and log g are uniform inside the configured Kiel-diagram polygon intersecte
 atmosphere provider's validity region; [Fe/H], vmic and the 21 [X/Fe] follow the per-parameter
 priors, optionally shifted as a function of [Fe/H]. ``sobol`` draws all 25 dimensions from one
 scrambled Sobol sequence (even coverage of the 25-D cube); ``random`` draws spectrum *i* from a
-generator seeded with ``(seed, i)`` (:mod:`gridgen.seeds`) so it does not depend on the grid size or
+generator seeded with ``(seed, i)`` (:mod:`gridgen.core.seeds`) so it does not depend on the grid size or
 order.
 """
 
@@ -21,9 +21,9 @@ from scipy import stats
 from scipy.stats import qmc
 
 from gridgen.config import LABEL_NAMES, PRIOR_PARAMETERS, GridConfig, Prior
-from gridgen.errors import UserError
-from gridgen.provenance import sha256_file
-from gridgen.seeds import STREAM_SAMPLE, STREAM_SPLIT, derived_rng
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import sha256_file
+from gridgen.core.seeds import STREAM_SAMPLE, STREAM_SPLIT, derived_rng
 
 _N_DIM = len(LABEL_NAMES)
 _VMIC = LABEL_NAMES.index("vmic")
@@ -314,7 +314,7 @@ def sample_parameters(config: GridConfig, provider) -> np.ndarray:
 def assign_split(n_spectra: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
     """Split codes per base spectrum: 0 train, 1 test, 2 validation, in the given fractions.
 
-    The permutation comes from its own seed stream (:mod:`gridgen.seeds`), so the split is
+    The permutation comes from its own seed stream (:mod:`gridgen.core.seeds`), so the split is
     reproducible and independent of the parameters drawn.
     """
     order = derived_rng(seed, STREAM_SPLIT).permutation(n_spectra)

@@ -18,7 +18,7 @@ them) are left out of the returned mapping rather than given a sentinel.
 
 from __future__ import annotations
 
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 
 ELEMENTS: tuple[str, ...] = (
     "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne",

@@ -46,16 +46,12 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from gridgen.errors import UserError
-from gridgen.provenance import sha256_bytes
-from gridgen.storeio import create_atomically, open_store
+from gridgen.core.codes import STATUS_FAILED, STATUS_NAMES, STATUS_OK, STATUS_PENDING
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import sha256_bytes
+from gridgen.core.storeio import create_atomically, open_store
 
 SCHEMA = "cinn4most.gridstore/1"
-STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
-STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_OK: "ok", STATUS_FAILED: "failed"}
-SPLIT_NAMES = ("train", "test", "val")
-#: The wavelength media a store's ``wave`` can be in (attribute ``medium``).
-WAVE_MEDIA = ("air", "vacuum")
 _REQUIRED = {
     "wave": ("wavelength",),
     "flux": ("spectrum", "wavelength"),

@@ -45,8 +45,8 @@ import numpy as np
 from gridgen import engine as engine_mod
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import ABUNDANCE_ELEMENTS, LABEL_NAMES, LABEL_UNITS, load_grid_config
-from gridgen.errors import UserError
-from gridgen.provenance import sha256_bytes, sha256_file
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import sha256_bytes, sha256_file
 from gridgen.runner import grid_provenance
 from gridgen.sampling import assign_split, sample_parameters
 from gridgen.store import create_grid_store, open_grid_store, status_counts, write_spectrum

@@ -16,7 +16,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from gridgen.errors import run_cli
+from gridgen.core.errors import run_cli
 
 
 def snapshot(*paths: str | Path) -> dict[str, str]:

@@ -8,7 +8,6 @@ small network to learn, without Turbospectrum (the real chain is tested in gridg
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,26 +125,23 @@ def make_observed_store(path: str | Path, training_store: str | Path, rows: list
 
     Written by :func:`augment.store.create_observed_store`. ``wave_shift_aa`` != 0 gives a
     pixel grid that does not match the model's; ``medium`` labels the wavelengths. Repeating
-    a row repeats its ``object_id``. ``covered_fraction`` (one value per row, 0..1) is added as
-    the per-spectrum float32 array of that name, with its metadata consolidated again.
+    a row repeats its ``object_id``. ``covered_fraction`` (one value per row, 0..1) masks the
+    first ``1 - covered_fraction`` of each row's pixels, so the store records that coverage.
     """
     src = zarr.open_group(str(training_store), mode="r")
     wave = src["wave"][:] + wave_shift_aa
     flux = src["flux"][:][rows, snr_index, :]
     snr = float(src["snr"][snr_index])
+    mask = np.zeros(flux.shape, dtype=bool)
+    if covered_fraction is not None:
+        n_masked = np.round((1.0 - np.asarray(covered_fraction)) * flux.shape[1]).astype(int)
+        for row, n in enumerate(n_masked):
+            mask[row, :n] = True
     create_observed_store(
         path, grid=pixel_grid(wave), medium=medium, snr=snr, snr_unit=src["snr"].attrs["unit"],
-        flux=flux, flux_clean=src["flux_clean"][:][rows], mask=np.zeros(flux.shape, dtype=bool),
+        flux=flux, flux_clean=src["flux_clean"][:][rows], mask=mask,
         object_id=[f"star{r}" for r in rows], native_snr=np.full(len(rows), snr),
         provenance={"source": str(training_store), "rows": list(rows)})
-    if covered_fraction is not None:
-        group = zarr.open_group(str(path), mode="r+", zarr_format=3, use_consolidated=False)
-        array = group.create_array("covered_fraction", shape=(len(rows),), dtype="float32",
-                                   dimension_names=("spectrum",))
-        array[:] = np.asarray(covered_fraction, dtype=np.float32)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # consolidated metadata is not in the v3 spec yet
-            zarr.consolidate_metadata(str(path))
     return Path(path)
 
 

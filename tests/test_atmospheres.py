@@ -13,7 +13,7 @@ from gridgen.atmospheres.emulator import (
 )
 from gridgen.atmospheres.kurucz import babsma_log_tau5000, read_kurucz
 from gridgen.atmospheres.provider import AtmosphereConfig, EmulatorProvider, make_provider
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 
 FIXTURE_MARCS = Path(__file__).parent / "data" / "atmospheres" / "marcs"
 
@@ -234,7 +234,7 @@ def test_weight_fetch_replaces_a_partial_file_and_leaves_no_temporaries(emulator
     import zipfile
 
     from gridgen.atmospheres.emulator import WEIGHT_SHA256, default_cache_dir, fetch_emulator_weights
-    from gridgen.provenance import sha256_file
+    from gridgen.core.provenance import sha256_file
 
     source = default_cache_dir()
     wheel = tmp_path / "atmosnet-1.0.1-py2.py3-none-any.whl"

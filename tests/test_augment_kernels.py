@@ -17,7 +17,7 @@ from augment.noise import PAPER_SNR, add_noise, der_snr, snr_per_pixel
 from augment.rebin import edges_from_centres, rebin, rebin_matrix
 from augment.rotation import C_KMS, gray_profile, rotate, rotation_kernel
 from augment.vbroad_prior import VbroadPrior, sample_vbroad
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 
 
 def fwhm(x: np.ndarray, profile: np.ndarray) -> float:

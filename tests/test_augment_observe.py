@@ -11,7 +11,7 @@ import zarr
 from astropy.io import fits
 from astropy.table import Table
 
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 
 from augment import observe as observe_mod
 from augment.chain import fourmostify, make_plan

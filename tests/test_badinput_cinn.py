@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import zarr
 import pytest
 import torch
 
@@ -74,8 +75,9 @@ def w(tmp_path_factory):
         damage_chunks(root / f"obs_{how}.zarr", "flux", how)
         paths[f"obs_{how}"] = root / f"obs_{how}.zarr"
     paths["obs_dup"] = make_observed_store(root / "obs_dup.zarr", store, [0, 1, 0])
-    paths["obs_cover"] = make_observed_store(root / "obs_cover.zarr", store, [0, 1, 2],
-                                             covered_fraction=[1.0, 1.5, 0.2])
+    paths["obs_cover"] = make_observed_store(root / "obs_cover.zarr", store, [0, 1, 2])
+    # A store from someone else may hold any value: write one no writer of ours would.
+    zarr.open_group(str(paths["obs_cover"]), mode="r+", zarr_format=3)["covered_fraction"][1] = 1.5
 
     rng = np.random.default_rng(3)
 

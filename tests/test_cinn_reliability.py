@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,13 +43,15 @@ def model(store, tmp_path_factory):
 
 
 def test_covered_fraction_is_copied_and_flagged(tmp_path, store, model, capsys):
-    covered = np.array([1.0, 0.85, 0.8, 0.79, 0.1], dtype=np.float32)
-    obs = make_observed_store(tmp_path / "obs.zarr", store, [0, 1, 2, 3, 4], covered_fraction=covered)
+    obs = make_observed_store(tmp_path / "obs.zarr", store, [0, 1, 2, 3, 4],
+                              covered_fraction=[1.0, 0.9, 0.85, 0.6, 0.1])
+    # The store's own values (whole pixels) are what predict must carry over.
+    covered = zarr.open_group(str(obs), mode="r")["covered_fraction"][:]
+    assert covered[2] > 0.8 > covered[3]
     out = tmp_path / "post.zarr"
     assert main(["predict", str(model), str(obs), "--out", str(out), "--quiet"]) == 0
     post = zarr.open_group(str(out), mode="r")
     np.testing.assert_array_equal(post["covered_fraction"][:], covered)
-    # Below 0.8 is low; exactly 0.8 is not.
     np.testing.assert_array_equal(post["low_coverage"][:], [False, False, False, True, True])
     with open(tmp_path / "post.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -56,7 +60,12 @@ def test_covered_fraction_is_copied_and_flagged(tmp_path, store, model, capsys):
 
 
 def test_store_without_covered_fraction_has_no_coverage_columns(tmp_path, store, model):
+    # Observed stores written before coverage was recorded lack the array.
     obs = make_observed_store(tmp_path / "obs.zarr", store, [0, 1])
+    shutil.rmtree(obs / "covered_fraction")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec yet
+        zarr.consolidate_metadata(str(obs))
     out = tmp_path / "post.zarr"
     assert main(["predict", str(model), str(obs), "--out", str(out), "--quiet"]) == 0
     post = zarr.open_group(str(out), mode="r")

@@ -224,7 +224,7 @@ def test_predict_refuses_other_wavelength_medium(tmp_path, trained, store, capsy
 
 def test_resume_refuses_another_store_with_the_same_pixels(tmp_path, trained):
     import shutil
-    from gridgen.errors import UserError
+    from gridgen.core.errors import UserError
     model_dir, _ = trained
     copy = tmp_path / "model"
     shutil.copytree(model_dir, copy)

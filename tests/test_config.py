@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from gridgen.config import LABEL_NAMES, load_grid_config
-from gridgen.errors import UserError
-from gridgen.provenance import sha256_file
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import sha256_file
 
 GRIDS = Path(__file__).resolve().parent.parent / "grids"
 

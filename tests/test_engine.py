@@ -24,8 +24,8 @@ from gridgen.engine import (
     load_engine,
     synthesize,
 )
-from gridgen.errors import UserError
-from gridgen.provenance import sha256_file
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import sha256_file
 from gridgen.solar import solar_abundances
 
 FE_I_5705 = 5705.464  # chi 4.30 eV, log gf -1.36: weak (< 10 mÅ) in the metal-poor giant

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gridgen.cli import main as gridgen_main
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 from gridgen.runner import run_grid
 from gridgen.store import open_grid_store, verify_grid_store
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 from gridgen.linelist import line_fields, read_species_blocks
 
 

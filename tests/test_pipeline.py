@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import zarr
 
-from gridgen.provenance import sha256_file
+from gridgen.core.provenance import sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from augment.store import create_observed_store
 from cinn.predict import QUANTILES, write_csv
 from gridgen.cli import main as gridgen_main
 from gridgen.config import LABEL_NAMES
-from gridgen.errors import UserError, run_cli
+from gridgen.core.errors import UserError, run_cli
 from gridgen import resimulate as resimulate_module
 from gridgen.resimulate import resimulate
 from gridgen.sampling import read_parameter_table

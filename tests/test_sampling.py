@@ -8,7 +8,7 @@ import pytest
 from matplotlib.path import Path as PolygonPath
 
 from gridgen.config import LABEL_NAMES, load_grid_config
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 from gridgen.sampling import assign_split, sample_parameters
 
 GRIDS = Path(__file__).resolve().parent.parent / "grids"

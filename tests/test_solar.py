@@ -2,7 +2,7 @@
 
 import pytest
 
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 from gridgen.solar import ELEMENTS, SOLAR_MIXTURES, atomic_number, solar_abundances
 
 

@@ -8,7 +8,7 @@ import xarray as xr
 import zarr
 
 from gridgen.config import LABEL_NAMES, LABEL_UNITS
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 from gridgen.store import (
     STATUS_FAILED, STATUS_OK, STATUS_PENDING, create_grid_store, open_grid_store,
     status_counts, verify_grid_store, write_spectrum,
@@ -85,7 +85,7 @@ def _filled(path):
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_corrupt_flux_chunk_is_reported_and_the_rest_still_checked(tmp_path, capsys, damage):
     from gridgen.cli import main
-    from gridgen.errors import run_cli
+    from gridgen.core.errors import run_cli
 
     group = _filled(tmp_path / "g.zarr")
     chunk = tmp_path / "g.zarr" / "flux" / "c" / "0" / "0"
@@ -106,7 +106,7 @@ def test_corrupt_flux_chunk_is_reported_and_the_rest_still_checked(tmp_path, cap
 
 def test_info_names_an_unreadable_status_chunk(tmp_path, capsys):
     from gridgen.cli import main
-    from gridgen.errors import run_cli
+    from gridgen.core.errors import run_cli
 
     _filled(tmp_path / "g.zarr")
     (tmp_path / "g.zarr" / "status" / "c" / "1").write_bytes(b"garbage")

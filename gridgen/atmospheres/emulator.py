@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen.errors import UserError
-from gridgen.provenance import sha256_bytes, sha256_file
-from gridgen.storeio import write_atomically
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import sha256_bytes, sha256_file
+from gridgen.core.storeio import write_atomically
 
 ATMOSNET_VERSION = "1.0.1"
 CACHE_ENV_VAR = "GRIDGEN_ATMOSPHERE_DIR"

@@ -22,7 +22,7 @@ import re
 
 import numpy as np
 
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 
 TS_MAX_DEPTH = 100
 """Turbospectrum's ``NDP``: the most depth points babsma accepts."""

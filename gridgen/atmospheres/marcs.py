@@ -27,8 +27,8 @@ import numpy as np
 
 from gridgen.atmospheres.model import AtmosphereModel
 from gridgen.atmospheres.provider import AtmosphereConfig, _outside_error
-from gridgen.errors import UserError
-from gridgen.provenance import sha256_file
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import sha256_file
 
 _NAME = re.compile(
     r"^(?P<geometry>[sp])(?P<teff>\d{4,5})_g(?P<logg>[+-]\d\.\d)_m(?P<mass>\d\.\d)_t(?P<vt>\d\d)_"

@@ -32,7 +32,7 @@ from gridgen.atmospheres.emulator import (
 )
 from gridgen.atmospheres.kurucz import TS_MAX_DEPTH, write_kurucz
 from gridgen.atmospheres.model import AtmosphereModel
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 
 PROVIDERS = ("emulator", "marcs")
 NOTED_TRIM_DEX = 0.05

@@ -14,7 +14,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from gridgen import __version__
+from importlib.metadata import PackageNotFoundError, version as _package_version
 
 _CHUNK_BYTES = 1 << 20
 
@@ -33,9 +33,17 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _package_version_or_unknown() -> str:
+    try:
+        return _package_version("cinn4most")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
 def code_version() -> str:
     """Package version, plus the git commit (and ``-dirty``) when run from a checkout."""
-    repo = Path(__file__).resolve().parent.parent
+    __version__ = _package_version_or_unknown()
+    repo = Path(__file__).resolve().parents[2]
     try:
         described = subprocess.run(
             ["git", "-C", str(repo), "describe", "--always", "--dirty"],

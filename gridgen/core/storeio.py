@@ -16,7 +16,7 @@ from pathlib import Path
 
 import zarr
 
-from gridgen.errors import UserError
+from gridgen.core.errors import UserError
 
 
 class StoreExists(UserError):
