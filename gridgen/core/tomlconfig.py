@@ -159,7 +159,7 @@ def _convert(value: Any, tp: Any, key: str, meta: typing.Mapping) -> Any:
         out = {}
         for name, item in value.items():
             if allowed is not None and name not in allowed:
-                raise ConfigError(join_key(key, name), f"unknown key (allowed: {', '.join(allowed)})")
+                raise ConfigError(join_key(key, name), f"unknown key {name!r} (allowed: {', '.join(allowed)})")
             out[name] = _convert(item, args[1], join_key(key, name), meta)
         return out
     if dataclasses.is_dataclass(tp):
@@ -202,7 +202,8 @@ def build(cls: type, mapping: Any, key: str = "") -> Any:
     names = [f.name for f in fields]
     for name in mapping:
         if name not in names:
-            raise ConfigError(join_key(key, str(name)), f"unknown key (allowed: {', '.join(sorted(names))})")
+            raise ConfigError(join_key(key, str(name)),
+                              f"unknown key {name!r} (allowed: {', '.join(sorted(names))})")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for field in fields:
@@ -257,7 +258,7 @@ def replace(config: Any, **changes: Any) -> Any:
         if name in later:
             later[name] = change
         elif name not in mapping:
-            raise ConfigError(name, f"unknown key (allowed: {', '.join(sorted(mapping))})")
+            raise ConfigError(name, f"unknown key {name!r} (allowed: {', '.join(sorted(mapping))})")
         elif isinstance(change, dict) and dataclasses.is_dataclass(getattr(config, name)):
             mapping[name] = {**mapping[name], **change}
         else:
