@@ -11,19 +11,19 @@ subset, e.g.::
     epochs = 10
 
 The tree is validated once, when it is built: an unknown key, a wrong type or an out-of-range
-value raises :class:`gridgen.core.errors.UserError` naming the dotted key (``train.epochs``).
+value raises :class:`gridgen.core.errors.UserError` naming the dotted key (``train.epochs``);
+:func:`replace` checks a changed copy the same way (:mod:`gridgen.core.tomlconfig`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from gridgen.core.errors import UserError
+from gridgen.core.tomlconfig import ConfigError, from_mapping, load, replace, setting, to_mapping
+
+__all__ = ["PAPER_TARGETS", "NetworkConfig", "TargetConfig", "DataConfig", "TrainConfig", "PredictConfig",
+           "CinnConfig", "config_from_dict", "load_config", "config_to_dict", "replace"]
 
 #: The paper's 13 targets, in the paper's order, named as in the stores' ``label_names``.
 PAPER_TARGETS = ("teff", "logg", "fe_h", "vmic", "vbroad", "ca_fe", "c_fe", "mg_fe",
@@ -55,12 +55,12 @@ class NetworkConfig:
         Seed of the first permutation; block i uses ``permute_seed + i``.
     """
 
-    feature_hidden: tuple[int, ...] = (2048, 1024, 512)
-    n_features: int = 256
-    n_blocks: int = 16
-    subnet_hidden: tuple[int, ...] = (512, 512, 512)
-    clamp: float = 1.9
-    clamp_activation: str = "ATAN"
+    feature_hidden: tuple[int, ...] = setting((2048, 1024, 512), gt=0)
+    n_features: int = setting(256, gt=0)
+    n_blocks: int = setting(16, gt=0)
+    subnet_hidden: tuple[int, ...] = setting((512, 512, 512), gt=0, min_len=1)
+    clamp: float = setting(1.9, gt=0)
+    clamp_activation: str = setting("ATAN", choices=("ATAN", "TANH", "SIGMOID"))
     permute_seed: int = 0
 
 
@@ -78,8 +78,12 @@ class TargetConfig:
         so spectra below the floor are indistinguishable anyway.
     """
 
-    names: tuple[str, ...] = PAPER_TARGETS
-    vbroad_floor_kms: float = 1.0
+    names: tuple[str, ...] = setting(PAPER_TARGETS, min_len=2)
+    vbroad_floor_kms: float = setting(1.0, gt=0, unit=" km/s")
+
+    def __post_init__(self):
+        if len(set(self.names)) != len(self.names):
+            raise ConfigError("names", f"need distinct label names, got {list(self.names)}")
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,9 @@ class DataConfig:
         Upper bound on validation spectra used per validation pass (0 = all).
     """
 
-    shuffle_buffer_chunks: int = 32
+    shuffle_buffer_chunks: int = setting(32, gt=0)
     continuous_snr: bool = False
-    val_max_spectra: int = 0
+    val_max_spectra: int = setting(0, min=0)
 
 
 @dataclass(frozen=True)
@@ -133,19 +137,23 @@ class TrainConfig:
         "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
     """
 
-    epochs: int = 123
-    batches_per_epoch: int = 128
-    batch_size: int = 1024
-    lr: float = 2.299e-3
-    betas: tuple[float, float] = (0.8, 0.8)
-    weight_decay: float = 2.34e-7
-    lr_decay: float = 0.95
-    reverse_loss_weight: float = 1.0
-    reverse_noise_var: float = 1e-5
-    early_stop_patience: int = 10
+    epochs: int = setting(123, gt=0)
+    batches_per_epoch: int = setting(128, gt=0)
+    batch_size: int = setting(1024, gt=1)
+    lr: float = setting(2.299e-3, gt=0)
+    betas: tuple[float, float] = setting((0.8, 0.8), min=0, lt=1)
+    weight_decay: float = setting(2.34e-7, min=0)
+    lr_decay: float = setting(0.95, gt=0, max=1)
+    reverse_loss_weight: float = setting(1.0, min=0)
+    reverse_noise_var: float = setting(1e-5, min=0)
+    early_stop_patience: int = setting(10, min=0)
     early_stop_min_delta: float = 1e-3
     seed: int = 0
     device: str = "auto"
+
+    def __post_init__(self):
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError("device", f"must be auto, cpu or cuda[:N], got {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -172,13 +180,13 @@ class PredictConfig:
         Samples re-evaluated in fp32 for the MAP when precision is "bf16".
     """
 
-    n_samples: int = 4096
-    spectra_per_batch: int = 8
-    f_reject_max: float = 0.5
+    n_samples: int = setting(4096, gt=0)
+    spectra_per_batch: int = setting(8, gt=0)
+    f_reject_max: float = setting(0.5, min=0, max=1)
     keep_samples: bool = False
     seed: int = 0
-    precision: str = "bf16"
-    map_candidates: int = 64
+    precision: str = setting("bf16", choices=("fp32", "bf16"))
+    map_candidates: int = setting(64, gt=0)
 
 
 @dataclass(frozen=True)
@@ -191,63 +199,13 @@ class CinnConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
 
-    def __post_init__(self):
-        _validate(self)
 
+def config_from_dict(values: dict, origin: str | Path | None = None) -> CinnConfig:
+    """Build and check a :class:`CinnConfig` from nested plain dicts (TOML or JSON).
 
-_SECTIONS = {"network": NetworkConfig, "targets": TargetConfig, "data": DataConfig,
-             "train": TrainConfig, "predict": PredictConfig}
-
-
-def _convert(value: Any, annotation: str, key: str) -> Any:
-    """Convert a TOML/JSON value to the field's annotated type, or raise UserError."""
-    def fail(expected):
-        raise UserError(f"config key {key!r}: expected {expected}, got {value!r}")
-
-    if annotation == "bool":
-        if not isinstance(value, bool):
-            fail("true or false")
-        return value
-    if annotation == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            fail("an integer")
-        return value
-    if annotation == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail("a number")
-        return float(value)
-    if annotation == "str":
-        if not isinstance(value, str):
-            fail("a string")
-        return value
-    if annotation.startswith("tuple["):
-        if not isinstance(value, (list, tuple)):
-            fail("a list")
-        inner = annotation[len("tuple["):-1].split(",")[0].strip()
-        return tuple(_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
-    raise TypeError(f"unsupported annotation {annotation}")  # programming error, not user's
-
-
-def _section_from_dict(cls, values: dict, prefix: str):
-    if not isinstance(values, dict):
-        raise UserError(f"config key {prefix!r}: expected a table")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise UserError(f"unknown config key {prefix}.{key} (known: {', '.join(fields)})")
-        kwargs[key] = _convert(value, fields[key].type, f"{prefix}.{key}")
-    return cls(**kwargs)
-
-
-def config_from_dict(values: dict) -> CinnConfig:
-    """Build and validate a :class:`CinnConfig` from nested plain dicts (TOML or JSON)."""
-    kwargs = {}
-    for name, table in values.items():
-        if name not in _SECTIONS:
-            raise UserError(f"unknown config section [{name}] (known: {', '.join(_SECTIONS)})")
-        kwargs[name] = _section_from_dict(_SECTIONS[name], table, name)
-    return CinnConfig(**kwargs)
+    ``origin`` (the file the dicts came from) is named first in any error message.
+    """
+    return from_mapping(CinnConfig, values, origin)
 
 
 def load_config(path: str | Path | None) -> CinnConfig:
@@ -257,71 +215,9 @@ def load_config(path: str | Path | None) -> CinnConfig:
     """
     if path is None:
         return CinnConfig()
-    try:
-        text = Path(path).read_text()
-        values = json.loads(text) if str(path).endswith(".json") else tomllib.loads(text)
-    except FileNotFoundError:
-        raise UserError(f"config file not found: {path}") from None
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"config file {path} is not valid: {err}") from None
-    return config_from_dict(values)
+    return load(path, CinnConfig, "cINN config")
 
 
 def config_to_dict(config: CinnConfig) -> dict:
     """Plain nested dict (JSON-serialisable) of the whole tree."""
-    return dataclasses.asdict(config)
-
-
-def replace(config: CinnConfig, **sections: dict) -> CinnConfig:
-    """Copy of ``config`` with some fields of some sections changed, validated again.
-
-    Example: ``replace(cfg, train={"epochs": 5}, predict={"n_samples": 512})``.
-    """
-    merged = config_to_dict(config)
-    for name, values in sections.items():
-        if name not in merged:
-            raise UserError(f"unknown config section [{name}]")
-        merged[name].update(values)
-    return config_from_dict(merged)
-
-
-def _validate(config: CinnConfig) -> None:
-    """Range checks that types alone cannot express; messages name the dotted key."""
-    checks = [
-        ("network.feature_hidden", all(w > 0 for w in config.network.feature_hidden),
-         "widths must be > 0"),
-        ("network.n_features", config.network.n_features > 0, "must be > 0"),
-        ("network.n_blocks", config.network.n_blocks > 0, "must be > 0"),
-        ("network.subnet_hidden", len(config.network.subnet_hidden) > 0
-         and all(w > 0 for w in config.network.subnet_hidden), "need >= 1 width, all > 0"),
-        ("network.clamp", config.network.clamp > 0, "must be > 0"),
-        ("network.clamp_activation", config.network.clamp_activation in ("ATAN", "TANH", "SIGMOID"),
-         "must be ATAN, TANH or SIGMOID"),
-        ("targets.names", len(config.targets.names) >= 2
-         and len(set(config.targets.names)) == len(config.targets.names),
-         "need >= 2 distinct label names"),
-        ("targets.vbroad_floor_kms", config.targets.vbroad_floor_kms > 0, "must be > 0 km/s"),
-        ("data.shuffle_buffer_chunks", config.data.shuffle_buffer_chunks > 0, "must be > 0"),
-        ("data.val_max_spectra", config.data.val_max_spectra >= 0, "must be >= 0"),
-        ("train.epochs", config.train.epochs > 0, "must be > 0"),
-        ("train.batches_per_epoch", config.train.batches_per_epoch > 0, "must be > 0"),
-        ("train.batch_size", config.train.batch_size > 1, "must be > 1"),
-        ("train.lr", config.train.lr > 0, "must be > 0"),
-        ("train.betas", len(config.train.betas) == 2 and all(0 <= b < 1 for b in config.train.betas),
-         "need two values in [0, 1)"),
-        ("train.weight_decay", config.train.weight_decay >= 0, "must be >= 0"),
-        ("train.lr_decay", 0 < config.train.lr_decay <= 1, "must be in (0, 1]"),
-        ("train.reverse_loss_weight", config.train.reverse_loss_weight >= 0, "must be >= 0"),
-        ("train.reverse_noise_var", config.train.reverse_noise_var >= 0, "must be >= 0"),
-        ("train.early_stop_patience", config.train.early_stop_patience >= 0, "must be >= 0"),
-        ("train.device", config.train.device == "auto" or config.train.device == "cpu"
-         or config.train.device.startswith("cuda"), "must be auto, cpu or cuda[:N]"),
-        ("predict.n_samples", config.predict.n_samples > 0, "must be > 0"),
-        ("predict.spectra_per_batch", config.predict.spectra_per_batch > 0, "must be > 0"),
-        ("predict.precision", config.predict.precision in ("fp32", "bf16"), "must be fp32 or bf16"),
-        ("predict.map_candidates", config.predict.map_candidates > 0, "must be > 0"),
-        ("predict.f_reject_max", 0 <= config.predict.f_reject_max <= 1, "must be in [0, 1]"),
-    ]
-    for key, ok, why in checks:
-        if not ok:
-            raise UserError(f"config key {key}: {why}")
+    return to_mapping(config)
