@@ -87,12 +87,13 @@ def _unavailable(reason: str) -> None:
 
 
 def _install_packages() -> None:
-    """apt-get install the Slurm and MUNGE packages if any program is missing (root only)."""
+    """Check for root; apt-get install the Slurm and MUNGE packages if a program is missing."""
+    if os.geteuid() != 0:
+        # SlurmUser=root and SlurmdUser=root: the daemons, and apt-get, need root.
+        _unavailable("not root (the one-node cluster runs its daemons as root)")
     missing = [name for name in PROGRAMS if shutil.which(name) is None]
     if not missing:
         return
-    if os.geteuid() != 0:
-        _unavailable(f"{', '.join(missing)} not installed and not root to apt-get install them")
     if shutil.which("apt-get") is None:
         _unavailable(f"{', '.join(missing)} not installed and no apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
