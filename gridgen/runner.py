@@ -31,21 +31,18 @@ from tqdm import tqdm
 from gridgen import engine as engine_mod
 from gridgen import lease as lease_mod
 from gridgen import nlte as nlte_mod
-from gridgen.abundances import absolute_abundances
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
 from gridgen.core.errors import UserError
-from gridgen.linelist import linelist_provenance, resolve_linelists
 from gridgen.core.provenance import run_context, sha256_file
 from gridgen.sampling import assign_split, clip_fe_h_prior, sample_parameters
 from gridgen.solar import SOLAR_MIXTURES, solar_abundances
+from gridgen.synthesis import SynthesisContext, linelist_provenance, synthesize_rows
 from gridgen.core.storeio import StoreExists
 from gridgen.store import (
     SCHEMA, STATUS_FAILED, STATUS_OK, chunk_ranges, create_grid_store, open_grid_store, status_counts,
     write_spectrum,
 )
-
-_TEFF, _LOGG, _FE_H, _VMIC = (LABEL_NAMES.index(n) for n in ("teff", "logg", "fe_h", "vmic"))
 
 
 @dataclass(frozen=True)
@@ -180,72 +177,6 @@ def _create_store(config: GridConfig, out: Path, engine, provider):
     )
 
 
-@dataclass(frozen=True)
-class SynthesisContext:
-    """Everything one worker needs to synthesise spectra of a grid definition, loaded once."""
-
-    config: GridConfig
-    engine: engine_mod.Engine
-    provider: object
-    solar: dict[int, float]
-    linelists: list[Path]
-    nlte_grids: dict
-
-    @classmethod
-    def load(cls, config_path: str | Path, engine_dir: str | None = None) -> "SynthesisContext":
-        """Load the grid definition, engine, atmosphere provider, line lists and NLTE grids."""
-        config = load_grid_config(config_path)
-        engine = engine_mod.load_engine(Path(engine_dir) if engine_dir else None)
-        return cls(
-            config=config,
-            engine=engine,
-            provider=make_provider(config.atmosphere, engine),
-            solar=solar_abundances(config.sampler.solar_mixture),
-            linelists=resolve_linelists(engine, config),
-            nlte_grids=nlte_mod.load_nlte_grids(config.nlte) if config.nlte else {},
-        )
-
-
-def synthesize_labels(labels: np.ndarray, context: SynthesisContext) -> tuple[np.ndarray, str]:
-    """One unbroadened, continuum-normalised spectrum of the grid definition.
-
-    Parameters
-    ----------
-    labels : ndarray, shape (25,)
-        Grid labels in ``LABEL_NAMES`` order (K, dex, dex, km/s, 21 x dex).
-    context : SynthesisContext
-        From :meth:`SynthesisContext.load`.
-
-    Returns
-    -------
-    flux_norm : ndarray, shape (n_wave,), float32
-        On :func:`gridgen.engine.synthesis_wavelengths` of the grid's windows and step.
-    note : str
-        Elements synthesised in LTE although NLTE was asked for, and why ("" if none).
-
-    Raises
-    ------
-    gridgen.engine.SynthesisError, UserError
-        The synthesis failed, or the parameters are outside a provider's or departure grid's range.
-    """
-    config = context.config
-    abundances = absolute_abundances(labels, context.solar)
-    lte_fallback: dict[str, str] = {}
-
-    def write_departures(atmosphere, workdir):
-        inputs = nlte_mod.write_nlte_inputs(config.nlte, context.nlte_grids, atmosphere, abundances, workdir)
-        lte_fallback.update(inputs.lte_fallback)
-        return inputs.info_file
-
-    atmosphere = context.provider.model(labels[_TEFF], labels[_LOGG], labels[_FE_H], labels[_VMIC])
-    spectrum = engine_mod.synthesize(
-        context.engine, atmosphere, abundances, float(labels[_FE_H]), float(labels[_VMIC]),
-        config.synthesis.windows_aa, config.synthesis.step_aa, linelists=context.linelists,
-        nlte=write_departures if context.nlte_grids else None, timeout_s=config.synthesis.timeout_s)
-    notes = [atmosphere.note, *(f"{el} in LTE: {why}" for el, why in lte_fallback.items())]
-    return spectrum.flux_norm, "; ".join(filter(None, notes))
-
-
 def run_chunk(task: ChunkTask) -> dict:
     """Synthesise every not-yet-ok spectrum of one chunk and write it to the store.
 
@@ -271,16 +202,10 @@ def run_chunk(task: ChunkTask) -> dict:
             return counts
         context = SynthesisContext.load(task.config_path, task.engine_dir)
         labels = group["labels"][task.start:task.stop]
-        for offset in todo:
-            index = task.start + int(offset)
-            try:
-                flux, note = synthesize_labels(labels[offset], context)
-            except (engine_mod.SynthesisError, UserError) as exc:
-                write_spectrum(group, index, None, str(getattr(exc, "reason", exc)))
-                counts["failed"] += 1
-                continue
-            write_spectrum(group, index, flux, note=note)
-            counts["ok"] += 1
+        # Each spectrum is written as soon as it is made: an interrupted chunk keeps its progress.
+        for offset, (flux, note, error) in zip(todo, synthesize_rows(labels[todo], context)):
+            write_spectrum(group, task.start + int(offset), flux, error, note=note)
+            counts["ok" if flux is not None else "failed"] += 1
     return counts
 
 

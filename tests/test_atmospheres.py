@@ -12,7 +12,8 @@ from gridgen.atmospheres.emulator import (
     predict_structure,
 )
 from gridgen.atmospheres.kurucz import babsma_log_tau5000, read_kurucz
-from gridgen.atmospheres.provider import AtmosphereConfig, EmulatorProvider, make_provider
+from gridgen.atmospheres.model import AtmosphereConfig
+from gridgen.atmospheres.provider import EmulatorProvider, make_provider
 from gridgen.core.errors import UserError
 
 FIXTURE_MARCS = Path(__file__).parent / "data" / "atmospheres" / "marcs"

@@ -1,4 +1,4 @@
-"""Bad-input corpus of `python -m gridgen run/info/verify/resimulate`: one line, exit 1, nothing
+"""Bad-input corpus of `python -m gridgen run/info/verify`: one line, exit 1, nothing
 written or modified (tests/badinput.py)."""
 
 from pathlib import Path
@@ -15,7 +15,7 @@ GRIDS = Path(__file__).resolve().parent.parent / "grids"
 
 @pytest.fixture
 def files(tmp_path):
-    """A grid TOML, a non-store directory, a plain file, a training store and parameter tables."""
+    """A grid TOML, a non-store directory, a plain file and a training store."""
     (tmp_path / "grid.toml").write_text((GRIDS / "demo.toml").read_text())
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "notes.txt").write_text("not a store\n")
@@ -25,9 +25,6 @@ def files(tmp_path):
     train.create_array("flux", shape=(2, 3), dtype="f4")[:] = np.ones((2, 3))
     (tmp_path / "junk.zarr").mkdir()
     (tmp_path / "junk.zarr" / "zarr.json").write_text("{not json")
-    (tmp_path / "empty.csv").write_text("")
-    (tmp_path / "nan.csv").write_text("teff,logg,fe_h,vmic\n5700,4.4,nan,1.0\n")
-    (tmp_path / "noteff.csv").write_text("logg,fe_h,vmic\n4.4,0.0,1.0\n")
     return tmp_path
 
 
@@ -66,21 +63,6 @@ CASES = {
     "verify of a non-store": (["verify", "{tmp}/plain"], "1 problem"),
     "verify of a training store": (["verify", "{tmp}/train.zarr"], "1 problem"),
     "verify of corrupt metadata": (["verify", "{tmp}/junk.zarr"], "1 problem"),
-    # resimulate
-    "resimulate missing table": (["resimulate", "{tmp}/missing.csv", "--grid", "{tmp}/grid.toml",
-                                  "--out", "{tmp}/new.zarr"], "missing.csv"),
-    "resimulate empty table": (["resimulate", "{tmp}/empty.csv", "--grid", "{tmp}/grid.toml",
-                                "--out", "{tmp}/new.zarr"], "empty.csv"),
-    "resimulate NaN value": (["resimulate", "{tmp}/nan.csv", "--grid", "{tmp}/grid.toml",
-                              "--out", "{tmp}/new.zarr"], "fe_h"),
-    "resimulate without teff": (["resimulate", "{tmp}/noteff.csv", "--grid", "{tmp}/grid.toml",
-                                 "--out", "{tmp}/new.zarr"], "teff"),
-    "resimulate onto an existing store": (["resimulate", "{tmp}/nan.csv", "--grid", "{tmp}/grid.toml",
-                                           "--out", "{tmp}/train.zarr"], "already exists"),
-    "resimulate jobs 0": (["resimulate", "{tmp}/nan.csv", "--grid", "{tmp}/grid.toml",
-                           "--out", "{tmp}/new.zarr", "--jobs", "0"], "--jobs"),
-    "resimulate bad plot window": (["resimulate", "{tmp}/nan.csv", "--grid", "{tmp}/grid.toml",
-                                    "--out", "{tmp}/new.zarr", "--plot-window", "5000"], "--plot-window"),
 }
 
 

@@ -1,4 +1,4 @@
-"""`python -m gridgen resimulate`: parameter tables through the grid's engine and augment's chain."""
+"""`python -m augment resimulate`: parameter tables through the grid's engine and augment's chain."""
 
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ import pytest
 import xarray as xr
 import zarr
 
+from augment import resimulate as resimulate_module
+from augment.cli import main as augment_main
 from augment.config import load_config
+from augment.resimulate import resimulate
 from augment.run import augment_grid
 from augment.store import create_observed_store
+from badinput import assert_rejected
 from cinn.predict import QUANTILES, write_csv
-from gridgen.cli import main as gridgen_main
 from gridgen.config import LABEL_NAMES
-from gridgen.core.errors import UserError, run_cli
-from gridgen import resimulate as resimulate_module
-from gridgen.resimulate import resimulate
+from gridgen.core.errors import UserError
 from gridgen.sampling import read_parameter_table
 from gridgen.runner import run_grid
 
@@ -92,7 +93,7 @@ def test_resimulation_equals_grid_then_augment_path(engine, setup, tmp_path, mon
 
     out = tmp_path / "resim.zarr"
     monkeypatch.setattr(resimulate_module, "ROWS_PER_TASK", 1)  # one row per worker task: 2 tasks
-    assert gridgen_main(["resimulate", str(table), "--grid", str(setup["grid"]), "--out", str(out),
+    assert augment_main(["resimulate", str(table), "--grid", str(setup["grid"]), "--out", str(out),
                          "--augment-config", str(setup["augment_toml"]), "--no-progress", "--jobs", "2",
                          "--plot-against", str(tmp_path / "obs.zarr")]) == 0
 
@@ -164,14 +165,14 @@ def test_bad_tables_exit_1_with_one_line_and_write_nothing(engine, setup, tmp_pa
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)
         out = tmp_path / f"{name}.zarr"
-        code = run_cli(gridgen_main, ["resimulate", str(tmp_path / name), "--grid", str(setup["grid"]),
-                                      "--out", str(out), "--augment-config", str(setup["augment_toml"])])
+        code = augment_main(["resimulate", str(tmp_path / name), "--grid", str(setup["grid"]),
+                             "--out", str(out), "--augment-config", str(setup["augment_toml"])])
         err = capsys.readouterr().err
         assert code == 1 and err.startswith("error: ") and err.count("\n") == 1, (name, err)
         assert message in err, (name, err)
     assert not any(p.suffix == ".zarr" or p.name.startswith(".") for p in tmp_path.iterdir())
-    # The real entry point, once: the same convention from `python -m gridgen`.
-    result = subprocess.run([sys.executable, "-m", "gridgen", "resimulate", str(tmp_path / "nan.csv"),
+    # The real entry point, once: the same convention from `python -m augment`.
+    result = subprocess.run([sys.executable, "-m", "augment", "resimulate", str(tmp_path / "nan.csv"),
                              "--grid", str(setup["grid"]), "--out", str(tmp_path / "x.zarr"),
                              "--augment-config", str(setup["augment_toml"])], capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "column logg" in result.stderr
@@ -204,3 +205,38 @@ def test_reads_cinn_map_csv(tmp_path):
     both.write_text(path.read_text().replace("object_id,", "teff,", 1))
     with pytest.raises(UserError, match="both columns 'teff' and 'teff_map'"):
         read_parameter_table(both)
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A grid TOML, an existing store and parameter tables for the bad-input corpus."""
+    (tmp_path / "grid.toml").write_text((GRIDS / "demo.toml").read_text())
+    train = zarr.open_group(str(tmp_path / "train.zarr"), mode="w", zarr_format=3)
+    train.attrs["schema"] = "cinn4most.trainstore/1"
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "nan.csv").write_text("teff,logg,fe_h,vmic\n5700,4.4,nan,1.0\n")
+    (tmp_path / "noteff.csv").write_text("logg,fe_h,vmic\n4.4,0.0,1.0\n")
+    return tmp_path
+
+
+BAD_INPUT = {
+    "missing table": (["{tmp}/missing.csv", "--grid", "{tmp}/grid.toml", "--out", "{tmp}/new.zarr"], "missing.csv"),
+    "empty table": (["{tmp}/empty.csv", "--grid", "{tmp}/grid.toml", "--out", "{tmp}/new.zarr"], "empty.csv"),
+    "NaN value": (["{tmp}/nan.csv", "--grid", "{tmp}/grid.toml", "--out", "{tmp}/new.zarr"], "fe_h"),
+    "without teff": (["{tmp}/noteff.csv", "--grid", "{tmp}/grid.toml", "--out", "{tmp}/new.zarr"], "teff"),
+    "missing grid TOML": (["{tmp}/nan.csv", "--grid", "{tmp}/missing.toml", "--out", "{tmp}/new.zarr"],
+                          "missing.toml"),
+    "onto an existing store": (["{tmp}/nan.csv", "--grid", "{tmp}/grid.toml", "--out", "{tmp}/train.zarr"],
+                               "already exists"),
+    "jobs 0": (["{tmp}/nan.csv", "--grid", "{tmp}/grid.toml", "--out", "{tmp}/new.zarr", "--jobs", "0"], "--jobs"),
+    "bad plot window": (["{tmp}/nan.csv", "--grid", "{tmp}/grid.toml", "--out", "{tmp}/new.zarr",
+                         "--plot-window", "5000"], "--plot-window"),
+    "plot window not numbers": (["{tmp}/nan.csv", "--grid", "{tmp}/grid.toml", "--out", "{tmp}/new.zarr",
+                                 "--plot-window", "a:b"], "--plot-window"),
+}
+
+
+@pytest.mark.parametrize("argv, match", list(BAD_INPUT.values()), ids=list(BAD_INPUT))
+def test_bad_input_is_one_line_and_changes_nothing(engine, files, capsys, argv, match):
+    argv = ["resimulate", *(a.replace("{tmp}", str(files)) for a in argv)]
+    assert_rejected(capsys, augment_main, argv, watch=[files], match=match)

@@ -105,7 +105,7 @@ def write_tsfitpy_output(export_dir: Path, grid: Path, folder: Path) -> list[str
     windows). Returns the spectrum file names written.
     """
     from gridgen.engine import synthesis_wavelengths
-    from gridgen.runner import SynthesisContext, synthesize_labels
+    from gridgen.synthesis import SynthesisContext, synthesize_labels
 
     labels = read_exported_parameters(export_dir / PARAMETER_FILE)
     context = SynthesisContext.load(grid)

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen.atmospheres.model import AtmosphereModel
-from gridgen.atmospheres.provider import AtmosphereConfig, _outside_error
+from gridgen.atmospheres.model import AtmosphereConfig, AtmosphereModel, outside_validity_error
 from gridgen.core.errors import UserError
 from gridgen.core.provenance import sha256_file
 
@@ -168,7 +167,7 @@ class MarcsGridProvider:
         family = self._family(logg_cgs)
         corners = None if family is None else find_corners(family, teff_k, logg_cgs, feh_dex)
         if corners is None:
-            raise _outside_error(f"MARCS grid {self.marcs_dir}", teff_k, logg_cgs, feh_dex)
+            raise outside_validity_error(f"MARCS grid {self.marcs_dir}", teff_k, logg_cgs, feh_dex)
         text = self._interpolate(corners, teff_k, logg_cgs, feh_dex)
         lines = text.splitlines()
         n_depth = int(lines[0].split()[1])

@@ -1,4 +1,4 @@
-"""Atmosphere providers: the ``[atmosphere]`` config table and the factory that builds one.
+"""Atmosphere providers and the factory that builds one from the ``[atmosphere]`` table.
 
 Two providers share one interface::
 
@@ -30,77 +30,14 @@ from gridgen.atmospheres.emulator import (
     predict_structure,
     resample_depth,
 )
-from gridgen.atmospheres.kurucz import TS_MAX_DEPTH, write_kurucz
-from gridgen.atmospheres.model import AtmosphereModel
+from gridgen.atmospheres.kurucz import write_kurucz
+from gridgen.atmospheres.model import AtmosphereConfig, AtmosphereModel, outside_validity_error
 from gridgen.core.errors import UserError
 
-PROVIDERS = ("emulator", "marcs")
 NOTED_TRIM_DEX = 0.05
 """A depth grid trimmed by more than this (dex) gets a note on its spectrum. Smaller trims are
 routine (half of all emulated models end a few 0.001 dex short of -6.875) and were held
 constant instead before trimming existed; the limit is that earlier tolerance."""
-
-
-@dataclass(frozen=True)
-class AtmosphereConfig:
-    """The ``[atmosphere]`` table of a grid definition.
-
-    Attributes
-    ----------
-    provider
-        ``"emulator"`` (embedded C3K/ATLAS12 emulator) or ``"marcs"`` (a MARCS grid directory).
-    marcs_dir
-        Directory of MARCS ``.mod`` files (TSFitPy layout); required for ``provider = "marcs"``.
-    allow_outside
-        Build models outside the provider's validity region instead of refusing.
-    log_tau_ross_min, log_tau_ross_max, n_depth
-        Emulator only: depth grid (log10 Rosseland optical depth, top and bottom; number of points,
-        at most 100). The emulator's native grid is -6.875 ... 3.0 in 80 points. The default,
-        52 points over -6.875 ... 2.0, is the smallest setting that keeps the normalised flux
-        within 0.005 (max) and 0.001 (rms) of the native model in the 4MOST green and red arms
-        for a solar dwarf, a 4300 K giant and a metal-poor giant (`python
-        scripts/bench/atmosphere_depth.py`: worst 0.0024 / 0.0007, synthesis 0.6-0.8 x the native
-        time). In the blue (3700-3750 Å) a cool giant changes by 0.012 with it: grids that
-        synthesise the blue arm should use 72 points (0.0054). The top must stay at -6.875
-        (-6.0 already gives 0.008).
-    alpha_fe_dex
-        Emulator only: [alpha/Fe] of the atmosphere's composition. None (default) follows the MARCS
-        "standard" composition: +0.4 for [Fe/H] <= -1, 0 for [Fe/H] >= 0, linear in between.
-    """
-
-    provider: str = "emulator"
-    marcs_dir: str | None = None
-    allow_outside: bool = False
-    log_tau_ross_min: float = -6.875
-    log_tau_ross_max: float = 2.0
-    n_depth: int = 52
-    alpha_fe_dex: float | None = None
-
-    def __post_init__(self):
-        if self.provider not in PROVIDERS:
-            raise UserError(f"atmosphere.provider: {self.provider!r} is not one of {', '.join(PROVIDERS)}")
-        if self.marcs_dir is not None and not isinstance(self.marcs_dir, str):
-            raise UserError(f"atmosphere.marcs_dir: must be a path string, got {self.marcs_dir!r}")
-        if self.provider == "marcs" and not self.marcs_dir:
-            raise UserError("atmosphere.marcs_dir: required when atmosphere.provider = 'marcs'")
-        if not isinstance(self.allow_outside, bool):
-            raise UserError(f"atmosphere.allow_outside: must be true or false, got {self.allow_outside!r}")
-        if (isinstance(self.n_depth, bool) or not isinstance(self.n_depth, int)
-                or not 10 <= self.n_depth <= TS_MAX_DEPTH):
-            raise UserError(f"atmosphere.n_depth: must be an integer from 10 to {TS_MAX_DEPTH}, "
-                            f"got {self.n_depth!r}")
-        for key in ("log_tau_ross_min", "log_tau_ross_max"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not -6.875 <= value <= 3.0:
-                raise UserError(f"atmosphere.{key}: must be a number from -6.875 to 3.0 "
-                                f"(the emulator's depth range), got {value!r}")
-        if not self.log_tau_ross_min < self.log_tau_ross_max - 1.0:
-            raise UserError("atmosphere.log_tau_ross_max: must exceed atmosphere.log_tau_ross_min by > 1 dex")
-        if self.alpha_fe_dex is not None and (
-                isinstance(self.alpha_fe_dex, bool) or not isinstance(self.alpha_fe_dex, (int, float))
-                or not -0.2 <= self.alpha_fe_dex <= 0.6):
-            raise UserError(f"atmosphere.alpha_fe_dex: the emulator was trained on -0.2 to 0.6, "
-                            f"got {self.alpha_fe_dex!r}")
 
 
 def marcs_standard_alpha_fe(feh_dex: float) -> float:
@@ -157,11 +94,6 @@ def emulator_region(training_labels: np.ndarray) -> KielRegion:
                       (float(feh.min()), float(feh.max())))
 
 
-def _outside_error(name: str, teff_k: float, logg_cgs: float, feh_dex: float) -> UserError:
-    return UserError(f"Teff={teff_k:.0f} K, log g={logg_cgs:.2f}, [Fe/H]={feh_dex:+.2f} is outside "
-                     f"the {name} atmosphere validity region (set atmosphere.allow_outside = true to force)")
-
-
 class EmulatorProvider:
     """Kurucz-format models from the atmosnet C3K/ATLAS12 emulator.
 
@@ -202,7 +134,7 @@ class EmulatorProvider:
         """
         teff_k, logg_cgs, feh_dex = float(teff_k), float(logg_cgs), float(feh_dex)
         if not self.config.allow_outside and not self.contains(teff_k, logg_cgs, feh_dex):
-            raise _outside_error("emulator", teff_k, logg_cgs, feh_dex)
+            raise outside_validity_error("emulator", teff_k, logg_cgs, feh_dex)
         alpha = self.alpha_fe_dex(feh_dex)
         structure = resample_depth(predict_structure(self.emulator, teff_k, logg_cgs, feh_dex, alpha),
                                    self.config.log_tau_ross_min, self.config.log_tau_ross_max,

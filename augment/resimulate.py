@@ -3,9 +3,10 @@
 The paper's Fig. 7 check compares each observed spectrum with a synthesis at the parameters the
 cINN predicted for it. This module makes that synthesis with exactly the training data's path:
 the physics of a grid definition (windows, step, line lists, molecules, atmosphere provider,
-NLTE, solar mixture) through :func:`synthesize_one` (the same calls as
-:func:`gridgen.runner.run_chunk`), then :func:`augment.chain.fourmostify` with the plan
-:func:`augment.run.plan_for_grid` builds for a grid store, at the row's vbroad and without noise.
+NLTE, solar mixture) through :func:`gridgen.synthesis.synthesize_rows` (the function
+:func:`gridgen.runner.run_chunk` fills grid stores with), then :func:`augment.chain.fourmostify`
+with the plan :func:`augment.run.plan_for_grid` builds for a grid store, at the row's vbroad and
+without noise. Command line: ``python -m augment resimulate TABLE --grid G.toml --out R.zarr``.
 
 Input table (CSV with a header row)
 -----------------------------------
@@ -23,7 +24,8 @@ are refused with one line, before anything is synthesised or written.
 
 Output store
 ------------
-A training store (``cinn4most.trainstore/1``, :func:`augment.store.create_training_store`): it
+A training store (``cinn4most.trainstore/1``, written by
+:func:`augment.store.create_resimulation_store`): it
 carries the parameters used as ``labels`` (grid labels + ``vbroad``), so ``python -m cinn predict``
 reads it and knows the truths. Conventions of a re-simulation store:
 
@@ -53,25 +55,24 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import zarr
 from tqdm import tqdm
 
-from augment.chain import fourmostify
-from augment.run import CHAIN_NOTE, plan_for_grid
-from augment.store import OBSERVED_SCHEMA, STATUS_DONE, init_training_group, open_augment_store
 from gridgen import engine as engine_mod
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
+from gridgen.core.codes import SPLIT_NAMES
 from gridgen.core.errors import UserError
 from gridgen.core.provenance import run_context
-from gridgen.runner import SynthesisContext, execute, grid_provenance, synthesize_labels
+from gridgen.core.storeio import write_atomically
+from gridgen.runner import execute, grid_provenance
 from gridgen.sampling import ParameterTable, read_parameter_table
 from gridgen.solar import solar_abundances
-from gridgen.core.codes import SPLIT_NAMES
-from gridgen.core.storeio import create_atomically
+from gridgen.synthesis import FE_H, LOGG, TEFF, VMIC, SynthesisContext, synthesize_rows
 
-_TEFF, _LOGG, _FE_H, _VMIC = (LABEL_NAMES.index(n) for n in ("teff", "logg", "fe_h", "vmic"))
-#: Labels without which no spectrum can be made.
+from augment.chain import fourmostify
+from augment.run import CHAIN_NOTE, plan_for_grid
+from augment.store import OBSERVED_SCHEMA, STATUS_DONE, create_resimulation_store, open_augment_store
+
 #: Rows synthesised by one worker task (amortises loading the engine and atmosphere provider).
 ROWS_PER_TASK = 8
 
@@ -100,33 +101,25 @@ def check_parameters(table: ParameterTable, provider, allow_outside: bool, vbroa
         Largest vbroad the chain plan allows, km/s.
     """
     labels, where = table.labels, lambda i: f"{table.path}: row {i + 2} ({table.object_id[i]})"
-    bad = np.flatnonzero(labels[:, _VMIC] < 0)
+    bad = np.flatnonzero(labels[:, VMIC] < 0)
     if bad.size:
-        raise UserError(f"{where(bad[0])}: vmic = {labels[bad[0], _VMIC]:g} km/s is negative")
+        raise UserError(f"{where(bad[0])}: vmic = {labels[bad[0], VMIC]:g} km/s is negative")
     bad = np.flatnonzero((table.vbroad_kms < 0) | (table.vbroad_kms > vbroad_max_kms))
     if bad.size:
         raise UserError(f"{where(bad[0])}: vbroad = {table.vbroad_kms[bad[0]]:g} km/s is outside 0-"
                         f"{vbroad_max_kms:g} km/s (raise vbroad_prior.max_kms in the augment config)")
     if not allow_outside:
-        inside = np.asarray(provider.contains(labels[:, _TEFF], labels[:, _LOGG], labels[:, _FE_H]), dtype=bool)
+        inside = np.asarray(provider.contains(labels[:, TEFF], labels[:, LOGG], labels[:, FE_H]), dtype=bool)
         if not inside.all():
             i = int(np.flatnonzero(~inside)[0])
-            raise UserError(f"{where(i)}: Teff={labels[i, _TEFF]:g} K, log g={labels[i, _LOGG]:g}, "
-                            f"[Fe/H]={labels[i, _FE_H]:g} is outside the atmosphere provider's validity; "
+            raise UserError(f"{where(i)}: Teff={labels[i, TEFF]:g} K, log g={labels[i, LOGG]:g}, "
+                            f"[Fe/H]={labels[i, FE_H]:g} is outside the atmosphere provider's validity; "
                             f"set atmosphere.allow_outside = true in the grid TOML to force it")
 
 
-def _synthesize_rows(config_path: str, engine_dir: str | None, rows: np.ndarray) -> list[tuple]:
+def _synthesize_batch(config_path: str, engine_dir: str | None, rows: np.ndarray) -> list[tuple]:
     """Worker: (flux or None, note, error) for each row of labels; loads everything from paths."""
-    context = SynthesisContext.load(config_path, engine_dir)
-    results = []
-    for labels in rows:
-        try:
-            flux, note = synthesize_labels(labels, context)
-            results.append((flux, note, ""))
-        except (engine_mod.SynthesisError, UserError) as exc:
-            results.append((None, "", str(getattr(exc, "reason", exc))))
-    return results
+    return list(synthesize_rows(rows, SynthesisContext.load(config_path, engine_dir)))
 
 
 def resimulate(table_path: str | Path, grid_path: str | Path, out: str | Path, augment_config, *,
@@ -197,7 +190,7 @@ def resimulate(table_path: str | Path, grid_path: str | Path, out: str | Path, a
     batches = [np.arange(s, min(s + ROWS_PER_TASK, n)) for s in range(0, n, ROWS_PER_TASK)]
     config_path = str(Path(grid_path).resolve())
     with tqdm(total=n, unit="spectrum", desc="resimulate", disable=not progress) as bar:
-        for rows, results in zip(batches, execute(partial(_synthesize_rows, config_path, engine_dir),
+        for rows, results in zip(batches, execute(partial(_synthesize_batch, config_path, engine_dir),
                                                      [table.labels[rows] for rows in batches], jobs=jobs,
                                                      ordered=True)):
             for i, (flux, note, error) in zip(rows, results):
@@ -207,7 +200,13 @@ def resimulate(table_path: str | Path, grid_path: str | Path, out: str | Path, a
             bar.update(rows.size)
 
     provenance = _resim_provenance(config, engine, provider, table, augment_config, estimate)
-    _write_store(out, table, flux_clean, errors, notes, augment_config, engine.wave_medium, provenance)
+    create_resimulation_store(
+        out, grid=augment_config.pixel_grid, medium=engine.wave_medium, snr=np.array([max(augment_config.snr_list)]),
+        snr_unit=augment_config.snr_unit, labels=np.column_stack([table.labels, table.vbroad_kms]),
+        label_names=[*LABEL_NAMES, "vbroad"], label_units=[*LABEL_UNITS, "km/s"],
+        split=np.full(n, SPLIT_NAMES.index("test"), dtype=np.int8), source_index=np.arange(n, dtype=np.int64),
+        chunk_spectra=augment_config.chunk_spectra, provenance=provenance,
+        flux_clean=flux_clean, object_id=list(table.object_id), error=errors, note=notes)
     plots: tuple[str, ...] = ()
     if plot_against is not None:
         target = Path(plot_dir) if plot_dir is not None else out.with_name(f"{out.stem}_plots")
@@ -233,29 +232,6 @@ def _resim_provenance(config: GridConfig, engine, provider, table: ParameterTabl
         },
         "run": run_context(),
     }
-
-
-def _write_store(out: Path, table: ParameterTable, flux_clean: np.ndarray, errors: list[str], notes: list[str],
-                 augment_config, medium: str, provenance: dict) -> None:
-    """Write the complete store under a temporary name, then rename it to ``out``."""
-    n = flux_clean.shape[0]
-
-    def fill(group: zarr.Group) -> None:
-        init_training_group(
-            group, grid=augment_config.pixel_grid, medium=medium, snr=np.array([max(augment_config.snr_list)]),
-            snr_unit=augment_config.snr_unit, labels=np.column_stack([table.labels, table.vbroad_kms]),
-            label_names=[*LABEL_NAMES, "vbroad"], label_units=[*LABEL_UNITS, "km/s"],
-            split=np.full(n, SPLIT_NAMES.index("test"), dtype=np.int8), source_index=np.arange(n, dtype=np.int64),
-            chunk_spectra=augment_config.chunk_spectra, provenance=provenance)
-        group["flux_clean"][:] = flux_clean
-        group["flux"][:] = flux_clean[:, None, :]
-        group["status"][:] = np.where([not e for e in errors], STATUS_DONE, 0).astype(np.int8)
-        for name, values in (("object_id", table.object_id), ("error", errors), ("note", notes)):
-            array = group.create_array(name, shape=(n,), dtype=np.dtypes.StringDType(), chunks=(n,),
-                                       dimension_names=("spectrum",))
-            array[:] = np.array(values, dtype=np.dtypes.StringDType())
-
-    create_atomically(out, fill)
 
 
 def _open_observed(path: str | Path, augment_config):
@@ -317,7 +293,7 @@ def plot_comparison(resim_path: str | Path, observed, out_dir: str | Path,
     labels, names = resim["labels"][:], list(resim.attrs["label_names"])
     written = []
     for i, object_id in enumerate(str(o) for o in resim["object_id"][:]):
-        if object_id not in obs_ids or resim["status"][i] != 1:
+        if object_id not in obs_ids or resim["status"][i] != STATUS_DONE:
             continue
         j = obs_ids.index(object_id)
         obs = np.where(observed["mask"][j], np.nan, observed["flux_clean"][j])
@@ -336,7 +312,7 @@ def plot_comparison(resim_path: str | Path, observed, out_dir: str | Path,
                              f"[Fe/H] {params['fe_h']:+.2f}, vbroad {params['vbroad']:.1f} km/s", fontsize=9)
         fig.tight_layout()
         path = out_dir / f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', object_id)}.png"
-        fig.savefig(path, dpi=110)
+        write_atomically(path, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png"))
         plt.close(fig)
         written.append(str(path))
     return written
