@@ -23,7 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridgen.atmospheres.provider import AtmosphereConfig
+from gridgen.atmospheres.model import AtmosphereConfig
 from gridgen.core.errors import UserError
 from gridgen.core.provenance import sha256_bytes
 from gridgen.core.tomlconfig import ConfigError, from_mapping, read_file, setting

@@ -17,7 +17,8 @@ def engine():
 @pytest.fixture(scope="session")
 def emulator_provider(engine):
     """The default embedded atmosphere provider (C3K/ATLAS12 emulator)."""
-    from gridgen.atmospheres.provider import AtmosphereConfig, make_provider
+    from gridgen.atmospheres.model import AtmosphereConfig
+    from gridgen.atmospheres.provider import make_provider
 
     return make_provider(AtmosphereConfig(), engine)
 

@@ -57,7 +57,7 @@ def test_provenance_keys_lists_by_path_and_sha(tmp_path, engine):
     import hashlib
 
     from gridgen.config import load_grid_config
-    from gridgen.linelist import linelist_provenance, resolve_linelists
+    from gridgen.synthesis import linelist_provenance, resolve_linelists
 
     for sub, wave in (("a", "5200.000"), ("b", "6200.000")):
         (tmp_path / sub).mkdir()

@@ -17,7 +17,8 @@ import time
 import numpy as np
 
 from gridgen.abundances import absolute_abundances
-from gridgen.atmospheres.provider import AtmosphereConfig, make_provider
+from gridgen.atmospheres.model import AtmosphereConfig
+from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES
 from gridgen.engine import load_engine, synthesize
 from gridgen.solar import solar_abundances

@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 
-from gridgen.atmospheres.provider import AtmosphereConfig, make_provider
+from gridgen.atmospheres.model import AtmosphereConfig
+from gridgen.atmospheres.provider import make_provider
 from gridgen.engine import load_engine, synthesize
 from gridgen.molecules import load_molecular_linelists
 from gridgen.solar import solar_abundances

@@ -19,7 +19,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from gridgen.atmospheres.provider import AtmosphereConfig, make_provider  # noqa: E402
+from gridgen.atmospheres.model import AtmosphereConfig
+from gridgen.atmospheres.provider import make_provider  # noqa: E402
 from gridgen.engine import load_engine, synthesize  # noqa: E402
 from gridgen.nlte import NLTEConfig, load_nlte_grids, write_nlte_inputs  # noqa: E402
 from gridgen.solar import solar_abundances  # noqa: E402
