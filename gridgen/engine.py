@@ -476,10 +476,14 @@ def synthesize(
             info_file = nlte(_with_tau_scale(atmosphere, workdir), workdir)
             if info_file is not None:
                 nlte_name = os.path.relpath(Path(info_file).resolve(), workdir.resolve())
+        if linelist_margin_aa is not None:  # hashed once for all windows
+            digests = _linelist_digests(engine, linelists)
+            cache_dir = _default_cut_dir() if linelist_cache_dir is None else Path(linelist_cache_dir)
         pieces = []
         for i, (start, end) in enumerate(windows):
-            linelist_names = _link_linelists(workdir, f"w{i}linelist", _window_linelists(
-                engine, linelists, (start, end), linelist_margin_aa, linelist_cache_dir))
+            window_lists = linelists if linelist_margin_aa is None else _cut_linelists(
+                linelists, digests, (start, end), linelist_margin_aa, cache_dir)
+            linelist_names = _link_linelists(workdir, f"w{i}linelist", window_lists)
             bsyn_input = bsyn_input_text(
                 opac="opac", result=f"spec{i}", lambda_min=start, lambda_max=end,
                 step_aa=step_aa, feh_dex=feh_dex, abundance_block=abundance_block,
@@ -638,23 +642,23 @@ def _link_linelists(workdir: Path, prefix: str, linelists: Sequence[Path]) -> li
     return names
 
 
-def _window_linelists(engine: Engine, linelists: Sequence[Path], window_aa: tuple[float, float],
-                      margin_aa: float | None, cache_dir: Path | None) -> list[Path]:
-    """The lists bsyn reads for one window: cut to it (lists left empty dropped), or all whole."""
-    if margin_aa is None:
-        return list(linelists)
-    cache_dir = _default_cut_dir() if cache_dir is None else Path(cache_dir)
-    cut = []
-    for path in linelists:
-        path = Path(path)
-        try:  # the engine's files were checked against these digests by load_engine
-            digest = engine.sha256.get(_relative(path, engine.root))
-        except ValueError:
-            digest = None
-        cut_path = cut_linelist(path, window_aa, margin_aa, cache_dir, source_sha256=digest)
-        if cut_path is not None:
-            cut.append(cut_path)
-    return cut
+def _linelist_digests(engine: Engine, linelists: Sequence[Path]) -> list[str]:
+    """SHA-256 of each list: the engine's from its manifest (checked by :func:`load_engine`)."""
+    digests = []
+    for path in map(Path, linelists):
+        try:
+            digests.append(engine.sha256[_relative(path, engine.root)])
+        except (ValueError, KeyError):  # not a file of the engine
+            digests.append(sha256_file(path))
+    return digests
+
+
+def _cut_linelists(linelists: Sequence[Path], digests: Sequence[str], window_aa: tuple[float, float],
+                   margin_aa: float, cache_dir: Path) -> list[Path]:
+    """The lists cut to one window, in bsyn's order; lists with no line left are dropped."""
+    cut = (cut_linelist(path, window_aa, margin_aa, cache_dir, source_sha256=digest)
+           for path, digest in zip(linelists, digests))
+    return [path for path in cut if path is not None]
 
 
 def _default_cut_dir() -> Path:

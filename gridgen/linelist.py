@@ -182,9 +182,8 @@ def cut_linelist(path: str | Path, window_aa: tuple[float, float], margin_aa: fl
     Keeps every transition with ``start - margin_aa <= wavelength <= end + margin_aa`` and every
     hydrogen line (atomic number 1: bsyn computes hydrogen profiles, whose wings reach tens of Å,
     apart from the other lines, and ``DATA/Hlinedata`` has 133 lines, so hydrogen blocks are
-    kept whole as TSFitPy keeps them). Each
-    species block keeps its header with the line count rewritten and its name line; blocks with
-    no line left are dropped.
+    kept whole as TSFitPy keeps them). Each species block keeps its header with the line count
+    rewritten and its name line; blocks with no line left are dropped.
 
     The cut is stored in ``cache_dir`` under the SHA-256 of (source SHA-256, window, margin) and
     written atomically, so workers sharing the directory cut each list once and never read a
