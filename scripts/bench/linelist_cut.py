@@ -4,7 +4,7 @@ For four stars (the Sun, a 4300 K / log g 1.5 giant, a metal-poor giant at [Fe/H
 6500 K / log g 4.2 F dwarf) and each 4MOST HR arm (green 5160-5730 Å, red 6100-6790 Å, with the
 demo grid's 10 Å margin), synthesises one spectrum with the whole Gaia-ESO + molecular lists and
 one with the lists cut to the window +- margin (``gridgen.engine.synthesize``), and prints the
-time of each, their ratio, and max |ΔF| of the normalised flux at full resolution and after
+wall time and engine CPU time of each, their ratios, and max |ΔF| of the normalised flux at full resolution and after
 degrading to R = 20,000 (criterion <= 1e-4). The cut lists are made once, before timing, as a
 grid worker makes them once per run; the
 timed run still hashes the molecular lists to find their cuts.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +57,13 @@ def degrade(wave_aa: np.ndarray, flux: np.ndarray, resolution: float) -> np.ndar
     return broaden_resolution(on_ln, ln_wave[1] - ln_wave[0], math.inf, resolution)
 
 
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of the finished child processes (babsma, bsyn): on a shared
+    machine wall time varies with the other jobs' load, the engine's own CPU time much less."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=sorted(ARMS))
@@ -78,26 +86,27 @@ def main() -> None:
             teff, logg, feh, vmic = STARS[star]
             labels = np.zeros(len(LABEL_NAMES))
             labels[LABEL_NAMES.index("fe_h")] = feh
+            cpu_start = _children_cpu_s()
             start = time.perf_counter()
             spectrum = synthesize(engine, provider.model(teff, logg, feh, vmic), absolute_abundances(labels, solar),
                                   feh, vmic, [window], step_aa, linelists=linelists, linelist_margin_aa=margin,
                                   linelist_cache_dir=Path(cache))
-            return time.perf_counter() - start, spectrum
+            return time.perf_counter() - start, _children_cpu_s() - cpu_start, spectrum
 
         print(f"step {step_aa} Å, Gaia-ESO + molecular lists, max |dF| in normalised flux")
         if args.margins:
             print(f"{'window':>13} {'star':>9} {'margin Å':>8} {'|dF| full R':>11} {'|dF| R=20k':>10}")
         else:
-            print(f"{'window':>13} {'star':>9} {'whole s':>8} {'cut s':>8} {'ratio':>6} "
-                  f"{'|dF| full R':>11} {'|dF| R=20k':>10}")
+            print(f"{'window':>13} {'star':>9} {'whole s':>8} {'cut s':>8} {'ratio':>6} {'whole cpu':>9} "
+                  f"{'cut cpu':>8} {'ratio':>6} {'|dF| full R':>11} {'|dF| R=20k':>10}")
         for name, window in windows.items():
             for star in args.stars:
-                t_whole, whole = run(star, window, None)
+                t_whole, cpu_whole, whole = run(star, window, None)
                 label = f"{window[0]:g}-{window[1]:g}"
                 for margin in margins:
                     for path in linelists:  # cut once, untimed, as a grid worker does once per run
                         cut_linelist(path, window, margin, cache)
-                    t_cut, cut = run(star, window, margin)
+                    t_cut, cpu_cut, cut = run(star, window, margin)
                     d_full = np.abs(cut.flux_norm.astype(float) - whole.flux_norm).max()
                     d_deg = np.abs(degrade(cut.wave_aa, cut.flux_norm.astype(float), R_DEGRADED)
                                    - degrade(whole.wave_aa, whole.flux_norm.astype(float), R_DEGRADED)).max()
@@ -105,6 +114,7 @@ def main() -> None:
                         print(f"{label:>13} {star:>9} {margin:8g} {d_full:11.2e} {d_deg:10.2e}", flush=True)
                     else:
                         print(f"{label:>13} {star:>9} {t_whole:8.2f} {t_cut:8.2f} {t_cut / t_whole:6.3f} "
+                              f"{cpu_whole:9.2f} {cpu_cut:8.2f} {cpu_cut / cpu_whole:6.3f} "
                               f"{d_full:11.2e} {d_deg:10.2e}", flush=True)
 
 
