@@ -63,7 +63,7 @@ def w(tmp_path_factory):
     store = make_training_store(root / "train.zarr", n_spec=60, n_pix=50)
     (root / "tiny.toml").write_text(TINY_TOML)
     model = root / "model"
-    train(store, model, config_from_dict(tomllib.loads(TINY_TOML)), progress=False, evaluation_report=False)
+    train(store, model, config_from_dict(tomllib.loads(TINY_TOML)), progress=False)
     obs = make_observed_store(root / "obs.zarr", store, [0, 1, 2])
     paths = {"root": root, "store": store, "model": model, "obs": obs, "tiny": root / "tiny.toml"}
 
