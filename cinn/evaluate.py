@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gridgen.core.errors import UserError
 from gridgen.core.provenance import sha256_file
 from gridgen.engine import engine_dir
 from gridgen.linelist import line_fields, read_species_blocks
@@ -188,8 +189,23 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
     group, info = open_spectra_store(store_path, (TRAIN_SCHEMA,))
     check_pixel_grid(model, info)
     rows_split = split_rows(group, split)
-    result = run_prediction(model, store_path, config, split=split, progress=progress)
     names = model.target_names
+    notes = []
+    lines = {}
+    if saliency_spectra > 0:
+        # Line lists are read before any work so that a bad one leaves no partial report.
+        if linelists is None:
+            linelists, note = recorded_linelists(dict(group.attrs.get("provenance", {})))
+            if note:
+                notes.append(note)
+        for path in linelists:
+            if not Path(path).is_file():
+                raise UserError(f"{path}: line list not found")
+        if linelists:
+            elements = [n.removesuffix("_fe") for n in names if n.endswith("_fe")] + ["fe"]
+            lines = linelist_positions(linelists, elements, (info.wave_aa[0], info.wave_aa[-1]),
+                                       strongest=SALIENCY_LINES_PER_ELEMENT)
+    result = run_prediction(model, store_path, config, split=split, progress=progress)
     train_range = training_range(model)
     report_dir.mkdir(parents=True, exist_ok=True)
     write_csv(result, names, report_dir / "predictions.csv", overwrite=True)
@@ -213,7 +229,6 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
         write_csv_rows(report_dir / fname, ["snr", *names],
                        ([f"{level:g}", *[fmt(per_snr[level], j) for j in range(len(names))]] for level in levels))
 
-    notes = []
     ref_snr = levels[int(np.argmin(np.abs(np.log(levels) - np.log(250.0))))]
     _plot_metrics(per_snr, names, report_dir)
     _plot_map_vs_truth(result, names, ref_snr, report_dir / "map_vs_truth.png")
@@ -233,15 +248,6 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
                                    for r in sal_rows])
         check_finite(sal_flux, sal_rows, info.path)
         sal = saliency(model, sal_flux, np.full(sal_rows.size, ref_snr))
-        if linelists is None:
-            linelists, note = recorded_linelists(dict(group.attrs.get("provenance", {})))
-            if note:
-                notes.append(note)
-        lines = {}
-        if linelists:
-            elements = [n.removesuffix("_fe") for n in names if n.endswith("_fe")] + ["fe"]
-            lines = linelist_positions(linelists, elements, (info.wave_aa[0], info.wave_aa[-1]),
-                                       strongest=SALIENCY_LINES_PER_ELEMENT)
         _plot_saliency(info.wave_aa, info.arm, sal, names, lines, report_dir / "saliency.png")
     summary = {"store": str(store_path), "split": split, "n_predictions": int(result["row"].size),
                "reference_snr": ref_snr, "notes": notes,
