@@ -1,4 +1,4 @@
-"""Read training and observed stores (contracts in the team brief) and stream batches.
+"""Read training and observed stores (layouts in :mod:`augment.store`) and stream batches.
 
 Training batches are chunk-aware: whole zarr chunks (a few spectra x all S/N levels) are read
 into a shuffle buffer of ``shuffle_buffer_chunks`` chunks, their (spectrum, S/N) examples are
