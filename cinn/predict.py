@@ -111,17 +111,18 @@ def run_prediction(model: LoadedModel, input_path: str | Path, config: PredictCo
     per_spectrum = observed_columns(group, info, split) if info.schema == OBSERVED_SCHEMA else {}
     posterior = model.posterior
     parts: dict[str, list] = {}
-    bar = tqdm(desc="predict", unit="spectrum", disable=not progress)
-    for flux, snr, mask, row, snr_index in iterate_input(group, info, split, config.spectra_per_batch):
-        out = posterior.estimate(flux, snr, latent_index(row, snr_index, info.snr.size), config, mask, bias)
-        if not config.keep_samples:
-            for key in ("samples", "log_density", "accepted"):
-                del out[key]
-        out.update(row=row, snr=snr, snr_index=snr_index)
-        for key, value in out.items():
-            parts.setdefault(key, []).append(value)
-        bar.update(row.size)
-    bar.close()
+    # The bar is closed before an interruption propagates, so that its last redraw comes
+    # before, not after, the CLI's one closing line.
+    with tqdm(desc="predict", unit="spectrum", disable=not progress) as bar:
+        for flux, snr, mask, row, snr_index in iterate_input(group, info, split, config.spectra_per_batch):
+            out = posterior.estimate(flux, snr, latent_index(row, snr_index, info.snr.size), config, mask, bias)
+            if not config.keep_samples:
+                for key in ("samples", "log_density", "accepted"):
+                    del out[key]
+            out.update(row=row, snr=snr, snr_index=snr_index)
+            for key, value in out.items():
+                parts.setdefault(key, []).append(value)
+            bar.update(row.size)
     result = {key: np.concatenate(value) for key, value in parts.items()}
     if info.schema == OBSERVED_SCHEMA:
         result.update({key: value[result["row"]] for key, value in per_spectrum.items()})
