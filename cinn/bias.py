@@ -2,7 +2,8 @@
 
 Fitted on a reference table of stars with both cINN estimates and reference values; only stars
 with reference [Fe/H] > ``feh_min`` (-2.5) enter the fit. Coefficients go to
-``<model_dir>/bias.json``; ``cinn predict --bias-correct`` applies them.
+``<model_dir>/bias.json`` (:func:`cinn.model.save_bias`); ``cinn predict --bias-correct``
+applies them.
 
 Reference CSV columns: ``teff`` (the cINN Teff, K, the regressor) and, for each target X to
 correct, ``X_cinn`` and ``X_ref``; ``fe_h_ref`` selects the stars. Teff itself is corrected
@@ -13,13 +14,11 @@ is the regressor).
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
 from gridgen.core.errors import UserError
-from gridgen.core.storeio import write_atomically
 
 
 def fit_bias(teff_k: np.ndarray, residual: np.ndarray) -> tuple[float, float]:
@@ -76,10 +75,6 @@ def fit_bias_table(path: str | Path, target_names: tuple[str, ...], feh_min: flo
         raise UserError(f"{path}: no <target>_cinn/<target>_ref column pairs for {', '.join(target_names)}")
     return {"feh_min": feh_min, "n_stars": int(keep.sum()), "regressor": regressor,
             "coefficients": coefficients}
-
-
-def save_bias(model_dir: str | Path, bias: dict) -> Path:
-    return write_atomically(Path(model_dir) / "bias.json", lambda tmp: tmp.write_text(json.dumps(bias, indent=2)))
 
 
 def apply_bias(bias: dict, target_names: tuple[str, ...], teff_k: np.ndarray) -> np.ndarray:

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", required=True, help="report directory")
     p.add_argument("--samples", type=int, help="posterior samples per spectrum (default: model's, 4096)")
     p.add_argument("--saliency-spectra", type=int, default=32, help="spectra for the saliency map (0 = skip)")
+    p.add_argument("--linelist", action="append", metavar="PATH",
+                   help="Turbospectrum line list for the saliency line markers (repeatable; default: "
+                   "the lists recorded in the training store's provenance, if unchanged)")
     _common(p)
 
     p = sub.add_parser("predict", help="posteriors for an observed (or training) store", description=UNITS
@@ -118,23 +121,27 @@ def run(args) -> int:
         select_device(args.device)   # refuse a bad device before any work or output
     progress = not getattr(args, "quiet", False)
     if args.command == "train":
+        from cinn.evaluate import training_report
         from cinn.train import train
-        result = train(args.store, args.out, _config(args), resume=not args.no_resume, progress=progress)
+        config = _config(args)
+        result = train(args.store, args.out, config, resume=not args.no_resume, progress=progress)
+        report = training_report(result.model_dir, args.store, config.train.device, progress)
         print(f"trained {result.epochs_run} epochs, best validation loss {result.best_val_loss:.4f}; "
-              f"model in {result.model_dir}")
+              f"model in {result.model_dir}, validation report in {report['report_dir']}")
     elif args.command == "evaluate":
         from cinn.evaluate import evaluate
-        from cinn.predict import load_model
+        from cinn.model import load_model
         model = load_model(args.model, args.device or "auto")
         out = evaluate(model, args.store, args.report, args.split, _predict_config(model.config.predict, args),
-                       args.saliency_spectra, progress=progress)
+                       args.saliency_spectra, linelists=args.linelist, progress=progress)
         for note in out["notes"]:
             print(f"note: {note}")
         print(f"report written to {out['report_dir']}")
     elif args.command == "predict":
         import shutil
         from pathlib import Path
-        from cinn.predict import load_bias, load_model, run_prediction, write_csv, write_posterior_store
+        from cinn.model import load_bias, load_model
+        from cinn.predict import run_prediction, write_csv, write_posterior_store
         csv_path = args.csv or str(Path(args.out).with_suffix("")) + ".csv"
         # Refuse existing outputs before the work: nothing is ever overwritten or deleted.
         for flag, path in (("--out", args.out), ("--csv", csv_path)):
@@ -160,8 +167,8 @@ def run(args) -> int:
         result = search(args.store, args.out, _config(args), args.trials, args.seed, progress)
         print(json.dumps(result, indent=2, default=str))
     elif args.command == "bias-fit":
-        from cinn.bias import fit_bias_table, save_bias
-        from cinn.predict import load_model
+        from cinn.bias import fit_bias_table
+        from cinn.model import load_model, save_bias
         model = load_model(args.model, "cpu")
         bias = fit_bias_table(args.table, model.target_names, args.feh_min)
         path = save_bias(model.model_dir, bias)

@@ -1,4 +1,4 @@
-"""Read training and observed stores (contracts in the team brief) and stream batches.
+"""Read training and observed stores (layouts in :mod:`augment.store`) and stream batches.
 
 Training batches are chunk-aware: whole zarr chunks (a few spectra x all S/N levels) are read
 into a shuffle buffer of ``shuffle_buffer_chunks`` chunks, their (spectrum, S/N) examples are
@@ -39,6 +39,8 @@ class StoreInfo:
     schema : str
     wave_aa : ndarray (n_pix,)
         Pixel centres, Å.
+    arm : ndarray (n_pix,) int
+        Index of each pixel's spectrograph arm (the store's ``arm`` array).
     medium : str
         Wavelength medium of ``wave_aa``, "air" or "vacuum".
     snr : ndarray (n_snr,)
@@ -55,6 +57,7 @@ class StoreInfo:
     path: str
     schema: str
     wave_aa: np.ndarray
+    arm: np.ndarray
     medium: str
     snr: np.ndarray
     snr_unit: str
@@ -71,7 +74,7 @@ class StoreInfo:
         return self.wave_aa.size
 
 
-def open_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,)) -> tuple[zarr.Group, StoreInfo]:
+def open_spectra_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,)) -> tuple[zarr.Group, StoreInfo]:
     """Open a training or observed store read-only and check what cinn needs of it.
 
     The schema and the common arrays are checked by augment's own opener
@@ -92,6 +95,9 @@ def open_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,)) -> 
     medium = group["wave"].attrs.get("medium")
     if medium not in WAVE_MEDIA:
         raise UserError(f"{path}: wave attr 'medium' is {medium!r}, expected air or vacuum")
+    arm = read_array(group["arm"]).astype(np.int64)
+    if arm.shape != wave.shape:
+        raise UserError(f"{path}: arm shape {arm.shape} != wave shape {wave.shape}")
     snr = read_array(group["snr"]).astype(np.float64)
     flux = group["flux"]
     n_spec = flux.shape[0]
@@ -116,7 +122,7 @@ def open_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,)) -> 
     else:
         if group["mask"].shape != (n_spec, wave.size):
             raise UserError(f"{path}: mask shape {group['mask'].shape} != ({n_spec}, {wave.size})")
-    info = StoreInfo(path=str(path), schema=schema, wave_aa=wave, medium=medium, snr=snr, snr_unit=snr_unit,
+    info = StoreInfo(path=str(path), schema=schema, wave_aa=wave, arm=arm, medium=medium, snr=snr, snr_unit=snr_unit,
                      label_names=label_names, chunk_spec=int(flux.chunks[0]), n_spec=n_spec)
     return group, info
 

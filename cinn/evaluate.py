@@ -13,25 +13,40 @@ Report directory: ``metrics.csv`` (long form), ``table_mean_sigma.csv`` and ``ta
 (like the paper's Tables A.1/A.2), ``predictions.csv`` and PNG plots ``metrics_vs_snr.png``,
 ``map_vs_truth.png``, ``corner.png``, ``width_vs_snr.png``, ``saliency.png``, plus
 ``report.json`` with notes (e.g. why line markers are missing).
+
+Line markers on the saliency map come from the line lists given (``cinn evaluate --linelist``)
+or else from those the grid recorded in the training store's provenance, each used only if
+its recorded file exists with the recorded SHA-256.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cinn.config import PredictConfig
-from cinn.data import TRAIN_SCHEMA, check_finite, open_store, read_rows, split_rows
-from cinn.files import save_figure, write_csv_rows, write_json
-from cinn.predict import LoadedModel, _check_grid, run_prediction, sample_posterior, write_csv
-from cinn.targets import targets_to_physical
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import sha256_file
+from gridgen.engine import engine_dir
 from gridgen.linelist import line_fields, read_species_blocks
 from gridgen.solar import atomic_number
 
+from cinn.config import PredictConfig
+from cinn.data import TRAIN_SCHEMA, check_finite, open_spectra_store, read_rows, split_rows
+from cinn.files import save_figure, write_csv_rows, write_json
+from cinn.model import LoadedModel, check_pixel_grid, load_model
+from cinn.posterior import latent_index
+from cinn.predict import run_prediction, write_csv
+from cinn.targets import targets_to_physical
+
 #: Lines marked per element on saliency maps (the strongest by log gf - theta chi).
 SALIENCY_LINES_PER_ELEMENT = 40
+#: Posterior samples per spectrum of the quick validation report written after training.
+REPORT_SAMPLES = 256
+
+
 def residual_metrics(map_phys: np.ndarray, truth: np.ndarray, lo68: np.ndarray, hi68: np.ndarray,
                      lo95: np.ndarray, hi95: np.ndarray, train_range: np.ndarray) -> dict[str, np.ndarray]:
     """Eqs. 9-11 and interval coverage per target for one set of predictions (n, T)."""
@@ -107,12 +122,40 @@ def saliency(model: LoadedModel, flux: np.ndarray, snr: np.ndarray) -> np.ndarra
     return np.stack(maps)
 
 
-def _engine_linelists() -> tuple[list, str]:
-    try:
-        from gridgen.engine import load_engine
-        return list(load_engine().linelists), ""
-    except Exception as err:  # the engine is optional for evaluation; note why markers are absent
-        return [], f"line markers skipped: gridgen.engine.load_engine() unavailable ({type(err).__name__}: {err})"
+def recorded_linelists(provenance: dict) -> tuple[list[Path], str]:
+    """Line lists the grid recorded in a training store's provenance, if still the same files.
+
+    Records (``provenance["grid"]["linelists"]["files"]``, see
+    :func:`gridgen.linelist.linelist_provenance`) name a list by absolute path, or relative to
+    the engine (``engine:...``, resolved against :func:`gridgen.engine.engine_dir`, which
+    reads no engine). A list is used only if the file exists and its SHA-256 matches.
+
+    Returns
+    -------
+    paths : list of Path
+    note : str
+        Why lists were skipped ("" if none was).
+    """
+    records = (((provenance.get("grid") or {}).get("linelists") or {}).get("files")) or []
+    paths, skipped = [], []
+    for record in records:
+        name, sha = str(record.get("path", "")), record.get("sha256")
+        if name.startswith("engine:"):
+            path = engine_dir() / name.removeprefix("engine:")
+        elif name.startswith("molecules:"):
+            continue   # molecular lists carry no atomic lines to mark
+        else:
+            path = Path(name)
+        if path.is_file() and sha256_file(path) == sha:
+            paths.append(path)
+        else:
+            skipped.append(name)
+    if not records:
+        return [], "line markers skipped: the training store records no line lists; pass --linelist"
+    if skipped:
+        return paths, (f"line markers skipped for {len(skipped)} recorded line list(s) missing or changed "
+                       f"since the grid was computed ({skipped[0]}); pass --linelist")
+    return paths, ""
 
 
 def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path, split: str = "test",
@@ -133,7 +176,8 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
     saliency_spectra : int
         Spectra (at the S/N closest to 250) used for the saliency map; 0 skips it.
     linelists : list of paths or None
-        Turbospectrum line lists for the saliency markers; None asks gridgen's engine.
+        Turbospectrum line lists for the saliency markers; None uses those recorded in the
+        training store's provenance (:func:`recorded_linelists`).
 
     Returns
     -------
@@ -142,11 +186,26 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
     """
     config = config or model.config.predict
     report_dir = Path(report_dir)
-    group, info = open_store(store_path, (TRAIN_SCHEMA,))
-    _check_grid(model, info)
+    group, info = open_spectra_store(store_path, (TRAIN_SCHEMA,))
+    check_pixel_grid(model, info)
     rows_split = split_rows(group, split)
-    result = run_prediction(model, store_path, config, split=split, progress=progress)
     names = model.target_names
+    notes = []
+    lines = {}
+    if saliency_spectra > 0:
+        # Line lists are read before any work so that a bad one leaves no partial report.
+        if linelists is None:
+            linelists, note = recorded_linelists(dict(group.attrs.get("provenance", {})))
+            if note:
+                notes.append(note)
+        for path in linelists:
+            if not Path(path).is_file():
+                raise UserError(f"{path}: line list not found")
+        if linelists:
+            elements = [n.removesuffix("_fe") for n in names if n.endswith("_fe")] + ["fe"]
+            lines = linelist_positions(linelists, elements, (info.wave_aa[0], info.wave_aa[-1]),
+                                       strongest=SALIENCY_LINES_PER_ELEMENT)
+    result = run_prediction(model, store_path, config, split=split, progress=progress)
     train_range = training_range(model)
     report_dir.mkdir(parents=True, exist_ok=True)
     write_csv(result, names, report_dir / "predictions.csv", overwrite=True)
@@ -170,7 +229,6 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
         write_csv_rows(report_dir / fname, ["snr", *names],
                        ([f"{level:g}", *[fmt(per_snr[level], j) for j in range(len(names))]] for level in levels))
 
-    notes = []
     ref_snr = levels[int(np.argmin(np.abs(np.log(levels) - np.log(250.0))))]
     _plot_metrics(per_snr, names, report_dir)
     _plot_map_vs_truth(result, names, ref_snr, report_dir / "map_vs_truth.png")
@@ -179,8 +237,8 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
     row = int(result["row"][first])
     flux = read_rows(group["flux"], np.array([row]), info.chunk_spec)[:, int(result["snr_index"][first])]
     # Same latent index as run_prediction, so the plotted samples are those behind the MAP shown.
-    index = row * info.snr.size + int(result["snr_index"][first])
-    raw = sample_posterior(model, flux, np.array([ref_snr]), np.array([index]), config)
+    index = latent_index(np.array([row]), result["snr_index"][first:first + 1], info.snr.size)
+    raw = model.posterior.sample(flux, np.array([ref_snr]), index, config)
     samples = targets_to_physical(raw["samples"][0][raw["accepted"][0]], names)
     _plot_corner(samples, result["truth"][first], result["map"][first], names, report_dir / "corner.png")
     if saliency_spectra > 0:
@@ -190,22 +248,27 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
                                    for r in sal_rows])
         check_finite(sal_flux, sal_rows, info.path)
         sal = saliency(model, sal_flux, np.full(sal_rows.size, ref_snr))
-        if linelists is None:
-            linelists, note = _engine_linelists()
-            if note:
-                notes.append(note)
-        lines = {}
-        if linelists:
-            elements = [n.removesuffix("_fe") for n in names if n.endswith("_fe")] + ["fe"]
-            lines = linelist_positions(linelists, elements, (info.wave_aa[0], info.wave_aa[-1]),
-                                       strongest=SALIENCY_LINES_PER_ELEMENT)
-        _plot_saliency(info.wave_aa, sal, names, lines, report_dir / "saliency.png")
+        _plot_saliency(info.wave_aa, info.arm, sal, names, lines, report_dir / "saliency.png")
     summary = {"store": str(store_path), "split": split, "n_predictions": int(result["row"].size),
                "reference_snr": ref_snr, "notes": notes,
                "f_reject_mean": float(result["f_reject"].mean()),
                "untrustworthy_fraction": float(result["untrustworthy"].mean())}
     write_json(report_dir / "report.json", summary)
     return {"metrics": metrics_rows, "report_dir": str(report_dir), "notes": notes, "summary": summary}
+
+
+def training_report(model_dir: str | Path, store_path: str | Path, device: str = "auto",
+                    progress: bool = True) -> dict:
+    """Quick evaluation of a freshly trained model on the validation split into ``model_dir/report``.
+
+    At most :data:`REPORT_SAMPLES` posterior samples per spectrum and no saliency map, so it
+    costs seconds; ``cinn evaluate --split test`` writes the full report. Returns as
+    :func:`evaluate`.
+    """
+    model = load_model(model_dir, device)
+    config = replace(model.config.predict, n_samples=min(REPORT_SAMPLES, model.config.predict.n_samples))
+    return evaluate(model, store_path, Path(model_dir) / "report", split="val", config=config,
+                    saliency_spectra=0, linelists=[], progress=progress)
 
 
 def _pyplot():
@@ -215,7 +278,8 @@ def _pyplot():
     return plt
 
 
-def _grid(n: int):
+def _subplot_shape(n: int) -> tuple[int, int]:
+    """(rows, columns) of a subplot layout for ``n`` panels, at most 5 per row."""
     cols = min(n, 5)
     return int(np.ceil(n / cols)), cols
 
@@ -224,7 +288,7 @@ def _plot_metrics(per_snr: dict, names, report_dir: Path) -> None:
     plt = _pyplot()
     levels = sorted(per_snr)
     for fname, keys in (("metrics_vs_snr.png", ("mean_residual", "sigma")), ("width_vs_snr.png", ("width68",))):
-        nr, nc = _grid(len(names))
+        nr, nc = _subplot_shape(len(names))
         fig, axes = plt.subplots(nr, nc, figsize=(3 * nc, 2.4 * nr), squeeze=False)
         for j, name in enumerate(names):
             ax = axes.flat[j]
@@ -244,7 +308,7 @@ def _plot_metrics(per_snr: dict, names, report_dir: Path) -> None:
 def _plot_map_vs_truth(result: dict, names, snr: float, path: Path) -> None:
     plt = _pyplot()
     sel = result["snr"] == snr
-    nr, nc = _grid(len(names))
+    nr, nc = _subplot_shape(len(names))
     fig, axes = plt.subplots(nr, nc, figsize=(3 * nc, 3 * nr), squeeze=False)
     for j, name in enumerate(names):
         ax = axes.flat[j]
@@ -290,14 +354,16 @@ def _plot_corner(samples: np.ndarray, truth: np.ndarray, map_phys: np.ndarray, n
     plt.close(fig)
 
 
-def _plot_saliency(wave: np.ndarray, sal: np.ndarray, names, lines: dict, path: Path) -> None:
+def _plot_saliency(wave: np.ndarray, arm: np.ndarray, sal: np.ndarray, names, lines: dict, path: Path) -> None:
     plt = _pyplot()
     # Break the curve between arms instead of drawing a line across the gap; mark only lines
-    # that fall on a pixel.
-    step = np.diff(wave)
-    gaps = np.flatnonzero(step > 2.0 * np.median(step)) + 1
+    # that fall on a pixel (within half of the pixel's own arm's step).
+    gaps = np.flatnonzero(np.diff(arm) != 0) + 1
     wave_plot = np.insert(wave, gaps, np.nan)
-    half_pixel = 0.5 * np.median(step)
+    step = np.zeros_like(wave)
+    for segment in np.split(np.arange(wave.size), gaps):
+        if segment.size > 1:
+            step[segment] = np.gradient(wave[segment])
     fig, axes = plt.subplots(len(names), 1, figsize=(10, 1.1 * len(names)), sharex=True, squeeze=False)
     for j, name in enumerate(names):
         ax = axes[j, 0]
@@ -305,7 +371,8 @@ def _plot_saliency(wave: np.ndarray, sal: np.ndarray, names, lines: dict, path: 
         element = name.removesuffix("_fe") if name.endswith("_fe") else ("fe" if name == "fe_h" else None)
         marks = np.asarray(lines.get(element, []))
         idx = np.clip(np.searchsorted(wave, marks), 1, wave.size - 1)
-        on_pixels = np.minimum(np.abs(wave[idx] - marks), np.abs(wave[idx - 1] - marks)) <= half_pixel
+        nearest = np.where(np.abs(wave[idx] - marks) < np.abs(wave[idx - 1] - marks), idx, idx - 1)
+        on_pixels = np.abs(wave[nearest] - marks) <= 0.5 * step[nearest]
         for w in marks[on_pixels]:
             ax.axvline(w, color="r", lw=0.4, alpha=0.6)
         ax.set_ylabel(name, fontsize=7)

@@ -16,7 +16,7 @@ import optuna
 from gridgen.core.errors import UserError
 
 from cinn.config import CinnConfig, config_to_dict, replace
-from cinn.data import open_store
+from cinn.data import open_spectra_store
 from cinn.files import write_csv_rows, write_json
 from cinn.standardize import Standardization
 from cinn.train import train
@@ -55,7 +55,7 @@ def search(store_path: str | Path, out_dir: str | Path, base: CinnConfig, n_tria
     """
     if n_trials <= 0:
         raise UserError("--trials must be > 0")
-    open_store(store_path)   # refuse a bad store before the output directory is made
+    open_spectra_store(store_path)   # refuse a bad store before the output directory is made
     out_dir = Path(out_dir)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -81,9 +81,7 @@ def search(store_path: str | Path, out_dir: str | Path, base: CinnConfig, n_tria
         first = out_dir / "trial_000" / "standardization.npz"
         stats = Standardization.load(first) if first.exists() else None
         result = train(store_path, out_dir / f"trial_{trial.number:03d}", config,
-                       resume=True, progress=progress, epoch_callback=report,
-                       evaluation_report=False,   # trials are compared on the loss only
-                       stats=stats)
+                       resume=True, progress=progress, epoch_callback=report, stats=stats)
         return result.best_val_loss
 
     try:

@@ -1,20 +1,6 @@
-"""Train the cINN on a training store and write a model directory (DESIGN.md).
+"""Train the cINN on a training store and write a model directory.
 
-Model directory layout (``FORMAT_VERSION`` in ``model.json``)::
-
-    model.json              format version, targets, units, pixel-grid SHA-256, wavelength
-                            medium, trained S/N range and unit, training store path + schema +
-                            provenance + its SHA-256, torch version, run context
-    config.json             the full CinnConfig used
-    standardization.npz     pixel grid, flux/S/N/target statistics, bounds, noise calibration
-    weights.pt              best (lowest validation loss) network weights
-    checkpoint.pt           last epoch: weights, optimiser, scheduler, history (for resume)
-    history.csv             epoch, lr, train_ml, train_rev, val_ml, seconds
-    training_curves.png     the losses of history.csv
-    report/                 quick evaluation on the validation split (metrics, plots; see
-                            :func:`cinn.evaluate.evaluate`, at most ``REPORT_SAMPLES`` samples,
-                            no saliency map); ``cinn evaluate --split test`` gives the full one
-    bias.json               (after ``cinn bias-fit``)
+The model directory it writes is described in :mod:`cinn.model`.
 
 Loss per batch (SPEC §3): L = E[||z||^2 / 2 - log|det J|] + w E[||x - g(z + dz)||^2],
 dz ~ N(0, reverse_noise_var I). The learning rate is multiplied by ``lr_decay`` after each epoch
@@ -28,10 +14,9 @@ the directory stays loadable (``best_val_loss`` is then inf). Epoch e draws its 
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,20 +24,15 @@ import torch
 from tqdm.auto import tqdm
 
 from gridgen.core.errors import UserError
-from gridgen.core.storeio import write_atomically
-from gridgen.core.provenance import run_context, sha256_bytes
 
 from cinn.config import CinnConfig, config_from_dict, config_to_dict
-from cinn.data import BatchStream, StoreInfo, iterate_split, open_store, read_array, split_rows
+from cinn.data import BatchStream, StoreInfo, iterate_split, open_spectra_store, read_array, split_rows
 from cinn.files import read_json_object, save_figure, write_csv_rows, write_json
-from cinn.network import CinnNetwork, select_device
+from cinn.model import (provenance_sha256, read_model_description, save_torch, wave_sha256,
+                        write_model_description)
+from cinn.network import CinnNetwork, build_network, select_device
 from cinn.standardize import Standardization, compute_standardization
 from cinn.targets import labels_to_targets
-
-#: Version 2 added ``medium`` and ``training_store.provenance_sha256`` to model.json.
-FORMAT_VERSION = 2
-#: Posterior samples per spectrum of the quick validation report written after training.
-REPORT_SAMPLES = 256
 
 
 @dataclass
@@ -78,29 +58,9 @@ class TrainResult:
     history: list[dict]
 
 
-def wave_sha256(wave_aa: np.ndarray) -> str:
-    """Fingerprint of a pixel grid (float64 bytes rounded to 1e-6 Å)."""
-    return sha256_bytes(np.round(np.asarray(wave_aa, dtype=np.float64), 6).tobytes())
-
-
-def provenance_sha256(provenance: dict) -> str:
-    """SHA-256 of a store's provenance as canonical JSON (sorted keys, no whitespace)."""
-    text = json.dumps(provenance, sort_keys=True, separators=(",", ":"), default=str)
-    return sha256_bytes(text.encode())
-
-
-def _torch_save(obj, path: Path) -> None:
-    write_atomically(path, lambda tmp: torch.save(obj, tmp))
-
-
 def ml_loss(z: torch.Tensor, log_jac: torch.Tensor) -> torch.Tensor:
     """Maximum-likelihood loss E[||z||^2 / 2 - log|det J|], nats per example."""
     return (0.5 * (z * z).sum(dim=1) - log_jac).mean()
-
-
-def build_network(n_pix: int, config: CinnConfig) -> CinnNetwork:
-    """The network for ``n_pix`` flux pixels (+1 S/N input) and the configured targets."""
-    return CinnNetwork(n_pix + 1, len(config.targets.names), config.network)
 
 
 def validation_loss(network: CinnNetwork, group, info: StoreInfo, rows: np.ndarray,
@@ -161,7 +121,7 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
     store, identified by the SHA-256 of its provenance (same pixels are not enough: another
     store has other spectra, statistics and noise).
     """
-    group, info = open_store(store_path)
+    group, info = open_spectra_store(store_path)
     provenance = dict(group.attrs.get("provenance", {}))
     targets = labels_to_targets(read_array(group["labels"]), info.label_names, config.targets.names,
                                 config.targets.vbroad_floor_kms)
@@ -181,10 +141,7 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
                             "use a new --out directory")
     meta_path = model_dir / "model.json"
     if meta_path.exists():
-        meta = read_json_object(meta_path, "model description")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise UserError(f"{model_dir} holds a model of format version {meta.get('format_version')!r} "
-                            f"(this code writes {FORMAT_VERSION}); use a new --out directory")
+        meta = read_model_description(model_dir)
         started_on = meta.get("training_store")
         if not (isinstance(started_on, dict) and {"path", "provenance_sha256"} <= started_on.keys()):
             raise UserError(f"{meta_path}: no training_store path and provenance_sha256; "
@@ -203,49 +160,120 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
         stats = compute_standardization(group, info, train_rows, targets, progress)
     model_dir.mkdir(parents=True, exist_ok=True)
     write_json(config_path, config_to_dict(config))
-    write_json(model_dir / "model.json", {
-        "format_version": FORMAT_VERSION,
-        "target_names": list(config.targets.names),
-        "target_units": [dict(zip(info.label_names, group.attrs.get("label_units", [])))
-                         .get(name, "") for name in config.targets.names],
-        "vbroad_floor_kms": config.targets.vbroad_floor_kms,
-        "n_pix": info.n_pix,
-        "wave_sha256": wave_sha256(info.wave_aa),
-        "medium": info.medium,
-        "snr_unit": info.snr_unit,
-        "snr_range": [stats.snr_min, stats.snr_max],
-        "training_store": {"path": str(Path(store_path).resolve()), "schema": info.schema,
-                           "n_train": int(train_rows.size), "n_val": int(val_rows.size),
-                           "provenance": provenance, "provenance_sha256": provenance_sha256(provenance)},
-        "torch_version": torch.__version__,
-        "run_context": run_context(),
-    })
+    write_model_description(model_dir, config, store_path, info, list(group.attrs.get("label_units", [])),
+                            stats, train_rows.size, val_rows.size, provenance)
     stats.save(stats_path)
     return group, info, train_rows, val_rows, targets, stats
 
 
-def write_report(model_dir: Path, store_path: str | Path, config: CinnConfig, device: torch.device,
-                 progress: bool = True) -> Path:
-    """Quick evaluation of the trained model on the validation split into ``model_dir/report``.
+@dataclass
+class TrainingState:
+    """What a checkpoint holds besides the network, optimiser and scheduler.
 
-    At most :data:`REPORT_SAMPLES` posterior samples per spectrum and no saliency map, so it
-    costs seconds; ``cinn evaluate --split test`` writes the full report.
+    ``best``: lowest validation loss (decides weights.pt); ``patience_ref``: the loss at the
+    last improvement by more than ``early_stop_min_delta`` (decides early stopping);
+    ``bad_epochs``: epochs since then; ``epoch``: epochs completed.
     """
-    from dataclasses import replace as dc_replace
 
-    from cinn.evaluate import evaluate
-    from cinn.predict import load_model
+    history: list[dict] = field(default_factory=list)
+    best: float = math.inf
+    patience_ref: float = math.inf
+    bad_epochs: int = 0
+    epoch: int = 0
+    stopped: bool = False
 
-    model = load_model(model_dir, str(device))
-    predict_config = dc_replace(config.predict, n_samples=min(REPORT_SAMPLES, config.predict.n_samples))
-    out = evaluate(model, store_path, model_dir / "report", split="val", config=predict_config,
-                   saliency_spectra=0, linelists=[], progress=progress)
-    return Path(out["report_dir"])
+
+def restore_checkpoint(path: Path, network: CinnNetwork, optimizer, scheduler,
+                       device: torch.device) -> TrainingState:
+    """Load ``checkpoint.pt`` into the network, optimiser and scheduler; returns the state.
+
+    Raises
+    ------
+    UserError
+        A file that is unreadable, holds objects other than tensors and numbers, lacks a key
+        or holds other shapes: all equally unusable, so the whole restore is one step.
+    """
+    try:
+        # weights_only: a checkpoint may come from someone else; never unpickle arbitrary objects.
+        saved = torch.load(path, map_location=device, weights_only=True)
+        network.load_state_dict(saved["network"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        return TrainingState(history=list(saved["history"]), best=float(saved["best"]),
+                             patience_ref=float(saved["patience_ref"]), bad_epochs=int(saved["bad_epochs"]),
+                             epoch=int(saved["epoch"]), stopped=bool(saved["stopped"]))
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input
+        raise UserError(f"{path}: not a readable checkpoint of this toolkit "
+                        f"({type(exc).__name__}); remove it to start afresh") from None
+
+
+def save_checkpoint(path: Path, network: CinnNetwork, optimizer, scheduler, state: TrainingState) -> None:
+    """Write ``checkpoint.pt`` atomically; plain Python numbers so it loads with weights_only=True."""
+    save_torch({"network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "history": state.history, "best": state.best,
+                "patience_ref": state.patience_ref, "bad_epochs": state.bad_epochs, "epoch": state.epoch,
+                "stopped": state.stopped}, path)
+
+
+def train_epoch(network: CinnNetwork, optimizer, stream, x_all: torch.Tensor, stats: Standardization,
+                config: CinnConfig, epoch: int, device: torch.device, progress: bool) -> tuple[float, float]:
+    """One epoch of ``train.batches_per_epoch`` batches; returns the mean ML and reverse losses.
+
+    Raises
+    ------
+    FloatingPointError
+        A non-finite loss (too high a learning rate or clamp).
+    """
+    tc = config.train
+    rev_sigma = math.sqrt(tc.reverse_noise_var)
+    sums = np.zeros(2)
+    bar = tqdm(range(tc.batches_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}",
+               unit="batch", disable=not progress, leave=False)
+    for step in bar:
+        flux, snr, row = next(stream)
+        cond = stats.condition(torch.from_numpy(flux).to(device), torch.from_numpy(snr).to(device))
+        x = x_all[torch.from_numpy(row).to(device)]
+        features = network.features(cond)
+        z, log_jac = network(x, features)
+        loss_ml = ml_loss(z, log_jac)
+        loss = loss_ml
+        loss_rev = torch.zeros((), device=device)
+        if tc.reverse_loss_weight > 0:
+            x_rec, _ = network.reverse(z + rev_sigma * torch.randn_like(z), features)
+            loss_rev = ((x - x_rec) ** 2).sum(dim=1).mean()
+            loss = loss + tc.reverse_loss_weight * loss_rev
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, batch {step + 1}; "
+                                     "lower train.lr or network.clamp")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums += (loss_ml.item(), loss_rev.item())
+        bar.set_postfix(ml=f"{sums[0] / (step + 1):.3f}", rev=f"{sums[1] / (step + 1):.2e}")
+    return float(sums[0] / tc.batches_per_epoch), float(sums[1] / tc.batches_per_epoch)
+
+
+def update_early_stopping(state: TrainingState, val: float, min_delta: float, patience: int) -> bool:
+    """Record validation loss ``val`` in ``state``; True when it is the best so far.
+
+    NaN compares False: a non-finite validation loss is never an improvement. Training stops
+    (``state.stopped``) after ``patience`` epochs (> 0) without an improvement by more than
+    ``min_delta``.
+    """
+    improved = val < state.best
+    if improved:
+        state.best = val
+    if val < state.patience_ref - min_delta:
+        state.patience_ref, state.bad_epochs = val, 0
+    else:
+        state.bad_epochs += 1
+    state.stopped = patience > 0 and state.bad_epochs >= patience
+    return improved
 
 
 def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
           resume: bool = True, progress: bool = True, epoch_callback=None,
-          evaluation_report: bool = True, stats: Standardization | None = None) -> TrainResult:
+          stats: Standardization | None = None) -> TrainResult:
     """Train (or resume training of) a cINN and write the model directory.
 
     Parameters
@@ -262,8 +290,6 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     epoch_callback : callable or None
         Called as ``epoch_callback(epoch, val_loss)`` after each epoch; it may raise to stop
         (used by the hyperparameter search to prune).
-    evaluation_report : bool
-        Write the quick validation report into ``model_dir/report`` at the end.
     stats : Standardization or None
         Statistics of this store for these targets, to skip the pass over the data.
 
@@ -272,7 +298,9 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     TrainResult
     """
     model_dir = Path(model_dir)
-    if not resume and (model_dir / "checkpoint.pt").exists():
+    checkpoint_path = model_dir / "checkpoint.pt"
+    weights_path = model_dir / "weights.pt"
+    if not resume and checkpoint_path.exists():
         raise UserError(f"{model_dir} already holds a training run; remove it or resume")
     tc = config.train
     device = select_device(tc.device)   # before anything is written
@@ -284,32 +312,13 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     optimizer = torch.optim.Adam(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=tc.lr_decay)
     x_all = torch.as_tensor(stats.standardize_targets(targets), dtype=torch.float32, device=device)
-
-    history: list[dict] = []
-    # best: lowest validation loss (decides weights.pt); patience_ref: the loss at the last
-    # improvement by more than early_stop_min_delta (decides early stopping).
-    best, patience_ref, bad_epochs, start_epoch, stopped = math.inf, math.inf, 0, 0, False
-    checkpoint_path = model_dir / "checkpoint.pt"
+    state = TrainingState()
     if resume and checkpoint_path.exists():
-        # weights_only: a checkpoint may come from someone else; never unpickle arbitrary objects.
-        # The whole restore is one step: a file that loads but lacks a key or holds other
-        # shapes is as unusable as an unreadable one.
-        try:
-            state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-            network.load_state_dict(state["network"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            history, best, bad_epochs = list(state["history"]), float(state["best"]), int(state["bad_epochs"])
-            patience_ref = float(state["patience_ref"])
-            start_epoch, stopped = int(state["epoch"]), bool(state["stopped"])
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input
-            raise UserError(f"{checkpoint_path}: not a readable checkpoint of this toolkit "
-                            f"({type(exc).__name__}); remove it to start afresh") from None
+        state = restore_checkpoint(checkpoint_path, network, optimizer, scheduler, device)
 
     noise_scale = stats.noise_scale if config.data.continuous_snr else None
-    rev_sigma = math.sqrt(tc.reverse_noise_var)
-    for epoch in range(start_epoch, tc.epochs):
-        if stopped:
+    for epoch in range(state.epoch, tc.epochs):
+        if state.stopped:
             break
         t0 = time.perf_counter()
         # Data order and noise of each epoch depend only on (seed, epoch): resumable.
@@ -317,60 +326,25 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
         torch.manual_seed(tc.seed * 100_003 + epoch)
         stream = iter(BatchStream(group, info, train_rows, tc.batch_size,
                                   config.data.shuffle_buffer_chunks, rng, noise_scale))
-        sums = np.zeros(2)
-        bar = tqdm(range(tc.batches_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}",
-                   unit="batch", disable=not progress, leave=False)
-        for step in bar:
-            flux, snr, row = next(stream)
-            cond = stats.condition(torch.from_numpy(flux).to(device), torch.from_numpy(snr).to(device))
-            x = x_all[torch.from_numpy(row).to(device)]
-            features = network.features(cond)
-            z, log_jac = network(x, features)
-            loss_ml = ml_loss(z, log_jac)
-            loss = loss_ml
-            loss_rev = torch.zeros((), device=device)
-            if tc.reverse_loss_weight > 0:
-                x_rec, _ = network.reverse(z + rev_sigma * torch.randn_like(z), features)
-                loss_rev = ((x - x_rec) ** 2).sum(dim=1).mean()
-                loss = loss + tc.reverse_loss_weight * loss_rev
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, batch {step + 1}; "
-                                         "lower train.lr or network.clamp")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums += (loss_ml.item(), loss_rev.item())
-            bar.set_postfix(ml=f"{sums[0] / (step + 1):.3f}", rev=f"{sums[1] / (step + 1):.2e}")
+        train_ml, train_rev = train_epoch(network, optimizer, stream, x_all, stats, config, epoch, device, progress)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         val = validation_loss(network, group, info, val_rows, x_all, stats, device,
                               config.data.val_max_spectra, tc.batch_size)
         # Plain Python numbers: the checkpoint must load with weights_only=True.
-        history.append({"epoch": epoch + 1, "lr": float(lr), "train_ml": float(sums[0] / tc.batches_per_epoch),
-                        "train_rev": float(sums[1] / tc.batches_per_epoch), "val_ml": float(val),
-                        "seconds": time.perf_counter() - t0})
-        # NaN compares False: a non-finite validation loss is never an improvement.
-        if val < best:
-            best = val
-            _torch_save(network.state_dict(), model_dir / "weights.pt")
-        elif not (model_dir / "weights.pt").exists():
-            _torch_save(network.state_dict(), model_dir / "weights.pt")
-        if val < patience_ref - tc.early_stop_min_delta:
-            patience_ref, bad_epochs = val, 0
-        else:
-            bad_epochs += 1
-        stopped = tc.early_stop_patience > 0 and bad_epochs >= tc.early_stop_patience
+        state.history.append({"epoch": epoch + 1, "lr": float(lr), "train_ml": train_ml, "train_rev": train_rev,
+                              "val_ml": float(val), "seconds": time.perf_counter() - t0})
+        state.epoch = epoch + 1
+        # Without any finite validation loss, weights.pt holds the last epoch: still loadable.
+        if update_early_stopping(state, val, tc.early_stop_min_delta, tc.early_stop_patience) \
+                or not weights_path.exists():
+            save_torch(network.state_dict(), weights_path)
         if progress:
-            tqdm.write(f"epoch {epoch + 1}: train ML {history[-1]['train_ml']:.3f}  "
-                       f"reverse {history[-1]['train_rev']:.2e}  val ML {val:.3f}  lr {lr:.2e}")
-        _torch_save({"network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "history": history, "best": best,
-                     "patience_ref": patience_ref, "bad_epochs": bad_epochs, "epoch": epoch + 1, "stopped": stopped},
-                    checkpoint_path)
-        _write_history(history, model_dir)
+            tqdm.write(f"epoch {epoch + 1}: train ML {train_ml:.3f}  reverse {train_rev:.2e}  "
+                       f"val ML {val:.3f}  lr {lr:.2e}")
+        save_checkpoint(checkpoint_path, network, optimizer, scheduler, state)
+        _write_history(state.history, model_dir)
         if epoch_callback is not None:
             epoch_callback(epoch + 1, val)
-    if evaluation_report:
-        write_report(model_dir, store_path, config, device, progress)
-    return TrainResult(model_dir=model_dir, epochs_run=len(history), best_val_loss=best,
-                       stopped_early=stopped, history=history)
+    return TrainResult(model_dir=model_dir, epochs_run=len(state.history), best_val_loss=state.best,
+                       stopped_early=state.stopped, history=state.history)

@@ -63,7 +63,7 @@ def w(tmp_path_factory):
     store = make_training_store(root / "train.zarr", n_spec=60, n_pix=50)
     (root / "tiny.toml").write_text(TINY_TOML)
     model = root / "model"
-    train(store, model, config_from_dict(tomllib.loads(TINY_TOML)), progress=False, evaluation_report=False)
+    train(store, model, config_from_dict(tomllib.loads(TINY_TOML)), progress=False)
     obs = make_observed_store(root / "obs.zarr", store, [0, 1, 2])
     paths = {"root": root, "store": store, "model": model, "obs": obs, "tiny": root / "tiny.toml"}
 
@@ -78,6 +78,10 @@ def w(tmp_path_factory):
     paths["obs_cover"] = make_observed_store(root / "obs_cover.zarr", store, [0, 1, 2])
     # A store from someone else may hold any value: write one no writer of ours would.
     zarr.open_group(str(paths["obs_cover"]), mode="r+", zarr_format=3)["covered_fraction"][1] = 1.5
+
+    # Not a Turbospectrum line list: the first non-blank line is no species header.
+    (root / "not_a_linelist.dat").write_text("5705.464  4.301  -1.36\n")
+    paths["not_a_linelist"] = root / "not_a_linelist.dat"
 
     rng = np.random.default_rng(3)
 
@@ -199,6 +203,13 @@ CASES = [
                                          [_new(w, "r11")], r"standardization\.npz.*not readable")),
     ("evaluate-stats-truncated", lambda w: (["evaluate", w["m_stats_truncated"], w["store"], "--report", _new(w, "r12")],
                                             [_new(w, "r12")], r"standardization\.npz")),
+    ("evaluate-linelist-missing", lambda w: (["evaluate", w["model"], w["store"], "--report", _new(w, "r20"),
+                                              "--linelist", w["root"] / "nolist.dat"],
+                                             [_new(w, "r20")], r"nolist\.dat.*line list not found")),
+    ("evaluate-linelist-not-a-list", lambda w: (["evaluate", w["model"], w["store"], "--report", _new(w, "r21"),
+                                                 "--linelist", w["not_a_linelist"]],
+                                                [_new(w, "r21"), w["not_a_linelist"]],
+                                                r"not_a_linelist\.dat.*not a Turbospectrum line list")),
     ("evaluate-stats-pickle", lambda w: (["evaluate", w["m_stats_pickle"], w["store"], "--report", _new(w, "r13")],
                                          [_new(w, "r13")], r"standardization\.npz.*not readable")),
     ("evaluate-observed-store", lambda w: (["evaluate", w["model"], w["obs"], "--report", _new(w, "r14")],

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import re
 
 import numpy as np
@@ -11,11 +12,13 @@ import zarr
 
 from cinn.cli import main
 from cinn.config import config_from_dict
-from cinn.evaluate import evaluate, linelist_positions, residual_metrics
-from cinn.predict import load_model, run_prediction
+from cinn.evaluate import evaluate, linelist_positions, recorded_linelists, residual_metrics
+from cinn.model import load_model
+from cinn.predict import run_prediction
 from cinn.train import train
 
 from cinn_fixtures import make_observed_store, make_training_store
+from gridgen.core.provenance import sha256_file
 
 TARGETS = ["teff", "logg", "fe_h", "vbroad", "mg_fe"]
 TINY = {"network": {"feature_hidden": [32], "n_features": 8, "n_blocks": 2, "subnet_hidden": [16]},
@@ -181,3 +184,27 @@ def test_linelist_parser_on_gaia_eso_list(engine):
     li = linelist_positions([path], ["li"], (6707.0, 6709.0))["li"]
     for wave_aa in (6707.764, 6707.915):                                 # the 7Li I resonance doublet
         assert np.any(np.isclose(li, wave_aa, atol=1e-6)), wave_aa
+
+
+def test_recorded_linelists_are_used_only_while_unchanged(engine, tmp_path):
+    """Saliency markers default to the grid's recorded line lists: a user list by absolute path,
+    an engine list by its name inside the engine, each only with the recorded SHA-256."""
+    own = tmp_path / "own.list"
+    own.write_text("'  26.000  '  1  1\n'Fe I'\n  5705.464  4.301  -1.360\n")
+    real = next(p for p in engine.linelists if p.name.startswith("nlte_ges"))
+    files = [{"path": str(own), "sha256": sha256_file(own)},
+             {"path": f"engine:{os.path.relpath(real, engine.root)}", "sha256": sha256_file(real)},
+             {"path": "molecules:moogc2.ts", "sha256": "0" * 64}]
+    provenance = {"grid": {"linelists": {"files": files}}}
+    paths, note = recorded_linelists(provenance)
+    assert [p.resolve() for p in paths] == [own.resolve(), real.resolve()] and note == ""
+    assert linelist_positions(paths[:1], ["fe"], (5700.0, 5710.0))["fe"].tolist() == [5705.464]
+    # The user's list changed since the grid was computed: skipped, and the note names it.
+    own.write_text(own.read_text() + "\n")
+    paths, note = recorded_linelists(provenance)
+    assert [p.resolve() for p in paths] == [real.resolve()] and str(own) in note
+    own.unlink()
+    assert recorded_linelists(provenance)[0] == paths
+    # A store without recorded lists (the synthetic test stores): no markers, one note.
+    paths, note = recorded_linelists({"grid": {"name": "synthetic"}})
+    assert paths == [] and "--linelist" in note

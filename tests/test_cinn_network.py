@@ -8,7 +8,6 @@ import torch
 
 from cinn.config import NetworkConfig
 from cinn.network import CinnNetwork
-from cinn.predict import PosteriorSampler
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,7 @@ def test_fast_sampler_matches_freia(network):
     torch.manual_seed(4)
     features = network.features(torch.randn(3, 41))
     z = torch.randn(3, 200, 13)
-    x_fast, ld_fast = PosteriorSampler(network, torch.float32).reverse(z, features)
+    x_fast, ld_fast = network.sample_and_log_prob(z, features, torch.float32)
     with torch.no_grad():
         x, ld = network.sample(z.reshape(-1, 13), features.repeat_interleave(200, dim=0))
     # Same maths, different summation order: agreement to fp32 round-off relative to |x|
@@ -62,9 +61,33 @@ def test_fast_sampler_matches_freia(network):
     assert ((x_fast.reshape(-1, 13) - x).abs() / (1 + x.abs())).max() < 1e-4
     assert (ld_fast.reshape(-1) - ld).abs().max() < 1e-3
     # bf16 sub-networks (8-bit mantissa) with an fp32 affine state: percent-level agreement.
-    x_bf, ld_bf = PosteriorSampler(network, torch.bfloat16).reverse(z, features)
+    x_bf, ld_bf = network.sample_and_log_prob(z, features, torch.bfloat16)
     assert ((x_bf.reshape(-1, 13) - x).abs() / (1 + x.abs())).max() < 0.05
     assert (ld_bf.reshape(-1) - ld).abs().max() < 0.5
+
+
+def test_fast_sampler_follows_weight_changes():
+    """The fast sampler's cached weights follow in-place changes (optimiser steps,
+    load_state_dict) in both precisions, and are reused while the weights stay the same."""
+    torch.manual_seed(5)
+    net = CinnNetwork(7, 4, NetworkConfig(feature_hidden=(8,), n_features=4, n_blocks=2,
+                                          subnet_hidden=(8,))).eval()
+    features = net.features(torch.randn(2, 7)).detach()
+    z = torch.randn(2, 50, 4)
+    for dtype in (torch.float32, torch.bfloat16):
+        x_identity, _ = net.sample_and_log_prob(z, features, dtype)
+        # Zero last layers: every block is the identity up to the permutations, so x is z permuted.
+        assert torch.allclose(x_identity.sort(dim=-1).values, z.sort(dim=-1).values)
+    blocks = net._sampler_blocks(torch.float32, torch.device("cpu"))
+    assert net._sampler_blocks(torch.float32, torch.device("cpu")) is blocks
+    state = {k: v + 0.1 * torch.randn_like(v) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    net.load_state_dict(state)
+    for dtype, tolerance in ((torch.float32, 1e-4), (torch.bfloat16, 0.05)):
+        x_fast, _ = net.sample_and_log_prob(z, features, dtype)
+        with torch.no_grad():
+            x, _ = net.sample(z.reshape(-1, 4), features.repeat_interleave(50, dim=0))
+        assert ((x_fast.reshape(-1, 4) - x).abs() / (1 + x.abs())).max() < tolerance
+        assert (x_fast - x_identity).abs().max() > 10 * tolerance   # not the stale identity
 
 
 def test_standard_normal_density_at_identity():

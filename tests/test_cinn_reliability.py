@@ -38,7 +38,7 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(store, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("rel") / "model"
-    train(store, model_dir, config_from_dict(TINY), progress=False, evaluation_report=False)
+    train(store, model_dir, config_from_dict(TINY), progress=False)
     return model_dir
 
 

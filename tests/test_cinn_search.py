@@ -11,7 +11,7 @@ from scipy import stats as sps
 
 from cinn.cli import main
 from cinn.config import config_from_dict, load_config
-from cinn.data import BatchStream, open_store, split_rows
+from cinn.data import BatchStream, open_spectra_store, split_rows
 from cinn.standardize import compute_standardization
 from cinn.targets import labels_to_targets
 
@@ -103,7 +103,7 @@ def test_continuous_snr_noise_matches_drawn_snr(store):
 
     The fixture's stored noise is sigma = f / S/N exactly (noise scale k = 1 per pixel).
     """
-    group, info = open_store(store)
+    group, info = open_spectra_store(store)
     rows = split_rows(group, "train")
     targets = labels_to_targets(group["labels"][:], info.label_names, ("teff", "logg"), 1.0)
     stats = compute_standardization(group, info, rows, targets, progress=False)

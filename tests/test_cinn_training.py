@@ -10,7 +10,8 @@ import torch
 from cinn.bias import apply_bias, fit_bias_table
 from cinn.cli import main
 from cinn.config import config_from_dict, replace
-from cinn.predict import load_model, sample_posterior
+from cinn.evaluate import training_report
+from cinn.model import load_model
 from cinn.train import train
 
 from cinn_fixtures import make_observed_store, make_training_store, write_training_store
@@ -64,7 +65,7 @@ def test_out_of_bounds_samples_are_rejected_and_counted(trained, store):
     half = (stats.target_max - stats.target_min) / 2
     centre = stats.target_min + half
     model.stats = dataclasses.replace(stats, target_min=centre - 0.3 * half, target_max=centre + 0.3 * half)
-    out = sample_posterior(model, flux, np.full(6, 250.0), np.arange(6), model.config.predict)
+    out = model.posterior.sample(flux, np.full(6, 250.0), np.arange(6), model.config.predict)
     inside = ((out["samples"] >= model.stats.target_min) & (out["samples"] <= model.stats.target_max)).all(-1)
     assert np.array_equal(out["accepted"], inside)
     assert np.allclose(out["f_reject"], 1 - inside.mean(axis=1))
@@ -79,8 +80,8 @@ def test_bf16_map_equals_fp32_map(trained, store):
     import zarr
     flux = zarr.open_group(str(store), mode="r")["flux"][:8, -1]
     cfg = model.config.predict
-    fp32 = sample_posterior(model, flux, np.full(8, 250.0), np.arange(8), dataclasses.replace(cfg, precision="fp32"))
-    bf16 = sample_posterior(model, flux, np.full(8, 250.0), np.arange(8), dataclasses.replace(cfg, precision="bf16"))
+    fp32 = model.posterior.sample(flux, np.full(8, 250.0), np.arange(8), dataclasses.replace(cfg, precision="fp32"))
+    bf16 = model.posterior.sample(flux, np.full(8, 250.0), np.arange(8), dataclasses.replace(cfg, precision="bf16"))
     assert np.allclose(fp32["map"], bf16["map"], rtol=0, atol=1e-5, equal_nan=True)
 
 
@@ -127,7 +128,7 @@ def test_linear_gaussian_posterior(tmp_path):
     train(path, tmp_path / "model", config, progress=False)
     model = load_model(tmp_path / "model", "cpu")
     test = np.flatnonzero(split == 1)
-    out = sample_posterior(model, y[test], np.full(test.size, 100.0), test, config.predict)
+    out = model.posterior.sample(y[test], np.full(test.size, 100.0), test, config.predict)
     cov = np.linalg.inv(np.eye(2) + a_matrix.T @ a_matrix / noise ** 2)
     mean = (y[test] - 3.0) @ a_matrix @ cov.T / noise ** 2
     std = np.sqrt(np.diag(cov))
@@ -205,7 +206,7 @@ def test_predict_never_overwrites_and_records_provenance(tmp_path, trained, stor
     posterior = zarr.open_group(str(out), mode="r", use_consolidated=True)
     prov = posterior.attrs["provenance"]
     train_prov = dict(zarr.open_group(str(store), mode="r").attrs["provenance"])
-    from cinn.train import provenance_sha256
+    from cinn.model import provenance_sha256
     assert prov["model_training_store"]["provenance"] == train_prov
     assert prov["model_training_store"]["provenance_sha256"] == provenance_sha256(train_prov)
     assert prov["input"]["provenance"] == dict(zarr.open_group(str(obs), mode="r").attrs["provenance"])
@@ -264,8 +265,7 @@ def small_store(tmp_path_factory):
 def test_weights_follow_any_improvement_patience_only_large_ones(tmp_path, small_store, monkeypatch):
     # Epoch 2 improves by less than min_delta (0.1): it is still the best model.
     seen = _scripted_validation(monkeypatch, [5.0, 4.99, 6.0, 7.0])
-    result = train(small_store, tmp_path / "m", config_from_dict(TINY_TRAIN), progress=False,
-                   evaluation_report=False)
+    result = train(small_store, tmp_path / "m", config_from_dict(TINY_TRAIN), progress=False)
     saved = torch.load(tmp_path / "m" / "weights.pt", weights_only=True)
     assert all(torch.equal(saved[k], seen[1][k]) for k in saved)
     assert not all(torch.equal(saved[k], seen[0][k]) for k in saved)
@@ -273,14 +273,14 @@ def test_weights_follow_any_improvement_patience_only_large_ones(tmp_path, small
     # Patience counts epochs without an improvement > min_delta: 4.99 does not reset it.
     seen = _scripted_validation(monkeypatch, [5.0, 4.99, 4.98, 4.97])
     config = replace(config_from_dict(TINY_TRAIN), train={"early_stop_patience": 2})
-    result = train(small_store, tmp_path / "m2", config, progress=False, evaluation_report=False)
+    result = train(small_store, tmp_path / "m2", config, progress=False)
     assert result.stopped_early and result.epochs_run == 3 and result.best_val_loss == 4.98
 
 
 def test_nan_validation_loss_still_leaves_loadable_weights(tmp_path, small_store, monkeypatch):
     seen = _scripted_validation(monkeypatch, [float("nan"), float("nan")])
     config = replace(config_from_dict(TINY_TRAIN), train={"epochs": 2})
-    result = train(small_store, tmp_path / "m", config, progress=False, evaluation_report=False)
+    result = train(small_store, tmp_path / "m", config, progress=False)
     assert result.best_val_loss == float("inf")
     saved = torch.load(tmp_path / "m" / "weights.pt", weights_only=True)
     # No epoch was better than another: the first epoch's weights are kept and load.
@@ -314,8 +314,9 @@ def test_cuda_without_cuda_one_line(tmp_path, small_store, capsys):
     assert not (tmp_path / "m").exists()
 
 
-def test_training_writes_validation_report(trained):
+def test_training_report_evaluates_the_validation_split(trained, store):
     model_dir, _ = trained
+    training_report(model_dir, store, "cpu", progress=False)
     summary = json.loads((model_dir / "report" / "report.json").read_text())
     assert summary["split"] == "val"
     for name in ("metrics.csv", "predictions.csv", "map_vs_truth.png", "corner.png"):

@@ -5,10 +5,10 @@ Paper-size network (feature net 25,198 -> 2048 -> 1024 -> 512 -> 256, 16 GLOW bl
 
 - naive: the condition repeated per sample, so the feature network runs for every sample;
   samples from FrEIA's reverse pass, then a separate forward pass for their densities;
-- shipped fp32: ``cinn.predict.PosteriorSampler`` in fp32 (feature net once per spectrum,
+- shipped fp32: ``cinn.network.CinnNetwork.sample_and_log_prob`` in fp32 (feature net once per spectrum,
   condition projection hoisted, density from the reverse pass's log-det);
 - shipped bf16 (the default): bf16 sub-networks + fp32 re-ranking of the MAP candidates
-  (``cinn.predict.sample_posterior``), whose MAP is compared with the fp32 MAP.
+  (``cinn.posterior.Posterior.sample``), whose MAP is compared with the fp32 MAP.
 
 Usage: ``python scripts/bench/cinn_inference.py [--spectra 3] [--threads 1] [--samples 4096]``
 """
@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from cinn.config import CinnConfig, PredictConfig
+from cinn.model import LoadedModel
 from cinn.network import CinnNetwork
-from cinn.predict import LoadedModel, sample_posterior
+from cinn.posterior import latent_draws
 from cinn.standardize import Standardization
 
 PAPER_S_PER_SPECTRUM_PER_CORE = 21.5 * 60 / 1000     # SPEC §5: 1000 spectra in 21.5 min/core
@@ -85,9 +86,9 @@ def main() -> None:
         return (time.perf_counter() - t0) / args.spectra, out
 
     def shipped(cfg):
-        return lambda i: sample_posterior(model, fluxes[i:i + 1], np.array([snr]), np.array([i]), cfg)
+        posterior = model.posterior
+        return lambda i: posterior.sample(fluxes[i:i + 1], np.array([snr]), np.array([i]), cfg)
 
-    from cinn.predict import latent_draws
     t_naive, map_naive = timed(lambda i: naive(model, fluxes[i], snr, latent_draws(base.seed, i, args.samples, n_t)))
     t_fp32, out_fp32 = timed(shipped(dataclasses.replace(base, precision="fp32")))
     t_bf16, out_bf16 = timed(shipped(dataclasses.replace(base, precision="bf16")))

@@ -1,0 +1,208 @@
+"""The model directory: what ``cinn train`` writes and ``cinn predict``/``evaluate`` read.
+
+Layout (``FORMAT_VERSION`` in ``model.json``)::
+
+    model.json              JSON: format version, target names and units, vbroad floor, n_pix,
+                            pixel-grid SHA-256 (:func:`wave_sha256`), wavelength medium, trained
+                            S/N range and unit, training store path + schema + split sizes +
+                            provenance + its SHA-256 (:func:`provenance_sha256`), torch version,
+                            run context
+    config.json             JSON: the full CinnConfig used (:func:`cinn.config.config_to_dict`)
+    standardization.npz     NumPy arrays without pickle: pixel grid, flux/S/N/target
+                            statistics, bounds, noise calibration (:class:`Standardization`)
+    weights.pt              torch state dict (tensors only) of the best network: lowest
+                            validation loss
+    checkpoint.pt           torch dict of tensors and plain numbers, the last epoch: network,
+                            optimiser and scheduler state, history, early-stopping state
+    history.csv             CSV: epoch, lr, train_ml, train_rev, val_ml, seconds
+    training_curves.png     the losses of history.csv
+    report/                 quick evaluation on the validation split written by ``cinn train``
+                            (:func:`cinn.evaluate.training_report`)
+    bias.json               JSON (after ``cinn bias-fit``): ``coefficients`` {target: {a (per
+                            K), b}}, ``feh_min``, ``n_stars``, ``regressor``
+
+Every file is untrusted input when read: JSON is parsed, never evaluated; the statistics are
+read without pickle and torch files with ``weights_only=True``. Every write is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import run_context, sha256_bytes
+from gridgen.core.storeio import write_atomically
+
+from cinn.config import CinnConfig, config_from_dict
+from cinn.data import StoreInfo
+from cinn.files import read_json_object, write_json
+from cinn.network import CinnNetwork, build_network, select_device
+from cinn.posterior import Posterior
+from cinn.standardize import Standardization
+
+#: Version 2 added ``medium`` and ``training_store.provenance_sha256`` to model.json.
+FORMAT_VERSION = 2
+#: Files every trained model directory holds.
+MODEL_FILES = ("model.json", "config.json", "standardization.npz", "weights.pt")
+#: model.json keys that prediction reads.
+_MODEL_KEYS = ("format_version", "wave_sha256", "medium", "snr_unit", "training_store")
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready for inference (see :func:`load_model`)."""
+
+    model_dir: Path
+    config: CinnConfig
+    stats: Standardization
+    meta: dict
+    network: CinnNetwork
+    device: torch.device
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        return tuple(self.config.targets.names)
+
+    @property
+    def posterior(self) -> Posterior:
+        """The posterior of this model: network, standardisation and training bounds."""
+        return Posterior(self.network, self.stats, self.target_names, self.device)
+
+
+def wave_sha256(wave_aa: np.ndarray) -> str:
+    """Fingerprint of a pixel grid (float64 bytes rounded to 1e-6 Å)."""
+    return sha256_bytes(np.round(np.asarray(wave_aa, dtype=np.float64), 6).tobytes())
+
+
+def provenance_sha256(provenance: dict) -> str:
+    """SHA-256 of a store's provenance as canonical JSON (sorted keys, no whitespace)."""
+    text = json.dumps(provenance, sort_keys=True, separators=(",", ":"), default=str)
+    return sha256_bytes(text.encode())
+
+
+def read_model_description(model_dir: Path) -> dict:
+    """model.json of ``model_dir``, checked for this code's format version.
+
+    Raises
+    ------
+    UserError
+        Unreadable file or another format version.
+    """
+    meta = read_json_object(Path(model_dir) / "model.json", "model description")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{model_dir}: model format version {meta.get('format_version')!r}, this "
+                        f"code reads and writes version {FORMAT_VERSION}; retrain, or use a new "
+                        "--out directory or a matching cinn")
+    return meta
+
+
+def write_model_description(model_dir: Path, config: CinnConfig, store_path: str | Path, info: StoreInfo,
+                            label_units: list[str], stats: Standardization, n_train: int, n_val: int,
+                            provenance: dict) -> Path:
+    """Write model.json for a model trained on the store ``store_path`` (see the layout)."""
+    units = dict(zip(info.label_names, label_units))
+    return write_json(Path(model_dir) / "model.json", {
+        "format_version": FORMAT_VERSION,
+        "target_names": list(config.targets.names),
+        "target_units": [units.get(name, "") for name in config.targets.names],
+        "vbroad_floor_kms": config.targets.vbroad_floor_kms,
+        "n_pix": info.n_pix,
+        "wave_sha256": wave_sha256(info.wave_aa),
+        "medium": info.medium,
+        "snr_unit": info.snr_unit,
+        "snr_range": [stats.snr_min, stats.snr_max],
+        "training_store": {"path": str(Path(store_path).resolve()), "schema": info.schema,
+                           "n_train": int(n_train), "n_val": int(n_val),
+                           "provenance": provenance, "provenance_sha256": provenance_sha256(provenance)},
+        "torch_version": torch.__version__,
+        "run_context": run_context(),
+    })
+
+
+def save_torch(obj, path: Path) -> Path:
+    """``torch.save`` atomically (weights.pt, checkpoint.pt)."""
+    return write_atomically(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_model(model_dir: str | Path, device: str = "auto") -> LoadedModel:
+    """Load weights, config and statistics of a model directory written by :func:`cinn.train.train`.
+
+    Raises
+    ------
+    UserError
+        Missing or unreadable files, a model directory of another format version, or weights
+        that do not fit the network the config describes.
+    """
+    model_dir = Path(model_dir)
+    missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
+    if missing:
+        raise UserError(f"{model_dir}: not a trained model directory (missing {', '.join(missing)})")
+    meta = read_model_description(model_dir)
+    absent = [key for key in _MODEL_KEYS if key not in meta]
+    if absent:
+        raise UserError(f"{model_dir / 'model.json'}: missing key(s) {', '.join(absent)}")
+    config = config_from_dict(read_json_object(model_dir / "config.json", "config"))
+    stats = Standardization.load(model_dir / "standardization.npz")
+    dev = select_device(device)
+    network = build_network(stats.wave_aa.size, config)
+    weights_path = model_dir / "weights.pt"
+    try:
+        # weights_only: a model directory may come from someone else; never unpickle objects.
+        network.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable or foreign files
+        # Only the type: torch's own message would suggest unpickling the file after all.
+        raise UserError(f"{weights_path}: not weights of this model ({type(exc).__name__}: damaged, "
+                        "another network or objects other than tensors); retrain or restore it") from None
+    network.to(dev).eval()
+    return LoadedModel(model_dir, config, stats, meta, network, dev)
+
+
+def check_pixel_grid(model: LoadedModel, info: StoreInfo) -> None:
+    """Refuse an input store whose pixels, wavelength medium or S/N unit differ from the model's.
+
+    Raises
+    ------
+    UserError
+        Naming the store and both values.
+    """
+    if info.n_pix != model.stats.wave_aa.size or wave_sha256(info.wave_aa) != model.meta["wave_sha256"]:
+        raise UserError(f"{info.path}: pixel grid ({info.n_pix} pixels, {info.wave_aa[0]:.3f}-"
+                        f"{info.wave_aa[-1]:.3f} Å) does not match the model's ({model.stats.wave_aa.size} "
+                        f"pixels, {model.stats.wave_aa[0]:.3f}-{model.stats.wave_aa[-1]:.3f} Å)")
+    if info.medium != model.meta["medium"]:
+        raise UserError(f"{info.path}: wavelengths in {info.medium}, the model was trained on "
+                        f"{model.meta['medium']} wavelengths; convert the input first")
+    if info.snr_unit != model.meta["snr_unit"]:
+        raise UserError(f"{info.path}: S/N unit {info.snr_unit} differs from the model's {model.meta['snr_unit']}")
+
+
+def save_bias(model_dir: str | Path, bias: dict) -> Path:
+    """Write bias.json (from :func:`cinn.bias.fit_bias_table`) atomically."""
+    return write_json(Path(model_dir) / "bias.json", bias)
+
+
+def load_bias(model_dir: str | Path) -> dict:
+    """bias.json of ``model_dir``, checked: a non-empty ``coefficients`` of numbers a and b.
+
+    Raises
+    ------
+    UserError
+        No bias.json, or one of another shape.
+    """
+    path = Path(model_dir) / "bias.json"
+    if not path.exists():
+        raise UserError(f"{model_dir}: no bias.json; run `python -m cinn bias-fit` first")
+    bias = read_json_object(path, "bias coefficients")
+    coefficients = bias.get("coefficients")
+    if not isinstance(coefficients, dict) or not coefficients:
+        raise UserError(f"{path}: expected a non-empty object 'coefficients' of target: {{a, b}}")
+    for name, coef in coefficients.items():
+        if not (isinstance(coef, dict) and all(isinstance(coef.get(k), (int, float))
+                                               and not isinstance(coef.get(k), bool) for k in "ab")):
+            raise UserError(f"{path}: coefficients of {name!r} must be numbers a (per K) and b")
+    return bias

@@ -1,0 +1,200 @@
+"""The posterior p(targets | spectrum, S/N) of a trained network, on arrays (no file I/O).
+
+A :class:`Posterior` holds the network, the standardisation and the training bounds, and
+offers ``sample`` (samples, their densities, bounds rejection, MAP), ``log_prob``, ``map`` and
+``estimate`` (summaries in physical units). Reading stores and model directories is for
+:mod:`cinn.data` and :mod:`cinn.model`.
+
+Speed (see scripts/bench/cinn_inference.py): per spectrum the feature network runs once, and
+the sample densities come from the same reverse pass
+(:meth:`cinn.network.CinnNetwork.sample_and_log_prob`). With ``precision="bf16"`` the MAP is
+re-ranked in fp32 among the densest candidates, so it is the fp32 MAP.
+
+Reliability: samples outside the training bounds of any target are rejected; ``f_reject`` is
+their fraction and ``f_reject > f_reject_max`` (0.5) flags the prediction as untrustworthy.
+Inputs whose S/N lies outside the trained range are predicted but flagged
+(``snr_out_of_range``), not refused: the network still conditions on S/N and the flag lets the
+user decide.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from cinn.bias import apply_bias
+from cinn.config import PredictConfig
+from cinn.network import CinnNetwork
+from cinn.standardize import Standardization
+from cinn.targets import targets_to_physical
+
+QUANTILES = {"q02_5": 2.5, "q16": 16.0, "median": 50.0, "q84": 84.0, "q97_5": 97.5}
+
+
+def latent_index(row: np.ndarray, snr_index: np.ndarray, n_snr: int) -> np.ndarray:
+    """Global index of (spectrum row, S/N level) that seeds its latent draws: row * n_snr + snr."""
+    return np.asarray(row, dtype=np.int64) * n_snr + np.asarray(snr_index, dtype=np.int64)
+
+
+def latent_draws(seed: int, index: int, n_samples: int, n_targets: int) -> np.ndarray:
+    """z ~ N(0, I) for one spectrum, from ``(seed, index)`` (independent of batching)."""
+    return np.random.default_rng([seed, index]).standard_normal((n_samples, n_targets)).astype(np.float32)
+
+
+def summarize(samples_phys: np.ndarray, accepted: np.ndarray) -> dict[str, np.ndarray]:
+    """Quantiles (2.5, 16, 50, 84, 97.5 %) per target over the accepted samples.
+
+    ``samples_phys`` (n, S, T) physical units; spectra without accepted samples get NaN.
+    """
+    masked = np.where(accepted[..., None], samples_phys.astype(np.float64), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN spectra: NaN is the answer
+        values = np.nanpercentile(masked, list(QUANTILES.values()), axis=1)
+    return dict(zip(QUANTILES, values))
+
+
+class Posterior:
+    """Posterior of a trained network over standardised targets, bounded by the training set.
+
+    Parameters
+    ----------
+    network : CinnNetwork
+    stats : Standardization
+        Flux, S/N and target statistics and the training bounds of the targets.
+    target_names : tuple of str
+    device : torch.device
+    """
+
+    def __init__(self, network: CinnNetwork, stats: Standardization, target_names: tuple[str, ...],
+                 device: torch.device):
+        self.network = network
+        self.stats = stats
+        self.target_names = tuple(target_names)
+        self.device = device
+        self._lower = torch.as_tensor(stats.standardize_targets(stats.target_min), dtype=torch.float32,
+                                      device=device)
+        self._upper = torch.as_tensor(stats.standardize_targets(stats.target_max), dtype=torch.float32,
+                                      device=device)
+        # log density in target units = standardised density / prod(target_std).
+        self._log_std_sum = float(np.log(stats.target_std).sum())
+
+    def _features(self, flux: np.ndarray, snr: np.ndarray, mask: np.ndarray | None) -> torch.Tensor:
+        flux = np.asarray(flux, dtype=np.float32)
+        if mask is not None:
+            # Unobserved pixels get the training mean flux: standardised 0, no information.
+            flux = np.where(mask, self.stats.flux_mean.astype(np.float32), flux)
+        cond = self.stats.condition(torch.from_numpy(flux).to(self.device),
+                                    torch.as_tensor(snr, device=self.device))
+        return self.network.features(cond)
+
+    def _in_bounds(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x >= self._lower) & (x <= self._upper)).all(dim=-1)
+
+    @torch.inference_mode()
+    def sample(self, flux: np.ndarray, snr: np.ndarray, indices: np.ndarray, config: PredictConfig,
+               mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Posterior samples, MAP and bounds rejection for a batch of spectra.
+
+        Parameters
+        ----------
+        flux : ndarray (n, n_pix)
+            Continuum-normalised fluxes on the model's pixel grid.
+        snr : ndarray (n,)
+            S/N of each spectrum in the model's S/N unit.
+        indices : ndarray (n,) int
+            Latent indices (:func:`latent_index`), which seed the latent draws.
+        config : PredictConfig
+        mask : ndarray (n, n_pix) bool or None
+            True where a pixel is not observed.
+
+        Returns
+        -------
+        dict
+            ``samples`` (n, S, T) float32 in target units (log10 for teff, vbroad),
+            ``log_density`` (n, S), ``accepted`` (n, S) bool, ``map`` (n, T) float64 target
+            units (NaN if all samples were rejected), ``map_log_density`` (n,), ``f_reject`` (n,).
+        """
+        device, stats, n_t = self.device, self.stats, len(self.target_names)
+        z = np.stack([latent_draws(config.seed, int(i), config.n_samples, n_t) for i in indices])
+        z = torch.from_numpy(z).to(device)
+        features = self._features(flux, snr, mask)
+        dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
+        x, log_density = self.network.sample_and_log_prob(z, features, dtype)
+        accepted = self._in_bounds(x)
+        ranked = torch.where(accepted, log_density, torch.tensor(-torch.inf, device=device))
+        if dtype == torch.float32:
+            x_c, ld_c, ok_c = x, ranked, accepted
+        else:
+            # Re-rank the densest candidates in fp32: the bf16 densities only pick who competes.
+            k = min(config.map_candidates, x.shape[1])
+            cand = ranked.topk(k, dim=1).indices
+            z_cand = torch.gather(z, 1, cand[..., None].expand(-1, -1, n_t))
+            x_c, ld_c = self.network.sample_and_log_prob(z_cand, features, torch.float32)
+            ok_c = self._in_bounds(x_c)
+            ld_c = torch.where(ok_c, ld_c, torch.tensor(-torch.inf, device=device))
+        best = ld_c.argmax(dim=1)
+        take = torch.arange(x.shape[0], device=device)
+        x_map, map_log_density, has_map = x_c[take, best], ld_c[take, best], ok_c.any(dim=1)
+        map_target = stats.unstandardize_targets(x_map.cpu().numpy().astype(np.float64))
+        map_target[~has_map.cpu().numpy()] = np.nan
+        return {
+            "samples": stats.unstandardize_targets(x.cpu().numpy()).astype(np.float32),
+            "log_density": log_density.cpu().numpy() - self._log_std_sum,
+            "accepted": accepted.cpu().numpy(),
+            "map": map_target,
+            "map_log_density": map_log_density.cpu().numpy().astype(np.float64) - self._log_std_sum,
+            "f_reject": 1.0 - accepted.float().mean(dim=1).cpu().numpy().astype(np.float64),
+        }
+
+    @torch.inference_mode()
+    def log_prob(self, targets: np.ndarray, flux: np.ndarray, snr: np.ndarray,
+                 mask: np.ndarray | None = None) -> np.ndarray:
+        """log p(targets | flux, S/N) in target units, by the forward pass.
+
+        Parameters
+        ----------
+        targets : ndarray (n, T)
+            Target units (log10 for teff, vbroad), one vector per spectrum.
+        flux, snr, mask
+            As in :meth:`sample`.
+
+        Returns
+        -------
+        ndarray (n,) float64; -inf outside the training bounds (where ``sample`` rejects).
+        """
+        x = torch.as_tensor(self.stats.standardize_targets(np.asarray(targets, dtype=np.float64)),
+                            dtype=torch.float32, device=self.device)
+        log_p = self.network.log_prob(x, self._features(flux, snr, mask))
+        log_p = torch.where(self._in_bounds(x), log_p, torch.tensor(-torch.inf, device=self.device))
+        return log_p.cpu().numpy().astype(np.float64) - self._log_std_sum
+
+    def map(self, flux: np.ndarray, snr: np.ndarray, indices: np.ndarray, config: PredictConfig,
+            mask: np.ndarray | None = None) -> np.ndarray:
+        """MAP estimate (n, T) in physical units (K, dex, km/s): the densest accepted sample."""
+        return targets_to_physical(self.sample(flux, snr, indices, config, mask)["map"], self.target_names)
+
+    def estimate(self, flux: np.ndarray, snr: np.ndarray, indices: np.ndarray, config: PredictConfig,
+                 mask: np.ndarray | None = None, bias: dict | None = None) -> dict[str, np.ndarray]:
+        """Posterior summaries in physical units (K, dex, km/s) for a batch of spectra.
+
+        Returns the entries of :meth:`sample` with ``map`` and ``samples`` in physical units,
+        plus the quantiles of :data:`QUANTILES`, ``untrustworthy`` (f_reject > f_reject_max)
+        and ``snr_out_of_range``. With ``bias`` (from :func:`cinn.model.load_bias`) every
+        estimate of target X is shifted by -(a_X * Teff_MAP + b_X) (SPEC §3).
+        """
+        names = self.target_names
+        raw = self.sample(flux, snr, indices, config, mask)
+        out = {key: raw[key] for key in ("log_density", "accepted", "map_log_density", "f_reject")}
+        out["map"] = targets_to_physical(raw["map"], names)
+        out["samples"] = targets_to_physical(raw["samples"], names).astype(np.float32)
+        out.update(summarize(out["samples"], raw["accepted"]))
+        out["untrustworthy"] = raw["f_reject"] > config.f_reject_max
+        out["snr_out_of_range"] = (snr < self.stats.snr_min) | (snr > self.stats.snr_max)
+        if bias is not None:
+            shift = apply_bias(bias, names, out["map"][:, names.index("teff")])
+            for key in ("map", *QUANTILES):
+                out[key] = out[key] - shift
+            out["samples"] = (out["samples"] - shift[:, None, :]).astype(np.float32)
+        return out
