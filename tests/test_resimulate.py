@@ -18,7 +18,8 @@ from augment.resimulate import resimulate
 from augment.run import augment_grid
 from augment.store import create_observed_store
 from badinput import assert_rejected
-from cinn.predict import QUANTILES, write_csv
+from cinn.posterior import QUANTILES
+from cinn.predict import write_csv
 from gridgen.config import LABEL_NAMES
 from gridgen.core.errors import UserError
 from gridgen.sampling import read_parameter_table
@@ -111,8 +112,8 @@ def test_resimulation_equals_grid_then_augment_path(engine, setup, tmp_path, mon
     assert prov["grid"]["engine"] == open_grid_engine(tmp_path / "grid.zarr")
     assert prov["augment"] == setup["augment"].to_dict() and len(prov["resimulate"]["table_sha256"]) == 64
     # cinn predict's reader accepts it (finite nominal S/N) and xarray opens it.
-    from cinn.data import open_store
-    _, info = open_store(out)
+    from cinn.data import open_spectra_store
+    _, info = open_spectra_store(out)
     assert info.snr.tolist() == [1000.0] and info.label_names[-1] == "vbroad"
     assert xr.open_zarr(out)["object_id"].dims == ("spectrum",)
     plots = sorted((tmp_path / "resim_plots").iterdir())
