@@ -1,6 +1,6 @@
 """4MOST high-resolution spectrograph arms and the output pixel grid.
 
-Defaults follow SPEC.md §2: blue 3926–4355 Å, green 5160–5730 Å, red 6100–6790 Å, uniform
+Defaults follow docs/method.md §2: blue 3926–4355 Å, green 5160–5730 Å, red 6100–6790 Å, uniform
 0.05 Å bins (the 4MOST L1 joined product); green + red give 11,400 + 13,800 = 25,200 pixels
 (the paper quotes 25,197). An :class:`ArmSpec` may instead carry explicit, non-uniform bin
 edges (e.g. a native 4MOST pixel grid) and a ``source`` note saying where they come from.
@@ -54,7 +54,7 @@ class ArmSpec:
         return out
 
 
-#: The 4MOST high-resolution arms (SPEC.md §2).
+#: The 4MOST high-resolution arms (docs/method.md §2).
 FOURMOST_HR_ARMS = {
     "blue": ArmSpec("blue", 3926.0, 4355.0),
     "green": ArmSpec("green", 5160.0, 5730.0),

@@ -1,6 +1,6 @@
 """The per-spectrum 4MOST-ification chain: arrays in, arrays out.
 
-Paper order (SPEC.md §2): Gaussian to R1 = 80,000 → interpolate to 0.025 Å → rotation →
+Paper order (docs/method.md §2): Gaussian to R1 = 80,000 → interpolate to 0.025 Å → rotation →
 Gaussian from R1 to R2 = 20,000 → rebin onto the arm pixels → noise. We compute the same
 result with fewer, more accurate operations, which is exact because all three broadenings
 are convolutions with kernels that are constant on a uniform ln λ grid and therefore commute

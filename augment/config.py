@@ -1,6 +1,6 @@
 """The augmentation configuration: one dataclass, loaded from TOML and/or CLI, validated once.
 
-TOML layout (every key optional; defaults reproduce the paper, SPEC.md §2)::
+TOML layout (every key optional; defaults reproduce the paper, docs/method.md §2)::
 
     snr_list = [10, 12, 14]        # or "paper"
     snr_unit = "per_pixel"         # or "per_angstrom"

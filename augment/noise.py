@@ -19,7 +19,7 @@ from gridgen.core.seeds import STREAM_NOISE, derived_rng
 
 SNR_UNITS = ("per_pixel", "per_angstrom")
 
-#: The paper's 19 S/N levels (SPEC.md §2).
+#: The paper's 19 S/N levels (docs/method.md §2).
 PAPER_SNR = (10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 23.0, 26.0, 30.0, 35.0, 40.0, 45.0, 50.0, 80.0, 100.0,
              130.0, 180.0, 250.0, 1000.0)
 

@@ -23,7 +23,7 @@ array             shape                       dtype    meaning
 ``flux_clean`` is chunked (chunk_spectra, n_pix); the small per-spectrum arrays (``labels``,
 ``split``, ``status``, ``source_index``) are chunked in runs of about 1,024 spectra (a multiple
 of chunk_spectra) rather than chunk_spectra, to avoid tens of thousands of tiny files; all are
-chunked along ``spectrum`` only, as DESIGN.md asks. Workers write only whole ``flux`` chunks;
+chunked along ``spectrum`` only, as docs/contracts.md describes. Workers write only whole ``flux`` chunks;
 ``status`` is written by the parent process alone, after a worker has returned.
 
 Only grid spectra with status ok become rows. Group attributes: ``schema``, ``label_names``,

@@ -1,4 +1,4 @@
-"""Linear bias correction X_corr = X - (a_X * Teff + b_X) (SPEC §3, paper Sect. 5).
+"""Linear bias correction X_corr = X - (a_X * Teff + b_X) (docs/method.md §3, paper Sect. 5).
 
 Fitted on a reference table of stars with both cINN estimates and reference values; only stars
 with reference [Fe/H] > ``feh_min`` (-2.5) enter the fit. Coefficients go to

@@ -26,7 +26,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m cinn", description="Train and apply the cINN "
-                                     "of SPEC §3 (13 targets with full posteriors). " + UNITS)
+                                     "of docs/method.md §3 (13 targets with full posteriors). " + UNITS)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a training store", description=UNITS)

@@ -1,6 +1,6 @@
 """One configuration tree for the cINN: network, targets, data stream, training, prediction.
 
-Every default is the paper's value (SPEC §3, Candebat et al. 2026); a TOML file overrides any
+Every default is the paper's value (docs/method.md §3; A&A 708, A118, 2026); a TOML file overrides any
 subset, e.g.::
 
     [network]
@@ -32,7 +32,7 @@ PAPER_TARGETS = ("teff", "logg", "fe_h", "vmic", "vbroad", "ca_fe", "c_fe", "mg_
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Architecture (SPEC §3: feature net, 16 GLOW blocks, 3x512 sub-networks, clamp 1.9).
+    """Architecture (docs/method.md §3: feature net, 16 GLOW blocks, 3x512 sub-networks, clamp 1.9).
 
     Attributes
     ----------
@@ -48,7 +48,7 @@ class NetworkConfig:
         Soft clamp alpha of the log-scale s (FrEIA ``clamp``).
     clamp_activation : str
         FrEIA clamp activation: "ATAN", "TANH" or "SIGMOID". FrEIA's "ATAN" is
-        s = alpha * 0.636 * atan(a), SPEC §3 writes s = (2 alpha / pi) * atan(a / alpha): both
+        s = alpha * 0.636 * atan(a), the paper (eq. 6) writes s = (2 alpha / pi) * atan(a / alpha): both
         saturate at ±alpha, but FrEIA's slope at a = 0 is alpha times larger (0.636 alpha vs
         2/pi); the last linear layer of each sub-network absorbs that scale, so FrEIA's is used.
     permute_seed : int
@@ -109,7 +109,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimiser and schedule (SPEC §3: Adam 0.8/0.8, lr 2.299e-3, 123 x 128 x 1024).
+    """Optimiser and schedule (docs/method.md §3: Adam 0.8/0.8, lr 2.299e-3, 123 x 128 x 1024).
 
     Attributes
     ----------
@@ -158,7 +158,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class PredictConfig:
-    """Posterior sampling (SPEC §3: 4096 samples, MAP, f_reject > 0.5 flag).
+    """Posterior sampling (docs/method.md §3: 4096 samples, MAP, f_reject > 0.5 flag).
 
     Attributes
     ----------

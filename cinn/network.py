@@ -1,4 +1,4 @@
-"""The paper's cINN (SPEC §3) assembled from FrEIA building blocks.
+"""The paper's cINN (docs/method.md §3) assembled from FrEIA building blocks.
 
 ``CinnNetwork`` = a fully connected feature network (standardised fluxes + standardised
 log10 S/N -> 256 features) + a FrEIA ``SequenceINN`` of ``n_blocks`` x (``PermuteRandom`` with a

@@ -182,7 +182,7 @@ class Posterior:
         Returns the entries of :meth:`sample` with ``map`` and ``samples`` in physical units,
         plus the quantiles of :data:`QUANTILES`, ``untrustworthy`` (f_reject > f_reject_max)
         and ``snr_out_of_range``. With ``bias`` (from :func:`cinn.model.load_bias`) every
-        estimate of target X is shifted by -(a_X * Teff_MAP + b_X) (SPEC §3).
+        estimate of target X is shifted by -(a_X * Teff_MAP + b_X) (docs/method.md §3).
         """
         names = self.target_names
         raw = self.sample(flux, snr, indices, config, mask)

@@ -1,4 +1,4 @@
-"""Standardisation statistics from one streamed pass over the training split (SPEC §3).
+"""Standardisation statistics from one streamed pass over the training split (docs/method.md §3).
 
 Fluxes are standardised per pixel over all (spectrum, S/N) examples of the training split; the
 condition's last column is the standardised log10 S/N (the paper's "mean S/N" input, taken in

@@ -1,4 +1,4 @@
-"""Map store labels to the network's targets and back (SPEC §3).
+"""Map store labels to the network's targets and back (docs/method.md §3).
 
 The network learns log10(Teff / K) and log10(vbroad / km s^-1) instead of Teff and vbroad (both
 span large ranges); every other target is the label itself. vbroad = 0 (no rotation) has no

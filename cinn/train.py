@@ -2,7 +2,7 @@
 
 The model directory it writes is described in :mod:`cinn.model`.
 
-Loss per batch (SPEC §3): L = E[||z||^2 / 2 - log|det J|] + w E[||x - g(z + dz)||^2],
+Loss per batch (docs/method.md §3): L = E[||z||^2 / 2 - log|det J|] + w E[||x - g(z + dz)||^2],
 dz ~ N(0, reverse_noise_var I). The learning rate is multiplied by ``lr_decay`` after each epoch
 and training stops when the validation ML loss has not improved by ``early_stop_min_delta``
 for ``early_stop_patience`` epochs. ``weights.pt`` holds the epoch of lowest validation loss

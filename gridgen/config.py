@@ -32,7 +32,7 @@ from gridgen.linelist import LinelistSummary, summarize_linelist
 from gridgen.nlte import NLTEConfig
 from gridgen.solar import SOLAR_MIXTURES
 
-#: The 21 elements whose [X/Fe] the sampler varies (SPEC §1), in label order.
+#: The 21 elements whose [X/Fe] the sampler varies (docs/method.md §1), in label order.
 ABUNDANCE_ELEMENTS: tuple[str, ...] = (
     "Li", "C", "N", "O", "Na", "Mg", "Al", "Si", "Ca", "Ti", "V",
     "Cr", "Mn", "Co", "Ni", "Sr", "Y", "Zr", "Ba", "Ce", "Eu",

@@ -1,4 +1,4 @@
-"""Draw the 25 stellar parameters of every spectrum of a grid (SPEC §1).
+"""Draw the 25 stellar parameters of every spectrum of a grid (docs/method.md §1).
 
 Teff and log g are uniform inside the configured Kiel-diagram polygon intersected with the
 atmosphere provider's validity region; [Fe/H], vmic and the 21 [X/Fe] follow the per-parameter

@@ -1,4 +1,4 @@
-"""The grid store: raw synthetic spectra, their labels, status and provenance (DESIGN.md).
+"""The grid store: raw synthetic spectra, their labels, status and provenance (docs/contracts.md).
 
 Data contract (a Zarr v3 group; ``xarray.open_zarr(path)`` opens it)
 

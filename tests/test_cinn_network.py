@@ -103,7 +103,7 @@ def test_standard_normal_density_at_identity():
 
 def test_clamp_is_freia_atan_as_documented():
     """NetworkConfig documents FrEIA's ATAN clamp s = alpha 0.636 atan(a): it saturates at
-    ±alpha (0.636 pi / 2 = 0.9990) with slope 0.636 alpha at a = 0, unlike SPEC's 2/pi."""
+    ±alpha (0.636 pi / 2 = 0.9990) with slope 0.636 alpha at a = 0, unlike the paper's eq. 6, (2 alpha / pi) atan(a / alpha)."""
     import FrEIA.modules as fm
     alpha = 1.9
     net = CinnNetwork(5, 4, NetworkConfig(feature_hidden=(8,), n_features=4, n_blocks=1,

@@ -2,7 +2,7 @@
 
 A :class:`UserError` is a problem with what the user gave us (a file, a flag, a config key).
 Every CLI prints its message as one line and exits with status 1; any other exception is an
-internal failure and exits with status 2 (see DESIGN.md, Conventions).
+internal failure and exits with status 2 (see docs/contracts.md, Conventions).
 """
 
 

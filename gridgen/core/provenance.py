@@ -1,6 +1,6 @@
 """Provenance shared by every store the toolkit writes: hashes, code version, host, time.
 
-This is the one small shared module DESIGN.md allows: `augment` and `cinn` import it rather
+It lives in the shared leaf package gridgen.core: `augment` and `cinn` import it rather
 than keeping their own copies. Stores carry a JSON-serialisable ``provenance`` attribute whose
 keys are documented where each store is written.
 """

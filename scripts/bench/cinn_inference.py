@@ -29,7 +29,7 @@ from cinn.network import CinnNetwork
 from cinn.posterior import latent_draws
 from cinn.standardize import Standardization
 
-PAPER_S_PER_SPECTRUM_PER_CORE = 21.5 * 60 / 1000     # SPEC §5: 1000 spectra in 21.5 min/core
+PAPER_S_PER_SPECTRUM_PER_CORE = 21.5 * 60 / 1000     # docs/method.md §5: 1000 spectra in 21.5 min/core
 
 
 def random_model(n_pix: int, seed: int) -> LoadedModel:
