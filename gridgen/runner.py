@@ -495,14 +495,15 @@ class _StatusMonitor:
     def __init__(self, store: Path, tasks: list[ChunkTask], bar, interval_s: float):
         self.store, self.tasks, self.bar, self.interval_s = store, tasks, bar, interval_s
         group = open_grid_store(store)
+        # Opened once: a poll then reads two chunk files per chunk, no metadata.
+        self.status, self.errors = group["status"], group["error"]
         self.todo = {task.number: group["status"][task.start:task.stop] != STATUS_OK for task in tasks}
         self.errors_before = {task.number: group["error"][task.start:task.stop] for task in tasks}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
 
     def _count_done(self) -> int:
-        group = open_grid_store(self.store)
-        status, errors = group["status"], group["error"]
+        status, errors = self.status, self.errors
         done = 0
         for task in self.tasks:
             now = status[task.start:task.stop]
