@@ -150,3 +150,75 @@ def test_shard_reads_no_status_chunk_of_other_shards(engine, tmp_path):
     chunk0.write_bytes(b"garbage")
     counts = runner.run_grid(grid, store, shard="1/2", progress=False)
     assert (counts["ok"], counts["pending"], counts["computed"]) == (2, 0, 2)
+
+
+# --- On the real one-node Slurm (tests/slurm) ------------------------------------------------
+
+from slurm.cluster import slurm_cluster  # noqa: E402,F401  (the session fixture)
+from test_slurm import _wait_gone  # noqa: E402
+
+
+@pytest.mark.slow
+def test_submit_fills_the_store_like_a_local_run_then_has_nothing_to_do(
+        slurm_cluster, engine, tmp_path, capsys):
+    import re
+
+    grid = small_grid(tmp_path, n_spectra=4)
+    runner.run_grid(grid, tmp_path / "local.zarr", progress=False)
+    store = tmp_path / "g.zarr"
+    argv = ["submit", str(grid), "--out", str(store), "--tasks", "2", "--time", "00:30:00"]
+    assert main(argv) == 0
+    job = re.search(r"submitted array job (\d+)", capsys.readouterr().out).group(1)
+    _wait_gone(job, timeout_s=600)
+    logs = {path.name: path.read_text() for path in (tmp_path / "g.zarr.logs").glob("*.out")}
+    # Two tasks, one chunk each: shards 0/2 and 1/2, two spectra synthesised by each.
+    assert sorted(logs) == [f"{job}_0.out", f"{job}_1.out"], logs
+    assert all("(2 synthesised by this run)" in log for log in logs.values()), logs
+    assert main(["verify", str(store)]) == 0
+    assert (open_grid_store(store)["flux"][:].tobytes()
+            == open_grid_store(tmp_path / "local.zarr")["flux"][:].tobytes())
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "nothing submitted" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_submit_refused_by_slurm_passes_its_message_and_writes_nothing(slurm_cluster, tmp_path,
+                                                                         grid, capsys):
+    line = assert_rejected(capsys, main, ["submit", str(grid), "--out", str(tmp_path / "g.zarr"),
+                                          "--tasks", "2", "--partition", "nosuchpartition"],
+                           watch=[tmp_path], match="sbatch refused the job")
+    assert "partition" in line.lower(), line
+
+
+def _sbatch_wrap(command: str, tmp_path: Path, *extra: str) -> str:
+    result = subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/%j.out", *extra,
+                             "--wrap", command], capture_output=True, text=True, check=True)
+    return result.stdout.strip().split(";")[0]
+
+
+@pytest.mark.slow
+def test_lease_of_an_ended_slurm_job_on_another_node_is_stale_at_once(slurm_cluster, tmp_path):
+    """A task killed hard on another node leaves its lease; squeue shows its job has ended."""
+    ended = _sbatch_wrap("true", tmp_path, "--wait")
+    running = _sbatch_wrap("sleep 300", tmp_path)
+    now = time.time()
+    assert lease_mod.is_stale(lease_mod.Holder("othernode", 4242, now, ended))
+    assert not lease_mod.is_stale(lease_mod.Holder("othernode", 4242, now, running))
+    # A fresh lease file of the ended job is taken over by the next run that wants the chunk.
+    (tmp_path / "store" / lease_mod.LEASE_DIR).mkdir(parents=True)
+    (tmp_path / "store" / lease_mod.LEASE_DIR / "chunk-0.json").write_text(json.dumps(
+        {"host": "othernode", "pid": 4242, "token": "x", "heartbeat_unix": now, "slurm_job": ended}))
+    lease = lease_mod.acquire(tmp_path / "store", "chunk-0")
+    assert isinstance(lease, lease_mod.Lease)
+    lease.release()
+    subprocess.run(["scancel", running], check=True)
+    _wait_gone(running, timeout_s=60)
+    assert lease_mod.is_stale(lease_mod.Holder("othernode", 4242, time.time(), running))
+
+
+def test_lease_records_the_slurm_array_task(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "108")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "100")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "8")
+    assert lease_mod.current_slurm_job() == "100_8"
