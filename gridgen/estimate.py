@@ -26,6 +26,7 @@ from gridgen import engine as engine_mod
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, load_grid_config
 from gridgen.core.errors import UserError
+from gridgen.runner import grid_provenance
 from gridgen.sampling import sample_parameters
 from gridgen.store import create_grid_store, write_spectrum
 from gridgen.synthesis import SynthesisContext, synthesize_rows
@@ -83,7 +84,8 @@ def estimate_grid(config_path: str | Path, *, pilot: int = 8, tasks: int = 1,
             raise UserError(f"{flag}: must be >= 1, got {value}")
     config = load_grid_config(config_path)
     context = SynthesisContext.load(config_path, engine_dir)
-    labels = sample_parameters(config, make_provider(config.atmosphere, context.engine))
+    provider = make_provider(config.atmosphere, context.engine)
+    labels = sample_parameters(config, provider)
     rows = labels[pilot_rows(labels, pilot)]
     wave_aa = engine_mod.synthesis_wavelengths(config.synthesis.windows_aa, config.synthesis.step_aa)
     scratch = Path(tempfile.mkdtemp(prefix="gridgen-estimate-"))
@@ -92,7 +94,7 @@ def estimate_grid(config_path: str | Path, *, pilot: int = 8, tasks: int = 1,
             scratch / "empty.zarr", wave_aa=wave_aa, wave_medium=context.engine.wave_medium,
             labels=rows, label_names=LABEL_NAMES, label_units=LABEL_UNITS,
             split=np.zeros(len(rows), dtype=np.int8), chunk_spectra=config.chunk_spectra,
-            provenance={})
+            provenance=grid_provenance(config, context.engine, provider, context.engine.wave_medium))
         seconds, failed = [], 0
         start = time.perf_counter()
         for index, (flux, note, error) in enumerate(synthesize_rows(rows, context)):
