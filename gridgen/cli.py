@@ -1,4 +1,4 @@
-"""Command line: ``python -m gridgen {engine,run,info,verify,export-tsfitpy,import-tsfitpy} ...``."""
+"""Command line: ``python -m gridgen {engine,run,submit,estimate,info,verify,export-tsfitpy,import-tsfitpy} ...``."""
 
 from __future__ import annotations
 
@@ -41,15 +41,18 @@ def _parser() -> argparse.ArgumentParser:
                      "Turbospectrum is single-threaded, measure before using more than the cores)")
     run.add_argument("--scheduler", help="Dask scheduler address (tcp://HOST:PORT): run the "
                      "chunks on that cluster instead of locally")
-    run.add_argument("--shard", help="I/N: only this shard of the chunks (e.g. a Slurm array "
-                     "task: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    run.add_argument("--shard", help="I/N: only this shard of the chunks, e.g. a Slurm array "
+                     "task: I = (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP, "
+                     "N = SLURM_ARRAY_TASK_COUNT (`gridgen submit` does this for you)")
     run.add_argument("--create-only", action="store_true", help="only create the store (sample "
                      "the parameters); run this once before submitting many --shard jobs")
     run.add_argument("--lease-stale-s", type=float, default=600.0, metavar="S", help="take over "
                      "a chunk another run leased but has not refreshed for S seconds (default 600; "
                      "a dead run on this host is taken over at once)")
     run.add_argument("--engine-dir")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (the store is "
+                     "then read only when a chunk starts and ends)")
+    _add_dask_options(run)
 
     info = commands.add_parser("info", help="status counts, failure reasons, provenance summary")
     info.add_argument("store")
@@ -60,7 +63,104 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("store")
 
     _add_tsfitpy_parsers(commands)
+    _add_submit_parser(commands)
+    _add_estimate_parser(commands)
     return parser
+
+
+def _add_dask_options(run) -> None:
+    """``run``'s ways to reach Dask besides ``--scheduler`` (see gridgen.runner.DaskTarget)."""
+    run.add_argument("--scheduler-file", metavar="PATH", help="Dask scheduler file (JSON with "
+                     "the address, as `dask scheduler --scheduler-file PATH` writes it)")
+    run.add_argument("--cluster", choices=["slurm"], help="start a dask_jobqueue SLURMCluster of "
+                     "--jobs one-core worker jobs for this run (needs the [hpc] extra)")
+    run.add_argument("--cluster-partition", help="--cluster slurm: partition of the worker jobs")
+    run.add_argument("--cluster-account", help="--cluster slurm: account of the worker jobs")
+    run.add_argument("--cluster-walltime", default="24:00:00", help="--cluster slurm: walltime "
+                     "of each worker job (default 24:00:00)")
+    run.add_argument("--cluster-memory", default="2GB", help="--cluster slurm: memory of each "
+                     "worker job (default 2GB)")
+
+
+def _dask_target(args):
+    from gridgen.runner import DaskTarget
+
+    options = {"walltime": args.cluster_walltime, "memory": args.cluster_memory}
+    if args.cluster_partition:
+        options["queue"] = args.cluster_partition
+    if args.cluster_account:
+        options["account"] = args.cluster_account
+    return DaskTarget(scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+                      cluster=args.cluster, workers=args.jobs,
+                      cluster_options=tuple(sorted(options.items())))
+
+
+def _add_submit_parser(commands) -> None:
+    """``submit``: create the store and submit a Slurm job array (see gridgen.submit)."""
+    submit = commands.add_parser("submit", help="create a grid store and fill it with a Slurm "
+                                 "job array (re-running the same command resumes)")
+    submit.add_argument("grid", help="grid definition, e.g. grids/4most-hr-paper.toml")
+    submit.add_argument("--out", required=True, help="grid store directory (.zarr)")
+    submit.add_argument("--tasks", type=int, required=True, help="array tasks; each owns every "
+                        "N-th chunk")
+    submit.add_argument("--time", default="24:00:00", help="walltime per task (default 24:00:00)")
+    submit.add_argument("--partition")
+    submit.add_argument("--account")
+    submit.add_argument("--mem", help="memory per task's node, e.g. 4G")
+    submit.add_argument("--cpus-per-task", type=int, default=1, help="CPUs per task = its "
+                        "worker processes (default 1)")
+    submit.add_argument("--sbatch-arg", action="append", default=[], metavar="OPTION",
+                        help="extra sbatch option, e.g. --sbatch-arg=--qos=long (repeatable)")
+    submit.add_argument("--dry-run", action="store_true", help="print the script and the cost "
+                        "estimate (a pilot synthesis); create and submit nothing")
+    submit.add_argument("--pilot", type=int, default=4, help="--dry-run: pilot spectra of the "
+                        "estimate (default 4)")
+    submit.add_argument("--engine-dir")
+
+
+def _cmd_submit(args) -> int:
+    from gridgen.submit import SubmitOptions, array_script, logs_dir, submit
+
+    options = SubmitOptions(tasks=args.tasks, time=args.time, partition=args.partition,
+                            account=args.account, mem=args.mem, cpus_per_task=args.cpus_per_task,
+                            sbatch_args=tuple(args.sbatch_arg))
+    if args.dry_run:
+        from gridgen.estimate import describe, estimate_grid
+
+        options.check()
+        print(array_script(args.grid, args.out, options, args.engine_dir), end="")
+        print(describe(estimate_grid(args.grid, pilot=args.pilot, tasks=args.tasks,
+                                     cpus_per_task=args.cpus_per_task, engine_dir=args.engine_dir)))
+        print("dry run: nothing created or submitted")
+        return 0
+    result = submit(args.grid, args.out, options, args.engine_dir)
+    if not result["job_id"]:
+        print(f"{args.out}: every spectrum is ok, nothing submitted")
+        return 0
+    print(f"submitted array job {result['job_id']} ({args.tasks} tasks, {result['pending']} spectra "
+          f"to do); script {result['script']}, logs in {logs_dir(args.out)}")
+    print(f"follow it with `squeue -j {result['job_id']}` and `python -m gridgen info {args.out}`; "
+          "run the same command again to resume after a walltime or a scancel")
+    return 0
+
+
+def _add_estimate_parser(commands) -> None:
+    """``estimate``: CPU-hours, wall time and store size from a pilot (see gridgen.estimate)."""
+    estimate = commands.add_parser("estimate", help="synthesise a small pilot and print the "
+                                   "grid's CPU-hours, wall time and store size")
+    estimate.add_argument("grid", help="grid definition")
+    estimate.add_argument("--pilot", type=int, default=8, help="pilot spectra (default 8)")
+    estimate.add_argument("--tasks", type=int, default=1, help="array tasks for the wall time")
+    estimate.add_argument("--cpus-per-task", type=int, default=1)
+    estimate.add_argument("--engine-dir")
+
+
+def _cmd_estimate(args) -> int:
+    from gridgen.estimate import describe, estimate_grid
+
+    print(describe(estimate_grid(args.grid, pilot=args.pilot, tasks=args.tasks,
+                                 cpus_per_task=args.cpus_per_task, engine_dir=args.engine_dir)))
+    return 0
 
 
 def _add_tsfitpy_parsers(commands) -> None:
@@ -99,10 +199,11 @@ def _cmd_engine(args) -> int:
 def _cmd_run(args) -> int:
     from gridgen.runner import run_grid
 
-    counts = run_grid(args.grid, args.out, jobs=args.jobs, scheduler=args.scheduler,
+    counts = run_grid(args.grid, args.out, jobs=args.jobs, dask=_dask_target(args),
                       shard=args.shard, engine_dir=args.engine_dir, progress=not args.no_progress,
                       create_only=args.create_only, lease_stale_s=args.lease_stale_s)
-    print(f"{args.out}: {counts['ok']} ok, {counts['failed']} failed, {counts['pending']} pending "
+    where = f"{args.out} shard {args.shard}" if args.shard else args.out
+    print(f"{where}: {counts['ok']} ok, {counts['failed']} failed, {counts['pending']} pending "
           f"({counts['computed']} synthesised by this run)")
     if counts["leased"]:
         holders = sorted(set(counts["leased"].values()))
@@ -215,7 +316,8 @@ def _cmd_import_tsfitpy(args) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     handler = {"engine": _cmd_engine, "run": _cmd_run, "info": _cmd_info, "verify": _cmd_verify,
-               "export-tsfitpy": _cmd_export_tsfitpy, "import-tsfitpy": _cmd_import_tsfitpy}
+               "export-tsfitpy": _cmd_export_tsfitpy, "import-tsfitpy": _cmd_import_tsfitpy,
+               "submit": _cmd_submit, "estimate": _cmd_estimate}
     return handler[args.command](args)
 
 

@@ -2,10 +2,12 @@
 
 Layout: ``<store>/.leases/<name>.json``, one small JSON file per leased unit of work (e.g.
 ``chunk-12``), created with ``O_EXCL`` and holding ``host``, ``pid``, a random ``token`` and
-``heartbeat_unix`` (s since the epoch). The holder rewrites it (atomically, by rename) every
+``heartbeat_unix`` (s since the epoch), and inside a Slurm job ``slurm_job``: the job as
+``squeue`` names it (``ARRAYJOB_TASK`` for an array task, else the job id). The holder rewrites it (atomically, by rename) every
 ``stale_after_s / 4`` while it works and removes it when done. A lease is stale, and taken over by
 the next run that wants it, when its process is dead (same host) or its heartbeat is older than
-``stale_after_s`` (any host: a killed machine, a frozen job). The directory is removed when the
+``stale_after_s`` (any host: a killed machine, a frozen job), or at once when it names a Slurm
+job that ``squeue`` no longer lists (a task killed hard on another node). The directory is removed when the
 last lease goes, so a finished store holds no trace of it.
 
 A process that loses its lease (taken over after a missed heartbeat) keeps computing; its results
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -32,11 +36,13 @@ STALE_AFTER_S = 600.0
 
 @dataclass(frozen=True)
 class Holder:
-    """Who holds a lease: ``host``, ``pid`` and the last heartbeat (s since the epoch)."""
+    """Who holds a lease: ``host``, ``pid``, the last heartbeat (s since the epoch) and the
+    Slurm job it runs in (``""`` outside Slurm)."""
 
     host: str
     pid: int
     heartbeat_unix: float
+    slurm_job: str = ""
 
     def __str__(self) -> str:
         return f"{self.host}, pid {self.pid}"
@@ -133,7 +139,8 @@ def read_holder(path: Path) -> Holder | None:
     partial JSON) reads as a fresh lease of an unknown holder."""
     try:
         record = json.loads(path.read_text())
-        return Holder(str(record["host"]), int(record["pid"]), float(record["heartbeat_unix"]))
+        return Holder(str(record["host"]), int(record["pid"]), float(record["heartbeat_unix"]),
+                      str(record.get("slurm_job", "")))
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError, OSError):
@@ -141,8 +148,11 @@ def read_holder(path: Path) -> Holder | None:
 
 
 def is_stale(holder: Holder, stale_after_s: float = STALE_AFTER_S) -> bool:
-    """True if the holder's heartbeat is too old, or it is a dead process of this host."""
+    """True if the holder's heartbeat is too old, it is a dead process of this host, or its
+    Slurm job has ended."""
     if time.time() - holder.heartbeat_unix > stale_after_s:
+        return True
+    if holder.slurm_job and slurm_job_ended(holder.slurm_job):
         return True
     if holder.host != socket.gethostname() or holder.pid <= 0:
         return False
@@ -155,9 +165,42 @@ def is_stale(holder: Holder, stale_after_s: float = STALE_AFTER_S) -> bool:
     return False
 
 
+def current_slurm_job() -> str:
+    """This process's Slurm job as ``squeue -j`` accepts it (``""`` outside Slurm)."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and task:
+        return f"{array_job}_{task}"
+    return os.environ.get("SLURM_JOB_ID", "")
+
+
+#: Seconds to wait for ``squeue``; a controller that does not answer proves nothing.
+SQUEUE_TIMEOUT_S = 20
+
+
+def slurm_job_ended(job: str) -> bool:
+    """True if ``squeue`` (when on PATH) answers that ``job`` is no longer pending or running.
+
+    Any doubt (no squeue, a controller that does not answer) is False: the lease then falls
+    back to its heartbeat.
+    """
+    if shutil.which("squeue") is None:
+        return False
+    try:
+        result = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i %T"], capture_output=True,
+                                text=True, timeout=SQUEUE_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if result.returncode != 0:
+        # A job purged from the controller's memory is "Invalid job id specified".
+        return "invalid job id" in result.stderr.lower()
+    live = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING")
+    return not any(line.split()[-1:] and line.split()[-1] in live
+                   for line in result.stdout.splitlines())
+
+
 def _content(token: str) -> str:
     return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": token,
-                       "heartbeat_unix": time.time()})
+                       "heartbeat_unix": time.time(), "slurm_job": current_slurm_job()})
 
 
 def _write(path: Path, token: str) -> None:

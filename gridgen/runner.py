@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import threading
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from gridgen import lease as lease_mod
 from gridgen import nlte as nlte_mod
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
+from gridgen.core.codes import STATUS_NAMES
 from gridgen.core.errors import UserError
 from gridgen.linelist import DEFAULT_CUT_MARGIN_AA
 from gridgen.core.provenance import run_context, sha256_file
@@ -258,17 +260,125 @@ def check_scheduler_address(address: str) -> None:
                         f"got {address!r}")
 
 
+def _check_scheduler_file(path: str) -> None:
+    """Refuse a Dask scheduler file that is missing or holds no ``address`` (what
+    ``dask scheduler --scheduler-file PATH`` writes: JSON with the scheduler's address)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"--scheduler-file: {path}: no such file (start the scheduler with "
+                        f"`dask scheduler --scheduler-file {path}` first)") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--scheduler-file: {path}: not a Dask scheduler file "
+                        f"({type(exc).__name__})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("address"), str):
+        raise UserError(f"--scheduler-file: {path}: not a Dask scheduler file (no \"address\")")
+    check_scheduler_address(record["address"])
+
+
+@dataclass(frozen=True)
+class DaskTarget:
+    """Where to run chunks on Dask: exactly one of an address, a scheduler file or a cluster.
+
+    ``cluster`` is ``"slurm"``: a ``dask_jobqueue.SLURMCluster`` of ``workers`` one-core jobs
+    (``cluster_options``: extra keyword arguments of SLURMCluster, e.g. ``queue``, ``account``,
+    ``walltime``, ``memory``) started for the run and stopped after it.
+    """
+
+    scheduler: str | None = None
+    scheduler_file: str | None = None
+    cluster: str | None = None
+    workers: int = 1
+    cluster_options: tuple[tuple[str, object], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.scheduler or self.scheduler_file or self.cluster)
+
+
+#: Seconds to wait for a Dask scheduler to answer.
+DASK_CONNECT_TIMEOUT_S = 30
+#: Times a chunk whose Dask worker died (killed job, lost node) is run again elsewhere.
+DASK_RETRIES = 2
+
+
+@contextmanager
+def dask_client(target: DaskTarget):
+    """A connected ``distributed.Client`` for ``target`` (see :class:`DaskTarget`).
+
+    Raises
+    ------
+    UserError
+        For a malformed address or scheduler file, a scheduler that does not answer within
+        ``DASK_CONNECT_TIMEOUT_S``, an unknown cluster kind, or dask-jobqueue not installed.
+    """
+    from distributed import Client
+
+    given = [name for name, value in (("--scheduler", target.scheduler),
+                                      ("--scheduler-file", target.scheduler_file),
+                                      ("--cluster", target.cluster)) if value]
+    if len(given) > 1:
+        raise UserError(f"{' and '.join(given)}: give only one way to reach Dask")
+    if target.cluster is not None:
+        if target.cluster != "slurm":
+            raise UserError(f"--cluster: only 'slurm' is supported, got {target.cluster!r}")
+        try:
+            from dask_jobqueue import SLURMCluster
+        except ImportError:
+            raise UserError("--cluster slurm: needs dask-jobqueue, which is not installed "
+                            "(pip install 'cinn4most[hpc]')") from None
+        if target.workers < 1:
+            raise UserError(f"--jobs: must be >= 1, got {target.workers}")
+        # One single-threaded worker per one-core job: Turbospectrum is single-threaded.
+        options = {"cores": 1, "processes": 1, "memory": "2GB", **dict(target.cluster_options)}
+        try:
+            cluster = SLURMCluster(**options)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise UserError(f"--cluster slurm: {exc}") from None
+        with cluster:
+            cluster.scale(jobs=target.workers)
+            with Client(cluster) as client:
+                yield client
+        return
+    if target.scheduler is not None:
+        check_scheduler_address(target.scheduler)
+        where, kwargs = target.scheduler, {"address": target.scheduler}
+    else:
+        _check_scheduler_file(target.scheduler_file)
+        where, kwargs = target.scheduler_file, {"scheduler_file": target.scheduler_file}
+    try:
+        client = Client(**kwargs, timeout=f"{DASK_CONNECT_TIMEOUT_S}s")
+    except (OSError, ValueError, TypeError, TimeoutError) as exc:
+        flag = "--scheduler" if target.scheduler else "--scheduler-file"
+        raise UserError(f"{flag}: cannot reach the Dask scheduler of {where}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    with client:
+        yield client
+
+
+def on_cluster() -> bool:
+    """True inside a Slurm job: there the store is on a shared file system, polled sparingly."""
+    return "SLURM_JOB_ID" in os.environ
+
+
+#: Seconds between progress polls of the store: on a workstation, and on a cluster, where
+#: hundreds of runs polling a parallel file system would load it for every user.
+POLL_LOCAL_S = 2.0
+POLL_CLUSTER_S = 30.0
+
+
 def run_grid(
     config_path: str | Path,
     out: str | Path,
     *,
     jobs: int = 1,
     scheduler: str | None = None,
+    dask: DaskTarget | None = None,
     shard: str | None = None,
     engine_dir: str | None = None,
     progress: bool = True,
     create_only: bool = False,
     lease_stale_s: float = lease_mod.STALE_AFTER_S,
+    poll_s: float | None = None,
 ) -> dict:
     """Create or resume the grid store ``out`` for the grid definition at ``config_path``.
 
@@ -279,27 +389,40 @@ def run_grid(
     out
         Store directory (created if missing, resumed if it holds the same grid).
     jobs
-        Local worker processes (joblib); ignored with ``scheduler``.
+        Local worker processes (joblib); ignored with Dask.
     scheduler
-        Address of a Dask scheduler (``tcp://host:port``) to run the chunks on instead.
+        Address of a Dask scheduler (``tcp://host:port``); shorthand for
+        ``dask=DaskTarget(scheduler=...)``.
+    dask
+        Run the chunks on Dask instead (see :class:`DaskTarget`). The connection is made
+        before the store is created, so an unreachable scheduler leaves nothing behind; chunks
+        whose worker died are retried ``DASK_RETRIES`` times.
     shard
         ``"i/n"``: only process chunks whose index modulo n equals i (one Slurm array task).
+        The run then reads only these chunks' status, and its counts are of these chunks.
     engine_dir
         Turbospectrum cache directory (default: ``$GRIDGEN_ENGINE_DIR`` or the user cache).
+    progress
+        Show a progress bar, updated by polling the status of this run's chunks every
+        ``poll_s``; without it the store is read only at the start and end of each chunk.
     create_only
         Only create (sample) the store, synthesise nothing: run once before starting many
         shards (runs racing to create one store are safe too: one creates it, the others
         resume it).
     lease_stale_s
         Heartbeat age (s) after which a chunk leased by another run is taken over (a run on
-        this host whose process is dead is taken over at once).
+        this host whose process is dead, or a Slurm job squeue no longer lists, at once).
+    poll_s
+        Seconds between progress polls (default ``POLL_CLUSTER_S`` inside a Slurm job or on
+        Dask, else ``POLL_LOCAL_S``).
 
     Returns
     -------
     dict
-        Store-wide counts of ``ok``, ``failed`` and ``pending`` spectra after the run;
-        ``computed``: spectra this run synthesised (ok or failed); ``leased``: chunk number ->
-        holder (``"host, pid N"``) of chunks still being computed by another run.
+        Counts of ``ok``, ``failed`` and ``pending`` spectra after the run (of the whole store,
+        or of the shard's chunks with ``shard``); ``computed``: spectra this run synthesised
+        (ok or failed); ``leased``: chunk number -> holder (``"host, pid N"``) of chunks still
+        being computed by another run.
     """
     if jobs < 1:
         raise UserError(f"--jobs: must be >= 1, got {jobs}")
@@ -307,66 +430,89 @@ def run_grid(
         raise UserError(f"--lease-stale-s: must be > 0 s, got {lease_stale_s}")
     shard_index, shard_count = parse_shard(shard)
     if scheduler is not None:
-        check_scheduler_address(scheduler)
+        dask = DaskTarget(scheduler=scheduler)
+    dask = dask or DaskTarget()
+    if dask.scheduler is not None:
+        check_scheduler_address(dask.scheduler)
+    if dask.scheduler_file is not None:
+        _check_scheduler_file(dask.scheduler_file)
     config = load_grid_config(config_path)
-    group = prepare_store(config, out, engine_dir)
-    status = group["status"][:]
-    # Turbospectrum work directories of local workers go below one directory of this run, removed
-    # at the end even if a worker was killed; Dask workers on other machines use their own.
-    tmp_root = None if scheduler or create_only else tempfile.mkdtemp(prefix="gridgen-run-")
-    tasks = [] if create_only else [
-        ChunkTask(str(Path(config_path).resolve()), str(Path(out).resolve()), engine_dir, start, stop,
-                  number, tmp_root, float(lease_stale_s))
-        for number, (start, stop) in enumerate(chunk_ranges(group))
-        if number % shard_count == shard_index and np.any(status[start:stop] != STATUS_OK)
-    ]
-    todo_mask = np.zeros(len(status), dtype=bool)
-    for task in tasks:
-        todo_mask[task.start:task.stop] = status[task.start:task.stop] != STATUS_OK
-    bar = tqdm(total=int(todo_mask.sum()), unit="spectrum", desc=f"gridgen {config.name}",
-               disable=not progress)
-    computed = 0
-    try:
-        with _StatusMonitor(Path(out), todo_mask, bar):
-            leased = {}
-            for result in execute(run_chunk, tasks, jobs=jobs, scheduler=scheduler):
-                computed += result["ok"] + result["failed"]
-                if result["leased_by"]:
-                    leased[result["chunk"]] = result["leased_by"]
-            # Look once more at chunks another run held: it may have finished or died meanwhile.
-            skipped = [task for task in tasks if task.number in leased]
-            leased = {}
-            for result in execute(run_chunk, skipped, jobs=jobs, scheduler=scheduler):
-                computed += result["ok"] + result["failed"]
-                if result["leased_by"]:
-                    leased[result["chunk"]] = result["leased_by"]
-    finally:
+    with ExitStack() as stack:
+        # Connect before creating the store: an unreachable scheduler leaves nothing behind.
+        client = stack.enter_context(dask_client(dask)) if dask and not create_only else None
+        group = prepare_store(config, out, engine_dir)
+        mine = [(number, start, stop) for number, (start, stop) in enumerate(chunk_ranges(group))
+                if number % shard_count == shard_index]
+        if create_only:
+            mine = []
+        # Each chunk's status is read on its own, so a shard touches only its own chunk files.
+        status_of = {number: group["status"][start:stop] for number, start, stop in mine}
+        # Turbospectrum work directories of local workers go below one directory of this run,
+        # removed at the end even if a worker was killed; Dask workers use their own.
+        tmp_root = None if client is not None or create_only else tempfile.mkdtemp(prefix="gridgen-run-")
         if tmp_root is not None:
-            shutil.rmtree(tmp_root, ignore_errors=True)
+            stack.callback(shutil.rmtree, tmp_root, ignore_errors=True)
+        tasks = [
+            ChunkTask(str(Path(config_path).resolve()), str(Path(out).resolve()), engine_dir, start,
+                      stop, number, tmp_root, float(lease_stale_s))
+            for number, start, stop in mine if np.any(status_of[number] != STATUS_OK)
+        ]
+        n_todo = sum(int(np.sum(status_of[task.number] != STATUS_OK)) for task in tasks)
+        bar = tqdm(total=n_todo, unit="spectrum", desc=f"gridgen {config.name}", disable=not progress)
+        if progress and tasks:
+            interval = poll_s or (POLL_CLUSTER_S if on_cluster() or client is not None else POLL_LOCAL_S)
+            stack.enter_context(_StatusMonitor(Path(out), tasks, bar, interval))
+        computed = 0
+        leased = {}
+        for result in execute(run_chunk, tasks, jobs=jobs, client=client):
+            computed += result["ok"] + result["failed"]
+            if result["leased_by"]:
+                leased[result["chunk"]] = result["leased_by"]
+        # Look once more at chunks another run held: it may have finished or died meanwhile.
+        skipped = [task for task in tasks if task.number in leased]
+        leased = {}
+        for result in execute(run_chunk, skipped, jobs=jobs, client=client):
+            computed += result["ok"] + result["failed"]
+            if result["leased_by"]:
+                leased[result["chunk"]] = result["leased_by"]
     bar.close()
-    return {**status_counts(open_grid_store(out)), "computed": computed, "leased": leased}
+    group = open_grid_store(out)
+    if shard_count == 1:
+        counts = status_counts(group)
+    else:
+        status = np.concatenate([group["status"][start:stop] for _, start, stop in mine] or [np.zeros(0)])
+        counts = {name: int(np.sum(status == code)) for code, name in STATUS_NAMES.items()}
+    return {**counts, "computed": computed, "leased": leased}
 
 
 class _StatusMonitor:
-    """Advance a progress bar per spectrum by polling the store's ``status`` array.
+    """Advance a progress bar per spectrum by polling the status of the run's own chunks.
 
-    Tasks own whole chunks and report only when a chunk is done; reading the small status
-    array every few seconds shows progress spectrum by spectrum, wherever the workers run.
+    Tasks own whole chunks and report only when a chunk is done; reading the chunks' status
+    every ``interval_s`` shows progress spectrum by spectrum, wherever the workers run. Only
+    the chunks of ``tasks`` are read, one chunk file each of ``status`` and ``error`` per poll.
     A spectrum counts once it is ok, or once it is failed with a reason it did not have before.
     """
 
-    def __init__(self, store: Path, todo_mask: np.ndarray, bar, interval_s: float = 2.0):
-        self.store, self.todo_mask, self.bar, self.interval_s = store, todo_mask, bar, interval_s
+    def __init__(self, store: Path, tasks: list[ChunkTask], bar, interval_s: float):
+        self.store, self.tasks, self.bar, self.interval_s = store, tasks, bar, interval_s
         group = open_grid_store(store)
-        self.errors_before = group["error"][:]
+        # Opened once: a poll then reads two chunk files per chunk, no metadata.
+        self.status, self.errors = group["status"], group["error"]
+        self.todo = {task.number: group["status"][task.start:task.stop] != STATUS_OK for task in tasks}
+        self.errors_before = {task.number: group["error"][task.start:task.stop] for task in tasks}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
 
     def _count_done(self) -> int:
-        group = open_grid_store(self.store)
-        status, errors = group["status"][:], group["error"][:]
-        done = (status == STATUS_OK) | ((status == STATUS_FAILED) & (errors != self.errors_before))
-        return int(np.sum(done & self.todo_mask))
+        status, errors = self.status, self.errors
+        done = 0
+        for task in self.tasks:
+            now = status[task.start:task.stop]
+            changed = errors[task.start:task.stop] != self.errors_before[task.number]
+            finished = (now == STATUS_OK) | ((now == STATUS_FAILED) & changed)
+            done += int(np.sum(finished & self.todo[task.number]))
+        return done
 
     def _poll(self) -> None:
         while not self.stop.wait(self.interval_s):
@@ -384,8 +530,7 @@ class _StatusMonitor:
         self.bar.refresh()
 
 
-def execute(function, items: list, *, jobs: int = 1, scheduler: str | None = None,
-            ordered: bool = False):
+def execute(function, items: list, *, jobs: int = 1, client=None, ordered: bool = False):
     """Yield ``function(item)`` for every item: in-process, on joblib processes, or on Dask.
 
     Parameters
@@ -395,23 +540,21 @@ def execute(function, items: list, *, jobs: int = 1, scheduler: str | None = Non
     items
         Its arguments, one per call.
     jobs
-        Local worker processes (joblib); ignored with ``scheduler``.
-    scheduler
-        Address of a Dask scheduler (``tcp://host:port``).
+        Local worker processes (joblib); ignored with ``client``.
+    client
+        A connected ``distributed.Client`` (see :func:`dask_client`); a call whose worker died
+        is run again, up to ``DASK_RETRIES`` times.
     ordered
         Yield in the order of ``items`` instead of as calls finish.
     """
-    if scheduler:
-        from distributed import Client, as_completed
+    if client is not None:
+        from distributed import as_completed
 
-        try:
-            client = Client(scheduler, timeout="30s")
-        except (OSError, ValueError, TypeError) as exc:
-            raise UserError(f"--scheduler: cannot reach Dask scheduler {scheduler}: {exc}") from None
-        with client:
-            futures = client.map(function, items, pure=False)
-            for future in (futures if ordered else as_completed(futures)):
-                yield future.result()
+        if not items:
+            return
+        futures = client.map(function, items, pure=False, retries=DASK_RETRIES)
+        for future in (futures if ordered else as_completed(futures)):
+            yield future.result()
         return
     if jobs == 1 or len(items) <= 1:
         for item in items:

@@ -24,6 +24,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "setup: installing the project and its dependencies into .venv"
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,hpc]"
 echo "setup: building/checking the engine"
 .venv/bin/python -m gridgen engine build

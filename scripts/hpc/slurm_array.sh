@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# `python -m gridgen submit GRID --out STORE --tasks N` writes and submits an equivalent script
+# for you (docs/hpc.md); this one is for submitting by hand.
 # Fill one grid store with a Slurm job array: each array task owns every N-th chunk of the
 # store (chunks are the unit of work, so tasks never write the same chunk and need no locks).
 # Create the store once on the login node (samples the parameters, writes nothing else):
