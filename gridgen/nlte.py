@@ -45,7 +45,7 @@ import shlex
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
@@ -92,31 +92,6 @@ class NLTEConfig:
     data_dir: str = ""
     elements: dict[str, bool] = field(default_factory=dict)
     fallback_lte: bool = False
-
-    @classmethod
-    def from_dict(cls, section: dict[str, Any]) -> "NLTEConfig":
-        """Build from a parsed TOML ``[nlte]`` table, naming any bad key as ``nlte.KEY``."""
-        known = {"data_dir", "elements", "fallback_lte"}
-        for key in section:
-            if key not in known:
-                raise UserError(f"nlte.{key}: unknown key (known: {', '.join(sorted(known))})")
-        elements = section.get("elements", {})
-        if not isinstance(elements, dict):
-            raise UserError("nlte.elements: must be a table of element = true|false")
-        for symbol, flag in elements.items():
-            atomic_number(symbol)
-            if not isinstance(flag, bool):
-                raise UserError(f"nlte.elements.{symbol}: must be true or false, got {flag!r}")
-        data_dir = section.get("data_dir", "")
-        if not isinstance(data_dir, str):
-            raise UserError("nlte.data_dir: must be a path string")
-        fallback = section.get("fallback_lte", False)
-        if not isinstance(fallback, bool):
-            raise UserError("nlte.fallback_lte: must be true or false")
-        config = cls(data_dir=data_dir, elements=dict(elements), fallback_lte=fallback)
-        if config.nlte_elements and not data_dir:
-            raise UserError("nlte.data_dir: required when an element is NLTE")
-        return config
 
     @property
     def nlte_elements(self) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import pytest
 
 from gridgen.atmospheres.model import AtmosphereModel
 from gridgen.core.errors import UserError
+from gridgen.core.tomlconfig import build
 from gridgen.nlte import (
     NLTEConfig,
     OutsideGridError,
@@ -101,15 +102,15 @@ def atmosphere(teff=4800.0, logg=2.5, feh=-0.3, log_tau=None) -> AtmosphereModel
                            n_depth=len(log_tau), log_tau5000=tuple(log_tau), provider="test")
 
 
-def test_config_from_dict():
-    config = NLTEConfig.from_dict({"data_dir": "/x", "elements": {"fe": True, "Mg": False, "H": True}})
+def test_config_from_a_toml_table():
+    config = build(NLTEConfig, {"data_dir": "/x", "elements": {"fe": True, "Mg": False, "H": True}}, "nlte")
     assert config.nlte_elements == ("H", "Fe")
-    with pytest.raises(UserError, match="nlte.bogus"):
-        NLTEConfig.from_dict({"bogus": 1})
+    with pytest.raises(UserError, match="nlte.bogus: unknown key"):
+        build(NLTEConfig, {"bogus": 1}, "nlte")
+    with pytest.raises(UserError, match="nlte.elements.Fe: must be"):
+        build(NLTEConfig, {"elements": {"Fe": "yes"}}, "nlte")
     with pytest.raises(UserError, match="unknown element"):
-        NLTEConfig.from_dict({"data_dir": "/x", "elements": {"Xx": True}})
-    with pytest.raises(UserError, match="nlte.data_dir"):
-        NLTEConfig.from_dict({"elements": {"Fe": True}})
+        build(NLTEConfig, {"data_dir": "/x", "elements": {"Xx": True}}, "nlte").nlte_elements
 
 
 @pytest.mark.parametrize(
@@ -244,7 +245,7 @@ def test_provenance_hashes_every_file(analytic_dir):
 
 
 def test_no_nlte_elements_means_lte(tmp_path):
-    config = NLTEConfig.from_dict({"elements": {"Fe": False}})
+    config = NLTEConfig(elements={"Fe": False})
     grids = load_nlte_grids(config)
     assert grids == {}
     result = write_nlte_inputs(config, grids, atmosphere(), {26: 7.5}, tmp_path)
