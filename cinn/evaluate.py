@@ -33,12 +33,13 @@ from gridgen.engine import engine_dir
 from gridgen.linelist import line_fields, read_species_blocks
 from gridgen.solar import atomic_number
 
+from cinn.catalog import write_csv
 from cinn.config import PredictConfig
 from cinn.data import TRAIN_SCHEMA, check_finite, open_spectra_store, read_rows, split_rows
 from cinn.files import save_figure, write_csv_rows, write_json
 from cinn.model import LoadedModel, check_pixel_grid, load_model
 from cinn.posterior import latent_index
-from cinn.predict import run_prediction, write_csv
+from cinn.predict import run_prediction
 from cinn.targets import targets_to_physical
 
 #: Lines marked per element on saliency maps (the strongest by log gf - theta chi).
