@@ -12,6 +12,7 @@ import warnings
 
 from gridgen.core.errors import ArgumentParser, UserError, run_cli
 from gridgen.core.codes import WAVE_MEDIA
+from gridgen.core.provenance import VersionAction
 
 from augment.config import load_config, parse_snr_list
 from augment.noise import SNR_UNITS
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Resumable: re-running the same command fills only pending spectra. "
                     f"Other commands: {', '.join(SUBCOMMANDS)} (python -m augment COMMAND --help).",
         epilog=UNITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--in", dest="in_path", required=True, metavar="GRID.zarr", help="grid store (gridgen)")
     parser.add_argument("--out", required=True, metavar="TRAIN.zarr", help="training store to create or resume")
     parser.add_argument("--snr-list", metavar="LIST",

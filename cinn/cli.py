@@ -10,6 +10,7 @@ import argparse
 import json
 
 from gridgen.core.errors import ArgumentParser, UserError, run_cli
+from gridgen.core.provenance import VersionAction
 
 UNITS = ("Units: Teff K, log g dex (cgs), [Fe/H] and [X/Fe] dex, vmic and vbroad km/s, "
          "wavelengths Å, S/N in the training store's unit (per Å or per pixel).")
@@ -35,6 +36,7 @@ def _add_catalog_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m cinn", description="Train and apply the cINN "
                                      "of SPEC §3 (13 targets with full posteriors). " + UNITS)
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a training store", description=UNITS)
