@@ -33,6 +33,12 @@ def _add_catalog_options(parser: argparse.ArgumentParser) -> None:
                         help="catalogue format: ecsv (default) and fits carry units and metadata; csv is plain")
 
 
+def _add_plot_format_option(parser: argparse.ArgumentParser) -> None:
+    """``--plot-format`` of ``evaluate``."""
+    parser.add_argument("--plot-format", default="png", choices=["png", "pdf", "svg"],
+                        help="file format of the report's plots (default png; pdf and svg are vector formats)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m cinn", description="Train and apply the cINN "
                                      "of SPEC §3 (13 targets with full posteriors). " + UNITS)
@@ -54,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", required=True, help="report directory")
     p.add_argument("--samples", type=int, help="posterior samples per spectrum (default: model's, 4096)")
     p.add_argument("--saliency-spectra", type=int, default=32, help="spectra for the saliency map (0 = skip)")
+    _add_plot_format_option(p)
     p.add_argument("--linelist", action="append", metavar="PATH",
                    help="Turbospectrum line list for the saliency line markers (repeatable; default: "
                    "the lists recorded in the training store's provenance, if unchanged)")
@@ -144,7 +151,8 @@ def run(args) -> int:
         from cinn.model import load_model
         model = load_model(args.model, args.device or "auto")
         out = evaluate(model, args.store, args.report, args.split, _predict_config(model.config.predict, args),
-                       args.saliency_spectra, linelists=args.linelist, progress=progress)
+                       args.saliency_spectra, linelists=args.linelist, progress=progress,
+                       plot_format=args.plot_format)
         for note in out["notes"]:
             print(f"note: {note}")
         print(f"report written to {out['report_dir']}")

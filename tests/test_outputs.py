@@ -177,3 +177,49 @@ def test_unknown_catalogue_format_is_refused_before_any_output(stores, capsys):
     assert_rejected(capsys, cinn_main, ["predict", stores["model"], stores["obs"], "--out", out,
                                         "--format", "votable"],
                     watch=[stores["root"]], match=r"--format.*'votable'.*ecsv")
+
+
+@pytest.mark.parametrize("fmt, magic", [("pdf", b"%PDF-"), ("svg", b"<svg")])
+def test_evaluate_writes_plots_in_the_chosen_format(stores, fmt, magic):
+    report = stores["root"] / f"report_{fmt}"
+    assert cinn_main(["evaluate", str(stores["model"]), str(stores["train"]), "--report", str(report),
+                      "--split", "test", "--samples", "16", "--saliency-spectra", "0", "--quiet",
+                      "--plot-format", fmt]) == 0
+    for stem in ("metrics_vs_snr", "map_vs_truth", "corner", "width_vs_snr"):
+        assert magic in (report / f"{stem}.{fmt}").read_bytes()[:400], stem
+    assert not list(report.glob("*.png"))
+
+
+def test_unknown_plot_format_is_refused_before_any_output(stores, capsys):
+    from badinput import assert_rejected
+
+    assert_rejected(capsys, cinn_main, ["evaluate", stores["model"], stores["train"], "--report",
+                                        stores["root"] / "never_report", "--plot-format", "jpg"],
+                    watch=[stores["root"]], match=r"--plot-format.*'jpg'.*png")
+
+
+def test_version_names_the_commit_and_the_engine(capsys):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from gridgen.core.provenance import code_version, sha256_file
+    from gridgen.engine import ENGINE_JSON, engine_dir
+
+    done = subprocess.run([sys.executable, "-m", "gridgen", "--version"], capture_output=True, text=True,
+                          check=True)
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"gridgen (cinn4most) {code_version()}"
+    head = subprocess.run(["git", "-C", str(Path(__file__).parents[1]), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    if head:   # a checkout: the commit is the one checked out
+        assert lines[1].startswith(f"commit: {head}")
+    manifest = engine_dir() / ENGINE_JSON
+    if manifest.is_file():
+        assert lines[2].endswith(sha256_file(manifest))
+    else:
+        assert "not built" in lines[2]
+    for program, main in (("augment", "augment"), ("cinn", "cinn")):
+        out = subprocess.run([sys.executable, "-m", main, "--version"], capture_output=True, text=True,
+                             check=True).stdout
+        assert out.splitlines()[0] == f"{program} (cinn4most) {code_version()}"
