@@ -12,6 +12,7 @@ import warnings
 
 from gridgen.core.errors import ArgumentParser, UserError, run_cli
 from gridgen.core.codes import WAVE_MEDIA
+from gridgen.core.progress import add_log_level_option, configure_logging
 from gridgen.core.provenance import VersionAction
 
 from augment.config import load_config, parse_snr_list
@@ -64,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lease-stale-s", type=float, default=600.0, metavar="S",
                         help="take over a chunk another run leased but has not refreshed for S seconds "
                              "(default 600; a dead run on this host is taken over at once)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar: timestamped log lines")
+    add_log_level_option(parser)
     return parser
 
 
@@ -233,6 +235,7 @@ def run(argv: list[str]) -> int:
     from augment.run import augment_grid
 
     args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
     config = load_config(args.config, _overrides(args))
     summary = augment_grid(args.in_path, args.out, config, jobs=args.jobs, progress=not args.no_progress,
                            lease_stale_s=args.lease_stale_s)

@@ -10,6 +10,7 @@ import argparse
 import json
 
 from gridgen.core.errors import ArgumentParser, UserError, run_cli
+from gridgen.core.progress import add_log_level_option, configure_logging
 from gridgen.core.provenance import VersionAction
 
 UNITS = ("Units: Teff K, log g dex (cgs), [Fe/H] and [X/Fe] dex, vmic and vbroad km/s, "
@@ -22,7 +23,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--device", default=None, help="auto (default: CUDA when present), cpu, cuda[:N]")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars: timestamped log lines")
+    add_log_level_option(parser)
 
 
 def _add_catalog_options(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +131,7 @@ def _predict_config(base, args):
 
 def run(args) -> int:
     import torch
+    configure_logging(getattr(args, "log_level", "info"))
     jobs = getattr(args, "jobs", None)
     if jobs is not None:
         if jobs < 1:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from tqdm.auto import tqdm
 
+from gridgen.core.progress import progress as progress_bar
 from gridgen.core.errors import UserError
 from gridgen.core.provenance import run_context
 from gridgen.core.storeio import create_atomically, write_atomically
@@ -113,7 +113,7 @@ def run_prediction(model: LoadedModel, input_path: str | Path, config: PredictCo
     parts: dict[str, list] = {}
     # The bar is closed before an interruption propagates, so that its last redraw comes
     # before, not after, the CLI's one closing line.
-    with tqdm(desc="predict", unit="spectrum", disable=not progress) as bar:
+    with progress_bar(desc="predict", unit="spectrum", bars=progress) as bar:
         for flux, snr, mask, row, snr_index in iterate_input(group, info, split, config.spectra_per_batch):
             out = posterior.estimate(flux, snr, latent_index(row, snr_index, info.snr.size), config, mask, bias)
             if not config.keep_samples:

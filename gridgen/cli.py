@@ -33,10 +33,12 @@ def _engine_fingerprint() -> list[str]:
 
 
 def _add_version_option(parser: argparse.ArgumentParser) -> None:
+    from gridgen.core.progress import add_log_level_option
     from gridgen.core.provenance import VersionAction
 
     parser.add_argument("--version", action=VersionAction, extra=_engine_fingerprint,
                         help="print the version, the commit and the engine's fingerprint, and exit")
+    add_log_level_option(parser)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -236,7 +238,10 @@ def _cmd_import_tsfitpy(args) -> int:
 
 
 def main(argv=None) -> int:
+    from gridgen.core.progress import configure_logging
+
     args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
     handler = {"engine": _cmd_engine, "run": _cmd_run, "info": _cmd_info, "verify": _cmd_verify,
                "export-tsfitpy": _cmd_export_tsfitpy, "import-tsfitpy": _cmd_import_tsfitpy}
     return handler[args.command](args)

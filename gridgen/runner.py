@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from gridgen import engine as engine_mod
 from gridgen import lease as lease_mod
 from gridgen import nlte as nlte_mod
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
+from gridgen.core.progress import progress as progress_bar
 from gridgen.core.errors import UserError
 from gridgen.linelist import DEFAULT_CUT_MARGIN_AA
 from gridgen.core.provenance import run_context, sha256_file
@@ -323,8 +323,8 @@ def run_grid(
     todo_mask = np.zeros(len(status), dtype=bool)
     for task in tasks:
         todo_mask[task.start:task.stop] = status[task.start:task.stop] != STATUS_OK
-    bar = tqdm(total=int(todo_mask.sum()), unit="spectrum", desc=f"gridgen {config.name}",
-               disable=not progress)
+    bar = progress_bar(total=int(todo_mask.sum()), unit="spectrum", desc=f"gridgen {config.name}",
+                       bars=progress)
     computed = 0
     try:
         with _StatusMonitor(Path(out), todo_mask, bar):

@@ -223,3 +223,25 @@ def test_version_names_the_commit_and_the_engine(capsys):
         out = subprocess.run([sys.executable, "-m", main, "--version"], capture_output=True, text=True,
                              check=True).stdout
         assert out.splitlines()[0] == f"{program} (cinn4most) {code_version()}"
+
+
+def test_progress_line_has_counts_rate_and_eta():
+    from gridgen.core.progress import LogProgress
+
+    bar = LogProgress(total=100, desc="augment", unit="spectrum")
+    bar._start, bar.n = 0.0, 25
+    # 25 spectra in 10 s: 2.5 per s, the other 75 take 30 s.
+    assert bar.line(10.0) == "augment: 25/100 spectrum (25.0 %), 2.5 spectrum/s, ETA 00:00:30"
+    bar.n = 100
+    assert bar.line(3725.0).endswith("100/100 spectrum (100.0 %), 0.0268 spectrum/s, done in 01:02:05")
+
+
+def test_predict_without_a_terminal_logs_timestamped_lines(stores, capsys):
+    import re
+
+    _predict(stores, "postlog.zarr")                        # --quiet, and pytest's stderr is no tty
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \S+ INFO predict: 3 spectrum, [0-9.e+]+ spectrum/s", err[0])
+    _predict(stores, "postquiet.zarr", "--log-level", "warning")
+    assert capsys.readouterr().err == ""
