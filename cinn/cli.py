@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model directory")
     p.add_argument("store", help="observed store (cinn4most.observedstore/1) or training store")
     p.add_argument("--out", required=True, help="posterior store (.zarr); must not exist")
-    p.add_argument("--csv", help="also write a plain CSV table (no units) at this path; must not exist")
+    p.add_argument("--csv", help="plain CSV table, no units (default: <out without .zarr>.csv); must not exist")
     _add_catalog_options(p)
     p.add_argument("--samples", type=int, help="posterior samples per spectrum (default 4096)")
     p.add_argument("--keep-samples", action="store_true", help="store all samples and densities")
@@ -176,15 +176,22 @@ def run(args) -> int:
 
 
 def _cmd_predict(args, progress: bool) -> None:
-    """Predict a store: the posterior store, the catalogue and (with --csv) a plain CSV, all or none."""
+    """Predict a store: the posterior store, the catalogue and the plain CSV, all or none."""
     import shutil
     from pathlib import Path
 
     from cinn.catalog import catalog_metadata, catalog_table, default_catalog_path, write_catalog, write_csv
     from cinn.model import load_bias, load_model
     from cinn.predict import run_prediction, write_posterior_store
-    catalog_path = Path(args.catalog or default_catalog_path(args.out, args.catalog_format))
-    tables = [("--catalog", catalog_path)] + ([("--csv", Path(args.csv))] if args.csv else [])
+    # The plain CSV beside the store stays the default it always was; with --format csv it is
+    # the catalogue itself.
+    csv_path = Path(args.csv or default_catalog_path(args.out, "csv"))
+    if args.catalog_format == "csv":
+        catalog_path = Path(args.catalog) if args.catalog else csv_path
+        tables = [("--catalog", catalog_path)]
+    else:
+        catalog_path = Path(args.catalog or default_catalog_path(args.out, args.catalog_format))
+        tables = [("--catalog", catalog_path), ("--csv", csv_path)]
     # Refuse existing or clashing outputs before the work: nothing is ever overwritten or deleted.
     for flag, path in [("--out", Path(args.out))] + tables:
         if path.exists():
@@ -205,8 +212,7 @@ def _cmd_predict(args, progress: bool) -> None:
             meta = catalog_metadata(model, args.store, bias is not None)
             table = catalog_table(result, model.target_names, model.meta.get("target_units", []), meta)
             written.append(write_catalog(table, catalog_path, args.catalog_format))
-        if args.csv:
-            written.append(write_csv(result, model.target_names, args.csv))
+            written.append(write_csv(result, model.target_names, csv_path))
     except BaseException:
         # All outputs or none: a re-run refuses an existing --out.
         shutil.rmtree(args.out, ignore_errors=True)

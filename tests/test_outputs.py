@@ -138,7 +138,7 @@ def test_predict_writes_an_ecsv_catalogue_with_units_and_metadata(stores):
     assert len(table.meta["training_grid_provenance_sha256"]) == 64
     assert table.meta["signal_to_noise_unit"] == "per_pixel" and table.meta["bias_corrected"] is False
     assert table.meta["code_version"]
-    assert not (stores["root"] / "post.csv").exists()      # CSV only on request
+    assert (stores["root"] / "post.csv").read_text().startswith("object_id,row,snr,")   # as before
 
 
 def test_predict_fits_catalogue_keeps_units_and_metadata(stores):
@@ -167,7 +167,7 @@ def test_predict_csv_format_is_the_plain_table(stores):
     _predict(stores, "postc.zarr", "--format", "csv", "--catalog", str(stores["root"] / "chosen.csv"))
     table = Table.read(stores["root"] / "chosen.csv", format="ascii.csv")
     assert list(table["object_id"]) == ["star0", "star1", "star2"] and "teff_median" in table.colnames
-    assert not (stores["root"] / "postc.ecsv").exists()
+    assert not (stores["root"] / "postc.ecsv").exists() and not (stores["root"] / "postc.csv").exists()
 
 
 def test_unknown_catalogue_format_is_refused_before_any_output(stores, capsys):
