@@ -29,8 +29,8 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from gridgen import lease as lease_mod
-from gridgen.core.progress import progress as progress_bar
 from gridgen.core.errors import UserError
+from gridgen.core.progress import progress as progress_bar
 from gridgen.core.provenance import run_context
 from gridgen.core.codes import STATUS_OK
 from gridgen.store import open_grid_store

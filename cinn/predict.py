@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from gridgen.core.progress import progress as progress_bar
 from gridgen.core.errors import UserError
+from gridgen.core.progress import progress as progress_bar
 from gridgen.core.provenance import run_context
-from gridgen.core.storeio import create_atomically, write_atomically
+from gridgen.core.storeio import create_atomically
 from gridgen.store import write_coordinate
 
 from cinn.config import PredictConfig

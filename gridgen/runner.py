@@ -32,9 +32,9 @@ from gridgen import lease as lease_mod
 from gridgen import nlte as nlte_mod
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
-from gridgen.core.progress import progress as progress_bar
 from gridgen.core.errors import UserError
 from gridgen.linelist import DEFAULT_CUT_MARGIN_AA
+from gridgen.core.progress import progress as progress_bar
 from gridgen.core.provenance import run_context, sha256_file
 from gridgen.sampling import assign_split, clip_fe_h_prior, sample_parameters
 from gridgen.solar import SOLAR_MIXTURES, solar_abundances
