@@ -12,6 +12,8 @@ import warnings
 
 from gridgen.core.errors import ArgumentParser, UserError, run_cli
 from gridgen.core.codes import WAVE_MEDIA
+from gridgen.core.progress import add_log_level_option, configure_logging
+from gridgen.core.provenance import VersionAction
 
 from augment.config import load_config, parse_snr_list
 from augment.noise import SNR_UNITS
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Resumable: re-running the same command fills only pending spectra. "
                     f"Other commands: {', '.join(SUBCOMMANDS)} (python -m augment COMMAND --help).",
         epilog=UNITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--in", dest="in_path", required=True, metavar="GRID.zarr", help="grid store (gridgen)")
     parser.add_argument("--out", required=True, metavar="TRAIN.zarr", help="training store to create or resume")
     parser.add_argument("--snr-list", metavar="LIST",
@@ -62,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lease-stale-s", type=float, default=600.0, metavar="S",
                         help="take over a chunk another run leased but has not refreshed for S seconds "
                              "(default 600; a dead run on this host is taken over at once)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar: timestamped log lines")
+    add_log_level_option(parser)
     return parser
 
 
@@ -231,6 +235,7 @@ def run(argv: list[str]) -> int:
     from augment.run import augment_grid
 
     args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
     config = load_config(args.config, _overrides(args))
     summary = augment_grid(args.in_path, args.out, config, jobs=args.jobs, progress=not args.no_progress,
                            lease_stale_s=args.lease_stale_s)

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed
-from tqdm import tqdm
 
 from gridgen import lease as lease_mod
 from gridgen.core.errors import UserError
+from gridgen.core.progress import progress as progress_bar
 from gridgen.core.provenance import run_context
 from gridgen.core.codes import STATUS_OK
 from gridgen.store import open_grid_store
@@ -203,8 +203,8 @@ def _fill(out, out_path: Path, in_path: Path, config: AugmentConfig, grid_chunk:
     units = _pending_units(out, out_path, grid_chunk, n_wave, jobs)
     counts = {"computed": 0}
     leased: dict[int, str] = {}
-    with tqdm(total=sum(stop - start for start, stop in units), unit="spectrum",
-              disable=not progress or not units, desc="augment") as bar:
+    with progress_bar(total=sum(stop - start for start, stop in units), unit="spectrum",
+                      bars=progress, desc="augment") as bar:
         _fill_units(out, out_path, in_path, config, units, jobs, lease_stale_s, counts, leased, bar)
         # Look once more at chunks another run held: it may have finished or died meanwhile.
         again = [(number * chunk, min((number + 1) * chunk, n_rows)) for number in sorted(leased)]

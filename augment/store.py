@@ -9,14 +9,20 @@ array             shape                       dtype    meaning
 ``wave``          (n_pix,)                    float64  pixel centres, Å; attrs ``units``, ``medium``
                                                        (as in the grid store), ``width_aa`` (list)
 ``arm``           (n_pix,)                    int8     index into attr ``arm_names``
+``pixel``         (n_pix,)                    float64  the same values as ``wave``: xarray's index
+                                                       coordinate of dimension ``pixel``
+``label``         (n_label,)                  str      label names (index coordinate); attr
+                                                       ``label_units``
 ``snr``           (n_snr,)                    float32  S/N levels; attr ``unit`` = ``per_pixel`` or
-                                                       ``per_angstrom`` (see :mod:`augment.noise`)
+                                                       ``per_angstrom`` (see :mod:`augment.noise`),
+                                                       CF ``units`` = "1" and ``long_name``
 ``flux``          (n_spec, n_snr, n_pix)      float32  noisy 4MOST-ified flux, chunks
                                                        (chunk_spectra, n_snr, n_pix)
 ``flux_clean``    (n_spec, n_pix)             float32  noiseless 4MOST-ified flux
 ``labels``        (n_spec, n_label)           float64  grid labels + ``vbroad`` (km/s) last
-``split``         (n_spec,)                   int8     0 train, 1 test, 2 val (from the grid)
-``status``        (n_spec,)                   int8     0 pending, 1 done (resume)
+``split``         (n_spec,)                   int8     0 train, 1 test, 2 val (from the grid); CF
+                                                       ``flag_values``, ``flag_meanings``
+``status``        (n_spec,)                   int8     0 pending, 1 done (resume); CF flags
 ``source_index``  (n_spec,)                   int64    row in the grid store
 ================  ==========================  =======  ===========================================
 
@@ -25,6 +31,12 @@ array             shape                       dtype    meaning
 of chunk_spectra) rather than chunk_spectra, to avoid tens of thousands of tiny files; all are
 chunked along ``spectrum`` only, as docs/contracts.md describes. Workers write only whole ``flux`` chunks;
 ``status`` is written by the parent process alone, after a worker has returned.
+
+xarray: ``ds = xarray.open_zarr(path)`` (training, re-simulation and observed stores) has the index
+coordinates ``pixel`` (pixel centre, Å; must increase for slices, as the arms do), ``snr`` and, in
+training stores, ``label``; ``wave`` and ``arm`` (CF flags naming the arms) are coordinates of
+``flux`` and ``flux_clean``. So ``ds.sel(pixel=slice(5160, 5200))`` selects by wavelength and
+``ds.labels.sel(label="teff")`` by label name.
 
 Only grid spectra with status ok become rows. Group attributes: ``schema``, ``label_names``,
 ``label_units``, ``chunk_spectra`` and ``provenance`` = {``grid``: the grid store's provenance
@@ -62,8 +74,10 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from gridgen.core.codes import SPLIT_NAMES
 from gridgen.core.errors import UserError
 from gridgen.core.storeio import create_atomically, open_store
+from gridgen.store import cf_flags, write_coordinate
 
 from augment.arms import PixelGrid
 
@@ -72,6 +86,10 @@ OBSERVED_SCHEMA = "cinn4most.observedstore/1"
 STATUS_PENDING, STATUS_DONE = 0, 1
 #: Chunk length (spectra) of the small per-spectrum arrays, a multiple of chunk_spectra.
 ROW_CHUNK_TARGET = 1024
+#: CF ``long_name`` of ``snr`` for each S/N unit (attribute ``unit``). S/N is a dimensionless
+#: ratio (CF ``units = "1"``); the unit says over which interval it is measured.
+SNR_LONG_NAMES = {"per_pixel": "signal-to-noise ratio per pixel",
+                  "per_angstrom": "signal-to-noise ratio per Angstrom"}
 
 
 def _put(group: zarr.Group, name: str, data: np.ndarray, chunks: tuple, dims: tuple, **attrs) -> None:
@@ -83,9 +101,23 @@ def _put(group: zarr.Group, name: str, data: np.ndarray, chunks: tuple, dims: tu
 def _write_pixel_axes(group: zarr.Group, grid: PixelGrid, medium: str, snr: np.ndarray, snr_unit: str) -> None:
     wave = grid.wave_aa
     _put(group, "wave", wave, wave.shape, ("pixel",), units="Angstrom", medium=medium)
-    _put(group, "arm", grid.arm_index, wave.shape, ("pixel",), arm_names=grid.names)
+    # xarray makes an array named like its dimension an index: sel(pixel=slice(5160, 5200)) works.
+    write_coordinate(group, "pixel", wave, units="Angstrom", medium=medium)
+    _put(group, "arm", grid.arm_index, wave.shape, ("pixel",), arm_names=grid.names,
+         **cf_flags(grid.names))
     snr = np.asarray(snr, dtype=np.float32)
-    _put(group, "snr", snr, snr.shape, ("snr",), unit=snr_unit)
+    # ``unit`` is what the toolkit reads; ``units``/``long_name`` are what CF tools read.
+    _put(group, "snr", snr, snr.shape, ("snr",), unit=snr_unit, units="1",
+         long_name=SNR_LONG_NAMES.get(snr_unit, snr_unit))
+
+
+def _write_flags(group: zarr.Group) -> None:
+    """CF flag attributes on ``status`` (and ``split`` if present), and ``wave``/``arm`` as coordinates."""
+    group["status"].attrs.update(cf_flags(("pending", "done")))
+    if "split" in group:
+        group["split"].attrs.update(cf_flags(SPLIT_NAMES))
+    for name in ("flux", "flux_clean"):
+        group[name].attrs["coordinates"] = "wave arm"
 
 
 def create_training_store(path: str | Path, **layout) -> zarr.Group:
@@ -144,6 +176,8 @@ def init_training_group(group: zarr.Group, *, grid: PixelGrid, medium: str, snr:
     _put(group, "split", np.asarray(split, dtype=np.int8), (row_chunk,), ("spectrum",))
     _put(group, "status", np.zeros(n_spec, dtype=np.int8), (row_chunk,), ("spectrum",))
     _put(group, "source_index", np.asarray(source_index, dtype=np.int64), (row_chunk,), ("spectrum",))
+    write_coordinate(group, "label", np.array(label_names, dtype=object), label_units=list(label_units))
+    _write_flags(group)
     group.attrs.update({"schema": TRAIN_SCHEMA, "label_names": list(label_names),
                         "label_units": list(label_units), "chunk_spectra": int(chunk),
                         "provenance": provenance})
@@ -216,6 +250,7 @@ def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr
         covered = 1.0 - np.asarray(mask, dtype=bool).mean(axis=1)
         _put(group, "covered_fraction", covered.astype(np.float32), (n_spec,), ("spectrum",))
         _put(group, "status", np.full(n_spec, STATUS_DONE, dtype=np.int8), (n_spec,), ("spectrum",))
+        _write_flags(group)
         group.attrs.update({"schema": OBSERVED_SCHEMA, "chunk_spectra": 1, "provenance": provenance})
 
     create_atomically(path, fill)

@@ -10,6 +10,8 @@ import argparse
 import json
 
 from gridgen.core.errors import ArgumentParser, UserError, run_cli
+from gridgen.core.progress import add_log_level_option, configure_logging
+from gridgen.core.provenance import VersionAction
 
 UNITS = ("Units: Teff K, log g dex (cgs), [Fe/H] and [X/Fe] dex, vmic and vbroad km/s, "
          "wavelengths Å, S/N in the training store's unit (per Å or per pixel).")
@@ -21,12 +23,28 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--device", default=None, help="auto (default: CUDA when present), cpu, cuda[:N]")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars: timestamped log lines")
+    add_log_level_option(parser)
+
+
+def _add_catalog_options(parser: argparse.ArgumentParser) -> None:
+    """``--catalog`` and ``--format`` of ``predict`` (see :mod:`cinn.catalog`)."""
+    parser.add_argument("--catalog", metavar="PATH",
+                        help="prediction catalogue (default: <out without .zarr>.<format>); must not exist")
+    parser.add_argument("--format", dest="catalog_format", default="ecsv", choices=["ecsv", "fits", "csv"],
+                        help="catalogue format: ecsv (default) and fits carry units and metadata; csv is plain")
+
+
+def _add_plot_format_option(parser: argparse.ArgumentParser) -> None:
+    """``--plot-format`` of ``evaluate``."""
+    parser.add_argument("--plot-format", default="png", choices=["png", "pdf", "svg"],
+                        help="file format of the report's plots (default png; pdf and svg are vector formats)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m cinn", description="Train and apply the cINN "
                                      "of docs/method.md §3 (13 targets with full posteriors). " + UNITS)
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a training store", description=UNITS)
@@ -44,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", required=True, help="report directory")
     p.add_argument("--samples", type=int, help="posterior samples per spectrum (default: model's, 4096)")
     p.add_argument("--saliency-spectra", type=int, default=32, help="spectra for the saliency map (0 = skip)")
+    _add_plot_format_option(p)
     p.add_argument("--linelist", action="append", metavar="PATH",
                    help="Turbospectrum line list for the saliency line markers (repeatable; default: "
                    "the lists recorded in the training store's provenance, if unchanged)")
@@ -55,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model directory")
     p.add_argument("store", help="observed store (cinn4most.observedstore/1) or training store")
     p.add_argument("--out", required=True, help="posterior store (.zarr); must not exist")
-    p.add_argument("--csv", help="also write a CSV table (default: <out without .zarr>.csv); must not exist")
+    p.add_argument("--csv", help="plain CSV table, no units (default: <out without .zarr>.csv); must not exist")
+    _add_catalog_options(p)
     p.add_argument("--samples", type=int, help="posterior samples per spectrum (default 4096)")
     p.add_argument("--keep-samples", action="store_true", help="store all samples and densities")
     p.add_argument("--split", choices=["test", "val", "train"], help="for a training store: one split")
@@ -111,6 +131,7 @@ def _predict_config(base, args):
 
 def run(args) -> int:
     import torch
+    configure_logging(getattr(args, "log_level", "info"))
     jobs = getattr(args, "jobs", None)
     if jobs is not None:
         if jobs < 1:
@@ -133,35 +154,13 @@ def run(args) -> int:
         from cinn.model import load_model
         model = load_model(args.model, args.device or "auto")
         out = evaluate(model, args.store, args.report, args.split, _predict_config(model.config.predict, args),
-                       args.saliency_spectra, linelists=args.linelist, progress=progress)
+                       args.saliency_spectra, linelists=args.linelist, progress=progress,
+                       plot_format=args.plot_format)
         for note in out["notes"]:
             print(f"note: {note}")
         print(f"report written to {out['report_dir']}")
     elif args.command == "predict":
-        import shutil
-        from pathlib import Path
-        from cinn.model import load_bias, load_model
-        from cinn.predict import run_prediction, write_csv, write_posterior_store
-        csv_path = args.csv or str(Path(args.out).with_suffix("")) + ".csv"
-        # Refuse existing outputs before the work: nothing is ever overwritten or deleted.
-        for flag, path in (("--out", args.out), ("--csv", csv_path)):
-            if Path(path).exists():
-                raise UserError(f"{path}: already exists; choose another {flag} or remove it")
-        if Path(csv_path).resolve() == Path(args.out).resolve():
-            raise UserError(f"--csv and --out are the same path ({args.out})")
-        model = load_model(args.model, args.device or "auto")
-        config = _predict_config(model.config.predict, args)
-        bias = load_bias(model.model_dir) if args.bias_correct else None
-        result = run_prediction(model, args.store, config, args.split, bias, progress)
-        write_posterior_store(result, model, args.out, args.store, config, bias is not None)
-        try:
-            write_csv(result, model.target_names, csv_path)
-        except BaseException:
-            # Both outputs or neither: a re-run refuses an existing --out.
-            shutil.rmtree(args.out, ignore_errors=True)
-            raise
-        print(f"{result['row'].size} predictions ({int(result['untrustworthy'].sum())} untrustworthy, "
-              f"{int(result['snr_out_of_range'].sum())} S/N out of range) -> {args.out}, {csv_path}")
+        _cmd_predict(args, progress)
     elif args.command == "search":
         from cinn.search import search
         result = search(args.store, args.out, _config(args), args.trials, args.seed, progress)
@@ -174,6 +173,55 @@ def run(args) -> int:
         path = save_bias(model.model_dir, bias)
         print(f"bias coefficients for {', '.join(bias['coefficients'])} ({bias['n_stars']} stars) -> {path}")
     return 0
+
+
+def _cmd_predict(args, progress: bool) -> None:
+    """Predict a store: the posterior store, the catalogue and the plain CSV, all or none."""
+    import shutil
+    from pathlib import Path
+
+    from cinn.catalog import catalog_metadata, catalog_table, default_catalog_path, write_catalog, write_csv
+    from cinn.model import load_bias, load_model
+    from cinn.predict import run_prediction, write_posterior_store
+    # The plain CSV beside the store stays the default it always was; with --format csv it is
+    # the catalogue itself.
+    csv_path = Path(args.csv or default_catalog_path(args.out, "csv"))
+    if args.catalog_format == "csv":
+        catalog_path = Path(args.catalog) if args.catalog else csv_path
+        tables = [("--catalog", catalog_path)]
+    else:
+        catalog_path = Path(args.catalog or default_catalog_path(args.out, args.catalog_format))
+        tables = [("--catalog", catalog_path), ("--csv", csv_path)]
+    # Refuse existing or clashing outputs before the work: nothing is ever overwritten or deleted.
+    for flag, path in [("--out", Path(args.out))] + tables:
+        if path.exists():
+            raise UserError(f"{path}: already exists; choose another {flag} or remove it")
+    resolved = [Path(args.out).resolve()] + [path.resolve() for _, path in tables]
+    if len(set(resolved)) < len(resolved):
+        raise UserError(f"--out, --catalog and --csv must be different paths ({', '.join(map(str, resolved))})")
+    model = load_model(args.model, args.device or "auto")
+    config = _predict_config(model.config.predict, args)
+    bias = load_bias(model.model_dir) if args.bias_correct else None
+    result = run_prediction(model, args.store, config, args.split, bias, progress)
+    write_posterior_store(result, model, args.out, args.store, config, bias is not None)
+    written = []
+    try:
+        if args.catalog_format == "csv":
+            written.append(write_csv(result, model.target_names, catalog_path))
+        else:
+            meta = catalog_metadata(model, args.store, bias is not None)
+            table = catalog_table(result, model.target_names, model.meta.get("target_units", []), meta)
+            written.append(write_catalog(table, catalog_path, args.catalog_format))
+            written.append(write_csv(result, model.target_names, csv_path))
+    except BaseException:
+        # All outputs or none: a re-run refuses an existing --out.
+        shutil.rmtree(args.out, ignore_errors=True)
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    print(f"{result['row'].size} predictions ({int(result['untrustworthy'].sum())} untrustworthy, "
+          f"{int(result['snr_out_of_range'].sum())} S/N out of range) -> {args.out}, "
+          + ", ".join(map(str, written)))
 
 
 def main(argv=None) -> int:

@@ -10,8 +10,9 @@ units (K, dex, km/s; vbroad against the floored truth, see :mod:`cinn.targets`):
 - width68        median width of the 16-84 % interval (paper Fig. A.2)
 
 Report directory: ``metrics.csv`` (long form), ``table_mean_sigma.csv`` and ``table_nrmse.csv``
-(like the paper's Tables A.1/A.2), ``predictions.csv`` and PNG plots ``metrics_vs_snr.png``,
-``map_vs_truth.png``, ``corner.png``, ``width_vs_snr.png``, ``saliency.png``, plus
+(like the paper's Tables A.1/A.2), ``predictions.csv`` and the plots ``metrics_vs_snr``,
+``map_vs_truth``, ``corner``, ``width_vs_snr``, ``saliency`` (``.png`` by default; ``.pdf`` or
+``.svg`` with ``plot_format``, :data:`PLOT_FORMATS`), plus
 ``report.json`` with notes (e.g. why line markers are missing).
 
 Line markers on the saliency map come from the line lists given (``cinn evaluate --linelist``)
@@ -33,14 +34,17 @@ from gridgen.engine import engine_dir
 from gridgen.linelist import line_fields, read_species_blocks
 from gridgen.solar import atomic_number
 
+from cinn.catalog import write_csv
 from cinn.config import PredictConfig
 from cinn.data import TRAIN_SCHEMA, check_finite, open_spectra_store, read_rows, split_rows
 from cinn.files import save_figure, write_csv_rows, write_json
 from cinn.model import LoadedModel, check_pixel_grid, load_model
 from cinn.posterior import latent_index
-from cinn.predict import run_prediction, write_csv
+from cinn.predict import run_prediction
 from cinn.targets import targets_to_physical
 
+#: File formats of the report plots (Matplotlib backends that need no display).
+PLOT_FORMATS = ("png", "pdf", "svg")
 #: Lines marked per element on saliency maps (the strongest by log gf - theta chi).
 SALIENCY_LINES_PER_ELEMENT = 40
 #: Posterior samples per spectrum of the quick validation report written after training.
@@ -160,7 +164,7 @@ def recorded_linelists(provenance: dict) -> tuple[list[Path], str]:
 
 def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path, split: str = "test",
              config: PredictConfig | None = None, saliency_spectra: int = 32,
-             linelists: list | None = None, progress: bool = True) -> dict:
+             linelists: list | None = None, progress: bool = True, plot_format: str = "png") -> dict:
     """Predict one split of a training store and write the evaluation report.
 
     Parameters
@@ -178,12 +182,17 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
     linelists : list of paths or None
         Turbospectrum line lists for the saliency markers; None uses those recorded in the
         training store's provenance (:func:`recorded_linelists`).
+    plot_format : str
+        File format of the plots, one of :data:`PLOT_FORMATS` (default "png"; pdf and svg are
+        vector formats for papers).
 
     Returns
     -------
     dict
         ``{"metrics": list of rows, "report_dir": str, "notes": list of str}``.
     """
+    if plot_format not in PLOT_FORMATS:
+        raise UserError(f"--plot-format {plot_format!r}: unknown plot format; choose one of {', '.join(PLOT_FORMATS)}")
     config = config or model.config.predict
     report_dir = Path(report_dir)
     group, info = open_spectra_store(store_path, (TRAIN_SCHEMA,))
@@ -230,8 +239,8 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
                        ([f"{level:g}", *[fmt(per_snr[level], j) for j in range(len(names))]] for level in levels))
 
     ref_snr = levels[int(np.argmin(np.abs(np.log(levels) - np.log(250.0))))]
-    _plot_metrics(per_snr, names, report_dir)
-    _plot_map_vs_truth(result, names, ref_snr, report_dir / "map_vs_truth.png")
+    _plot_metrics(per_snr, names, report_dir, plot_format)
+    _plot_map_vs_truth(result, names, ref_snr, report_dir / f"map_vs_truth.{plot_format}")
     # Corner plot of the first test spectrum at the reference S/N.
     first = np.flatnonzero(result["snr"] == ref_snr)[0]
     row = int(result["row"][first])
@@ -240,7 +249,7 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
     index = latent_index(np.array([row]), result["snr_index"][first:first + 1], info.snr.size)
     raw = model.posterior.sample(flux, np.array([ref_snr]), index, config)
     samples = targets_to_physical(raw["samples"][0][raw["accepted"][0]], names)
-    _plot_corner(samples, result["truth"][first], result["map"][first], names, report_dir / "corner.png")
+    _plot_corner(samples, result["truth"][first], result["map"][first], names, report_dir / f"corner.{plot_format}")
     if saliency_spectra > 0:
         sal_rows = np.sort(rows_split)[:saliency_spectra]
         snr_index = int(np.flatnonzero(info.snr == ref_snr)[0])
@@ -248,7 +257,7 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
                                    for r in sal_rows])
         check_finite(sal_flux, sal_rows, info.path)
         sal = saliency(model, sal_flux, np.full(sal_rows.size, ref_snr))
-        _plot_saliency(info.wave_aa, info.arm, sal, names, lines, report_dir / "saliency.png")
+        _plot_saliency(info.wave_aa, info.arm, sal, names, lines, report_dir / f"saliency.{plot_format}")
     summary = {"store": str(store_path), "split": split, "n_predictions": int(result["row"].size),
                "reference_snr": ref_snr, "notes": notes,
                "f_reject_mean": float(result["f_reject"].mean()),
@@ -284,10 +293,10 @@ def _subplot_shape(n: int) -> tuple[int, int]:
     return int(np.ceil(n / cols)), cols
 
 
-def _plot_metrics(per_snr: dict, names, report_dir: Path) -> None:
+def _plot_metrics(per_snr: dict, names, report_dir: Path, plot_format: str) -> None:
     plt = _pyplot()
     levels = sorted(per_snr)
-    for fname, keys in (("metrics_vs_snr.png", ("mean_residual", "sigma")), ("width_vs_snr.png", ("width68",))):
+    for stem, keys in (("metrics_vs_snr", ("mean_residual", "sigma")), ("width_vs_snr", ("width68",))):
         nr, nc = _subplot_shape(len(names))
         fig, axes = plt.subplots(nr, nc, figsize=(3 * nc, 2.4 * nr), squeeze=False)
         for j, name in enumerate(names):
@@ -301,7 +310,7 @@ def _plot_metrics(per_snr: dict, names, report_dir: Path) -> None:
             ax.axis("off")
         axes.flat[0].legend(fontsize=7)
         fig.tight_layout()
-        save_figure(fig, report_dir / fname, dpi=90)
+        save_figure(fig, report_dir / f"{stem}.{plot_format}", dpi=90)
         plt.close(fig)
 
 

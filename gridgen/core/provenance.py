@@ -7,9 +7,11 @@ keys are documented where each store is written.
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import hashlib
 import platform
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -40,18 +42,72 @@ def _package_version_or_unknown() -> str:
         return "0+unknown"
 
 
-def code_version() -> str:
-    """Package version, plus the git commit (and ``-dirty``) when run from a checkout."""
-    __version__ = _package_version_or_unknown()
+def _checkout_commit() -> str | None:
+    """``git describe --always --dirty`` of the checkout this code runs from, or None.
+
+    Only a source checkout (a ``.git`` next to the packages) counts: an installed copy inside
+    some other repository (a virtual environment under a project) must not report that
+    repository's commit.
+    """
     repo = Path(__file__).resolve().parents[2]
+    if not (repo / ".git").exists():
+        return None
     try:
         described = subprocess.run(
             ["git", "-C", str(repo), "describe", "--always", "--dirty"],
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return __version__
-    return f"{__version__}+g{described}" if described else __version__
+        return None
+    return described or None
+
+
+def code_version() -> str:
+    """The version recorded in provenance: package version and commit.
+
+    From a source checkout: the public part of the installed version plus ``+g<commit>``
+    (``-dirty`` with uncommitted changes), since an editable install's metadata is frozen at
+    install time. An installed copy reports its package metadata, which setuptools-scm writes
+    at build time with the commit it was built from (``0.1.dev12+g1a2b3c4``).
+    """
+    installed = _package_version_or_unknown()
+    commit = _checkout_commit()
+    if commit is None:
+        return installed
+    return f"{installed.split('+')[0]}+g{commit}"
+
+
+def version_text(program: str, extra_lines: tuple[str, ...] = ()) -> str:
+    """What ``--version`` prints: program and code version, the commit, then ``extra_lines``.
+
+    Parameters
+    ----------
+    program
+        Command name, e.g. ``"gridgen"``.
+    extra_lines
+        Further lines, e.g. the engine's fingerprint.
+    """
+    version = code_version()
+    found = re.search(r"\+g([0-9a-f]+(?:-dirty)?)", version)
+    lines = [f"{program} (cinn4most) {version}", f"commit: {found.group(1) if found else 'unknown'}"]
+    return "\n".join(lines + list(extra_lines))
+
+
+class VersionAction(argparse.Action):
+    """``--version``: print :func:`version_text` and exit 0, computed only when asked for.
+
+    Pass ``extra`` (a callable returning extra lines) to ``add_argument``.
+    """
+
+    def __init__(self, option_strings, dest, extra=None, **kwargs):
+        kwargs.setdefault("help", "print the version, the commit and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+        self.extra = extra
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        extra = tuple(self.extra()) if self.extra else ()
+        print(version_text(parser.prog.split()[-1], extra))
+        parser.exit()
 
 
 def run_context() -> dict:

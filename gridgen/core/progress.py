@@ -1,0 +1,152 @@
+"""Progress for people and for batch logs: a bar on a terminal, timestamped log lines elsewhere.
+
+A tqdm bar redraws every few seconds; in a batch job's log file that is a line every 2 s with no
+time stamp. So :func:`progress` gives a bar only when bars are wanted and stderr is a terminal;
+otherwise it logs through :mod:`logging` (logger ``cinn4most.progress``, level INFO) one line per
+update (a chunk of work), at most one per :data:`LOG_INTERVAL_S` plus the last one, with the
+counts, the rate and the ETA::
+
+    2026-12-01T06:01:02Z node17 INFO augment: 480/2000 spectrum (24.0 %), 3.1 spectrum/s, ETA 00:08:10
+
+:func:`configure_logging` sets the format (UTC time stamp, host, level) and the level that the
+command-line option ``--log-level`` chooses.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import time
+
+from tqdm import tqdm
+
+#: Levels ``--log-level`` accepts.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Fewest seconds between two progress lines in a log (the last line is always written).
+LOG_INTERVAL_S = 10.0
+
+_LOGGER = logging.getLogger("cinn4most.progress")
+
+
+def configure_logging(level: str = "info") -> None:
+    """Log to stderr with UTC time stamps and the host name, at ``level`` (one of :data:`LOG_LEVELS`).
+
+    Replaces the handlers a previous call installed, so calling it again (tests, several commands in
+    one process) does not duplicate lines.
+    """
+    handler = _StderrHandler()
+    formatter = logging.Formatter(f"%(asctime)s {socket.gethostname()} %(levelname)s %(message)s",
+                                  datefmt="%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_cinn4most", False)]:
+        root.removeHandler(old)
+    handler._cinn4most = True
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (it may be replaced later)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def add_log_level_option(parser) -> None:
+    """``--log-level`` on an argparse parser (default info)."""
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS,
+                        help="messages at this level and above go to stderr (default info); without a "
+                             "terminal, or with --no-progress/--quiet, progress comes as timestamped lines")
+
+
+def progress(total: int | None = None, desc: str = "", unit: str = "it", bars: bool = True, **tqdm_kwargs):
+    """A tqdm bar when ``bars`` and stderr is a terminal, else a :class:`LogProgress`.
+
+    Both offer what the toolkit uses of tqdm: ``update(n)``, ``n``, ``total``, ``refresh()``,
+    ``close()`` and the context manager.
+    """
+    if bars and sys.stderr.isatty():
+        return tqdm(total=total, desc=desc, unit=unit, **tqdm_kwargs)
+    return LogProgress(total, desc, unit)
+
+
+class LogProgress:
+    """Progress as log lines: counts, rate and ETA, at most one per :data:`LOG_INTERVAL_S`.
+
+    Parameters
+    ----------
+    total : int or None
+        Units of work expected (None: unknown, no percentage or ETA).
+    desc : str
+        What is progressing, first word of each line.
+    unit : str
+        Name of one unit of work, e.g. ``"spectrum"``.
+    """
+
+    def __init__(self, total: int | None, desc: str, unit: str):
+        self.total, self.desc, self.unit, self.n = total, desc, unit, 0
+        self._start = self._last_log = time.monotonic()
+        self._logged_n = 0
+        self._closed = False
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more units done; log a line if the last one is old enough."""
+        self.n += n
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Log a line if there is news and the last line is at least :data:`LOG_INTERVAL_S` old."""
+        now = time.monotonic()
+        if self.n != self._logged_n and now - self._last_log >= LOG_INTERVAL_S:
+            self._log(now)
+
+    def close(self) -> None:
+        """Log the final count (once)."""
+        if not self._closed:
+            self._closed = True
+            if self.n != self._logged_n or self.n == 0:
+                self._log(time.monotonic())
+
+    def line(self, now: float) -> str:
+        """The progress line at monotonic time ``now``."""
+        elapsed = max(now - self._start, 1e-9)
+        rate = self.n / elapsed
+        text = f"{self.desc}: {self.n}"
+        if self.total:
+            text += f"/{self.total} {self.unit} ({100.0 * self.n / self.total:.1f} %)"
+        else:
+            text += f" {self.unit}"
+        text += f", {rate:.3g} {self.unit}/s"
+        if self.total and rate > 0 and self.n < self.total:
+            text += f", ETA {_hms((self.total - self.n) / rate)}"
+        elif self.total and self.n >= self.total:
+            text += f", done in {_hms(elapsed)}"
+        return text
+
+    def _log(self, now: float) -> None:
+        _LOGGER.info(self.line(now))
+        self._last_log, self._logged_n = now, self.n
+
+    def __enter__(self) -> "LogProgress":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            # A failing command ends with its one ``error:`` line, not with a progress line.
+            self._closed = True
+
+
+def _hms(seconds: float) -> str:
+    """``HH:MM:SS`` of a duration in seconds."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
