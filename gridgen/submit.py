@@ -116,20 +116,21 @@ def array_script(grid: str | Path, store: str | Path, options: SubmitOptions,
     return "\n".join(lines)
 
 
-def _sbatch(args: list[str], script_text: str | None = None) -> subprocess.CompletedProcess:
-    """Run sbatch; UserError if it is missing or does not answer."""
-    sbatch = shutil.which("sbatch")
-    if sbatch is None:
-        raise UserError("sbatch: not found on PATH (gridgen submit needs a Slurm cluster; "
+def sbatch(args: list[str], script_text: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``sbatch ARGS`` with ``script_text`` on its stdin (``gridgen submit`` and Dask's
+    ``--cluster slurm``); UserError if sbatch is missing or does not answer."""
+    program = shutil.which("sbatch")
+    if program is None:
+        raise UserError("sbatch: not found on PATH (this needs a Slurm cluster; "
                         "elsewhere use `python -m gridgen run`)")
     try:
-        return subprocess.run([sbatch, *args], input=script_text, capture_output=True, text=True,
+        return subprocess.run([program, *args], input=script_text, capture_output=True, text=True,
                               timeout=SBATCH_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise UserError(f"sbatch: no answer within {SBATCH_TIMEOUT_S} s") from None
 
 
-def _slurm_message(result: subprocess.CompletedProcess) -> str:
+def slurm_message(result: subprocess.CompletedProcess) -> str:
     """Slurm's own error, on one line."""
     text = " ".join(line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip())
     return text or f"exit status {result.returncode}"
@@ -156,9 +157,9 @@ def submit(grid: str | Path, store: str | Path, options: SubmitOptions,
     options.check()
     text = array_script(grid, store, options, engine_dir)
     # Slurm checks partition, account and limits without queueing anything.
-    trial = _sbatch(["--test-only"], text)
+    trial = sbatch(["--test-only"], text)
     if trial.returncode != 0:
-        raise UserError(f"sbatch refused the job: {_slurm_message(trial)}")
+        raise UserError(f"sbatch refused the job: {slurm_message(trial)}")
     counts = run_grid(grid, store, engine_dir=engine_dir, progress=False, create_only=True)
     pending = counts["pending"] + counts["failed"]
     path = script_path(store)
@@ -166,8 +167,8 @@ def submit(grid: str | Path, store: str | Path, options: SubmitOptions,
     if pending == 0:
         return {"job_id": "", "script": path, "logs": logs_dir(store), "pending": 0}
     logs_dir(store).mkdir(exist_ok=True)
-    result = _sbatch(["--parsable", str(path)])
+    result = sbatch(["--parsable", str(path)])
     if result.returncode != 0:
-        raise UserError(f"sbatch refused the job: {_slurm_message(result)}")
+        raise UserError(f"sbatch refused the job: {slurm_message(result)}")
     job_id = result.stdout.strip().split(";")[0]
     return {"job_id": job_id, "script": path, "logs": logs_dir(store), "pending": pending}
