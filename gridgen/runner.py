@@ -325,7 +325,7 @@ def dask_client(target: DaskTarget):
     if target.cluster is not None:
         if target.cluster != "slurm":
             raise UserError(f"--cluster: only 'slurm' is supported, got {target.cluster!r}")
-        from gridgen.submit import sbatch, slurm_message
+        from gridgen.slurmcmd import sbatch, slurm_message
 
         try:
             from dask_jobqueue import SLURMCluster

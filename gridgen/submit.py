@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from gridgen.core.errors import UserError
 from gridgen.core.storeio import write_atomically
+from gridgen.slurmcmd import sbatch, slurm_message
 
 #: Seconds before the walltime at which Slurm sends SIGTERM to the task (gridgen run then
 #: kills its workers and exits 143 well within it).
 SIGNAL_BEFORE_S = 120
-#: Seconds to wait for sbatch to answer.
-SBATCH_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -114,26 +111,6 @@ def array_script(grid: str | Path, store: str | Path, options: SubmitOptions,
         "",
     ]
     return "\n".join(lines)
-
-
-def sbatch(args: list[str], script_text: str | None = None) -> subprocess.CompletedProcess:
-    """Run ``sbatch ARGS`` with ``script_text`` on its stdin (``gridgen submit`` and Dask's
-    ``--cluster slurm``); UserError if sbatch is missing or does not answer."""
-    program = shutil.which("sbatch")
-    if program is None:
-        raise UserError("sbatch: not found on PATH (this needs a Slurm cluster; "
-                        "elsewhere use `python -m gridgen run`)")
-    try:
-        return subprocess.run([program, *args], input=script_text, capture_output=True, text=True,
-                              timeout=SBATCH_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise UserError(f"sbatch: no answer within {SBATCH_TIMEOUT_S} s") from None
-
-
-def slurm_message(result: subprocess.CompletedProcess) -> str:
-    """Slurm's own error, on one line."""
-    text = " ".join(line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip())
-    return text or f"exit status {result.returncode}"
 
 
 def submit(grid: str | Path, store: str | Path, options: SubmitOptions,

@@ -20,8 +20,8 @@ import pytest
 from badinput import assert_rejected
 from gridgen.cli import main as gridgen_main
 from gridgen.store import STATUS_OK, open_grid_store
-from slurm.cluster import slurm_cluster  # noqa: F401  (the session fixture)
-from slurm.grid import N_SPECTRA, slurm_grid  # noqa: F401  (the session fixture)
+# As plugins, not imported names: one cluster and one reference run for every module using them.
+pytest_plugins = ["slurm.cluster", "slurm.grid"]
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "hpc" / "slurm_array.sh"
@@ -69,21 +69,6 @@ def _assert_complete_like_local(store: Path, reference: bytes) -> None:
     assert np.all(group["status"][:] == STATUS_OK)
     assert group["flux"][:].tobytes() == reference
     assert not list((store / ".leases").glob("*")), "a lease outlived the run"
-
-
-def test_array_starting_at_one_with_a_step_runs_every_shard(slurm_cluster, slurm_grid, tmp_path):
-    """Ids 1 and 3 are shards 0 and 1 of 2 (ids used as shards would skip 0 and overflow).
-    Arrays from 0 are what `gridgen submit` writes (test_submit)."""
-    grid_path, reference = slurm_grid
-    store = tmp_path / "g.zarr"
-    _create(grid_path, store)
-    result = _sbatch("1-3:2", grid_path, store, tmp_path / "logs", wait=True)
-    logs = _task_logs(tmp_path / "logs")
-    assert result.returncode == 0, (result.stderr, logs)
-    # One chunk of 2 spectra per task: every shard ran, none twice.
-    assert {task: _synthesised(log) for task, log in logs.items()} == {1: 2, 3: 2}
-    _assert_complete_like_local(store, reference)
-    assert list((tmp_path / "logs" / "tmp").iterdir()) == [], "work directories left behind"
 
 
 def test_array_list_that_is_not_a_range_is_refused(slurm_cluster, slurm_grid, tmp_path):
@@ -139,7 +124,9 @@ def test_walltime_signal_and_scancel_then_resubmission_completes_identically(
     """Mid-way through a 2-task array, task 0 gets what ``--signal=B:TERM@120`` sends at the
     walltime (SIGTERM to the batch step's main process only, python after the script's exec)
     and task 1 a plain scancel (SIGTERM to every process of the job, SIGKILL after KillWait).
-    Neither leaves a process behind; the same array again computes exactly what is missing."""
+    Neither leaves a process behind. The resubmission, as ids 1 and 3 (``--array=1-3:2``, shards
+    0 and 1 of 2: ids used as shards would skip 0 and overflow), computes exactly what is
+    missing. Arrays from 0 are what `gridgen submit` writes (test_submit)."""
     grid_path, reference = slurm_grid
     store = tmp_path / "g.zarr"
     _create(grid_path, store)
@@ -171,14 +158,18 @@ def test_walltime_signal_and_scancel_then_resubmission_completes_identically(
     assert list((tmp_path / "first" / "tmp").iterdir()) == [], "work directories left behind"
     status = open_grid_store(store)["status"][:]
     finished = np.flatnonzero(status == STATUS_OK)
-    assert 1 <= len(finished) < N_SPECTRA, "the signals must land mid-array to mean anything"
+    n_spectra = len(status)
+    assert 1 <= len(finished) < n_spectra, "the signals must land mid-array to mean anything"
     before = open_grid_store(store)["flux"][:][finished]
 
-    result = _sbatch("0-1", grid_path, store, tmp_path / "again", wait=True)
+    result = _sbatch("1-3:2", grid_path, store, tmp_path / "again", wait=True)
     logs = _task_logs(tmp_path / "again")
     assert result.returncode == 0, (result.stderr, logs)
+    assert sorted(logs) == [1, 3], logs
+    assert f"{store} shard 0/2:" in logs[1] and f"{store} shard 1/2:" in logs[3], logs
+    assert list((tmp_path / "again" / "tmp").iterdir()) == [], "work directories left behind"
     # 0 lost, 0 duplicated: exactly the missing spectra computed, finished ones untouched.
-    assert sum(map(_synthesised, logs.values())) == N_SPECTRA - len(finished)
+    assert sum(map(_synthesised, logs.values())) == n_spectra - len(finished)
     assert open_grid_store(store)["flux"][:][finished].tobytes() == before.tobytes()
     _assert_complete_like_local(store, reference)
 

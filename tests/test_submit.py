@@ -154,9 +154,10 @@ def test_shard_reads_no_status_chunk_of_other_shards(engine, tmp_path):
 
 # --- On the real one-node Slurm (tests/slurm) ------------------------------------------------
 
-from slurm.cluster import slurm_cluster  # noqa: E402,F401  (the session fixture)
-from slurm.grid import slurm_grid  # noqa: E402,F401  (the session fixture)
 from test_slurm import _assert_complete_like_local, _wait_gone  # noqa: E402
+
+# The session fixtures slurm_cluster and slurm_grid, shared with test_slurm (one of each).
+pytest_plugins = ["slurm.cluster", "slurm.grid"]
 
 
 @pytest.mark.slow
