@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -283,7 +284,9 @@ class DaskTarget:
 
     ``cluster`` is ``"slurm"``: a ``dask_jobqueue.SLURMCluster`` of ``workers`` one-core jobs
     (``cluster_options``: extra keyword arguments of SLURMCluster, e.g. ``queue``, ``account``,
-    ``walltime``, ``memory``) started for the run and stopped after it.
+    ``walltime``, ``memory``) started for the run and stopped after it. ``memory`` is each
+    worker's memory and the job's ``--mem``; ``"0"`` asks Slurm for no memory (the partition's
+    default; for clusters that do not track memory) and sets no worker memory limit.
     """
 
     scheduler: str | None = None
@@ -322,6 +325,8 @@ def dask_client(target: DaskTarget):
     if target.cluster is not None:
         if target.cluster != "slurm":
             raise UserError(f"--cluster: only 'slurm' is supported, got {target.cluster!r}")
+        from gridgen.slurmcmd import sbatch, slurm_message
+
         try:
             from dask_jobqueue import SLURMCluster
         except ImportError:
@@ -329,13 +334,17 @@ def dask_client(target: DaskTarget):
                             "(pip install 'cinn4most[hpc]')") from None
         if target.workers < 1:
             raise UserError(f"--jobs: must be >= 1, got {target.workers}")
-        # One single-threaded worker per one-core job: Turbospectrum is single-threaded.
-        options = {"cores": 1, "processes": 1, "memory": "2GB", **dict(target.cluster_options)}
         try:
-            cluster = SLURMCluster(**options)
+            cluster = SLURMCluster(**_slurm_cluster_options(target))
         except (ValueError, TypeError, RuntimeError) as exc:
             raise UserError(f"--cluster slurm: {exc}") from None
         with cluster:
+            # A worker job sbatch refuses (partition, account, memory) would leave the run
+            # waiting for workers forever: ask Slurm first, as `gridgen submit` does.
+            trial = sbatch(["--test-only"], cluster.job_script())
+            if trial.returncode != 0:
+                raise UserError(f"--cluster slurm: sbatch refused the worker job: "
+                                f"{slurm_message(trial)}")
             cluster.scale(jobs=target.workers)
             with Client(cluster) as client:
                 yield client
@@ -354,6 +363,25 @@ def dask_client(target: DaskTarget):
                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     with client:
         yield client
+
+
+def _slurm_cluster_options(target: DaskTarget) -> dict:
+    """Keyword arguments of ``SLURMCluster`` for ``target``: one single-threaded worker per
+    one-core job (Turbospectrum is single-threaded), running this interpreter with this
+    ``PYTHONPATH`` and engine directory written into the job script (a site may not pass the
+    submitting environment on), and no ``--mem`` line for ``memory="0"``."""
+    options = {"cores": 1, "processes": 1, "memory": "2GB", **dict(target.cluster_options)}
+    exports = {"PYTHONPATH": os.environ.get("PYTHONPATH"),
+               "GRIDGEN_ENGINE_DIR": os.environ.get("GRIDGEN_ENGINE_DIR"), "OMP_NUM_THREADS": "1"}
+    options.setdefault("python", sys.executable)
+    options["job_script_prologue"] = [
+        *options.get("job_script_prologue", ()),
+        *[f"export {name}={shlex.quote(value)}" for name, value in exports.items() if value]]
+    if str(options["memory"]).strip() == "0":
+        # job_mem given: dask-jobqueue then does not format the zero bytes itself (it fails to).
+        options["job_mem"] = "0"
+        options["job_directives_skip"] = [*options.get("job_directives_skip", ()), "--mem"]
+    return options
 
 
 def on_cluster() -> bool:

@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from gridgen.core.errors import UserError
 from gridgen.core.storeio import write_atomically
+from gridgen.slurmcmd import sbatch, slurm_message
 
 #: Seconds before the walltime at which Slurm sends SIGTERM to the task (gridgen run then
 #: kills its workers and exits 143 well within it).
 SIGNAL_BEFORE_S = 120
-#: Seconds to wait for sbatch to answer.
-SBATCH_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -116,25 +113,6 @@ def array_script(grid: str | Path, store: str | Path, options: SubmitOptions,
     return "\n".join(lines)
 
 
-def _sbatch(args: list[str], script_text: str | None = None) -> subprocess.CompletedProcess:
-    """Run sbatch; UserError if it is missing or does not answer."""
-    sbatch = shutil.which("sbatch")
-    if sbatch is None:
-        raise UserError("sbatch: not found on PATH (gridgen submit needs a Slurm cluster; "
-                        "elsewhere use `python -m gridgen run`)")
-    try:
-        return subprocess.run([sbatch, *args], input=script_text, capture_output=True, text=True,
-                              timeout=SBATCH_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise UserError(f"sbatch: no answer within {SBATCH_TIMEOUT_S} s") from None
-
-
-def _slurm_message(result: subprocess.CompletedProcess) -> str:
-    """Slurm's own error, on one line."""
-    text = " ".join(line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip())
-    return text or f"exit status {result.returncode}"
-
-
 def submit(grid: str | Path, store: str | Path, options: SubmitOptions,
            engine_dir: str | None = None) -> dict:
     """Create or resume ``store`` and submit its array script.
@@ -156,9 +134,9 @@ def submit(grid: str | Path, store: str | Path, options: SubmitOptions,
     options.check()
     text = array_script(grid, store, options, engine_dir)
     # Slurm checks partition, account and limits without queueing anything.
-    trial = _sbatch(["--test-only"], text)
+    trial = sbatch(["--test-only"], text)
     if trial.returncode != 0:
-        raise UserError(f"sbatch refused the job: {_slurm_message(trial)}")
+        raise UserError(f"sbatch refused the job: {slurm_message(trial)}")
     counts = run_grid(grid, store, engine_dir=engine_dir, progress=False, create_only=True)
     pending = counts["pending"] + counts["failed"]
     path = script_path(store)
@@ -166,8 +144,8 @@ def submit(grid: str | Path, store: str | Path, options: SubmitOptions,
     if pending == 0:
         return {"job_id": "", "script": path, "logs": logs_dir(store), "pending": 0}
     logs_dir(store).mkdir(exist_ok=True)
-    result = _sbatch(["--parsable", str(path)])
+    result = sbatch(["--parsable", str(path)])
     if result.returncode != 0:
-        raise UserError(f"sbatch refused the job: {_slurm_message(result)}")
+        raise UserError(f"sbatch refused the job: {slurm_message(result)}")
     job_id = result.stdout.strip().split(";")[0]
     return {"job_id": job_id, "script": path, "logs": logs_dir(store), "pending": pending}

@@ -1,9 +1,10 @@
-"""Grids filled by scripts/hpc/slurm_array.sh on a real one-node Slurm cluster.
+"""Grids filled on a real one-node Slurm cluster (tests/slurm): by scripts/hpc/slurm_array.sh
+submitted with ``sbatch``, as a user would, and by Dask workers in Slurm jobs.
 
-Each test creates a store with ``--create-only`` and submits the array script with ``sbatch``,
-as a user would; the tasks run this checkout's ``python -m gridgen run`` through ``PYTHON`` and
-``PYTHONPATH`` (sbatch passes the environment on). The reference is a local run of the same TOML:
-chunks are deterministic, so any array form, and any cancel-and-resubmit, must give its bytes.
+The array tasks run this checkout's ``python -m gridgen run`` through ``PYTHON`` and
+``PYTHONPATH`` (sbatch passes the environment on). The reference is the shared local run of the
+same TOML (tests/slurm/grid.py): chunks are deterministic, so any array form, any
+signal-and-resubmit and the Dask run must give its bytes.
 """
 
 import os
@@ -16,26 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from badinput import assert_rejected
 from gridgen.cli import main as gridgen_main
-from gridgen.runner import run_grid
 from gridgen.store import STATUS_OK, open_grid_store
-from slurm.cluster import slurm_cluster  # noqa: F401  (the session fixture)
-from test_gridgen_run import small_grid
+# As plugins, not imported names: one cluster and one reference run for every module using them.
+pytest_plugins = ["slurm.cluster", "slurm.grid"]
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "hpc" / "slurm_array.sh"
-#: 8 spectra in chunks of 2: 4 chunks, one per task of a 4-task array.
-N_SPECTRA = 8
+#: Seconds gridgen run may take from SIGTERM until none of its processes is left.
+STOP_S = 10.0
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def grid(engine, tmp_path_factory):
-    """The small grid's TOML and the flux bytes of a local run of it."""
-    base = tmp_path_factory.mktemp("slurm-grid")
-    path = small_grid(base, n_spectra=N_SPECTRA)
-    run_grid(path, base / "local.zarr", progress=False)
-    return path, open_grid_store(base / "local.zarr")["flux"][:].tobytes()
 
 
 def _create(grid_path: Path, store: Path) -> None:
@@ -76,37 +68,12 @@ def _assert_complete_like_local(store: Path, reference: bytes) -> None:
     group = open_grid_store(store)
     assert np.all(group["status"][:] == STATUS_OK)
     assert group["flux"][:].tobytes() == reference
-    assert not (store / ".leases").exists(), "a lease outlived the array"
+    assert not list((store / ".leases").glob("*")), "a lease outlived the run"
 
 
-def test_array_from_zero_fills_the_store_like_a_local_run(slurm_cluster, grid, tmp_path):
-    grid_path, reference = grid
-    store = tmp_path / "g.zarr"
-    _create(grid_path, store)
-    result = _sbatch("0-3", grid_path, store, tmp_path / "logs", wait=True)
-    logs = _task_logs(tmp_path / "logs")
-    assert result.returncode == 0, (result.stderr, logs)
-    # One chunk per task: every shard ran, none twice.
-    assert {task: _synthesised(log) for task, log in logs.items()} == {0: 2, 1: 2, 2: 2, 3: 2}
-    _assert_complete_like_local(store, reference)
-    assert list((tmp_path / "logs" / "tmp").iterdir()) == [], "work directories left behind"
-
-
-def test_array_starting_at_one_with_a_step_runs_every_shard(slurm_cluster, grid, tmp_path):
-    """Ids 1, 3, 5, 7 are shards 0-3 of 4 (ids used as shards would skip 0 and overflow)."""
-    grid_path, reference = grid
-    store = tmp_path / "g.zarr"
-    _create(grid_path, store)
-    result = _sbatch("1-7:2", grid_path, store, tmp_path / "logs", wait=True)
-    logs = _task_logs(tmp_path / "logs")
-    assert result.returncode == 0, (result.stderr, logs)
-    assert {task: _synthesised(log) for task, log in logs.items()} == {1: 2, 3: 2, 5: 2, 7: 2}
-    _assert_complete_like_local(store, reference)
-
-
-def test_array_list_that_is_not_a_range_is_refused(slurm_cluster, grid, tmp_path):
+def test_array_list_that_is_not_a_range_is_refused(slurm_cluster, slurm_grid, tmp_path):
     """--array=0,2,9 has 3 tasks but ids up to 9: no shard mapping covers every chunk."""
-    grid_path, _ = grid
+    grid_path, _ = slurm_grid
     store = tmp_path / "g.zarr"
     _create(grid_path, store)
     result = _sbatch("0,2,9", grid_path, store, tmp_path / "logs", wait=True)
@@ -134,7 +101,7 @@ def _job_processes(job_id: str) -> dict[int, str]:
 
 
 def _wait_gone(job_id: str, timeout_s: float) -> None:
-    """Wait until the controller no longer lists any task of the array as active."""
+    """Wait until the controller no longer lists any task of the (array) job as active."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         result = subprocess.run(["squeue", "-h", "-j", job_id, "-t", "PENDING,RUNNING,COMPLETING",
@@ -142,36 +109,92 @@ def _wait_gone(job_id: str, timeout_s: float) -> None:
         if not result.stdout.strip():
             return
         time.sleep(0.5)
-    raise AssertionError(f"array {job_id} still active after {timeout_s:.0f} s")
+    raise AssertionError(f"job {job_id} still active after {timeout_s:.0f} s")
 
 
-def test_cancelled_array_resubmitted_completes_identically(slurm_cluster, grid, tmp_path):
-    """Plain scancel (SIGTERM, then SIGKILL after KillWait). A hard-killed task's lease is covered
-    by test_submit's lease-of-an-ended-Slurm-job test."""
-    grid_path, reference = grid
+def _exit_code(task: str) -> str:
+    """Slurm's ``ExitCode`` (``status:signal``) of a finished array task, e.g. ``143:0``."""
+    shown = subprocess.run(["scontrol", "show", "job", "-o", task], capture_output=True,
+                           text=True, check=True).stdout
+    return re.search(r"\bExitCode=(\S+)", shown).group(1)
+
+
+def test_walltime_signal_and_scancel_then_resubmission_completes_identically(
+        slurm_cluster, slurm_grid, tmp_path):
+    """Mid-way through a 2-task array, task 0 gets what ``--signal=B:TERM@120`` sends at the
+    walltime (SIGTERM to the batch step's main process only, python after the script's exec)
+    and task 1 a plain scancel (SIGTERM to every process of the job, SIGKILL after KillWait).
+    Neither leaves a process behind. The resubmission, as ids 1 and 3 (``--array=1-3:2``, shards
+    0 and 1 of 2: ids used as shards would skip 0 and overflow), computes exactly what is
+    missing. Arrays from 0 are what `gridgen submit` writes (test_submit)."""
+    grid_path, reference = slurm_grid
     store = tmp_path / "g.zarr"
     _create(grid_path, store)
-    job_id = _sbatch("0-3", grid_path, store, tmp_path / "first", wait=False)
+    job_id = _sbatch("0-1", grid_path, store, tmp_path / "first", wait=False)
     deadline = time.monotonic() + 600
     family: dict[int, str] = {}
     while time.monotonic() < deadline:
         family.update(_job_processes(job_id))
-        if np.count_nonzero(open_grid_store(store)["status"][:] == STATUS_OK) >= 2:
+        if np.count_nonzero(open_grid_store(store)["status"][:] == STATUS_OK) >= 1:
             break
         time.sleep(0.5)
-    subprocess.run(["scancel", job_id], check=True)
-    _wait_gone(job_id, timeout_s=120)
+    # --batch: the batch step only (not its children, not other steps), as B: does.
+    subprocess.run(["scancel", "--batch", "--signal=TERM", f"{job_id}_0"], check=True)
+    subprocess.run(["scancel", f"{job_id}_1"], check=True)
+    signalled = time.monotonic()
+    while _job_processes(job_id) and time.monotonic() - signalled < 60:
+        time.sleep(0.1)
+    stopped_s = time.monotonic() - signalled
+    print(f"no process of array {job_id} left {stopped_s:.1f} s after the signals")
     assert {"bsyn_lu", "babsma_lu"} & set(family.values()), "no Turbospectrum run seen"
     alive = _job_processes(job_id)
-    assert alive == {}, f"left running after scancel: {alive}"
+    assert alive == {}, f"left running after the signals: {alive}"
+    assert stopped_s < STOP_S
+    _wait_gone(job_id, timeout_s=120)
+    log0 = (tmp_path / "first" / "0.out").read_text()
+    assert log0.rstrip("\n").splitlines()[-1] == \
+        "interrupted (SIGTERM); re-run the same command to resume", log0
+    assert _exit_code(f"{job_id}_0") == "143:0"
+    assert list((tmp_path / "first" / "tmp").iterdir()) == [], "work directories left behind"
     status = open_grid_store(store)["status"][:]
     finished = np.flatnonzero(status == STATUS_OK)
-    assert 2 <= len(finished) < N_SPECTRA, "the cancel must land mid-array to mean anything"
+    n_spectra = len(status)
+    assert 1 <= len(finished) < n_spectra, "the signals must land mid-array to mean anything"
     before = open_grid_store(store)["flux"][:][finished]
 
-    result = _sbatch("0-3", grid_path, store, tmp_path / "again", wait=True)
+    result = _sbatch("1-3:2", grid_path, store, tmp_path / "again", wait=True)
     logs = _task_logs(tmp_path / "again")
     assert result.returncode == 0, (result.stderr, logs)
-    assert sum(map(_synthesised, logs.values())) == N_SPECTRA - len(finished)
+    assert sorted(logs) == [1, 3], logs
+    assert f"{store} shard 0/2:" in logs[1] and f"{store} shard 1/2:" in logs[3], logs
+    assert list((tmp_path / "again" / "tmp").iterdir()) == [], "work directories left behind"
+    # 0 lost, 0 duplicated: exactly the missing spectra computed, finished ones untouched.
+    assert sum(map(_synthesised, logs.values())) == n_spectra - len(finished)
     assert open_grid_store(store)["flux"][:][finished].tobytes() == before.tobytes()
     _assert_complete_like_local(store, reference)
+
+
+def test_dask_slurm_cluster_builds_the_grid_like_a_local_run(slurm_cluster, slurm_grid, tmp_path,
+                                                            capsys, monkeypatch):
+    """`gridgen run --cluster slurm --jobs 2`: two Dask worker jobs on the Slurm; their
+    interpreter, PYTHONPATH and engine directory come from the job script dask-jobqueue writes.
+    The node declares no memory, so a worker job asking for 2 GB is refused, in one line,
+    before the store exists; ``--cluster-memory 0`` asks for none."""
+    grid_path, reference = slurm_grid
+    monkeypatch.chdir(tmp_path)  # dask-jobqueue writes the worker jobs' logs here
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO),
+                                                                    os.environ.get("PYTHONPATH")])))
+    store = tmp_path / "g.zarr"
+    run = ["run", str(grid_path), "--out", str(store), "--no-progress", "--cluster", "slurm",
+           "--jobs", "2", "--cluster-walltime", "00:15:00"]
+    line = assert_rejected(capsys, gridgen_main, [*run, "--cluster-memory", "2GB"],
+                           watch=[tmp_path], match="sbatch refused the worker job")
+    assert "node configuration" in line or "memory" in line.lower(), line
+    assert not store.exists()
+    assert gridgen_main([*run, "--cluster-memory", "0"]) == 0
+    _assert_complete_like_local(store, reference)
+    # The worker jobs are cancelled with the cluster.
+    deadline = time.monotonic() + 60
+    while slurm_cluster.job_ids() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert slurm_cluster.job_ids() == []

@@ -154,17 +154,18 @@ def test_shard_reads_no_status_chunk_of_other_shards(engine, tmp_path):
 
 # --- On the real one-node Slurm (tests/slurm) ------------------------------------------------
 
-from slurm.cluster import slurm_cluster  # noqa: E402,F401  (the session fixture)
-from test_slurm import _wait_gone  # noqa: E402
+from test_slurm import _assert_complete_like_local, _wait_gone  # noqa: E402
+
+# The session fixtures slurm_cluster and slurm_grid, shared with test_slurm (one of each).
+pytest_plugins = ["slurm.cluster", "slurm.grid"]
 
 
 @pytest.mark.slow
 def test_submit_fills_the_store_like_a_local_run_then_has_nothing_to_do(
-        slurm_cluster, engine, tmp_path, capsys):
+        slurm_cluster, slurm_grid, tmp_path, capsys):
     import re
 
-    grid = small_grid(tmp_path, n_spectra=4)
-    runner.run_grid(grid, tmp_path / "local.zarr", progress=False)
+    grid, reference = slurm_grid
     store = tmp_path / "g.zarr"
     argv = ["submit", str(grid), "--out", str(store), "--tasks", "2", "--time", "00:30:00"]
     assert main(argv) == 0
@@ -174,9 +175,7 @@ def test_submit_fills_the_store_like_a_local_run_then_has_nothing_to_do(
     # Two tasks, one chunk each: shards 0/2 and 1/2, two spectra synthesised by each.
     assert sorted(logs) == [f"{job}_0.out", f"{job}_1.out"], logs
     assert all("(2 synthesised by this run)" in log for log in logs.values()), logs
-    assert main(["verify", str(store)]) == 0
-    assert (open_grid_store(store)["flux"][:].tobytes()
-            == open_grid_store(tmp_path / "local.zarr")["flux"][:].tobytes())
+    _assert_complete_like_local(store, reference)
     capsys.readouterr()
     assert main(argv) == 0
     assert "nothing submitted" in capsys.readouterr().out
