@@ -77,5 +77,5 @@ def shown(value, width: int = 60) -> str:
     """A value for a one-line message: JSON, cut to ``width`` characters; None as ``(absent)``."""
     if value is None:
         return "(absent)"
-    text = value if isinstance(value, str) else json.dumps(value)
+    text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= width else text[:width - 3] + "..."
