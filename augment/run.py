@@ -145,6 +145,7 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
 
     grid_id = grid_identity(grid)
     grid_parent = {"path": str(in_path.resolve()), "definition": grid_id.get("definition"),
+                   "definition_sha256": grid_id.get("definition_sha256"),
                    "inputs_fingerprint": grid_id.get("inputs_fingerprint"),
                    "content_fingerprint": grid_content_fingerprint(grid)[0]}
     created = False

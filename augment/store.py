@@ -301,12 +301,13 @@ def training_identity(config: dict, chain: str, grid: dict) -> dict:
     chain : str
         The chain description (changes with the algorithm).
     grid : dict
-        The grid store's ``path``, ``definition``, ``inputs_fingerprint`` and
-        ``content_fingerprint``.
+        The grid store's ``path``, ``definition`` (name@version), ``definition_sha256`` (its
+        TOML's), ``inputs_fingerprint`` and ``content_fingerprint``.
     """
     definition = f"augment-config:{fingerprint_json(config)}"
     inputs = {"config": config, "chain": chain,
-              "grid": {key: grid.get(key) for key in ("definition", "inputs_fingerprint", "content_fingerprint")}}
+              "grid": {key: grid.get(key) for key in ("definition", "definition_sha256", "inputs_fingerprint",
+                                                      "content_fingerprint")}}
     return {"definition": definition, "inputs_fingerprint": fingerprint_json(inputs),
             "parents": [{"kind": "grid store", **grid}]}
 
