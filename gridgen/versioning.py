@@ -158,8 +158,8 @@ def diff_grid_stores(path_a: str | Path, path_b: str | Path) -> GridDiff:
             found = differences(a.attrs.get("split_rule"), b.attrs.get("split_rule"))
             found = [("split_rule", va, vb) for _, va, vb in found]
         else:
-            found = [(f"{section}.{key}" if key else section, va, vb)
-                     for key, va, vb in differences(prov_a.get(section), prov_b.get(section))]
+            found = _records_collapsed([(f"{section}.{key}" if key else section, va, vb)
+                                        for key, va, vb in differences(prov_a.get(section), prov_b.get(section))])
         input_lines += [f"  {key}: {shown(va)} -> {shown(vb)}" for key, va, vb in found[:_SHOWN_KEYS]]
         if len(found) > _SHOWN_KEYS:
             input_lines.append(f"  {section}: ... and {len(found) - _SHOWN_KEYS} more")
@@ -169,6 +169,25 @@ def diff_grid_stores(path_a: str | Path, path_b: str | Path) -> GridDiff:
 
     spectra_lines, identical = _diff_spectra(a, b)
     return GridDiff(lines + spectra_lines, identical)
+
+
+def _records_collapsed(found: list[tuple[str, object, object]]) -> list[tuple[str, object, object]]:
+    """One entry per list record (``x.files[2]``) present on one side only, named by its path."""
+    records: dict[str, list[tuple[str, object, object]]] = {}
+    for key, va, vb in found:
+        head, bracket, _ = key.partition("]")
+        records.setdefault(head + bracket if bracket else key, []).append((key, va, vb))
+    collapsed = []
+    for record, entries in records.items():
+        one_side = all(va is None for _, va, _ in entries) or all(vb is None for _, _, vb in entries)
+        if len(entries) > 1 and one_side:
+            name = next((value for key, *values in entries if key.endswith(".path")
+                         for value in values if value is not None), "record")
+            absent_in_b = all(vb is None for _, _, vb in entries)
+            collapsed.append((record, name if absent_in_b else None, None if absent_in_b else name))
+        else:
+            collapsed += entries
+    return collapsed
 
 
 def _diff_spectra(a: zarr.Group, b: zarr.Group) -> tuple[list[str], bool]:
