@@ -299,9 +299,11 @@ def reproduce_store(path: str | Path, sample: int, seed: int = 0,
         labels = group["labels"][:]
         split = group["split"][:]
         provider = make_provider(config.atmosphere, engine)
-        if config.sampler.method != "table" and group.attrs.get("split_rule"):
+        if config.sampler.method != "table":
             expected = sample_parameters(config, provider)
-            expected_split = assign_split(len(expected), config.split, config.seed)
+            # Stores made before the split rule was recorded used another assignment.
+            expected_split = (assign_split(len(expected), config.split, config.seed)
+                              if group.attrs.get("split_rule") else split)
             bad = [i for i in rows if i >= len(expected) or not np.array_equal(expected[i], labels[i])
                    or expected_split[i] != split[i]]
             if bad:
