@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from gridgen.core.codes import STATUS_NAMES, STATUS_OK
+from gridgen.core.codes import STATUS_OK
 from gridgen.core.errors import UserError
 from gridgen.core.identity import differences, fingerprint_json, short, shown, toml_differences
 from gridgen.core.provenance import sha256_bytes
@@ -264,7 +264,6 @@ def reproduce_store(path: str | Path, sample: int, seed: int = 0,
     """
     from gridgen import engine as engine_mod
     from gridgen.atmospheres.provider import make_provider
-    from gridgen.config import load_grid_config
     from gridgen.sampling import assign_split, sample_parameters
     from gridgen.synthesis import SynthesisContext, synthesize_rows
 

@@ -9,7 +9,6 @@ import pytest
 
 from badinput import assert_rejected
 from gridgen.cli import main as gridgen_main
-from gridgen.core.identity import short
 from gridgen.core.provenance import sha256_bytes
 from gridgen.store import content_fingerprint, open_grid_store, store_identity, verify_grid_store
 
