@@ -18,7 +18,7 @@ from gridgen.core.provenance import VersionAction
 from augment.config import load_config, parse_snr_list
 from augment.noise import SNR_UNITS
 
-SUBCOMMANDS = ("observe", "resimulate", "info", "export")
+SUBCOMMANDS = ("observe", "resimulate", "info", "diff", "export")
 
 
 UNITS_HELP = """\
@@ -176,6 +176,25 @@ def build_info_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_diff_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="python -m augment diff",
+                            description="Compare two training (or two observed) stores: configuration key by "
+                                        "key, parent grid stores, rows matched by labels. Exit 0 if the "
+                                        "content is identical, 1 if it differs.")
+    parser.add_argument("a", metavar="A.zarr")
+    parser.add_argument("b", metavar="B.zarr")
+    return parser
+
+
+def _run_diff(argv: list[str]) -> int:
+    from augment.info import diff_stores
+
+    args = build_diff_parser().parse_args(argv)
+    lines, identical = diff_stores(args.a, args.b)
+    print("\n".join(lines))
+    return 0 if identical else 1
+
+
 def build_export_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m augment export",
                                      description="Export a training or observed store to HDF5 (h5py).")
@@ -225,6 +244,8 @@ def run(argv: list[str]) -> int:
 
         print(describe(build_info_parser().parse_args(argv[1:]).store))
         return 0
+    if argv and argv[0] == "diff":
+        return _run_diff(argv[1:])
     if argv and argv[0] == "export":
         from augment.export import export_hdf5
 

@@ -1,4 +1,4 @@
-"""One-screen summary of a training or observed store (``python -m augment info``)."""
+"""Summary of a training or observed store (``python -m augment info``) and ``augment diff``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from augment.store import STATUS_DONE, open_augment_store
+from gridgen.core.errors import UserError
+from gridgen.core.identity import differences, short, shown
+
+from augment.store import STATUS_DONE, content_fingerprint, open_augment_store, store_identity
+
+#: Differing keys listed before summarising the rest.
+_SHOWN_KEYS = 12
 
 
 def describe(path: str | Path) -> str:
@@ -60,4 +66,86 @@ def describe(path: str | Path) -> str:
     if "run" in prov:
         lines.append(f"  made      {prov['run'].get('created_utc')} on {prov['run'].get('host')} "
                      f"with {prov['run'].get('code_version')}")
+    lines += identity_lines(group)
     return "\n".join(lines)
+
+
+def identity_lines(group) -> list[str]:
+    """Definition, inputs and content fingerprints and parents of a store, one per line."""
+    identity = store_identity(group)
+    lines = [f"  definition {short(identity.get('definition', '').split(':')[-1])} "
+             f"({identity.get('definition', '?').split(':')[0]})",
+             f"  inputs     {short(identity.get('inputs_fingerprint'))}",
+             f"  content    {short(content_fingerprint(group))}"]
+    for parent in identity.get("parents") or []:
+        fingerprints = (f"inputs {short(parent.get('inputs_fingerprint'))} content "
+                        f"{short(parent.get('content_fingerprint'))}" if parent.get("kind") == "grid store"
+                        else f"SHA-256 {short(parent.get('sha256'))}")
+        lines.append(f"  parent     {parent.get('kind')} {parent.get('definition', '')} {fingerprints} "
+                     f"({parent.get('path')})")
+    return lines
+
+
+def diff_stores(path_a: str | Path, path_b: str | Path) -> tuple[list[str], bool]:
+    """Compare two training (or two observed) stores.
+
+    Shows the augment configurations key by key, the parents (grid stores or input files),
+    and the rows matched by their labels (observed stores: by object_id): identical noiseless
+    flux (``flux_clean``), flux differs (count and max |ΔF|), only in A, only in B.
+
+    Returns
+    -------
+    lines : list of str
+    identical : bool
+        True when the pixels agree and every row is matched with identical flux.
+
+    Raises
+    ------
+    UserError
+        A path that is not a training or observed store, or a training and an observed store.
+    """
+    a, b = open_augment_store(path_a), open_augment_store(path_b)
+    if a.attrs["schema"] != b.attrs["schema"]:
+        raise UserError(f"cannot diff {path_a} ({a.attrs['schema']}) against {path_b} "
+                        f"({b.attrs['schema']}): different kinds of store")
+    id_a, id_b = store_identity(a), store_identity(b)
+    lines = [f"A  {path_a}: inputs {short(id_a.get('inputs_fingerprint'))} content {short(content_fingerprint(a))}",
+             f"B  {path_b}: inputs {short(id_b.get('inputs_fingerprint'))} content {short(content_fingerprint(b))}"]
+    prov_a, prov_b = a.attrs.get("provenance", {}), b.attrs.get("provenance", {})
+    config = differences(prov_a.get("augment") or prov_a.get("config"), prov_b.get("augment") or prov_b.get("config"))
+    lines.append("definition: " + ("same" if not config else f"{len(config)} key(s) differ"))
+    lines += [f"  {key}: {shown(va)} -> {shown(vb)}" for key, va, vb in config[:_SHOWN_KEYS]]
+    parents = differences(id_a.get("parents"), id_b.get("parents"))
+    lines.append("inputs (parents): " + ("same" if not parents else "differ"))
+    lines += [f"  {key}: {shown(va)} -> {shown(vb)}" for key, va, vb in parents[:_SHOWN_KEYS]]
+
+    def keys(group):
+        if "labels" in group:
+            return [row.tobytes() for row in np.ascontiguousarray(group["labels"][:], dtype="<f8")]
+        return [str(name) for name in group["object_id"][:]]
+
+    rows_a = {key: i for i, key in enumerate(keys(a))}
+    rows_b = {key: i for i, key in enumerate(keys(b))}
+    matched = [(i, rows_b[key]) for key, i in rows_a.items() if key in rows_b]
+    same_pixels = np.array_equal(a["wave"][:], b["wave"][:])
+    n_identical, n_differ, max_delta = 0, 0, 0.0
+    if same_pixels:
+        flux_a, flux_b = a["flux_clean"], b["flux_clean"]
+        for i, j in matched:
+            row_a, row_b = flux_a[i], flux_b[j]
+            if row_a.tobytes() == row_b.tobytes():
+                n_identical += 1
+            else:
+                n_differ += 1
+                delta = np.abs(row_a.astype(np.float64) - row_b.astype(np.float64))
+                max_delta = max(max_delta, float(np.nanmax(delta)) if np.isfinite(delta).any() else np.nan)
+    else:
+        lines.append(f"pixels differ: A {a['wave'].shape[0]}, B {b['wave'].shape[0]}")
+        n_differ = len(matched)
+    only_a, only_b = len(rows_a) - len(matched), len(rows_b) - len(matched)
+    lines.append(f"spectra: {len(matched)} matched: {n_identical} identical, {n_differ} flux differs"
+                 + (f" (max |ΔF| {max_delta:.3g})" if n_differ and same_pixels else "")
+                 + f"; {only_a} only in A, {only_b} only in B")
+    identical = same_pixels and not (n_differ or only_a or only_b)
+    lines.append("content: " + ("identical" if identical else "differs"))
+    return lines, identical

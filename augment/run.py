@@ -33,7 +33,9 @@ from gridgen.core.errors import UserError
 from gridgen.core.progress import progress as progress_bar
 from gridgen.core.provenance import run_context
 from gridgen.core.codes import STATUS_OK
-from gridgen.store import open_grid_store
+from gridgen.core.identity import short
+from gridgen.store import content_fingerprint as grid_content_fingerprint
+from gridgen.store import open_grid_store, store_identity as grid_identity
 
 from augment.chain import ChainPlan, augment_spectra, make_plan
 from augment.config import AugmentConfig, config_from_mapping
@@ -41,7 +43,7 @@ from augment.lsf import FWHM_TO_SIGMA, TRUNCATE_SIGMA
 from augment.noise import snr_per_pixel
 from augment.rotation import C_KMS
 from augment.store import (STATUS_DONE, TRAIN_SCHEMA, create_training_store, open_augment_store, read_array,
-                           write_chunk)
+                           store_identity, training_identity, write_chunk)
 from augment.vbroad_prior import sample_vbroad
 
 #: Upper bound on the grid flux a worker holds at once, bytes.
@@ -141,9 +143,14 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
     labels = read("labels")[rows]
     vbroad = sample_vbroad(labels[:, label_names.index("fe_h")], rows, config.vbroad_prior, config.seed)
 
+    grid_id = grid_identity(grid)
+    grid_parent = {"path": str(in_path.resolve()), "definition": grid_id.get("definition"),
+                   "definition_sha256": grid_id.get("definition_sha256"),
+                   "inputs_fingerprint": grid_id.get("inputs_fingerprint"),
+                   "content_fingerprint": grid_content_fingerprint(grid)[0]}
     created = False
     if out_path.exists():
-        out = _resume(out_path, grid, config, rows)
+        out = _resume(out_path, grid, config, rows, grid_parent)
     else:
         provenance = {
             "grid": grid.attrs.get("provenance", {}),
@@ -157,7 +164,8 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
                 snr=np.asarray(config.snr_list), snr_unit=config.snr_unit,
                 labels=np.column_stack([labels, vbroad]), label_names=label_names + ["vbroad"],
                 label_units=list(grid.attrs["label_units"]) + ["km/s"], split=read("split")[rows],
-                source_index=rows, chunk_spectra=config.chunk_spectra, provenance=provenance)
+                source_index=rows, chunk_spectra=config.chunk_spectra, provenance=provenance,
+                identity=training_identity(config.to_dict(), CHAIN_NOTE, grid_parent))
             created = True
         except (OSError, UserError) as err:
             if not out_path.exists():
@@ -166,7 +174,7 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
                 raise UserError(f"{out_path}: cannot create the store ({err.strerror or err})") from None
             # Another run created the same new store meanwhile (two runs started together):
             # resume it like any earlier run's store; finished chunks are never recomputed.
-            out = _resume(out_path, grid, config, rows)
+            out = _resume(out_path, grid, config, rows, grid_parent)
 
     try:
         n_computed, leased = _fill(out, out_path, in_path, config, grid["flux"].chunks[0], wave.size, jobs,
@@ -181,9 +189,19 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
     return AugmentSummary(int(rows.size), n_computed, n_skipped, not created, leased)
 
 
-def _resume(out_path: Path, grid, config: AugmentConfig, rows: np.ndarray):
-    """Open an existing training store for resuming; UserError unless it comes from this grid and config."""
+def _resume(out_path: Path, grid, config: AugmentConfig, rows: np.ndarray, grid_parent: dict):
+    """Open an existing training store for resuming; UserError unless it comes from this grid and config.
+
+    A store that records its grid's content fingerprint is refused when the grid content differs,
+    with both fingerprints named.
+    """
     out = open_augment_store(out_path, mode="r+", schemas=(TRAIN_SCHEMA,))
+    recorded = next((parent.get("content_fingerprint") for parent in store_identity(out).get("parents", [])
+                     if parent.get("kind") == "grid store"), None)
+    if recorded and recorded != grid_parent["content_fingerprint"]:
+        raise UserError(f"{out_path}: made from grid content {short(recorded)}, but {grid_parent['path']} "
+                        f"now has content {short(grid_parent['content_fingerprint'])}; resuming would mix "
+                        f"two grid versions; choose another --out")
     _check_resumable(out, out_path, grid, config, rows)
     return out
 

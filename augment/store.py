@@ -44,6 +44,18 @@ Only grid spectra with status ok become rows. Group attributes: ``schema``, ``la
 :class:`augment.config.AugmentConfig` as a dict, ``seed``, ``chain``: a one-line description,
 ``run``: :func:`gridgen.core.provenance.run_context`}.
 
+Identity (:mod:`gridgen.core.identity`): a training store made by ``python -m augment`` records
+the group attribute ``identity`` = {``definition``: ``augment-config:<SHA-256>`` of the
+:class:`augment.config.AugmentConfig` as canonical JSON, ``inputs_fingerprint``: SHA-256 over that
+config, the chain note and the grid store's definition, inputs and content fingerprints,
+``parents``: [the grid store's path, definition and fingerprints]}. Stores without it (observed
+and re-simulation stores, older training stores) get one derived from ``provenance`` by
+:func:`store_identity` (parents: the grid store, or each input file's SHA-256). The
+``content_fingerprint`` (:func:`content_fingerprint`) is computed, not stored: training stores have
+no per-row flux digest, so it is the SHA-256 over each row's ``status`` and the digest of its
+``source_index``, ``split`` and ``labels`` (float64 bytes); the flux is not re-read, being fixed by
+the inputs fingerprint (grid content, config and seed), which is what a resume checks.
+
 Re-simulation store (:mod:`augment.resimulate`): a training store, complete when created, whose
 ``flux`` (n_spec, 1, n_pix) and ``flux_clean`` hold the same noiseless flux, ``status`` 1 where
 the synthesis succeeded and 0 (flux NaN) where it failed, plus ``object_id``, ``error`` (failure
@@ -76,6 +88,9 @@ import zarr
 
 from gridgen.core.codes import SPLIT_NAMES
 from gridgen.core.errors import UserError
+from gridgen.core.identity import content_fingerprint as _rows_fingerprint
+from gridgen.core.identity import fingerprint_json
+from gridgen.core.provenance import sha256_bytes
 from gridgen.core.storeio import create_atomically, open_store
 from gridgen.store import cf_flags, write_coordinate
 
@@ -141,7 +156,8 @@ def create_training_store(path: str | Path, **layout) -> zarr.Group:
 
 def init_training_group(group: zarr.Group, *, grid: PixelGrid, medium: str, snr: np.ndarray, snr_unit: str,
                         labels: np.ndarray, label_names: list[str], label_units: list[str], split: np.ndarray,
-                        source_index: np.ndarray, chunk_spectra: int, provenance: dict) -> None:
+                        source_index: np.ndarray, chunk_spectra: int, provenance: dict,
+                        identity: dict | None = None) -> None:
     """Lay out an empty training store's arrays and attributes in ``group``.
 
     Parameters
@@ -163,6 +179,8 @@ def init_training_group(group: zarr.Group, *, grid: PixelGrid, medium: str, snr:
         Spectra per ``flux`` chunk.
     provenance : dict
         JSON-serialisable.
+    identity : dict, optional
+        The store's identity (:func:`training_identity`); recorded as the ``identity`` attribute.
     """
     n_spec, n_pix, n_snr = labels.shape[0], grid.n_pix, len(snr)
     chunk = min(chunk_spectra, n_spec)
@@ -181,6 +199,8 @@ def init_training_group(group: zarr.Group, *, grid: PixelGrid, medium: str, snr:
     group.attrs.update({"schema": TRAIN_SCHEMA, "label_names": list(label_names),
                         "label_units": list(label_units), "chunk_spectra": int(chunk),
                         "provenance": provenance})
+    if identity is not None:
+        group.attrs["identity"] = identity
 
 
 def create_resimulation_store(path: str | Path, *, flux_clean: np.ndarray, object_id: list[str], error: list[str],
@@ -304,3 +324,65 @@ def write_chunk(group: zarr.Group, start: int, flux_clean: np.ndarray, flux: np.
     stop = start + flux.shape[0]
     group["flux"][start:stop] = flux
     group["flux_clean"][start:stop] = flux_clean
+
+
+def training_identity(config: dict, chain: str, grid: dict) -> dict:
+    """The identity of a training store made with ``config`` from a grid store.
+
+    Parameters
+    ----------
+    config : dict
+        The augment configuration (:meth:`augment.config.AugmentConfig.to_dict`).
+    chain : str
+        The chain description (changes with the algorithm).
+    grid : dict
+        The grid store's ``path``, ``definition`` (name@version), ``definition_sha256`` (its
+        TOML's), ``inputs_fingerprint`` and ``content_fingerprint``.
+    """
+    definition = f"augment-config:{fingerprint_json(config)}"
+    inputs = {"config": config, "chain": chain,
+              "grid": {key: grid.get(key) for key in ("definition", "definition_sha256", "inputs_fingerprint",
+                                                      "content_fingerprint")}}
+    return {"definition": definition, "inputs_fingerprint": fingerprint_json(inputs),
+            "parents": [{"kind": "grid store", **grid}]}
+
+
+def store_identity(group: zarr.Group) -> dict:
+    """A training or observed store's identity: recorded, or derived from its provenance."""
+    recorded = group.attrs.get("identity")
+    if isinstance(recorded, dict):
+        return recorded
+    provenance = group.attrs.get("provenance")
+    provenance = provenance if isinstance(provenance, dict) else {}
+    config = provenance.get("augment") or provenance.get("config") or {}
+    decisive = {key: value for key, value in provenance.items() if key != "run"}
+    parents = []
+    if "grid_store" in provenance:
+        grid = provenance.get("grid") or {}
+        parents.append({"kind": "grid store", "path": provenance["grid_store"].get("path"),
+                        "definition": f"{(grid.get('grid') or {}).get('name', '?')}@"
+                                      f"{(grid.get('grid') or {}).get('version', '?')}"})
+    for item in provenance.get("inputs") or []:
+        if isinstance(item, dict):
+            parents.append({"kind": "spectrum file", "path": item.get("path"), "sha256": item.get("sha256")})
+    return {"definition": f"augment-config:{fingerprint_json(config)}",
+            "inputs_fingerprint": fingerprint_json(decisive), "parents": parents}
+
+
+def content_fingerprint(group: zarr.Group) -> str:
+    """SHA-256 over every row's status and the digest of its source row, split and labels.
+
+    Observed stores, which have no ``source_index``, ``split`` or ``labels``, digest their
+    ``object_id`` instead. The flux is not re-read (see the module docstring).
+    """
+    status = np.asarray(group["status"][:])
+    if "labels" in group:
+        labels = np.ascontiguousarray(group["labels"][:], dtype="<f8")
+        split = np.asarray(group["split"][:]) if "split" in group else np.zeros(len(status), dtype=np.int8)
+        source = (np.asarray(group["source_index"][:]) if "source_index" in group
+                  else np.full(len(status), -1, dtype=np.int64))
+        digests = [sha256_bytes(f"{int(source[i])} {int(split[i])} ".encode() + labels[i].tobytes())
+                   for i in range(len(status))]
+    else:
+        digests = [sha256_bytes(str(name).encode("utf-8")) for name in group["object_id"][:]]
+    return _rows_fingerprint(status, np.array(digests))

@@ -1,4 +1,4 @@
-"""Command line: ``python -m cinn {train,evaluate,predict,search,bias-fit}``.
+"""Command line: ``python -m cinn {train,evaluate,predict,search,bias-fit,info,diff}``.
 
 Exit status 0 on success, 1 with one ``error: ...`` line on a user error
 (:class:`gridgen.core.errors.UserError`), 2 on an internal failure.
@@ -97,7 +97,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model directory (bias.json is written there)")
     p.add_argument("table", help="reference CSV")
     p.add_argument("--feh-min", type=float, default=-2.5, help="use stars with [Fe/H]_ref above this (dex)")
+    _add_info_parser(sub)
+    _add_diff_parser(sub)
     return parser
+
+
+def _add_info_parser(sub) -> None:
+    """``info MODEL``: identity and lineage (model -> training store -> grid store -> definition)."""
+    p = sub.add_parser("info", help="a model's fingerprints and lineage: training store, grid store, "
+                       "grid definition")
+    p.add_argument("model", help="model directory")
+
+
+def _add_diff_parser(sub) -> None:
+    """``diff MODEL_A MODEL_B``: exit 0 if the weights are identical, 1 if they differ."""
+    p = sub.add_parser("diff", help="compare two models: config key by key, training stores, weights; "
+                       "exit 0 if the weights are identical, 1 if they differ")
+    p.add_argument("a", help="model directory")
+    p.add_argument("b", help="model directory")
+
+
+def _cmd_info(args) -> int:
+    from cinn.model import lineage_lines
+
+    print("\n".join(lineage_lines(args.model)))
+    return 0
+
+
+def _cmd_diff(args) -> int:
+    from cinn.model import diff_models
+
+    lines, identical = diff_models(args.a, args.b)
+    print("\n".join(lines))
+    return 0 if identical else 1
 
 
 def _config(args):
@@ -130,6 +162,8 @@ def _predict_config(base, args):
 
 
 def run(args) -> int:
+    if args.command in ("info", "diff"):
+        return {"info": _cmd_info, "diff": _cmd_diff}[args.command](args)
     import torch
     configure_logging(getattr(args, "log_level", "info"))
     jobs = getattr(args, "jobs", None)

@@ -6,7 +6,7 @@ Layout (``FORMAT_VERSION`` in ``model.json``)::
                             pixel-grid SHA-256 (:func:`wave_sha256`), wavelength medium, trained
                             S/N range and unit, training store path + schema + split sizes +
                             provenance + its SHA-256 (:func:`provenance_sha256`), torch version,
-                            run context
+                            run context, ``identity`` (below)
     config.json             JSON: the full CinnConfig used (:func:`cinn.config.config_to_dict`)
     standardization.npz     NumPy arrays without pickle: pixel grid, flux/S/N/target
                             statistics, bounds, noise calibration (:class:`Standardization`)
@@ -20,6 +20,13 @@ Layout (``FORMAT_VERSION`` in ``model.json``)::
                             (:func:`cinn.evaluate.training_report`)
     bias.json               JSON (after ``cinn bias-fit``): ``coefficients`` {target: {a (per
                             K), b}}, ``feh_min``, ``n_stars``, ``regressor``
+
+Identity (:mod:`gridgen.core.identity`): ``model.json`` ``identity`` = {``definition``:
+``cinn-config:<SHA-256>`` of config.json's canonical JSON, ``inputs_fingerprint``: SHA-256 over
+that config and the training store's inputs and content fingerprints, ``parents``: [the training
+store's path, definition, fingerprints and its own ``parents`` (the grid store)]}. Models written
+before it have one derived from ``training_store``. The model's ``content_fingerprint`` is the
+SHA-256 of ``weights.pt`` (:func:`model_content_fingerprint`), computed when asked.
 
 Every file is untrusted input when read: JSON is parsed, never evaluated; the statistics are
 read without pickle and torch files with ``weights_only=True``. Every write is atomic.
@@ -35,10 +42,15 @@ import numpy as np
 import torch
 
 from gridgen.core.errors import UserError
-from gridgen.core.provenance import run_context, sha256_bytes
+from gridgen.core.identity import differences, fingerprint_json, short, shown
+from gridgen.core.provenance import run_context, sha256_bytes, sha256_file
 from gridgen.core.storeio import write_atomically
+from gridgen.store import content_fingerprint as grid_content_fingerprint
+from gridgen.store import open_grid_store
 
-from cinn.config import CinnConfig, config_from_dict
+from augment.store import content_fingerprint as store_content_fingerprint
+from augment.store import open_augment_store, store_identity as augment_store_identity
+from cinn.config import CinnConfig, config_from_dict, config_to_dict
 from cinn.data import StoreInfo
 from cinn.files import read_json_object, write_json
 from cinn.network import CinnNetwork, build_network, select_device
@@ -103,8 +115,12 @@ def read_model_description(model_dir: Path) -> dict:
 
 def write_model_description(model_dir: Path, config: CinnConfig, store_path: str | Path, info: StoreInfo,
                             label_units: list[str], stats: Standardization, n_train: int, n_val: int,
-                            provenance: dict) -> Path:
-    """Write model.json for a model trained on the store ``store_path`` (see the layout)."""
+                            provenance: dict, store_identity: dict | None = None) -> Path:
+    """Write model.json for a model trained on the store ``store_path`` (see the layout).
+
+    ``store_identity``: the training store's identity with its ``content_fingerprint``
+    (:func:`training_store_identity`), recorded as the model's parent.
+    """
     units = dict(zip(info.label_names, label_units))
     return write_json(Path(model_dir) / "model.json", {
         "format_version": FORMAT_VERSION,
@@ -121,7 +137,42 @@ def write_model_description(model_dir: Path, config: CinnConfig, store_path: str
                            "provenance": provenance, "provenance_sha256": provenance_sha256(provenance)},
         "torch_version": torch.__version__,
         "run_context": run_context(),
+        "identity": model_identity(config, store_path, store_identity or {}),
     })
+
+
+def training_store_identity(group) -> dict:
+    """A training store's identity (:mod:`augment.store`) with its content fingerprint."""
+    return {**augment_store_identity(group), "content_fingerprint": store_content_fingerprint(group)}
+
+
+def model_identity(config: CinnConfig, store_path: str | Path, store_identity: dict) -> dict:
+    """The identity recorded in model.json (see the module docstring)."""
+    config_dict = config_to_dict(config)
+    # Epochs and device may change on resume; they do not define the model.
+    defining = {**config_dict, "train": {k: v for k, v in config_dict["train"].items()
+                                         if k not in ("epochs", "device")}}
+    store = {key: store_identity.get(key) for key in ("definition", "inputs_fingerprint", "content_fingerprint")}
+    return {"definition": f"cinn-config:{fingerprint_json(defining)}",
+            "inputs_fingerprint": fingerprint_json({"config": defining, "training_store": store}),
+            "parents": [{"kind": "training store", "path": str(Path(store_path).resolve()), **store,
+                         "parents": store_identity.get("parents", [])}]}
+
+
+def read_model_identity(meta: dict) -> dict:
+    """model.json's identity, or (older models) one derived from its ``training_store``."""
+    if isinstance(meta.get("identity"), dict):
+        return meta["identity"]
+    store = meta.get("training_store") or {}
+    return {"definition": "?", "inputs_fingerprint": None,
+            "parents": [{"kind": "training store", "path": store.get("path"),
+                         "provenance_sha256": store.get("provenance_sha256")}]}
+
+
+def model_content_fingerprint(model_dir: str | Path) -> str | None:
+    """SHA-256 of the model's ``weights.pt`` (None before the first epoch wrote it)."""
+    path = Path(model_dir) / "weights.pt"
+    return sha256_file(path) if path.is_file() else None
 
 
 def save_torch(obj, path: Path) -> Path:
@@ -206,3 +257,74 @@ def load_bias(model_dir: str | Path) -> dict:
                                                and not isinstance(coef.get(k), bool) for k in "ab")):
             raise UserError(f"{path}: coefficients of {name!r} must be numbers a (per K) and b")
     return bias
+
+
+def lineage_lines(model_dir: str | Path) -> list[str]:
+    """The chain model -> training store -> grid store -> grid definition, with fingerprints.
+
+    Each store is also looked up at its recorded path: a store found there with other
+    fingerprints, or not found, is said so (the recorded fingerprints stay the reference).
+    """
+    meta = read_model_description(Path(model_dir))
+    identity = read_model_identity(meta)
+    lines = [f"model           {model_dir}: {identity.get('definition', '?').split(':')[0]} "
+             f"{short(identity.get('definition', '').split(':')[-1])}, inputs "
+             f"{short(identity.get('inputs_fingerprint'))}, content (weights.pt) "
+             f"{short(model_content_fingerprint(model_dir))}"]
+    for store in identity.get("parents") or []:
+        lines.append(f"training store  {store.get('path')}: inputs {short(store.get('inputs_fingerprint'))}, "
+                     f"content {short(store.get('content_fingerprint'))}"
+                     + _found_at(store, lambda path: training_store_identity(open_augment_store(path))))
+        for grid in store.get("parents") or []:
+            if grid.get("kind") != "grid store":
+                continue
+
+            def grid_now(path):
+                group = open_grid_store(path)
+                return {"content_fingerprint": grid_content_fingerprint(group)[0]}
+
+            lines.append(f"grid store      {grid.get('path')}: inputs {short(grid.get('inputs_fingerprint'))}, "
+                         f"content {short(grid.get('content_fingerprint'))}" + _found_at(grid, grid_now))
+            lines.append(f"grid definition {grid.get('definition', '?')} (TOML SHA-256 "
+                         f"{short(grid.get('definition_sha256'))})")
+    return lines
+
+
+def _found_at(recorded: dict, current) -> str:
+    """``""`` if the store at the recorded path has the recorded content, else why not."""
+    path = recorded.get("path")
+    if not path or not Path(path).exists():
+        return " (not found at that path now)"
+    try:
+        now = current(path)
+    except UserError as exc:
+        return f" (unreadable now: {exc})"
+    if now.get("content_fingerprint") != recorded.get("content_fingerprint"):
+        return f" (the store there now has content {short(now.get('content_fingerprint'))})"
+    return " (found, same content)"
+
+
+def diff_models(dir_a: str | Path, dir_b: str | Path) -> tuple[list[str], bool]:
+    """Compare two model directories: config key by key, training stores, weights.
+
+    Returns
+    -------
+    lines : list of str
+    identical : bool
+        True when both ``weights.pt`` files have the same SHA-256.
+    """
+    meta_a, meta_b = read_model_description(Path(dir_a)), read_model_description(Path(dir_b))
+    id_a, id_b = read_model_identity(meta_a), read_model_identity(meta_b)
+    weights_a, weights_b = model_content_fingerprint(dir_a), model_content_fingerprint(dir_b)
+    lines = [f"A  {dir_a}: inputs {short(id_a.get('inputs_fingerprint'))} content {short(weights_a)}",
+             f"B  {dir_b}: inputs {short(id_b.get('inputs_fingerprint'))} content {short(weights_b)}"]
+    config = differences(read_json_object(Path(dir_a) / "config.json", "config"),
+                         read_json_object(Path(dir_b) / "config.json", "config"))
+    lines.append("definition (config.json): " + ("same" if not config else f"{len(config)} key(s) differ"))
+    lines += [f"  {key}: {shown(va)} -> {shown(vb)}" for key, va, vb in config]
+    stores = differences(id_a.get("parents"), id_b.get("parents"))
+    lines.append("inputs (training store and its grid): " + ("same" if not stores else "differ"))
+    lines += [f"  {key}: {shown(va)} -> {shown(vb)}" for key, va, vb in stores]
+    identical = weights_a is not None and weights_a == weights_b
+    lines.append("content (weights.pt): " + ("identical" if identical else "differs"))
+    return lines, identical

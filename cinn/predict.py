@@ -16,6 +16,7 @@ import zarr
 
 from gridgen.core.errors import UserError
 from gridgen.core.progress import progress as progress_bar
+from gridgen.core.identity import fingerprint_json
 from gridgen.core.provenance import run_context
 from gridgen.core.storeio import create_atomically
 from gridgen.store import write_coordinate
@@ -23,7 +24,8 @@ from gridgen.store import write_coordinate
 from cinn.config import PredictConfig
 from cinn.data import (OBSERVED_SCHEMA, TRAIN_SCHEMA, check_finite, chunks_of, open_spectra_store, read_array,
                        read_rows, split_rows)
-from cinn.model import LoadedModel, check_pixel_grid
+from cinn.model import (LoadedModel, check_pixel_grid, model_content_fingerprint, read_model_identity,
+                        training_store_identity)
 from cinn.posterior import QUANTILES, latent_index
 from cinn.targets import physical_truth
 
@@ -157,7 +159,9 @@ def write_posterior_store(result: dict, model: LoadedModel, out_path: str | Path
     ``snr`` carries the input store's ``unit`` and CF ``units = "1"``. Attrs: ``target_names``, ``target_units``, model dir, input path, config, bias
     flag, ``provenance`` = {``run``: run context, ``model_training_store``: the model's training
     store (path, schema, provenance and its SHA-256), ``input``: the input store's path, schema
-    and provenance}.
+    and provenance}, ``identity`` = {``definition``: the predict config's SHA-256,
+    ``inputs_fingerprint``: over it, the model's and the input store's fingerprints, ``parents``:
+    [the model (path, inputs fingerprint, content = weights.pt SHA-256), the input store]}.
 
     Raises
     ------
@@ -173,8 +177,12 @@ def write_posterior_store(result: dict, model: LoadedModel, out_path: str | Path
                   "provenance": dict(input_group.attrs.get("provenance", {}))},
     }
 
+    identity = posterior_identity(model, input_path, input_group,
+                                  {k: getattr(config, k) for k in config.__dataclass_fields__}, bias_corrected)
+
     def fill(group: zarr.Group) -> None:
         group.attrs.update({
+            "identity": identity,
             "schema": POSTERIOR_SCHEMA,
             "target_names": list(model.target_names),
             "target_units": model.meta.get("target_units", []),
@@ -208,4 +216,21 @@ def write_posterior_store(result: dict, model: LoadedModel, out_path: str | Path
 
     create_atomically(Path(out_path), fill)
     return Path(out_path)
+
+
+def posterior_identity(model: LoadedModel, input_path: str | Path, input_group: zarr.Group,
+                       predict_config: dict, bias_corrected: bool) -> dict:
+    """The identity of a posterior store: the model's and the input store's fingerprints."""
+    model_identity = read_model_identity(model.meta)
+    parents = [{"kind": "model", "path": str(model.model_dir.resolve()),
+                "definition": model_identity.get("definition"),
+                "inputs_fingerprint": model_identity.get("inputs_fingerprint"),
+                "content_fingerprint": model_content_fingerprint(model.model_dir)},
+               {"kind": "input store", "path": str(Path(input_path).resolve()),
+                **training_store_identity(input_group)}]
+    definition = {"predict": predict_config, "bias_corrected": bias_corrected}
+    return {"definition": f"predict-config:{fingerprint_json(definition)}",
+            "inputs_fingerprint": fingerprint_json({"definition": definition, "parents": parents}),
+            "parents": parents}
+
 

@@ -24,12 +24,13 @@ import torch
 from tqdm.auto import tqdm
 
 from gridgen.core.errors import UserError
+from gridgen.core.identity import short
 
 from cinn.config import CinnConfig, config_from_dict, config_to_dict
 from cinn.data import BatchStream, StoreInfo, iterate_split, open_spectra_store, read_array, split_rows
 from cinn.files import read_json_object, save_figure, write_csv_rows, write_json
-from cinn.model import (provenance_sha256, read_model_description, save_torch, wave_sha256,
-                        write_model_description)
+from cinn.model import (provenance_sha256, read_model_description, read_model_identity, save_torch,
+                        training_store_identity, wave_sha256, write_model_description)
 from cinn.network import CinnNetwork, build_network, select_device
 from cinn.standardize import Standardization, compute_standardization
 from cinn.targets import labels_to_targets
@@ -123,6 +124,7 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
     """
     group, info = open_spectra_store(store_path)
     provenance = dict(group.attrs.get("provenance", {}))
+    store_identity = training_store_identity(group)
     targets = labels_to_targets(read_array(group["labels"]), info.label_names, config.targets.names,
                                 config.targets.vbroad_floor_kms)
     train_rows, val_rows = split_rows(group, "train"), split_rows(group, "val")
@@ -146,10 +148,20 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
         if not (isinstance(started_on, dict) and {"path", "provenance_sha256"} <= started_on.keys()):
             raise UserError(f"{meta_path}: no training_store path and provenance_sha256; "
                             "use a new --out directory")
-        if started_on["provenance_sha256"] != provenance_sha256(provenance):
+        recorded = next(iter(read_model_identity(meta).get("parents") or []), {})
+        if recorded.get("content_fingerprint"):
+            # Name both stores by content fingerprint: a store refilled under the same path differs too.
+            if (recorded.get("content_fingerprint"), recorded.get("inputs_fingerprint")) != (
+                    store_identity["content_fingerprint"], store_identity.get("inputs_fingerprint")):
+                raise UserError(f"{model_dir} was started on another training store ({started_on['path']}, "
+                                f"content {short(recorded['content_fingerprint'])}, inputs "
+                                f"{short(recorded.get('inputs_fingerprint'))}); {store_path} has content "
+                                f"{short(store_identity['content_fingerprint'])}, inputs "
+                                f"{short(store_identity.get('inputs_fingerprint'))}; use a new --out directory")
+        elif started_on["provenance_sha256"] != provenance_sha256(provenance):
             raise UserError(f"{model_dir} was started on another training store ({started_on['path']}, "
-                            f"provenance SHA-256 {started_on['provenance_sha256'][:12]}); "
-                            "use a new --out directory")
+                            f"provenance SHA-256 {started_on['provenance_sha256'][:12]}); {store_path} has "
+                            f"provenance SHA-256 {provenance_sha256(provenance)[:12]}; use a new --out directory")
     if stats_path.exists():
         stats = Standardization.load(stats_path)
         if wave_sha256(stats.wave_aa) != wave_sha256(info.wave_aa):
@@ -161,7 +173,7 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
     model_dir.mkdir(parents=True, exist_ok=True)
     write_json(config_path, config_to_dict(config))
     write_model_description(model_dir, config, store_path, info, list(group.attrs.get("label_units", [])),
-                            stats, train_rows.size, val_rows.size, provenance)
+                            stats, train_rows.size, val_rows.size, provenance, store_identity)
     stats.save(stats_path)
     return group, info, train_rows, val_rows, targets, stats
 

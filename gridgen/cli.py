@@ -1,4 +1,4 @@
-"""Command line: ``python -m gridgen {engine,run,submit,estimate,info,verify,export-tsfitpy,import-tsfitpy} ...``."""
+"""Command line: ``python -m gridgen {engine,run,submit,estimate,info,verify,diff,reproduce,export-tsfitpy,import-tsfitpy} ...``."""
 
 from __future__ import annotations
 
@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar (the store is "
                      "then read only when a chunk starts and ends)")
     _add_dask_options(run)
+    _add_reuse_argument(run)
 
     info = commands.add_parser("info", help="status counts, failure reasons, provenance summary")
     info.add_argument("store")
@@ -90,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_tsfitpy_parsers(commands)
     _add_submit_parser(commands)
     _add_estimate_parser(commands)
+    _add_diff_parser(commands)
+    _add_reproduce_parser(commands)
     return parser
 
 
@@ -188,6 +191,35 @@ def _cmd_estimate(args) -> int:
     return 0
 
 
+def _add_reuse_argument(run) -> None:
+    """``run --reuse OLD.zarr``: grow a grid from an older version (see docs/versioning.md)."""
+    run.add_argument("--reuse", metavar="OLD.zarr", help="grid store of an older version of this "
+                     "grid: its spectra are copied where the definitions differ only in "
+                     "n_spectra (and version, description) and the physics is the same; only new "
+                     "rows are synthesised")
+
+
+def _add_diff_parser(commands) -> None:
+    """``diff A B``: definition, inputs and spectra of two grid stores; exit 1 if content differs."""
+    diff = commands.add_parser("diff", help="compare two grid stores: definition key by key, "
+                               "inputs, spectra matched by labels; exit 0 if the content is "
+                               "identical, 1 if it differs")
+    diff.add_argument("a")
+    diff.add_argument("b")
+
+
+def _add_reproduce_parser(commands) -> None:
+    """``reproduce STORE``: rebuild a sample of spectra from the TOML the store holds."""
+    reproduce = commands.add_parser("reproduce", help="re-synthesise K random ok spectra from "
+                                    "the grid TOML the store records, with the local engine "
+                                    "checked against the recorded one; exit 1 on any mismatch")
+    reproduce.add_argument("store")
+    reproduce.add_argument("--sample", type=int, default=3, metavar="K",
+                           help="spectra to rebuild (default 3)")
+    reproduce.add_argument("--seed", type=int, default=0, help="seed of the choice of spectra")
+    reproduce.add_argument("--engine-dir")
+
+
 def _add_tsfitpy_parsers(commands) -> None:
     """``export-tsfitpy`` and ``import-tsfitpy`` (see gridgen.tsfitpy and docs/tsfitpy.md)."""
     export = commands.add_parser(
@@ -226,7 +258,10 @@ def _cmd_run(args) -> int:
 
     counts = run_grid(args.grid, args.out, jobs=args.jobs, dask=_dask_target(args),
                       shard=args.shard, engine_dir=args.engine_dir, progress=not args.no_progress,
-                      create_only=args.create_only, lease_stale_s=args.lease_stale_s)
+                      create_only=args.create_only, lease_stale_s=args.lease_stale_s,
+                      reuse=args.reuse)
+    if args.reuse:
+        _print_reused(args.out)
     where = f"{args.out} shard {args.shard}" if args.shard else args.out
     print(f"{where}: {counts['ok']} ok, {counts['failed']} failed, {counts['pending']} pending "
           f"({counts['computed']} synthesised by this run)")
@@ -240,9 +275,42 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _print_reused(out: str) -> None:
+    """One line on what a grown store copied from its parent."""
+    from gridgen.core.identity import short
+    from gridgen.store import open_grid_store, store_identity
+
+    for parent in store_identity(open_grid_store(out)).get("parents") or []:
+        print(f"{out}: {parent.get('rows_reused')} spectra reused from {parent.get('path')} "
+              f"({parent.get('definition')}, content {short(parent.get('content_fingerprint'))})")
+
+
+def _cmd_diff(args) -> int:
+    from gridgen.versioning import diff_grid_stores
+
+    result = diff_grid_stores(args.a, args.b)
+    print("\n".join(result.lines))
+    return 0 if result.identical else 1
+
+
+def _cmd_reproduce(args) -> int:
+    from gridgen.versioning import reproduce_store
+
+    result = reproduce_store(args.store, args.sample, seed=args.seed, engine_dir=args.engine_dir)
+    for line in result.mismatches:
+        print(f"FAIL {line}")
+    if result.mismatches:
+        raise UserError(f"{args.store}: {len(result.mismatches)} of {len(result.rows)} rebuilt "
+                        f"spectra differ from the stored ones")
+    print(f"{args.store}: {len(result.rows)} spectra rebuilt byte for byte "
+          f"(spectra {', '.join(map(str, result.rows))})")
+    return 0
+
+
 def _cmd_info(args) -> int:
     from gridgen.core.codes import SPLIT_NAMES, STATUS_NAMES
     from gridgen.store import failure_reasons, open_grid_store, read_chunked
+    from gridgen.versioning import identity_lines
 
     group = open_grid_store(args.store)
     prov = group.attrs.get("provenance")
@@ -284,6 +352,7 @@ def _cmd_info(args) -> int:
     nlte = field("nlte", "nlte_elements")
     print(f"NLTE         {', '.join(map(str, nlte)) if isinstance(nlte, list) and nlte else 'none (LTE)'}")
     print(f"made by      {field('code_version')} on {field('host')} at {field('created_utc')}")
+    print("\n".join(identity_lines(group)))
     notes = [n for n in notes_all if n]
     if notes:
         print(f"notes        {len(notes)} spectra deviate from the definition, e.g. {notes[0]}")
@@ -305,7 +374,8 @@ _VERIFY_SHOWN = 20
 
 
 def _cmd_verify(args) -> int:
-    from gridgen.store import verify_grid_store
+    from gridgen.core.identity import short
+    from gridgen.store import content_fingerprint, open_grid_store, verify_grid_store
 
     problems = verify_grid_store(args.store)
     for line in problems[:_VERIFY_SHOWN]:
@@ -314,7 +384,9 @@ def _cmd_verify(args) -> int:
         print(f"FAIL ... and {len(problems) - _VERIFY_SHOWN} more")
     if problems:
         raise UserError(f"{args.store}: {len(problems)} problem(s) found")
-    print(f"{args.store}: OK (schema, every chunk, status/flux/checksum agreement and all checksums)")
+    print(f"{args.store}: OK (schema, every chunk, status/flux/checksum agreement and all checksums; "
+          f"content fingerprint {short(content_fingerprint(open_grid_store(args.store))[0])} "
+          f"matches the data)")
     return 0
 
 
@@ -345,7 +417,8 @@ def main(argv=None) -> int:
     configure_logging(args.log_level)
     handler = {"engine": _cmd_engine, "run": _cmd_run, "info": _cmd_info, "verify": _cmd_verify,
                "export-tsfitpy": _cmd_export_tsfitpy, "import-tsfitpy": _cmd_import_tsfitpy,
-               "submit": _cmd_submit, "estimate": _cmd_estimate}
+               "submit": _cmd_submit, "estimate": _cmd_estimate,
+               "diff": _cmd_diff, "reproduce": _cmd_reproduce}
     return handler[args.command](args)
 
 

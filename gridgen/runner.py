@@ -44,6 +44,7 @@ from gridgen.sampling import assign_split, clip_fe_h_prior, sample_parameters
 from gridgen.solar import SOLAR_MIXTURES, solar_abundances
 from gridgen.synthesis import SynthesisContext, linelist_provenance, synthesize_rows
 from gridgen.core.storeio import StoreExists
+from gridgen.versioning import reusable_rows
 from gridgen.store import (
     SCHEMA, STATUS_FAILED, STATUS_OK, chunk_ranges, create_grid_store, open_grid_store, status_counts,
     write_spectrum,
@@ -129,21 +130,27 @@ def _without_nlte_sha(key: str, section):
     return {**section, "files": files}
 
 
-def prepare_store(config: GridConfig, out: str | Path, engine_dir: str | None = None):
+def prepare_store(config: GridConfig, out: str | Path, engine_dir: str | None = None,
+                  reuse: str | Path | None = None):
     """Open the store for ``config`` at ``out``, creating and sampling it if it does not exist.
+
+    With ``reuse`` (an older version's grid store), a new store copies the old one's leading
+    spectra that have the same parameter sets and splits (:func:`gridgen.versioning.reusable_rows`);
+    an existing ``out`` is resumed as usual (the copy was part of its creation).
 
     Raises
     ------
     UserError
         If ``out`` holds a store made from another grid definition (different TOML SHA-256),
-        or anything that is not a grid store.
+        or anything that is not a grid store; if ``reuse`` is not a grid store of the same
+        physics and definition up to ``n_spectra`` (nothing is written then).
     """
     out = Path(out)
     engine = engine_mod.load_engine(Path(engine_dir) if engine_dir else None)
     provider = make_provider(config.atmosphere, engine)
     if not out.exists():
         try:
-            return _create_store(config, out, engine, provider)
+            return _create_store(config, out, engine, provider, reuse)
         except StoreExists:
             pass  # another run created it meanwhile: resume it like any existing store
     group = open_grid_store(out, mode="r+")
@@ -166,10 +173,23 @@ def prepare_store(config: GridConfig, out: str | Path, engine_dir: str | None = 
     return group
 
 
-def _create_store(config: GridConfig, out: Path, engine, provider):
-    """Sample the parameters and create the (all pending) store; StoreExists if ``out`` exists."""
+def _create_store(config: GridConfig, out: Path, engine, provider, reuse: str | Path | None = None):
+    """Sample the parameters and create the (all pending) store; StoreExists if ``out`` exists.
+
+    With ``reuse``, the old store's reusable leading spectra are copied in (see prepare_store).
+    """
     labels = sample_parameters(config, provider)
     solar_abundances(config.sampler.solar_mixture)  # fail early on an unknown mixture name
+    split = assign_split(len(labels), config.split, config.seed)
+    provenance = grid_provenance(config, engine, provider, engine.wave_medium)
+    old, n_reused, parents = None, 0, ()
+    if reuse is not None:
+        old = open_grid_store(reuse)
+        stored = old.attrs.get("provenance")
+        stored = stored if isinstance(stored, dict) else {}
+        changed = [key for key in _RESUME_SECTIONS if stored.get(key) != provenance[key]]
+        n_reused, parent = reusable_rows(reuse, old, changed, config.source_text, labels, split)
+        parents = (parent,)
     return create_grid_store(
         out,
         wave_aa=engine_mod.synthesis_wavelengths(config.synthesis.windows_aa, config.synthesis.step_aa),
@@ -177,9 +197,12 @@ def _create_store(config: GridConfig, out: Path, engine, provider):
         labels=labels,
         label_names=LABEL_NAMES,
         label_units=LABEL_UNITS,
-        split=assign_split(len(labels), config.split, config.seed),
+        split=split,
         chunk_spectra=config.chunk_spectra,
-        provenance=grid_provenance(config, engine, provider, engine.wave_medium),
+        provenance=provenance,
+        parents=parents,
+        reuse_from=old,
+        reuse_rows=n_reused,
     )
 
 
@@ -408,6 +431,7 @@ def run_grid(
     create_only: bool = False,
     lease_stale_s: float = lease_mod.STALE_AFTER_S,
     poll_s: float | None = None,
+    reuse: str | Path | None = None,
 ) -> dict:
     """Create or resume the grid store ``out`` for the grid definition at ``config_path``.
 
@@ -444,6 +468,10 @@ def run_grid(
     poll_s
         Seconds between progress polls (default ``POLL_CLUSTER_S`` inside a Slurm job or on
         Dask, else ``POLL_LOCAL_S``).
+    reuse
+        An older version's grid store: a new ``out`` copies its spectra where the definitions
+        differ only in ``n_spectra`` (and version, description) and the physics is the same;
+        only the other spectra are synthesised.
 
     Returns
     -------
@@ -469,7 +497,7 @@ def run_grid(
     with ExitStack() as stack:
         # Connect before creating the store: an unreachable scheduler leaves nothing behind.
         client = stack.enter_context(dask_client(dask)) if dask and not create_only else None
-        group = prepare_store(config, out, engine_dir)
+        group = prepare_store(config, out, engine_dir, reuse)
         mine = [(number, start, stop) for number, (start, stop) in enumerate(chunk_ranges(group))
                 if number % shard_count == shard_index]
         if create_only:

@@ -311,17 +311,30 @@ def sample_parameters(config: GridConfig, provider) -> np.ndarray:
     return _sample_random(config, provider, fe_h_prior)
 
 
+#: How :func:`assign_split` assigns splits; recorded in every grid store (``split_rule``).
+SPLIT_RULE = "seeded-blocks-of-100/1"
+#: Spectra per block of the split: within each block the fractions hold exactly (to 1/100).
+_SPLIT_BLOCK = 100
+
+
 def assign_split(n_spectra: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
     """Split codes per base spectrum: 0 train, 1 test, 2 validation, in the given fractions.
 
-    The permutation comes from its own seed stream (:mod:`gridgen.core.seeds`), so the split is
-    reproducible and independent of the parameters drawn.
+    Spectra are taken in blocks of 100 in index order; each block's codes are a permutation
+    drawn from its own seed stream ``(seed, STREAM_SPLIT, block)`` (:mod:`gridgen.core.seeds`),
+    holding ``round(fraction * 100)`` train and test codes. Spectrum i's split therefore depends
+    only on the seed and i, never on ``n_spectra``: growing a grid keeps every split (a test
+    spectrum never becomes a training one), and full blocks hold the fractions exactly. The
+    split is reproducible and independent of the parameters drawn.
     """
-    order = derived_rng(seed, STREAM_SPLIT).permutation(n_spectra)
-    n_train = int(round(fractions[0] * n_spectra))
-    n_test = int(round(fractions[1] * n_spectra))
+    n_train = int(round(fractions[0] * _SPLIT_BLOCK))
+    n_test = int(round(fractions[1] * _SPLIT_BLOCK))
+    by_rank = np.full(_SPLIT_BLOCK, 2, dtype=np.int8)
+    by_rank[:n_train] = 0
+    by_rank[n_train:n_train + n_test] = 1
     split = np.empty(n_spectra, dtype=np.int8)
-    split[order[:n_train]] = 0
-    split[order[n_train:n_train + n_test]] = 1
-    split[order[n_train + n_test:]] = 2
+    for block_start in range(0, n_spectra, _SPLIT_BLOCK):
+        order = derived_rng(seed, STREAM_SPLIT, block_start // _SPLIT_BLOCK).permutation(_SPLIT_BLOCK)
+        stop = min(block_start + _SPLIT_BLOCK, n_spectra)
+        split[block_start:stop] = by_rank[order[:stop - block_start]]
     return split

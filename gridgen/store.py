@@ -33,7 +33,19 @@ chunk is the unit of work of one worker. Dimension names:
 ``spectrum``, ``wavelength``, ``label``. Group attributes: ``schema`` (:data:`SCHEMA`),
 ``label_names``, ``label_units``, ``chunk_spectra`` and ``provenance`` (grid TOML text and
 SHA-256, engine and binary SHA-256s, line-list SHA-256s, atmosphere provider, solar mixture,
-NLTE settings, code version, host, creation time).
+NLTE settings, code version, host, creation time), ``split_rule`` (how ``split`` was assigned,
+:data:`gridgen.sampling.SPLIT_RULE`; stores made before it was recorded used a permutation of all
+rows, whose splits change when a grid grows, so they cannot be grown) and ``identity``.
+
+Identity (:mod:`gridgen.core.identity`; recorded at creation, derived from ``provenance`` for
+stores made before): ``definition`` (``name@version``), ``definition_sha256`` (the grid TOML's
+SHA-256), ``inputs_fingerprint`` (canonical-JSON SHA-256 of the TOML's SHA-256, ``split_rule``
+and the provenance sections :data:`INPUT_SECTIONS`: sampler, engine binaries and patches, line
+lists, atmosphere provider and weights, solar mixture, NLTE files, synthesis settings; not who,
+where or when) and ``parents`` (for a grid grown with ``gridgen run --reuse``: the old store's
+path, definition, fingerprints and the rows copied). The ``content_fingerprint`` is not stored,
+since filling changes it: :func:`content_fingerprint` computes it from ``status`` and
+``checksum`` (flux is not re-read), and ``verify`` checks the checksums against the flux.
 
 A store is created complete (all arrays, status pending) under a temporary name and renamed
 into place, so a failed creation leaves nothing behind; filling it is resumable. Every chunk file
@@ -60,8 +72,11 @@ import zarr
 
 from gridgen.core.codes import SPLIT_NAMES, STATUS_FAILED, STATUS_NAMES, STATUS_OK, STATUS_PENDING
 from gridgen.core.errors import UserError
+from gridgen.core.identity import content_fingerprint as _rows_fingerprint
+from gridgen.core.identity import fingerprint_json
 from gridgen.core.provenance import sha256_bytes
 from gridgen.core.storeio import create_atomically, open_store
+from gridgen.sampling import SPLIT_RULE
 
 SCHEMA = "cinn4most.gridstore/1"
 _REQUIRED = {
@@ -76,6 +91,10 @@ _REQUIRED = {
 }
 #: Per-spectrum arrays whose every chunk file exists from creation on.
 _WRITTEN_AT_CREATION = ("labels", "status", "split")
+#: Provenance sections that decide a grid store's spectra (with the TOML's SHA-256 and split rule).
+INPUT_SECTIONS = ("sampler", "engine", "linelists", "atmosphere", "solar_mixture", "nlte", "synthesis")
+#: Arrays copied row by row from an older store when a grid grows (``gridgen run --reuse``).
+_REUSED_ARRAYS = ("flux", "checksum", "error", "note", "status")
 #: How many problems of one kind verify lists before summarising the rest.
 _SHOWN_PER_KIND = 5
 
@@ -129,8 +148,11 @@ def create_grid_store(
     split: np.ndarray,
     chunk_spectra: int,
     provenance: dict,
+    parents: tuple[dict, ...] = (),
+    reuse_from: zarr.Group | None = None,
+    reuse_rows: int = 0,
 ) -> zarr.Group:
-    """Create an empty (all pending) grid store atomically.
+    """Create an empty (all pending) grid store atomically, optionally with rows of an old one.
 
     Parameters
     ----------
@@ -150,6 +172,12 @@ def create_grid_store(
         Spectra per chunk (the unit of work of one worker).
     provenance
         JSON-serialisable provenance dictionary.
+    parents
+        Identities of the stores this one is made from (recorded in ``identity``).
+    reuse_from, reuse_rows
+        An older grid store whose first ``reuse_rows`` spectra (flux, checksum, error, note,
+        status) are copied in, within the atomic creation; the caller has checked that they
+        are the same parameter sets and physics.
     """
     n_spec, n_label = labels.shape
     chunk = (min(chunk_spectra, n_spec),)
@@ -184,12 +212,19 @@ def create_grid_store(
             group[name].attrs["all_chunks_written"] = True
         group["status"].attrs.update(cf_flags(STATUS_NAMES.values()))
         group["split"].attrs.update(cf_flags(SPLIT_NAMES))
+        # The copy is done in blocks of the new store's chunk length (flux rows can be large).
+        for start in range(0, reuse_rows, chunk[0]):
+            stop = min(start + chunk[0], reuse_rows)
+            for name in _REUSED_ARRAYS:
+                group[name][start:stop] = reuse_from[name][start:stop]
         group.attrs.update({
             "schema": SCHEMA,
             "label_names": list(label_names),
             "label_units": list(label_units),
             "chunk_spectra": int(chunk[0]),
             "provenance": provenance,
+            "split_rule": SPLIT_RULE,
+            "identity": grid_identity(provenance, SPLIT_RULE, parents),
         })
 
     create_atomically(path, fill)
@@ -221,6 +256,43 @@ def open_grid_store(path: str | Path, mode: str = "r") -> zarr.Group:
     if group["flux"].shape[1] != group["wave"].shape[0]:
         raise UserError(f"{path}: corrupt grid store, flux and wave lengths differ")
     return group
+
+
+def grid_identity(provenance: dict, split_rule: str | None, parents=()) -> dict:
+    """A grid store's recorded identity from its provenance (see the module docstring)."""
+    grid = provenance.get("grid") or {}
+    inputs = {"definition_sha256": grid.get("toml_sha256"), "split_rule": split_rule,
+              **{key: provenance.get(key) for key in INPUT_SECTIONS}}
+    return {
+        "definition": f"{grid.get('name', '?')}@{grid.get('version', '?')}",
+        "definition_sha256": grid.get("toml_sha256"),
+        "inputs_fingerprint": fingerprint_json(inputs),
+        "parents": list(parents),
+    }
+
+
+def store_identity(group: zarr.Group) -> dict:
+    """The store's identity: the recorded one, or (older stores) derived from its provenance."""
+    recorded = group.attrs.get("identity")
+    if isinstance(recorded, dict):
+        return recorded
+    provenance = group.attrs.get("provenance")
+    return grid_identity(provenance if isinstance(provenance, dict) else {},
+                         group.attrs.get("split_rule"))
+
+
+def content_fingerprint(group: zarr.Group) -> tuple[str, list[str]]:
+    """SHA-256 over every spectrum's status and flux checksum, in spectrum order.
+
+    Returns
+    -------
+    fingerprint : str
+    problems : list of str
+        Unreadable chunks (their rows count as fill values), as :func:`read_chunked` reports.
+    """
+    status, bad_status = read_chunked(group, "status")
+    checksums, bad_checksums = read_chunked(group, "checksum")
+    return _rows_fingerprint(status, checksums), bad_status + bad_checksums
 
 
 def chunk_ranges(group: zarr.Group) -> list[tuple[int, int]]:
