@@ -199,8 +199,7 @@ def init_training_group(group: zarr.Group, *, grid: PixelGrid, medium: str, snr:
     group.attrs.update({"schema": TRAIN_SCHEMA, "label_names": list(label_names),
                         "label_units": list(label_units), "chunk_spectra": int(chunk),
                         "provenance": provenance})
-    if identity is not None:
-        group.attrs["identity"] = identity
+    group.attrs["identity"] = identity if identity is not None else identity_from_provenance(provenance)
 
 
 def create_resimulation_store(path: str | Path, *, flux_clean: np.ndarray, object_id: list[str], error: list[str],
@@ -271,7 +270,8 @@ def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr
         _put(group, "covered_fraction", covered.astype(np.float32), (n_spec,), ("spectrum",))
         _put(group, "status", np.full(n_spec, STATUS_DONE, dtype=np.int8), (n_spec,), ("spectrum",))
         _write_flags(group)
-        group.attrs.update({"schema": OBSERVED_SCHEMA, "chunk_spectra": 1, "provenance": provenance})
+        group.attrs.update({"schema": OBSERVED_SCHEMA, "chunk_spectra": 1, "provenance": provenance,
+                            "identity": identity_from_provenance(provenance)})
 
     create_atomically(path, fill)
     return open_augment_store(path)
@@ -353,7 +353,12 @@ def store_identity(group: zarr.Group) -> dict:
     if isinstance(recorded, dict):
         return recorded
     provenance = group.attrs.get("provenance")
-    provenance = provenance if isinstance(provenance, dict) else {}
+    return identity_from_provenance(provenance if isinstance(provenance, dict) else {})
+
+
+def identity_from_provenance(provenance: dict) -> dict:
+    """The identity of a store whose provenance says how it was made (observed and re-simulation
+    stores record it at creation; older stores get it derived by :func:`store_identity`)."""
     config = provenance.get("augment") or provenance.get("config") or {}
     decisive = {key: value for key, value in provenance.items() if key != "run"}
     parents = []

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import h5py
+from pathlib import Path
+
 import numpy as np
 import pytest
 import zarr
@@ -109,6 +112,11 @@ def test_formats_agree_and_noise_reaches_target(tmp_path, config_file, capsys):
     # is tested on white noise in test_augment_kernels.py.
     assert native[0] == pytest.approx(der_snr(flux.astype(np.float32)), rel=1e-12)
     assert group.attrs["provenance"]["inputs"][0]["native_snr_from"] == "der_snr"
+    # The store records its identity: each input file, by SHA-256, is a parent.
+    identity = group.attrs["identity"]
+    assert len(identity["inputs_fingerprint"]) == 64
+    assert [p["sha256"] for p in identity["parents"]] == [
+        hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files]
 
 
 def test_partial_coverage_is_masked_and_reported(tmp_path, config_file, capsys):
