@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-
-import h5py
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import zarr
