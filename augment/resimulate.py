@@ -55,13 +55,13 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from gridgen import engine as engine_mod
 from gridgen.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
 from gridgen.core.codes import SPLIT_NAMES
 from gridgen.core.errors import UserError
+from gridgen.core.progress import progress as progress_bar
 from gridgen.core.provenance import run_context
 from gridgen.core.storeio import write_atomically
 from gridgen.runner import execute, grid_provenance
@@ -189,7 +189,7 @@ def resimulate(table_path: str | Path, grid_path: str | Path, out: str | Path, a
     errors, notes = [""] * n, [""] * n
     batches = [np.arange(s, min(s + ROWS_PER_TASK, n)) for s in range(0, n, ROWS_PER_TASK)]
     config_path = str(Path(grid_path).resolve())
-    with tqdm(total=n, unit="spectrum", desc="resimulate", disable=not progress) as bar:
+    with progress_bar(total=n, unit="spectrum", desc="resimulate", bars=progress) as bar:
         for rows, results in zip(batches, execute(partial(_synthesize_batch, config_path, engine_dir),
                                                      [table.labels[rows] for rows in batches], jobs=jobs,
                                                      ordered=True)):

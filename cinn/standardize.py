@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
-from tqdm.auto import tqdm
 
 from gridgen.core.errors import UserError
+from gridgen.core.progress import progress as progress_bar
 from gridgen.core.storeio import write_atomically
 
 from cinn.data import StoreInfo, check_finite, chunks_of, read_rows
@@ -141,8 +141,9 @@ def compute_standardization(group: zarr.Group, info: StoreInfo, rows: np.ndarray
     count, mean, m2 = 0, np.zeros(n_pix), np.zeros(n_pix)
     noise_sum, noise_count = np.zeros(n_pix), np.zeros(n_pix)
     snr = info.snr[None, :, None]
-    for chunk_rows in tqdm(chunks_of(np.sort(rows), info.chunk_spec), desc="statistics",
-                           unit="chunk", disable=not progress):
+    chunks = chunks_of(np.sort(rows), info.chunk_spec)
+    bar = progress_bar(total=len(chunks), desc="statistics", unit="chunk", bars=progress)
+    for chunk_rows in chunks:
         flux = read_rows(group["flux"], chunk_rows, info.chunk_spec).astype(np.float64)
         check_finite(flux, chunk_rows, info.path)
         flat = flux.reshape(-1, n_pix)
@@ -155,6 +156,8 @@ def compute_standardization(group: zarr.Group, info: StoreInfo, rows: np.ndarray
         ratio = np.where(usable, (flux - clean[:, None, :]) / np.where(usable, clean[:, None, :], 1) * snr, 0)
         noise_sum += (ratio ** 2).sum(axis=(0, 1))
         noise_count += usable.sum(axis=(0, 1))
+        bar.update(1)
+    bar.close()
     flux_std = np.sqrt(m2 / max(count - 1, 1))
     flux_std = np.where(flux_std < _MIN_STD, 1.0, flux_std)
     noise_scale = np.sqrt(noise_sum / np.maximum(noise_count, 1))
