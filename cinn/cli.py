@@ -24,6 +24,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_shard_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shard", metavar="I/N", help="predict only shard I of N of the store (I from 0): "
+                        "contiguous whole chunks, for several GPUs, nodes or Slurm array tasks; the N "
+                        "posterior stores together hold every prediction once, each with its input row")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m cinn", description="Train and apply the cINN "
                                      "of SPEC §3 (13 targets with full posteriors). " + UNITS)
@@ -62,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["bf16", "fp32"], help="sub-network precision (MAP always fp32)")
     p.add_argument("--bias-correct", action="store_true", help="apply the model's bias.json")
     p.add_argument("--seed", type=int, help="latent seed")
+    _add_shard_option(p)
     _common(p)
 
     p = sub.add_parser("search", help="Hyperband hyperparameter search on validation loss", description=UNITS)
@@ -141,7 +148,9 @@ def run(args) -> int:
         import shutil
         from pathlib import Path
         from cinn.model import load_bias, load_model
-        from cinn.predict import run_prediction, write_csv, write_posterior_store
+        from cinn.inference import parse_shard, predict_batches
+        from cinn.predict import read_posterior_chunks, write_csv, write_posterior_store
+        shard = parse_shard(args.shard) if args.shard is not None else (0, 1)
         csv_path = args.csv or str(Path(args.out).with_suffix("")) + ".csv"
         # Refuse existing outputs before the work: nothing is ever overwritten or deleted.
         for flag, path in (("--out", args.out), ("--csv", csv_path)):
@@ -152,16 +161,17 @@ def run(args) -> int:
         model = load_model(args.model, args.device or "auto")
         config = _predict_config(model.config.predict, args)
         bias = load_bias(model.model_dir) if args.bias_correct else None
-        result = run_prediction(model, args.store, config, args.split, bias, progress)
-        write_posterior_store(result, model, args.out, args.store, config, bias is not None)
+        batches = predict_batches(model, args.store, config, args.split, bias, progress, shard)
+        counts = write_posterior_store(batches, model, args.out, args.store, config, bias is not None, shard)
         try:
-            write_csv(result, model.target_names, csv_path)
+            # From the store, one chunk at a time: the predictions never sit in memory together.
+            write_csv(read_posterior_chunks(args.out), model.target_names, csv_path)
         except BaseException:
             # Both outputs or neither: a re-run refuses an existing --out.
             shutil.rmtree(args.out, ignore_errors=True)
             raise
-        print(f"{result['row'].size} predictions ({int(result['untrustworthy'].sum())} untrustworthy, "
-              f"{int(result['snr_out_of_range'].sum())} S/N out of range) -> {args.out}, {csv_path}")
+        print(f"{counts['n']} predictions ({counts['untrustworthy']} untrustworthy, "
+              f"{counts['snr_out_of_range']} S/N out of range) -> {args.out}, {csv_path}")
     elif args.command == "search":
         from cinn.search import search
         result = search(args.store, args.out, _config(args), args.trials, args.seed, progress)

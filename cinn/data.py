@@ -338,7 +338,7 @@ class ResidentBatches:
         Store row of each example.
 
     Examples are visited in a fresh random permutation per pass (no example repeats within
-    a pass), like the streaming path; the last incomplete batch of a pass is dropped.
+    a pass); a batch that crosses the end of a pass continues into the next one.
     """
 
     def __init__(self, group: zarr.Group, info: StoreInfo, rows: np.ndarray, batch_size: int,
@@ -387,10 +387,15 @@ class ResidentBatches:
         return flux, snr, self.rows[spec]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        order = torch.empty(0, dtype=torch.int64, device=self.device)
         while True:
-            order = torch.randperm(self.n_examples, generator=self.generator, device=self.device)
-            for b in range(self.n_examples // self.batch_size):
-                yield self.batch(order[b * self.batch_size:(b + 1) * self.batch_size])
+            # Passes are concatenated, so a batch larger than the split (or the end of a pass)
+            # continues into the next permutation, as BatchStream carries leftovers over.
+            while order.numel() < self.batch_size:
+                order = torch.cat([order, torch.randperm(self.n_examples, generator=self.generator,
+                                                         device=self.device)])
+            take, order = order[:self.batch_size], order[self.batch_size:]
+            yield self.batch(take)
 
 
 class Prefetch:

@@ -38,7 +38,8 @@ from cinn.data import TRAIN_SCHEMA, check_finite, open_spectra_store, read_rows,
 from cinn.files import save_figure, write_csv_rows, write_json
 from cinn.model import LoadedModel, check_pixel_grid, load_model
 from cinn.posterior import latent_index
-from cinn.predict import run_prediction, write_csv
+from cinn.inference import run_prediction
+from cinn.predict import write_csv
 from cinn.targets import targets_to_physical
 
 #: Lines marked per element on saliency maps (the strongest by log gf - theta chi).

@@ -37,6 +37,9 @@ from cinn.standardize import Standardization, compute_standardization
 from cinn.targets import labels_to_targets
 
 
+_RESIDENT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
 @dataclass
 class TrainResult:
     """Summary of a training run.
@@ -297,35 +300,30 @@ def train_epoch(network: CinnNetwork, optimizer, stream, x_all: torch.Tensor, st
     return float(sums[0]) / tc.batches_per_epoch, float(sums[1]) / tc.batches_per_epoch
 
 
-def load_resident(group, info: StoreInfo, rows: np.ndarray, config: CinnConfig, device: torch.device,
-                  noise_scale: np.ndarray | None) -> ResidentBatches | None:
-    """The training split loaded onto ``device`` per ``data.resident``, or None to stream.
+def plan_resident(info: StoreInfo, n_rows: int, config: CinnConfig, device: torch.device) -> bool:
+    """Whether the training split goes onto ``device`` (:class:`cinn.data.ResidentBatches`).
 
-    It counts as fitting when it takes at most half the device's free memory (the rest is
-    for the network, its activations and the optimiser).
+    Per ``data.resident``; "auto" keeps it resident when it takes at most half the device's
+    free memory (the rest is for the network, its activations and the optimiser).
 
     Raises
     ------
     UserError
-        ``data.resident = "always"`` and the split does not fit; the message gives the bytes
+        ``data.resident = "always"`` and the split does not fit; the message gives the memory
         needed and free.
     """
     mode = config.data.resident
     if mode == "never":
-        return None
-    dtype = torch.bfloat16 if config.data.resident_dtype == "bf16" else torch.float32
-    needed = resident_bytes(info, rows.size, noise_scale is not None, dtype)
+        return False
+    needed = resident_bytes(info, n_rows, config.data.continuous_snr, _RESIDENT_DTYPES[config.data.resident_dtype])
     free = free_device_bytes(device)
-    if needed > free // 2:
-        if mode == "always":
-            raise UserError(f"{info.path}: the training split needs {needed / 2**30:.2f} GiB on {device} "
-                            f"({rows.size} spectra, {config.data.resident_dtype}), more than half the "
-                            f"{free / 2**30:.2f} GiB free; set data.resident = \"auto\" to stream it, "
-                            "or data.resident_dtype = \"bf16\"")
-        return None
-    # The epoch's generator is re-seeded in epoch_batches; this seed only fills the tensor.
-    return ResidentBatches(group, info, rows, config.train.batch_size, device, config.train.seed,
-                           noise_scale, dtype)
+    if needed <= free // 2:
+        return True
+    if mode == "always":
+        raise UserError(f"{info.path}: the training split needs {needed / 2**30:.3g} GiB on {device} "
+                        f"({n_rows} spectra, {config.data.resident_dtype}), more than half of the "
+                        f"{free / 2**30:.3g} GiB free; set data.resident = \"auto\" to stream it")
+    return False
 
 
 @contextlib.contextmanager
@@ -409,6 +407,8 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     tc = config.train
     device = select_device(tc.device)   # before anything is written
     check_speed_options(config, device)
+    group, info = open_spectra_store(store_path)
+    on_device = plan_resident(info, split_rows(group, "train").size, config, device)
     group, info, train_rows, val_rows, targets, stats = prepare_model_dir(
         store_path, model_dir, config, progress, stats)
     torch.manual_seed(tc.seed)
@@ -423,7 +423,9 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
         state = restore_checkpoint(checkpoint_path, network, optimizer, scheduler, device)
 
     noise_scale = stats.noise_scale if config.data.continuous_snr else None
-    resident = load_resident(group, info, train_rows, config, device, noise_scale)
+    # The epoch's generator is re-seeded in epoch_batches; the seed given here is never used.
+    resident = (ResidentBatches(group, info, train_rows, tc.batch_size, device, tc.seed, noise_scale,
+                                _RESIDENT_DTYPES[config.data.resident_dtype]) if on_device else None)
     losses = torch.compile(batch_losses) if tc.compile else batch_losses
     for epoch in range(state.epoch, tc.epochs):
         if state.stopped:
