@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gridgen.core.errors import UserError
 from augment.arms import ArmSpec, PixelGrid
 from augment.noise import add_noise
 from augment.store import STATUS_DONE, create_training_store, write_chunk
@@ -117,7 +118,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = select_device(args.device)
+    try:
+        device = select_device(args.device)
+    except UserError as err:
+        parser.error(str(err))          # one line and exit 2, like any bad argument
     network_kind = args.network if args.network != "auto" else ("paper" if device.type == "cuda" else "demo")
     config = config_from_dict({"network": {} if network_kind == "paper" else DEMO_NETWORK,
                                "targets": {"names": ["teff", "logg", "fe_h"]}})
