@@ -68,23 +68,37 @@ def ml_loss(z: torch.Tensor, log_jac: torch.Tensor) -> torch.Tensor:
     return (0.5 * (z * z).sum(dim=1) - log_jac).mean()
 
 
-def validation_loss(network: CinnNetwork, group, info: StoreInfo, rows: np.ndarray,
-                    x_all: torch.Tensor, stats: Standardization, device: torch.device,
-                    max_spectra: int, batch_size: int) -> float:
-    """Mean ML loss over every (spectrum, S/N) example of the validation rows."""
+def validation_loss(network: CinnNetwork, examples, x_all: torch.Tensor, stats: Standardization,
+                    device: torch.device, batch_size: int) -> float:
+    """Mean ML loss over validation examples.
+
+    ``examples``: (flux, snr, row) blocks, as NumPy arrays (:func:`cinn.data.iterate_split`)
+    or as tensors already on ``device`` (:func:`resident_validation`).
+    """
     network.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for flux, snr, row in iterate_split(group, info, rows, max_spectra):
-            for s in range(0, row.size, batch_size):
-                cond = stats.condition(torch.from_numpy(flux[s:s + batch_size]).to(device),
-                                       torch.from_numpy(snr[s:s + batch_size]).to(device))
-                x = x_all[torch.from_numpy(row[s:s + batch_size]).to(device)]
+        for flux, snr, row in examples:
+            flux, snr, row = (torch.as_tensor(a).to(device) for a in (flux, snr, row))
+            for s in range(0, row.shape[0], batch_size):
+                cond = stats.condition(flux[s:s + batch_size], snr[s:s + batch_size])
+                x = x_all[row[s:s + batch_size]]
                 z, log_jac = network(x, network.features(cond))
                 total += float((0.5 * (z * z).sum(dim=1) - log_jac).sum())
                 count += x.shape[0]
     network.train()
     return total / count
+
+
+def resident_validation(group, info: StoreInfo, rows: np.ndarray, max_spectra: int,
+                        device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The validation examples (stored noise), read once into one block on ``device``.
+
+    Used with a resident training split, so that an epoch's validation pass does not wait on
+    the store either; the validation split is the smaller one.
+    """
+    blocks = list(iterate_split(group, info, rows, max_spectra))
+    return [tuple(torch.from_numpy(np.concatenate(parts)).to(device) for parts in zip(*blocks))]
 
 
 def _plot_history(history: list[dict], path: Path) -> None:
@@ -426,6 +440,8 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     # The epoch's generator is re-seeded in epoch_batches; the seed given here is never used.
     resident = (ResidentBatches(group, info, train_rows, tc.batch_size, device, tc.seed, noise_scale,
                                 _RESIDENT_DTYPES[config.data.resident_dtype]) if on_device else None)
+    val_resident = (resident_validation(group, info, val_rows, config.data.val_max_spectra, device)
+                    if on_device else None)
     losses = torch.compile(batch_losses) if tc.compile else batch_losses
     for epoch in range(state.epoch, tc.epochs):
         if state.stopped:
@@ -438,8 +454,8 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
                                               progress, losses)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        val = validation_loss(network, group, info, val_rows, x_all, stats, device,
-                              config.data.val_max_spectra, tc.batch_size)
+        val_examples = val_resident or iterate_split(group, info, val_rows, config.data.val_max_spectra)
+        val = validation_loss(network, val_examples, x_all, stats, device, tc.batch_size)
         # Plain Python numbers: the checkpoint must load with weights_only=True.
         state.history.append({"epoch": epoch + 1, "lr": float(lr), "train_ml": train_ml, "train_rev": train_rev,
                               "val_ml": float(val), "seconds": time.perf_counter() - t0})
