@@ -26,8 +26,10 @@ from cinn.model import LoadedModel
 from cinn.posterior import QUANTILES
 
 POSTERIOR_SCHEMA = "cinn4most.posteriorstore/1"
-#: Predictions per chunk of every posterior-store array (first axis).
+#: Predictions per chunk of the posterior-store arrays (first axis), at most ...
 CHUNK_ROWS = 4096
+#: ... and at most this many bytes per chunk (the kept samples are ~200 kB per prediction).
+CHUNK_BYTES = 64 * 2**20
 
 
 def write_posterior_store(batches: dict | Iterable[dict], model: LoadedModel, out_path: str | Path,
@@ -39,8 +41,9 @@ def write_posterior_store(batches: dict | Iterable[dict], model: LoadedModel, ou
     batch, :func:`cinn.inference.predict_batches`), appended as they come so that only one
     batch is in memory.
 
-    Layout (schema ``cinn4most.posteriorstore/1``), every array chunked by :data:`CHUNK_ROWS`
-    predictions along its first axis: per prediction ``map``, ``median``,
+    Layout (schema ``cinn4most.posteriorstore/1``), every array chunked along its first axis
+    by :data:`CHUNK_ROWS` predictions, fewer where a chunk would exceed :data:`CHUNK_BYTES`
+    (``samples``, ``log_density``, ``accepted``): per prediction ``map``, ``median``,
     ``q02_5``, ``q16``, ``q84``, ``q97_5`` (n, n_target) float64 physical units; ``f_reject``,
     ``map_log_density``, ``snr`` (n,) float64; ``untrustworthy``, ``snr_out_of_range`` (n,) bool;
     ``row``, ``snr_index`` (n,) int64; ``object_id`` (n,) str; ``truth`` for training-store
@@ -89,7 +92,9 @@ def write_posterior_store(batches: dict | Iterable[dict], model: LoadedModel, ou
                 if value.dtype.kind == "U":
                     value = value.astype(object)
                 if key not in group:
-                    group.create_array(key, shape=(0, *value.shape[1:]), chunks=(CHUNK_ROWS, *value.shape[1:]),
+                    row_bytes = value[:1].nbytes if value.dtype != object else 64
+                    rows = int(np.clip(CHUNK_BYTES // max(row_bytes, 1), 1, CHUNK_ROWS))
+                    group.create_array(key, shape=(0, *value.shape[1:]), chunks=(rows, *value.shape[1:]),
                                        dtype=str if value.dtype == object else value.dtype)
                 group[key].append(value)
             counts["n"] += len(batch["row"])

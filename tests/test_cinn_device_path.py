@@ -226,3 +226,24 @@ BAD_SHARDS = [("3/3", r"0 <= I < N"), ("0/0", r"N >= 1"), ("one/2", r"expected I
 def test_bad_shard_is_one_line(store, tiny_model, tmp_path, capsys, shard, match):
     argv = ["predict", tiny_model, store, "--out", tmp_path / "p.zarr", f"--shard={shard}", "--device", "cpu"]
     assert_rejected(capsys, main, argv, watch=[store, tiny_model, tmp_path], match=match)
+
+
+def test_kept_samples_are_appended_batch_by_batch(store, tiny_model, tmp_path):
+    base = ["predict", str(tiny_model), str(store), "--split", "val", "--device", "cpu", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "plain.zarr")]) == 0
+    assert main(base + ["--out", str(tmp_path / "kept.zarr"), "--keep-samples"]) == 0
+    plain = zarr.open_group(str(tmp_path / "plain.zarr"), mode="r")
+    kept = zarr.open_group(str(tmp_path / "kept.zarr"), mode="r")
+    n = plain["row"].shape[0]
+    assert kept["samples"].shape == (n, TINY["predict"]["n_samples"], len(TINY["targets"]["names"]))
+    assert kept["samples"].chunks[0] <= n_chunk_rows(kept["samples"])
+    # Keeping samples changes what is written, not the draws: same MAP, row for row.
+    np.testing.assert_array_equal(kept["map"][:], plain["map"][:])
+    np.testing.assert_array_equal(kept["row"][:], plain["row"][:])
+
+
+def n_chunk_rows(array) -> int:
+    """Rows per chunk the writer allows for ``array``: CHUNK_ROWS, fewer for big rows."""
+    from cinn.predict import CHUNK_BYTES, CHUNK_ROWS
+    row_bytes = int(np.prod(array.shape[1:])) * array.dtype.itemsize
+    return max(1, min(CHUNK_ROWS, CHUNK_BYTES // row_bytes))
