@@ -2,7 +2,8 @@
 
 Python API (see each module): :func:`cinn.train.train`, :func:`cinn.model.load_model` (the
 model directory), :class:`cinn.posterior.Posterior` (sampling, MAP, densities on arrays),
-:func:`cinn.predict.run_prediction`, :func:`cinn.evaluate.evaluate`, :func:`cinn.search.search`,
+:func:`cinn.inference.run_prediction`, :func:`cinn.evaluate.evaluate`, :func:`cinn.search.search`,
 :func:`cinn.bias.fit_bias_table`; configuration in :mod:`cinn.config`. Modules depend downward:
-network <- posterior <- model <- train, predict <- evaluate <- cli.
+network <- posterior <- model <- inference <- train, predict, evaluate (independent of each
+other) <- cli; :mod:`cinn.catalog` writes the ECSV/FITS/CSV tables.
 """

@@ -18,7 +18,9 @@ Every file is written under a temporary name and renamed (:func:`gridgen.core.st
 from __future__ import annotations
 
 import csv
+import itertools
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -149,36 +151,46 @@ def _fits_hdus(table):
     return fits.HDUList([fits.PrimaryHDU(), hdu])
 
 
-def write_csv(result: dict, names: tuple[str, ...], path: str | Path, overwrite: bool = False) -> Path:
+def write_csv(result: dict | Iterable[dict], names: tuple[str, ...], path: str | Path,
+              overwrite: bool = False) -> Path:
     """One row per prediction: id, S/N, f_reject, flags, then per target MAP and quantiles.
 
-    Written under a temporary name and renamed. An existing ``path`` is refused (UserError)
-    unless ``overwrite`` (for files the caller owns, such as an evaluation report's table).
+    ``result``: the predictions as one dict of arrays, or an iterable of such dicts written one
+    after the other (e.g. :func:`cinn.predict.read_posterior_chunks`), so that a large
+    posterior store is written one chunk at a time. Written under a temporary name and renamed.
+    An existing ``path`` is refused (UserError) unless ``overwrite`` (for files the caller owns,
+    such as an evaluation report's table).
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise UserError(f"{path}: already exists; choose another --csv or remove it")
+    parts = iter([result] if isinstance(result, dict) else result)
+    first = next(parts)       # the first part decides the columns
     header = ["object_id", "row", "snr", "f_reject", "untrustworthy", "snr_out_of_range"]
-    coverage = "covered_fraction" in result
+    coverage = "covered_fraction" in first
     if coverage:
         header += ["covered_fraction", "low_coverage"]
     header += [f"{name}_{key}" for name in names for key in STATS_KEYS]
-    if "truth" in result:
+    if "truth" in first:
         header += [f"{name}_truth" for name in names]
+
+    def write_rows(writer, part: dict) -> None:
+        for i in range(len(part["row"])):
+            line = [part["object_id"][i], int(part["row"][i]), f"{part['snr'][i]:g}",
+                    f"{part['f_reject'][i]:.4f}", bool(part["untrustworthy"][i]),
+                    bool(part["snr_out_of_range"][i])]
+            if coverage:
+                line += [f"{part['covered_fraction'][i]:.4f}", bool(part["low_coverage"][i])]
+            line += [f"{part[key][i, j]:.6g}" for j in range(len(names)) for key in STATS_KEYS]
+            if "truth" in part:
+                line += [f"{part['truth'][i, j]:.6g}" for j in range(len(names))]
+            writer.writerow(line)
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
-            for i in range(result["row"].size):
-                line = [result["object_id"][i], int(result["row"][i]), f"{result['snr'][i]:g}",
-                        f"{result['f_reject'][i]:.4f}", bool(result["untrustworthy"][i]),
-                        bool(result["snr_out_of_range"][i])]
-                if coverage:
-                    line += [f"{result['covered_fraction'][i]:.4f}", bool(result["low_coverage"][i])]
-                line += [f"{result[key][i, j]:.6g}" for j in range(len(names)) for key in STATS_KEYS]
-                if "truth" in result:
-                    line += [f"{result['truth'][i, j]:.6g}" for j in range(len(names))]
-                writer.writerow(line)
+            for part in itertools.chain([first], parts):   # one part in memory at a time
+                write_rows(writer, part)
 
     return write_atomically(path, write)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
+
 from gridgen.core.errors import ArgumentParser, UserError, run_cli
 from gridgen.core.progress import add_log_level_option, configure_logging
 from gridgen.core.provenance import VersionAction
@@ -39,6 +41,12 @@ def _add_plot_format_option(parser: argparse.ArgumentParser) -> None:
     """``--plot-format`` of ``evaluate``."""
     parser.add_argument("--plot-format", default="png", choices=["png", "pdf", "svg"],
                         help="file format of the report's plots (default png; pdf and svg are vector formats)")
+
+
+def _add_shard_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shard", metavar="I/N", help="predict only shard I of N of the store (I from 0): "
+                        "contiguous whole chunks, for several GPUs, nodes or Slurm array tasks; the N "
+                        "posterior stores together hold every prediction once, each with its input row")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["bf16", "fp32"], help="sub-network precision (MAP always fp32)")
     p.add_argument("--bias-correct", action="store_true", help="apply the model's bias.json")
     p.add_argument("--seed", type=int, help="latent seed")
+    _add_shard_option(p)
     _common(p)
 
     p = sub.add_parser("search", help="Hyperband hyperparameter search on validation loss", description=UNITS)
@@ -210,13 +219,16 @@ def run(args) -> int:
 
 
 def _cmd_predict(args, progress: bool) -> None:
-    """Predict a store: the posterior store, the catalogue and the plain CSV, all or none."""
+    """Predict a store (or one shard of it): the posterior store, the catalogue and the plain CSV,
+    all or none. Predictions stream batch by batch into the store; the tables are written from it."""
     import shutil
     from pathlib import Path
 
     from cinn.catalog import catalog_metadata, catalog_table, default_catalog_path, write_catalog, write_csv
+    from cinn.inference import parse_shard, predict_batches
     from cinn.model import load_bias, load_model
-    from cinn.predict import run_prediction, write_posterior_store
+    from cinn.predict import read_posterior_chunks, write_posterior_store
+    shard = parse_shard(args.shard) if args.shard is not None else (0, 1)
     # The plain CSV beside the store stays the default it always was; with --format csv it is
     # the catalogue itself.
     csv_path = Path(args.csv or default_catalog_path(args.out, "csv"))
@@ -236,25 +248,30 @@ def _cmd_predict(args, progress: bool) -> None:
     model = load_model(args.model, args.device or "auto")
     config = _predict_config(model.config.predict, args)
     bias = load_bias(model.model_dir) if args.bias_correct else None
-    result = run_prediction(model, args.store, config, args.split, bias, progress)
-    write_posterior_store(result, model, args.out, args.store, config, bias is not None)
+    batches = predict_batches(model, args.store, config, args.split, bias, progress, shard)
+    counts = write_posterior_store(batches, model, args.out, args.store, config, bias is not None, shard)
+    summary = ("object_id", "row", "snr", "snr_index", "f_reject", "untrustworthy", "snr_out_of_range",
+               "covered_fraction", "low_coverage", "map", "median", "q02_5", "q16", "q84", "q97_5", "truth")
     written = []
     try:
+        # From the store, one chunk at a time (the catalogue table holds the summary columns).
         if args.catalog_format == "csv":
-            written.append(write_csv(result, model.target_names, catalog_path))
+            written.append(write_csv(read_posterior_chunks(args.out, summary), model.target_names, catalog_path))
         else:
+            chunks = list(read_posterior_chunks(args.out, summary))
+            result = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
             meta = catalog_metadata(model, args.store, bias is not None)
             table = catalog_table(result, model.target_names, model.meta.get("target_units", []), meta)
             written.append(write_catalog(table, catalog_path, args.catalog_format))
-            written.append(write_csv(result, model.target_names, csv_path))
+            written.append(write_csv(read_posterior_chunks(args.out, summary), model.target_names, csv_path))
     except BaseException:
         # All outputs or none: a re-run refuses an existing --out.
         shutil.rmtree(args.out, ignore_errors=True)
         for path in written:
             path.unlink(missing_ok=True)
         raise
-    print(f"{result['row'].size} predictions ({int(result['untrustworthy'].sum())} untrustworthy, "
-          f"{int(result['snr_out_of_range'].sum())} S/N out of range) -> {args.out}, "
+    print(f"{counts['n']} predictions ({counts['untrustworthy']} untrustworthy, "
+          f"{counts['snr_out_of_range']} S/N out of range) -> {args.out}, "
           + ", ".join(map(str, written)))
 
 

@@ -100,11 +100,25 @@ class DataConfig:
         instead of using the stored noise realisations.
     val_max_spectra : int
         Upper bound on validation spectra used per validation pass (0 = all).
+    resident : str
+        "auto": load the training split (``flux_clean`` with continuous S/N, else the stored
+        noisy ``flux``) onto the training device once, and draw batches, S/N and noise there
+        (:class:`cinn.data.ResidentBatches`) when it fits in half the device's free memory,
+        else stream from the store; "always": refuse to train when it does not fit (the error
+        says how much memory is needed); "never": always stream (:class:`cinn.data.BatchStream`).
+    resident_dtype : str
+        "fp32" or "bf16" storage of the resident fluxes. bf16 halves the memory but rounds the
+        flux to 8 significant bits (rms 0.1 % of the flux, as large as the noise at S/N 1000).
+    prefetch_batches : int
+        Batches read ahead by a background thread when streaming (0 = read in the training loop).
     """
 
     shuffle_buffer_chunks: int = setting(32, gt=0)
     continuous_snr: bool = False
     val_max_spectra: int = setting(0, min=0)
+    resident: str = setting("auto", choices=("auto", "always", "never"))
+    resident_dtype: str = setting("fp32", choices=("fp32", "bf16"))
+    prefetch_batches: int = setting(4, min=0)
 
 
 @dataclass(frozen=True)
@@ -135,6 +149,13 @@ class TrainConfig:
         Seed for weights initialisation, data order and noise.
     device : str
         "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
+    precision : str
+        "fp32", or "bf16": forward and backward passes under bfloat16 autocast (parameters,
+        optimiser state and the loss stay fp32).
+    compile : bool
+        Run the loss computation through ``torch.compile`` (CUDA devices only).
+    fused_adam : bool
+        Adam's fused multi-tensor kernel (one kernel launch per step instead of one per tensor).
     """
 
     epochs: int = setting(123, gt=0)
@@ -150,6 +171,9 @@ class TrainConfig:
     early_stop_min_delta: float = 1e-3
     seed: int = 0
     device: str = "auto"
+    precision: str = setting("fp32", choices=("fp32", "bf16"))
+    compile: bool = False
+    fused_adam: bool = False
 
     def __post_init__(self):
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):

@@ -5,15 +5,23 @@ into a shuffle buffer of ``shuffle_buffer_chunks`` chunks, their (spectrum, S/N)
 shuffled within the buffer and cut into batches, and leftovers carry over to the next buffer.
 The split is by spectrum (the store's ``split`` array), so all S/N levels of one base spectrum
 are always in the same split. Memory is bounded by the buffer, whatever the store size.
+
+When the training split fits on the training device, :class:`ResidentBatches` loads it there
+once and draws every batch (indices, S/N, eq. 1 noise) on the device; otherwise the stream
+is read ahead in a background thread (:class:`Prefetch`) so that reading overlaps compute.
 """
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import torch
 import zarr
 
 from augment.noise import add_noise
@@ -277,3 +285,180 @@ def iterate_split(group: zarr.Group, info: StoreInfo, rows: np.ndarray,
         check_finite(flux, chunk_rows, info.path)
         yield (flux.reshape(-1, info.n_pix), np.tile(info.snr, chunk_rows.size),
                np.repeat(chunk_rows, info.snr.size))
+
+
+def resident_bytes(info: StoreInfo, n_rows: int, continuous_snr: bool, dtype: torch.dtype) -> int:
+    """Bytes the fluxes of ``n_rows`` training spectra take on the device (:class:`ResidentBatches`).
+
+    ``flux_clean`` (n_rows, n_pix) with continuous S/N, else the stored noisy ``flux``
+    (n_rows, n_snr, n_pix), in ``dtype``.
+    """
+    levels = 1 if continuous_snr else info.snr.size
+    return n_rows * levels * info.n_pix * torch.empty((), dtype=dtype).element_size()
+
+
+def free_device_bytes(device: torch.device) -> int:
+    """Memory free for new tensors on ``device``, bytes (host RAM available for "cpu")."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+class ResidentBatches:
+    """Endless batches drawn on the training device from a split loaded there once.
+
+    The fluxes (``flux_clean`` with continuous S/N, else the stored noisy ``flux``) are read
+    chunk by chunk straight into one device tensor, so the host never holds the whole split.
+    Each batch then costs no host work: example indices, S/N levels and eq. (1) noise are
+    drawn on the device from one ``torch.Generator`` of that device.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        Open training store.
+    info : StoreInfo
+    rows : ndarray
+        Spectra of the split.
+    batch_size : int
+    device : torch.device
+    seed : int
+        Seed of the device generator (index order, S/N, noise).
+    noise_scale : ndarray (n_pix,) or None
+        As in :class:`BatchStream`: if given, each example gets a log-uniform S/N in the
+        store's range and noise with per-pixel S/N = S/N / k, sigma_i = f_i k_i / S/N, the
+        law of :func:`augment.noise.add_noise`; otherwise the stored realisations are used.
+    dtype : torch.dtype
+        Storage of the resident fluxes (float32 or bfloat16); batches are float32.
+
+    Yields
+    ------
+    flux : Tensor (batch, n_pix) float32, on ``device``
+    snr : Tensor (batch,) float64, on ``device``
+    row : Tensor (batch,) int64, on ``device``
+        Store row of each example.
+
+    Examples are visited in a fresh random permutation per pass (no example repeats within
+    a pass); a batch that crosses the end of a pass continues into the next one.
+    """
+
+    def __init__(self, group: zarr.Group, info: StoreInfo, rows: np.ndarray, batch_size: int,
+                 device: torch.device, seed: int, noise_scale: np.ndarray | None = None,
+                 dtype: torch.dtype = torch.float32):
+        rows = np.sort(rows)
+        self.batch_size, self.device = batch_size, device
+        self.continuous = noise_scale is not None
+        levels = 1 if self.continuous else info.snr.size
+        self.flux = torch.empty((rows.size, levels, info.n_pix), dtype=dtype, device=device)
+        name = "flux_clean" if self.continuous else "flux"
+        start = 0
+        for chunk_rows in chunks_of(rows, info.chunk_spec):
+            block = read_rows(group[name], chunk_rows, info.chunk_spec)
+            check_finite(block, chunk_rows, info.path)
+            self.flux[start:start + chunk_rows.size] = torch.from_numpy(
+                block.reshape(chunk_rows.size, levels, info.n_pix)).to(device=device, dtype=dtype)
+            start += chunk_rows.size
+        self.rows = torch.as_tensor(rows, dtype=torch.int64, device=device)
+        self.snr_levels = torch.as_tensor(info.snr, dtype=torch.float64, device=device)
+        self.log_snr_range = (float(np.log10(info.snr.min())), float(np.log10(info.snr.max())))
+        self.noise_scale = (None if noise_scale is None
+                            else torch.as_tensor(noise_scale, dtype=torch.float32, device=device))
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    @property
+    def n_examples(self) -> int:
+        return self.flux.shape[0] * self.flux.shape[1]
+
+    def batch(self, take: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Examples ``take`` (indices into spectrum x level) with their S/N and, if continuous, noise."""
+        levels = self.flux.shape[1]
+        spec, level = take // levels, take % levels
+        flux = self.flux[spec, level].float()
+        if self.continuous:
+            lo, hi = self.log_snr_range
+            u = torch.rand(take.numel(), generator=self.generator, device=self.device, dtype=torch.float64)
+            snr = 10.0 ** (lo + (hi - lo) * u)
+            # eq. (1) with per-pixel S/N_i = S/N / k_i: sigma_i = f_i / S/N_i, in float32 as add_noise.
+            sigma = flux * (self.noise_scale[None, :] / snr[:, None].float())
+            flux = flux + sigma * torch.randn(flux.shape, generator=self.generator, device=self.device,
+                                              dtype=torch.float32)
+        else:
+            snr = self.snr_levels[level]
+        return flux, snr, self.rows[spec]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        order = torch.empty(0, dtype=torch.int64, device=self.device)
+        while True:
+            # Passes are concatenated, so a batch larger than the split (or the end of a pass)
+            # continues into the next permutation, as BatchStream carries leftovers over.
+            while order.numel() < self.batch_size:
+                order = torch.cat([order, torch.randperm(self.n_examples, generator=self.generator,
+                                                         device=self.device)])
+            take, order = order[:self.batch_size], order[self.batch_size:]
+            yield self.batch(take)
+
+
+class Prefetch:
+    """Iterate ``source`` in a background thread, ``depth`` items ahead of the consumer.
+
+    Reading and decoding zarr chunks releases the GIL, so the next batches are read while
+    the training step computes. An exception in the reader (a damaged chunk) is re-raised in
+    the consumer at the item where it occurred. :meth:`close` (or leaving a ``with`` block)
+    stops the thread.
+
+    Parameters
+    ----------
+    source : iterable
+    depth : int
+        Items read ahead (>= 1).
+    transform : callable or None
+        Applied to each item in the background thread (e.g. copying into pinned memory).
+    """
+
+    _END = object()
+
+    def __init__(self, source, depth: int, transform=None):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(source, transform), daemon=True,
+                                        name="cinn-prefetch")
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, source, transform) -> None:
+        try:
+            for item in source:
+                if not self._put(item if transform is None else transform(item)):
+                    return
+            self._put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(exc)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self._queue.get()
+        if item is self._END:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

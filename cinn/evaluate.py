@@ -38,9 +38,9 @@ from cinn.catalog import write_csv
 from cinn.config import PredictConfig
 from cinn.data import TRAIN_SCHEMA, check_finite, open_spectra_store, read_rows, split_rows
 from cinn.files import save_figure, write_csv_rows, write_json
+from cinn.inference import run_prediction
 from cinn.model import LoadedModel, check_pixel_grid, load_model
 from cinn.posterior import latent_index
-from cinn.predict import run_prediction
 from cinn.targets import targets_to_physical
 
 #: File formats of the report plots (Matplotlib backends that need no display).

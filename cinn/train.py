@@ -14,6 +14,7 @@ the directory stays loadable (``best_val_loss`` is then inf). Epoch e draws its 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,13 +28,17 @@ from gridgen.core.errors import UserError
 from gridgen.core.identity import short
 
 from cinn.config import CinnConfig, config_from_dict, config_to_dict
-from cinn.data import BatchStream, StoreInfo, iterate_split, open_spectra_store, read_array, split_rows
+from cinn.data import (BatchStream, Prefetch, ResidentBatches, StoreInfo, free_device_bytes, iterate_split,
+                       open_spectra_store, read_array, resident_bytes, split_rows)
 from cinn.files import read_json_object, save_figure, write_csv_rows, write_json
 from cinn.model import (provenance_sha256, read_model_description, read_model_identity, save_torch,
                         training_store_identity, wave_sha256, write_model_description)
 from cinn.network import CinnNetwork, build_network, select_device
 from cinn.standardize import Standardization, compute_standardization
 from cinn.targets import labels_to_targets
+
+
+_RESIDENT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -64,23 +69,37 @@ def ml_loss(z: torch.Tensor, log_jac: torch.Tensor) -> torch.Tensor:
     return (0.5 * (z * z).sum(dim=1) - log_jac).mean()
 
 
-def validation_loss(network: CinnNetwork, group, info: StoreInfo, rows: np.ndarray,
-                    x_all: torch.Tensor, stats: Standardization, device: torch.device,
-                    max_spectra: int, batch_size: int) -> float:
-    """Mean ML loss over every (spectrum, S/N) example of the validation rows."""
+def validation_loss(network: CinnNetwork, examples, x_all: torch.Tensor, stats: Standardization,
+                    device: torch.device, batch_size: int) -> float:
+    """Mean ML loss over validation examples.
+
+    ``examples``: (flux, snr, row) blocks, as NumPy arrays (:func:`cinn.data.iterate_split`)
+    or as tensors already on ``device`` (:func:`resident_validation`).
+    """
     network.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for flux, snr, row in iterate_split(group, info, rows, max_spectra):
-            for s in range(0, row.size, batch_size):
-                cond = stats.condition(torch.from_numpy(flux[s:s + batch_size]).to(device),
-                                       torch.from_numpy(snr[s:s + batch_size]).to(device))
-                x = x_all[torch.from_numpy(row[s:s + batch_size]).to(device)]
+        for flux, snr, row in examples:
+            flux, snr, row = (torch.as_tensor(a).to(device) for a in (flux, snr, row))
+            for s in range(0, row.shape[0], batch_size):
+                cond = stats.condition(flux[s:s + batch_size], snr[s:s + batch_size])
+                x = x_all[row[s:s + batch_size]]
                 z, log_jac = network(x, network.features(cond))
                 total += float((0.5 * (z * z).sum(dim=1) - log_jac).sum())
                 count += x.shape[0]
     network.train()
     return total / count
+
+
+def resident_validation(group, info: StoreInfo, rows: np.ndarray, max_spectra: int,
+                        device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The validation examples (stored noise), read once into one block on ``device``.
+
+    Used with a resident training split, so that an epoch's validation pass does not wait on
+    the store either; the validation split is the smaller one.
+    """
+    blocks = list(iterate_split(group, info, rows, max_spectra))
+    return [tuple(torch.from_numpy(np.concatenate(parts)).to(device) for parts in zip(*blocks))]
 
 
 def _plot_history(history: list[dict], path: Path) -> None:
@@ -227,9 +246,57 @@ def save_checkpoint(path: Path, network: CinnNetwork, optimizer, scheduler, stat
                 "stopped": state.stopped}, path)
 
 
+def check_speed_options(config: CinnConfig, device: torch.device) -> None:
+    """Refuse training-speed options this device cannot run, before anything is written.
+
+    Raises
+    ------
+    UserError
+        ``train.compile`` off CUDA or without Triton; ``train.fused_adam`` where this torch
+        build has no fused Adam for the device.
+    """
+    tc = config.train
+    if tc.compile:
+        import importlib.util
+        if device.type != "cuda" or importlib.util.find_spec("triton") is None:
+            raise UserError(f"train.compile needs a CUDA device with Triton (device is {device}); "
+                            "set train.compile = false")
+    if tc.fused_adam:
+        try:
+            probe = torch.zeros(1, device=device, requires_grad=True)
+            torch.optim.Adam([probe], fused=True)
+        except (RuntimeError, ValueError) as exc:
+            raise UserError(f"train.fused_adam: not available on {device} with torch {torch.__version__} "
+                            f"({exc}); set train.fused_adam = false") from None
+
+
+def batch_losses(network: CinnNetwork, cond: torch.Tensor, x: torch.Tensor, dz: torch.Tensor,
+                 reverse_weight: float, precision: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total loss, ML loss, reverse loss) of one batch; ``dz`` is the reverse-loss latent noise.
+
+    With ``precision`` "bf16" the passes run under bfloat16 autocast; the losses are reduced
+    in float32 either way.
+    """
+    with torch.autocast(cond.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        features = network.features(cond)
+        z, log_jac = network(x, features)
+        z, log_jac = z.float(), log_jac.float()
+        loss_ml = ml_loss(z, log_jac)
+        loss_rev = torch.zeros((), device=cond.device)
+        if reverse_weight > 0:
+            x_rec, _ = network.reverse(z + dz, features)
+            loss_rev = ((x - x_rec.float()) ** 2).sum(dim=1).mean()
+    return loss_ml + reverse_weight * loss_rev, loss_ml, loss_rev
+
+
 def train_epoch(network: CinnNetwork, optimizer, stream, x_all: torch.Tensor, stats: Standardization,
-                config: CinnConfig, epoch: int, device: torch.device, progress: bool) -> tuple[float, float]:
+                config: CinnConfig, epoch: int, device: torch.device, progress: bool,
+                losses=batch_losses) -> tuple[float, float]:
     """One epoch of ``train.batches_per_epoch`` batches; returns the mean ML and reverse losses.
+
+    ``stream`` yields (flux, snr, row) as NumPy arrays (streamed) or as tensors already on
+    ``device`` (:class:`cinn.data.ResidentBatches`); ``losses`` is :func:`batch_losses` or
+    its compiled form.
 
     Raises
     ------
@@ -238,31 +305,80 @@ def train_epoch(network: CinnNetwork, optimizer, stream, x_all: torch.Tensor, st
     """
     tc = config.train
     rev_sigma = math.sqrt(tc.reverse_noise_var)
-    sums = np.zeros(2)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
     bar = tqdm(range(tc.batches_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}",
                unit="batch", disable=not progress, leave=False)
     for step in bar:
-        flux, snr, row = next(stream)
-        cond = stats.condition(torch.from_numpy(flux).to(device), torch.from_numpy(snr).to(device))
-        x = x_all[torch.from_numpy(row).to(device)]
-        features = network.features(cond)
-        z, log_jac = network(x, features)
-        loss_ml = ml_loss(z, log_jac)
-        loss = loss_ml
-        loss_rev = torch.zeros((), device=device)
-        if tc.reverse_loss_weight > 0:
-            x_rec, _ = network.reverse(z + rev_sigma * torch.randn_like(z), features)
-            loss_rev = ((x - x_rec) ** 2).sum(dim=1).mean()
-            loss = loss + tc.reverse_loss_weight * loss_rev
+        flux, snr, row = (torch.as_tensor(a).to(device, non_blocking=True) for a in next(stream))
+        cond = stats.condition(flux, snr)
+        x = x_all[row]
+        dz = rev_sigma * torch.randn_like(x)
+        loss, loss_ml, loss_rev = losses(network, cond, x, dz, tc.reverse_loss_weight, tc.precision)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, batch {step + 1}; "
                                      "lower train.lr or network.clamp")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        sums += (loss_ml.item(), loss_rev.item())
-        bar.set_postfix(ml=f"{sums[0] / (step + 1):.3f}", rev=f"{sums[1] / (step + 1):.2e}")
-    return float(sums[0] / tc.batches_per_epoch), float(sums[1] / tc.batches_per_epoch)
+        sums += torch.stack([loss_ml.detach(), loss_rev.detach()])
+        if progress:
+            bar.set_postfix(ml=f"{float(sums[0]) / (step + 1):.3f}", rev=f"{float(sums[1]) / (step + 1):.2e}")
+    return float(sums[0]) / tc.batches_per_epoch, float(sums[1]) / tc.batches_per_epoch
+
+
+def plan_resident(info: StoreInfo, n_rows: int, config: CinnConfig, device: torch.device) -> bool:
+    """Whether the training split goes onto ``device`` (:class:`cinn.data.ResidentBatches`).
+
+    Per ``data.resident``; "auto" keeps it resident when it takes at most half the device's
+    free memory (the rest is for the network, its activations and the optimiser).
+
+    Raises
+    ------
+    UserError
+        ``data.resident = "always"`` and the split does not fit; the message gives the memory
+        needed and free.
+    """
+    mode = config.data.resident
+    if mode == "never":
+        return False
+    needed = resident_bytes(info, n_rows, config.data.continuous_snr, _RESIDENT_DTYPES[config.data.resident_dtype])
+    free = free_device_bytes(device)
+    if needed <= free // 2:
+        return True
+    if mode == "always":
+        raise UserError(f"{info.path}: the training split needs {needed / 2**30:.3g} GiB on {device} "
+                        f"({n_rows} spectra, {config.data.resident_dtype}), more than half of the "
+                        f"{free / 2**30:.3g} GiB free; set data.resident = \"auto\" to stream it")
+    return False
+
+
+@contextlib.contextmanager
+def epoch_batches(group, info: StoreInfo, rows: np.ndarray, config: CinnConfig, device: torch.device,
+                  epoch: int, noise_scale: np.ndarray | None, resident: ResidentBatches | None):
+    """Batches of one epoch, whose order and noise depend only on (seed, epoch).
+
+    From the resident split when there is one (generator re-seeded per epoch), else streamed
+    from the store, read ahead by ``data.prefetch_batches`` in a background thread that
+    also copies each batch into pinned memory when training on CUDA.
+    """
+    seed = config.train.seed
+    if resident is not None:
+        resident.generator.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0]))
+        yield iter(resident)
+        return
+    stream = BatchStream(group, info, rows, config.train.batch_size, config.data.shuffle_buffer_chunks,
+                         np.random.default_rng([seed, epoch]), noise_scale)
+    if config.data.prefetch_batches == 0:
+        yield iter(stream)
+        return
+    pin = device.type == "cuda"
+
+    def to_tensors(batch):
+        tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in batch)
+        return tuple(t.pin_memory() for t in tensors) if pin else tensors
+
+    with Prefetch(stream, config.data.prefetch_batches, to_tensors) as ahead:
+        yield ahead
 
 
 def update_early_stopping(state: TrainingState, val: float, min_delta: float, patience: int) -> bool:
@@ -316,12 +432,16 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
         raise UserError(f"{model_dir} already holds a training run; remove it or resume")
     tc = config.train
     device = select_device(tc.device)   # before anything is written
+    check_speed_options(config, device)
+    group, info = open_spectra_store(store_path)
+    on_device = plan_resident(info, split_rows(group, "train").size, config, device)
     group, info, train_rows, val_rows, targets, stats = prepare_model_dir(
         store_path, model_dir, config, progress, stats)
     torch.manual_seed(tc.seed)
     network = build_network(info.n_pix, config).to(device)
     params = [p for p in network.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    optimizer = torch.optim.Adam(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay,
+                                 fused=tc.fused_adam or None)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=tc.lr_decay)
     x_all = torch.as_tensor(stats.standardize_targets(targets), dtype=torch.float32, device=device)
     state = TrainingState()
@@ -329,20 +449,25 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
         state = restore_checkpoint(checkpoint_path, network, optimizer, scheduler, device)
 
     noise_scale = stats.noise_scale if config.data.continuous_snr else None
+    # The epoch's generator is re-seeded in epoch_batches; the seed given here is never used.
+    resident = (ResidentBatches(group, info, train_rows, tc.batch_size, device, tc.seed, noise_scale,
+                                _RESIDENT_DTYPES[config.data.resident_dtype]) if on_device else None)
+    val_resident = (resident_validation(group, info, val_rows, config.data.val_max_spectra, device)
+                    if on_device else None)
+    losses = torch.compile(batch_losses) if tc.compile else batch_losses
     for epoch in range(state.epoch, tc.epochs):
         if state.stopped:
             break
         t0 = time.perf_counter()
         # Data order and noise of each epoch depend only on (seed, epoch): resumable.
-        rng = np.random.default_rng([tc.seed, epoch])
         torch.manual_seed(tc.seed * 100_003 + epoch)
-        stream = iter(BatchStream(group, info, train_rows, tc.batch_size,
-                                  config.data.shuffle_buffer_chunks, rng, noise_scale))
-        train_ml, train_rev = train_epoch(network, optimizer, stream, x_all, stats, config, epoch, device, progress)
+        with epoch_batches(group, info, train_rows, config, device, epoch, noise_scale, resident) as stream:
+            train_ml, train_rev = train_epoch(network, optimizer, stream, x_all, stats, config, epoch, device,
+                                              progress, losses)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        val = validation_loss(network, group, info, val_rows, x_all, stats, device,
-                              config.data.val_max_spectra, tc.batch_size)
+        val_examples = val_resident or iterate_split(group, info, val_rows, config.data.val_max_spectra)
+        val = validation_loss(network, val_examples, x_all, stats, device, tc.batch_size)
         # Plain Python numbers: the checkpoint must load with weights_only=True.
         state.history.append({"epoch": epoch + 1, "lr": float(lr), "train_ml": train_ml, "train_rev": train_rev,
                               "val_ml": float(val), "seconds": time.perf_counter() - t0})

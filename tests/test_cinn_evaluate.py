@@ -14,7 +14,7 @@ from cinn.cli import main
 from cinn.config import config_from_dict
 from cinn.evaluate import evaluate, linelist_positions, recorded_linelists, residual_metrics
 from cinn.model import load_model
-from cinn.predict import run_prediction
+from cinn.inference import run_prediction
 from cinn.train import train
 
 from cinn_fixtures import make_observed_store, make_training_store

@@ -1,0 +1,199 @@
+"""The prediction loop over a whole store, shared by ``cinn predict`` and ``cinn evaluate``.
+
+Each batch of an observed or training store is passed to the model's
+:class:`cinn.posterior.Posterior`; the latent draws of a spectrum depend only on the seed and its
+:func:`cinn.posterior.latent_index`, so results do not depend on batching or sharding. The
+next batches are read (and decoded) in a background thread while the current one is on the
+model's device. Inputs whose S/N lies outside the trained range are predicted with a warning
+and flagged ``snr_out_of_range``.
+
+A store can be split into ``N`` shards (``--shard I/N``): contiguous runs of whole store chunks,
+so that ``N`` processes (GPUs, nodes, Slurm array tasks) each read only their part. The
+predictions of all shards together are those of one unsharded run, row for row (each output
+carries its input ``row``), so the shards' outputs combine by concatenation.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from gridgen.core.errors import UserError
+from gridgen.core.progress import progress as progress_bar
+
+from cinn.config import PredictConfig
+from cinn.data import (OBSERVED_SCHEMA, TRAIN_SCHEMA, Prefetch, check_finite, chunks_of, open_spectra_store,
+                       read_array, read_rows, split_rows)
+from cinn.model import LoadedModel, check_pixel_grid
+from cinn.posterior import latent_index
+from cinn.targets import physical_truth
+
+#: Predictions of observed spectra with a smaller covered fraction of pixels are flagged
+#: ``low_coverage``: the network never saw spectra with a fifth of the pixels masked.
+LOW_COVERAGE = 0.8
+#: Batches read ahead of the model.
+READ_AHEAD = 2
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` (0 <= I < N) as ``(I, N)``.
+
+    Raises
+    ------
+    UserError
+        Anything else, naming the value.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not match:
+        raise UserError(f"--shard {text!r}: expected I/N, e.g. 0/4 (shard I of N, counted from 0)")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count < 1 or index >= count:
+        raise UserError(f"--shard {text!r}: need N >= 1 and 0 <= I < N")
+    return index, count
+
+
+def shard_rows(rows: np.ndarray, chunk_spec: int, shard: tuple[int, int]) -> np.ndarray:
+    """The rows of shard ``I`` of ``N``: whole store chunks, as even a share as chunks allow.
+
+    Shards are contiguous runs of the chunks ``rows`` touches, so each process reads only its
+    own chunk files, and together they hold every row exactly once. A shard may be empty when
+    there are fewer chunks than shards.
+    """
+    index, count = shard
+    chunks = chunks_of(np.sort(rows), chunk_spec) if rows.size else []
+    bounds = np.linspace(0, len(chunks), count + 1).round().astype(int)
+    mine = chunks[bounds[index]:bounds[index + 1]]
+    return np.concatenate(mine) if mine else np.empty(0, dtype=np.int64)
+
+
+def input_rows(group, info, split: str | None, shard: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """Rows to predict: the finished spectra of ``split`` (training store) or all (observed), then the shard's."""
+    rows = split_rows(group, split) if info.schema == TRAIN_SCHEMA else np.arange(info.n_spec)
+    return shard_rows(rows, info.chunk_spec, shard)
+
+
+def iterate_input(group, info, rows: np.ndarray, spectra_per_batch: int):
+    """Batches of ``rows``: (flux (k, n_pix), snr (k,), mask or None, row (k,), snr_index (k,)).
+
+    A training store yields every (spectrum, S/N level) of each row; an observed store yields
+    each spectrum with its target S/N.
+    """
+    per_chunk = max(1, spectra_per_batch // info.snr.size)
+    for chunk_rows in chunks_of(rows, info.chunk_spec):
+        flux = read_rows(group["flux"], chunk_rows, info.chunk_spec)
+        mask = None
+        if info.schema == OBSERVED_SCHEMA:
+            mask = read_rows(group["mask"], chunk_rows, info.chunk_spec)
+            check_finite(flux, chunk_rows, info.path, valid=~mask[:, None, :])
+        else:
+            check_finite(flux, chunk_rows, info.path)
+        for s in range(0, chunk_rows.size, per_chunk):
+            sub = slice(s, s + per_chunk)
+            f = flux[sub].reshape(-1, info.n_pix)
+            n = f.shape[0]
+            yield (f, np.tile(info.snr, n // info.snr.size),
+                   None if mask is None else np.repeat(mask[sub], info.snr.size, axis=0),
+                   np.repeat(chunk_rows[sub], info.snr.size), np.tile(np.arange(info.snr.size), n // info.snr.size))
+
+
+def observed_columns(group, info, split: str | None) -> dict[str, np.ndarray]:
+    """Per-spectrum columns of an observed store copied to the predictions, checked first.
+
+    Returns ``object_id`` (n_spec,) str and, when the store has it, ``covered_fraction``
+    (n_spec,) float32, the fraction of pixels covered by the observation (0..1).
+
+    Raises
+    ------
+    UserError
+        If ``split`` is given (observed stores have no splits), ``object_id`` repeats a name
+        (predictions could not be told apart), or ``covered_fraction`` has another shape or
+        values outside [0, 1].
+    """
+    if split is not None:
+        raise UserError(f"{info.path}: --split {split} needs a training store; an observed store has no splits")
+    object_id = np.array(read_array(group["object_id"]).tolist(), dtype=str)
+    names, counts = np.unique(object_id, return_counts=True)
+    if (counts > 1).any():
+        repeated = names[counts > 1]
+        raise UserError(f"{info.path}: object_id {str(repeated[0])!r} occurs {counts[counts > 1][0]} times "
+                        f"({repeated.size} repeated id(s)); object ids must be unique")
+    columns = {"object_id": object_id}
+    if "covered_fraction" in group:
+        covered = read_array(group["covered_fraction"]).astype(np.float32)
+        if covered.shape != (info.n_spec,):
+            raise UserError(f"{info.path}: covered_fraction shape {covered.shape} != ({info.n_spec},)")
+        if not np.all((covered >= 0) & (covered <= 1)):
+            raise UserError(f"{info.path}: covered_fraction must lie in [0, 1] "
+                            f"(spectrum {int(np.flatnonzero(~((covered >= 0) & (covered <= 1)))[0])})")
+        columns["covered_fraction"] = covered
+    return columns
+
+
+def predict_batches(model: LoadedModel, input_path: str | Path, config: PredictConfig,
+                    split: str | None = None, bias: dict | None = None, progress: bool = True,
+                    shard: tuple[int, int] = (0, 1)) -> Iterator[dict[str, np.ndarray]]:
+    """Predictions of a store (or of one shard of it), one batch at a time.
+
+    Each yielded dict holds one batch's rows, keyed as in
+    :meth:`cinn.posterior.Posterior.estimate` plus ``row``, ``snr``, ``snr_index``,
+    ``object_id`` and, for a training store, ``truth`` (physical, vbroad floored); for an
+    observed store with a ``covered_fraction`` array, ``covered_fraction`` and
+    ``low_coverage`` (below :data:`LOW_COVERAGE`). ``samples``/``log_density``/``accepted``
+    only when ``config.keep_samples``. Memory is that of a few batches, whatever the store
+    size: the caller writes each batch out. Warns once, at the end, about S/N outside the
+    trained range.
+    """
+    group, info = open_spectra_store(input_path, (TRAIN_SCHEMA, OBSERVED_SCHEMA))
+    check_pixel_grid(model, info)
+    per_spectrum = observed_columns(group, info, split) if info.schema == OBSERVED_SCHEMA else {}
+    labels = read_array(group["labels"]) if info.schema == TRAIN_SCHEMA else None
+    rows = input_rows(group, info, split, shard)
+    if rows.size == 0:
+        raise UserError(f"{info.path}: shard {shard[0]}/{shard[1]} holds no spectra (the store has "
+                        f"{-(-info.n_spec // info.chunk_spec)} chunk(s) of {info.chunk_spec}); use fewer shards")
+    posterior = model.posterior
+    n_out = 0
+    # The bar is closed before an interruption propagates, so that its last redraw comes
+    # before, not after, the CLI's one closing line.
+    with progress_bar(total=rows.size * (info.snr.size if info.schema == TRAIN_SCHEMA else 1),
+                      desc="predict", unit="spectrum", bars=progress) as bar, \
+            Prefetch(iterate_input(group, info, rows, config.spectra_per_batch), READ_AHEAD) as batches:
+        for flux, snr, mask, row, snr_index in batches:
+            out = posterior.estimate(flux, snr, latent_index(row, snr_index, info.snr.size), config, mask, bias)
+            if not config.keep_samples:
+                for key in ("samples", "log_density", "accepted"):
+                    del out[key]
+            out.update(row=row, snr=snr, snr_index=snr_index)
+            if info.schema == OBSERVED_SCHEMA:
+                out.update({key: value[row] for key, value in per_spectrum.items()})
+                if "covered_fraction" in out:
+                    out["low_coverage"] = out["covered_fraction"] < LOW_COVERAGE
+            else:
+                out["object_id"] = np.array([f"row{r}_snr{s:g}" for r, s in zip(row, snr)])
+                out["truth"] = physical_truth(labels[row], info.label_names, model.target_names,
+                                              model.config.targets.vbroad_floor_kms)
+            n_out += int(out["snr_out_of_range"].sum())
+            bar.update(row.size)
+            yield out
+    if n_out:
+        warnings.warn(f"{n_out} spectra have S/N outside the trained range "
+                      f"{model.stats.snr_min:g}-{model.stats.snr_max:g}; flagged snr_out_of_range")
+
+
+def run_prediction(model: LoadedModel, input_path: str | Path, config: PredictConfig,
+                   split: str | None = None, bias: dict | None = None,
+                   progress: bool = True) -> dict[str, np.ndarray]:
+    """Predict every spectrum of a store; the batches of :func:`predict_batches`, stacked.
+
+    For stores whose predictions fit in memory (evaluation); ``cinn predict`` writes batch
+    by batch instead.
+    """
+    parts: dict[str, list] = {}
+    for out in predict_batches(model, input_path, config, split, bias, progress):
+        for key, value in out.items():
+            parts.setdefault(key, []).append(value)
+    return {key: np.concatenate(value) for key, value in parts.items()}
