@@ -97,7 +97,7 @@ def catalog_table(result: dict, names: tuple[str, ...], units: list[str], meta: 
     from astropy.table import Table
 
     table = Table(meta=dict(meta))
-    table["object_id"] = np.asarray(result["object_id"]).astype(str)
+    table["object_id"] = np.array([str(x) for x in result["object_id"]], dtype=str)
     table["row"] = np.asarray(result["row"], dtype=np.int64)
     table["snr"] = np.asarray(result["snr"], dtype=np.float64)
     table["snr"].description = f"signal-to-noise ratio ({meta.get('signal_to_noise_unit', 'unknown unit')})"

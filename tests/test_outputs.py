@@ -242,6 +242,7 @@ def test_predict_without_a_terminal_logs_timestamped_lines(stores, capsys):
     _predict(stores, "postlog.zarr")                        # --quiet, and pytest's stderr is no tty
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \S+ INFO predict: 3 spectrum, [0-9.e+]+ spectrum/s", err[0])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \S+ INFO predict: 3/3 spectrum \(100\.0 %\), "
+                        r"[0-9.e+]+ spectrum/s, done in \d\d:\d\d:\d\d", err[0])
     _predict(stores, "postquiet.zarr", "--log-level", "warning")
     assert capsys.readouterr().err == ""
