@@ -102,13 +102,64 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("bias-fit", help="fit X - (a*Teff + b) on a reference table", description=UNITS
-                       + " CSV columns: teff (cINN Teff, K), fe_h_ref, and <target>_cinn, <target>_ref.")
+                       + " CSV columns: fe_h_ref and <target>_ref, with object_id (--on samples) or with "
+                       "teff (cINN Teff, K) and <target>_cinn (--on map).")
     p.add_argument("model", help="model directory (bias.json is written there)")
     p.add_argument("table", help="reference CSV")
     p.add_argument("--feh-min", type=float, default=-2.5, help="use stars with [Fe/H]_ref above this (dex)")
+    _add_bias_fit_options(p)
     _add_info_parser(sub)
     _add_diff_parser(sub)
     return parser
+
+
+def _add_bias_fit_options(parser: argparse.ArgumentParser) -> None:
+    """``--on`` and ``--posterior`` of ``bias-fit`` (paper App. B, eq. B.1)."""
+    parser.add_argument("--on", choices=["samples", "map"], default="samples",
+                        help="fit on all valid posterior samples of each star (default, as the paper does; "
+                        "needs --posterior) or on the table's MAP columns")
+    parser.add_argument("--posterior", metavar="STORE",
+                        help="posterior store written by `predict --keep-samples`, matched to the table's "
+                        "object_id column (--on samples)")
+
+
+def _cmd_bias_fit(args) -> None:
+    """Fit bias.json on posterior samples (default) or on MAPs; the table is checked first."""
+    from cinn.bias import fit_bias_samples, fit_bias_table, read_reference_table
+    from cinn.model import load_model, save_bias
+    model = load_model(args.model, "cpu")
+    if args.on == "map":
+        bias = fit_bias_table(args.table, model.target_names, args.feh_min)
+    else:
+        table = read_reference_table(args.table)
+        if args.posterior is None:
+            raise UserError("bias-fit --on samples needs --posterior STORE (from `predict --keep-samples`); "
+                            "or pass --on map to fit the table's MAP columns")
+        object_id, samples, accepted = _posterior_samples(args.posterior, model.target_names)
+        bias = fit_bias_samples(table, object_id, samples, accepted, model.target_names, args.feh_min,
+                                source=str(args.table))
+    path = save_bias(model.model_dir, bias)
+    print(f"bias coefficients for {', '.join(bias['coefficients'])} ({bias['n_stars']} stars, "
+          f"fitted on {bias['on']}) -> {path}")
+
+
+def _posterior_samples(path, target_names):
+    """``object_id``, ``samples`` (physical units) and ``accepted`` of a posterior store, checked."""
+    import numpy as np
+
+    from cinn.data import read_array
+    from cinn.predict import POSTERIOR_SCHEMA
+    from gridgen.core.storeio import open_store
+    group = open_store(path, (POSTERIOR_SCHEMA,), "posterior store")
+    if tuple(group.attrs.get("target_names", ())) != tuple(target_names):
+        raise UserError(f"{path}: targets {list(group.attrs.get('target_names', []))} differ from the model's "
+                        f"{list(target_names)}")
+    if group.attrs.get("bias_corrected"):
+        raise UserError(f"{path}: predicted with --bias-correct; fit on uncorrected samples")
+    if "samples" not in group:
+        raise UserError(f"{path}: no posterior samples; predict with --keep-samples")
+    return (np.asarray(read_array(group["object_id"]).tolist(), dtype=str), read_array(group["samples"]),
+            read_array(group["accepted"]).astype(bool))
 
 
 def _add_info_parser(sub) -> None:
@@ -209,12 +260,7 @@ def run(args) -> int:
         result = search(args.store, args.out, _config(args), args.trials, args.seed, progress)
         print(json.dumps(result, indent=2, default=str))
     elif args.command == "bias-fit":
-        from cinn.bias import fit_bias_table
-        from cinn.model import load_model, save_bias
-        model = load_model(args.model, "cpu")
-        bias = fit_bias_table(args.table, model.target_names, args.feh_min)
-        path = save_bias(model.model_dir, bias)
-        print(f"bias coefficients for {', '.join(bias['coefficients'])} ({bias['n_stars']} stars) -> {path}")
+        _cmd_bias_fit(args)
     return 0
 
 

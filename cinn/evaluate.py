@@ -9,9 +9,25 @@ units (K, dex, km/s; vbroad against the floored truth, see :mod:`cinn.targets`):
 - coverage68/95  fraction of truths inside the 16-84 % / 2.5-97.5 % intervals (calibration)
 - width68        median width of the 16-84 % interval (paper Fig. A.2)
 
+Calibration (:mod:`cinn.calibration`), per S/N level and target, from the normalised rank u of the
+truth among each spectrum's accepted posterior samples:
+
+- ``calibration_coverage.csv``: nominal level p of the central interval (0.05 ... 0.95) against
+  the empirical coverage, with the binomial 3-sigma half-width 3 sqrt(p (1 - p) / n);
+- ``calibration_ranks.csv``: the SBC rank histogram (counts of u in 10 equal bins), the flat
+  expectation and the chi-square against it (9 degrees of freedom when calibrated);
+- ``baseline.csv``: the MAP's mean residual and sigma (eq. 10) beside those of a ridge regression
+  on the standardised flux (:func:`cinn.calibration.fit_ridge`), fitted on the training split at
+  the same S/N (at most :data:`BASELINE_MAX_SPECTRA` spectra, a seeded subset), its ridge
+  strength chosen on the validation split, evaluated on the same split and S/N as the cINN.
+
+The ranks need every posterior sample of the evaluated split in memory at once
+(n_predictions x n_samples x n_targets float32).
+
 Report directory: ``metrics.csv`` (long form), ``table_mean_sigma.csv`` and ``table_nrmse.csv``
-(like the paper's Tables A.1/A.2), ``predictions.csv`` and the plots ``metrics_vs_snr``,
-``map_vs_truth``, ``corner``, ``width_vs_snr``, ``saliency`` (``.png`` by default; ``.pdf`` or
+(like the paper's Tables A.1/A.2), the calibration and baseline tables above, ``predictions.csv``
+and the plots ``metrics_vs_snr``, ``map_vs_truth``, ``corner``, ``width_vs_snr``, ``saliency``,
+``coverage``, ``rank_histograms``, ``baseline_vs_snr`` (``.png`` by default; ``.pdf`` or
 ``.svg`` with ``plot_format``, :data:`PLOT_FORMATS`), plus
 ``report.json`` with notes (e.g. why line markers are missing).
 
@@ -34,14 +50,16 @@ from gridgen.engine import engine_dir
 from gridgen.linelist import line_fields, read_species_blocks
 from gridgen.solar import atomic_number
 
+from cinn.calibration import (COVERAGE_LEVELS, RANK_BINS, coverage_curve, coverage_tolerance, fit_ridge,
+                              rank_chi2, rank_histogram, truth_ranks)
 from cinn.catalog import write_csv
 from cinn.config import PredictConfig
-from cinn.data import TRAIN_SCHEMA, check_finite, open_spectra_store, read_rows, split_rows
+from cinn.data import TRAIN_SCHEMA, check_finite, chunks_of, open_spectra_store, read_array, read_rows, split_rows
 from cinn.files import save_figure, write_csv_rows, write_json
-from cinn.inference import run_prediction
+from cinn.inference import predict_batches
 from cinn.model import LoadedModel, check_pixel_grid, load_model
 from cinn.posterior import latent_index
-from cinn.targets import targets_to_physical
+from cinn.targets import labels_to_targets, physical_truth, targets_to_physical
 
 #: File formats of the report plots (Matplotlib backends that need no display).
 PLOT_FORMATS = ("png", "pdf", "svg")
@@ -49,18 +67,27 @@ PLOT_FORMATS = ("png", "pdf", "svg")
 SALIENCY_LINES_PER_ELEMENT = 40
 #: Posterior samples per spectrum of the quick validation report written after training.
 REPORT_SAMPLES = 256
+#: Most training spectra the ridge baseline is fitted on (its SVD costs n^2 n_pix).
+BASELINE_MAX_SPECTRA = 2000
+#: Seed of the baseline's training subset.
+BASELINE_SEED = 0
+
+
+def point_metrics(estimate: np.ndarray, truth: np.ndarray, train_range: np.ndarray) -> dict[str, np.ndarray]:
+    """Eqs. 9-11 per target for point estimates (n, T) in physical units (NaN estimates left out)."""
+    residual = estimate - truth
+    n = np.isfinite(residual).sum(axis=0)
+    mean = np.nanmean(residual, axis=0)
+    sigma = np.sqrt(np.nansum((residual - mean) ** 2, axis=0) / np.maximum(n - 1, 1))
+    rmse = np.sqrt(np.nanmean(residual ** 2, axis=0))
+    return {"n": n, "mean_residual": mean, "sigma": sigma, "nrmse": rmse / train_range}
 
 
 def residual_metrics(map_phys: np.ndarray, truth: np.ndarray, lo68: np.ndarray, hi68: np.ndarray,
                      lo95: np.ndarray, hi95: np.ndarray, train_range: np.ndarray) -> dict[str, np.ndarray]:
     """Eqs. 9-11 and interval coverage per target for one set of predictions (n, T)."""
-    residual = map_phys - truth
-    n = np.isfinite(residual).sum(axis=0)
-    mean = np.nanmean(residual, axis=0)
-    sigma = np.sqrt(np.nansum((residual - mean) ** 2, axis=0) / np.maximum(n - 1, 1))
-    rmse = np.sqrt(np.nanmean(residual ** 2, axis=0))
     return {
-        "n": n, "mean_residual": mean, "sigma": sigma, "nrmse": rmse / train_range,
+        **point_metrics(map_phys, truth, train_range),
         "coverage68": np.mean((truth >= lo68) & (truth <= hi68), axis=0),
         "coverage95": np.mean((truth >= lo95) & (truth <= hi95), axis=0),
         "width68": np.nanmedian(hi68 - lo68, axis=0),
@@ -214,8 +241,18 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
             elements = [n.removesuffix("_fe") for n in names if n.endswith("_fe")] + ["fe"]
             lines = linelist_positions(linelists, elements, (info.wave_aa[0], info.wave_aa[-1]),
                                        strongest=SALIENCY_LINES_PER_ELEMENT)
-    result = run_prediction(model, store_path, config, split=split, progress=progress)
+    # Each batch's samples are kept only while the truth is ranked among them: the tables need
+    # the ranks, and a paper-size split's samples (~200 kB per prediction) would not fit in memory.
+    parts: dict[str, list] = {}
+    for out in predict_batches(model, store_path, replace(config, keep_samples=True), split, None, progress):
+        out["rank"] = truth_ranks(out.pop("samples"), out.pop("accepted"), out["truth"])
+        del out["log_density"]
+        for key, value in out.items():
+            parts.setdefault(key, []).append(value)
+    result = {key: np.concatenate(value) for key, value in parts.items()}
+    ranks = result.pop("rank")
     train_range = training_range(model)
+    baseline = baseline_metrics(model, group, info, split, result, train_range)
     report_dir.mkdir(parents=True, exist_ok=True)
     write_csv(result, names, report_dir / "predictions.csv", overwrite=True)
 
@@ -239,7 +276,9 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
                        ([f"{level:g}", *[fmt(per_snr[level], j) for j in range(len(names))]] for level in levels))
 
     ref_snr = levels[int(np.argmin(np.abs(np.log(levels) - np.log(250.0))))]
+    calibration = write_calibration_tables(ranks, result["snr"], per_snr, baseline, names, report_dir)
     _plot_metrics(per_snr, names, report_dir, plot_format)
+    _plot_calibration(calibration, names, report_dir, plot_format)
     _plot_map_vs_truth(result, names, ref_snr, report_dir / f"map_vs_truth.{plot_format}")
     # Corner plot of the first test spectrum at the reference S/N.
     first = np.flatnonzero(result["snr"] == ref_snr)[0]
@@ -261,9 +300,102 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
     summary = {"store": str(store_path), "split": split, "n_predictions": int(result["row"].size),
                "reference_snr": ref_snr, "notes": notes,
                "f_reject_mean": float(result["f_reject"].mean()),
-               "untrustworthy_fraction": float(result["untrustworthy"].mean())}
+               "untrustworthy_fraction": float(result["untrustworthy"].mean()),
+               "baseline": {"model": "ridge regression on the standardised flux",
+                            "n_train_spectra": baseline["n_train"]}}
     write_json(report_dir / "report.json", summary)
     return {"metrics": metrics_rows, "report_dir": str(report_dir), "notes": notes, "summary": summary}
+
+
+def baseline_metrics(model: LoadedModel, group, info, split: str, result: dict,
+                     train_range: np.ndarray) -> dict:
+    """Ridge baseline per S/N level, fitted on the training split and evaluated like the cINN.
+
+    For each S/N level of the store, :func:`cinn.calibration.fit_ridge` is fitted on the
+    training spectra at that S/N (at most :data:`BASELINE_MAX_SPECTRA`, a subset drawn with
+    :data:`BASELINE_SEED`), in network target units (log10 Teff, log10 vbroad), with the ridge
+    strength chosen on the validation split at that S/N; it then predicts the spectra of
+    ``split`` that the cINN predicted (``result["row"]``).
+
+    Returns
+    -------
+    dict
+        ``{"n_train": int, "per_snr": {snr: point metrics (eqs. 9-11) plus "alpha" (T,)}}``.
+    """
+    names, floor = model.target_names, model.config.targets.vbroad_floor_kms
+    labels = read_array(group["labels"])
+    train_rows = split_rows(group, "train")
+    if train_rows.size > BASELINE_MAX_SPECTRA:
+        rng = np.random.default_rng(BASELINE_SEED)
+        train_rows = np.sort(rng.choice(train_rows, BASELINE_MAX_SPECTRA, replace=False))
+    val_rows = split_rows(group, "val")
+    eval_rows = np.unique(result["row"])
+    flux = {}
+    for key, rows in (("train", train_rows), ("val", val_rows), ("eval", eval_rows)):
+        flux[key] = np.concatenate([read_rows(group["flux"], chunk, info.chunk_spec)
+                                    for chunk in chunks_of(rows, info.chunk_spec)])
+        check_finite(flux[key], rows, info.path)
+    y_train = labels_to_targets(labels[train_rows], info.label_names, names, floor)
+    y_val = labels_to_targets(labels[val_rows], info.label_names, names, floor)
+    truth = physical_truth(labels[eval_rows], info.label_names, names, floor)
+    per_snr = {}
+    for k, level in enumerate(info.snr):
+        if not np.any(result["snr"] == level):
+            continue
+        ridge = fit_ridge(flux["train"][:, k], y_train, flux["val"][:, k], y_val)
+        estimate = targets_to_physical(ridge.predict(flux["eval"][:, k]), names)
+        per_snr[float(level)] = {**point_metrics(estimate, truth, train_range), "alpha": ridge.alpha}
+    return {"n_train": int(train_rows.size), "per_snr": per_snr}
+
+
+def write_calibration_tables(ranks: np.ndarray, snr: np.ndarray, per_snr: dict, baseline: dict,
+                             names, report_dir: Path) -> dict:
+    """Write ``calibration_coverage.csv``, ``calibration_ranks.csv`` and ``baseline.csv``.
+
+    Parameters
+    ----------
+    ranks : ndarray (n, T)
+        Normalised ranks u of the truths (:func:`cinn.calibration.truth_ranks`).
+    snr : ndarray (n,)
+        S/N of each prediction.
+    per_snr : dict
+        The cINN's metrics per S/N level (:func:`residual_metrics`).
+    baseline : dict
+        From :func:`baseline_metrics`.
+
+    Returns
+    -------
+    dict
+        Per S/N level: ``coverage`` (n_level, T), ``counts`` (RANK_BINS, T), ``n`` (T,), for the plots.
+    """
+    out, coverage_rows, rank_rows, baseline_rows = {}, [], [], []
+    for level in sorted(per_snr):
+        u = ranks[snr == level]
+        n = np.isfinite(u).sum(axis=0)
+        coverage, counts = coverage_curve(u), rank_histogram(u)
+        chi2 = rank_chi2(counts)
+        out[level] = {"coverage": coverage, "counts": counts, "n": n}
+        for j, name in enumerate(names):
+            tolerance = coverage_tolerance(COVERAGE_LEVELS, max(int(n[j]), 1))
+            coverage_rows += [[f"{level:g}", name, f"{p:.2f}", f"{coverage[i, j]:.6g}", f"{tolerance[i]:.6g}",
+                               int(n[j])] for i, p in enumerate(COVERAGE_LEVELS)]
+            rank_rows += [[f"{level:g}", name, b, f"{b / RANK_BINS:.2f}", f"{(b + 1) / RANK_BINS:.2f}",
+                           int(counts[b, j]), f"{n[j] / RANK_BINS:.6g}", f"{chi2[j]:.6g}"] for b in range(RANK_BINS)]
+            cinn, ridge = per_snr[level], baseline["per_snr"][level]
+            baseline_rows.append([f"{level:g}", name, int(cinn["n"][j]), f"{cinn['mean_residual'][j]:.6g}",
+                                  f"{cinn['sigma'][j]:.6g}", f"{ridge['mean_residual'][j]:.6g}",
+                                  f"{ridge['sigma'][j]:.6g}", f"{ridge['alpha'][j]:g}", baseline["n_train"]])
+    write_csv_rows(report_dir / "calibration_coverage.csv",
+                   ["snr", "target", "nominal", "empirical", "tolerance_3sigma", "n"], coverage_rows)
+    write_csv_rows(report_dir / "calibration_ranks.csv",
+                   ["snr", "target", "bin", "u_lo", "u_hi", "count", "expected", "chi2"], rank_rows)
+    write_csv_rows(report_dir / "baseline.csv",
+                   ["snr", "target", "n", "mean_residual_cinn", "sigma_cinn", "mean_residual_ridge",
+                    "sigma_ridge", "ridge_alpha", "n_train_ridge"], baseline_rows)
+    for level in out:
+        out[level]["sigma_cinn"] = per_snr[level]["sigma"]
+        out[level]["sigma_ridge"] = baseline["per_snr"][level]["sigma"]
+    return out
 
 
 def training_report(model_dir: str | Path, store_path: str | Path, device: str = "auto",
@@ -309,6 +441,48 @@ def _plot_metrics(per_snr: dict, names, report_dir: Path, plot_format: str) -> N
         for ax in list(axes.flat)[len(names):]:
             ax.axis("off")
         axes.flat[0].legend(fontsize=7)
+        fig.tight_layout()
+        save_figure(fig, report_dir / f"{stem}.{plot_format}", dpi=90)
+        plt.close(fig)
+
+
+def _plot_calibration(calibration: dict, names, report_dir: Path, plot_format: str) -> None:
+    """``coverage``, ``rank_histograms`` (per S/N level as lines) and ``baseline_vs_snr``."""
+    plt = _pyplot()
+    levels = sorted(calibration)
+    nr, nc = _subplot_shape(len(names))
+    for stem in ("coverage", "rank_histograms", "baseline_vs_snr"):
+        fig, axes = plt.subplots(nr, nc, figsize=(3 * nc, 2.6 * nr), squeeze=False)
+        for j, name in enumerate(names):
+            ax = axes.flat[j]
+            if stem == "coverage":
+                n_min = max(1, min(int(calibration[s]["n"][j]) for s in levels))
+                band = coverage_tolerance(COVERAGE_LEVELS, n_min)
+                ax.fill_between(COVERAGE_LEVELS, COVERAGE_LEVELS - band, COVERAGE_LEVELS + band, color="0.85",
+                                label=f"3σ binomial, n={n_min}")
+                ax.plot([0, 1], [0, 1], "k-", lw=0.6)
+                for s in levels:
+                    ax.plot(COVERAGE_LEVELS, calibration[s]["coverage"][:, j], "o-", ms=2, label=f"S/N {s:g}")
+                ax.set_xlabel("nominal coverage")
+                ax.set_ylabel("empirical coverage")
+            elif stem == "rank_histograms":
+                centres = (np.arange(RANK_BINS) + 0.5) / RANK_BINS
+                for s in levels:
+                    counts = calibration[s]["counts"][:, j]
+                    ax.step(centres, counts / max(counts.sum(), 1) * RANK_BINS, where="mid", label=f"S/N {s:g}")
+                ax.axhline(1.0, color="k", lw=0.6)
+                ax.set_xlabel("normalised rank of the truth")
+                ax.set_ylabel("density")
+            else:
+                ax.plot(levels, [calibration[s]["sigma_cinn"][j] for s in levels], "o-", ms=3, label="cINN MAP")
+                ax.plot(levels, [calibration[s]["sigma_ridge"][j] for s in levels], "s--", ms=3, label="ridge")
+                ax.set_xscale("log")
+                ax.set_xlabel("S/N")
+                ax.set_ylabel("σ (eq. 10)")
+            ax.set_title(name, fontsize=9)
+        for ax in list(axes.flat)[len(names):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=6)
         fig.tight_layout()
         save_figure(fig, report_dir / f"{stem}.{plot_format}", dpi=90)
         plt.close(fig)

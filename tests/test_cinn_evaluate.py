@@ -26,7 +26,9 @@ TINY = {"network": {"feature_hidden": [32], "n_features": 8, "n_blocks": 2, "sub
         "train": {"epochs": 2, "batches_per_epoch": 10, "batch_size": 64, "early_stop_patience": 0,
                   "device": "cpu"},
         "predict": {"n_samples": 128, "precision": "fp32"}}
-PLOTS = ("metrics_vs_snr.png", "map_vs_truth.png", "corner.png", "width_vs_snr.png", "saliency.png")
+PLOTS = ("metrics_vs_snr.png", "map_vs_truth.png", "corner.png", "width_vs_snr.png", "saliency.png",
+         "coverage.png", "rank_histograms.png", "baseline_vs_snr.png")
+CALIBRATION_TABLES = ("calibration_coverage.csv", "calibration_ranks.csv", "baseline.csv")
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,7 @@ def test_residual_metrics_follow_eqs_9_to_11():
 def test_report_files(report, model):
     report_dir, out = report
     for name in ("metrics.csv", "table_mean_sigma.csv", "table_nrmse.csv", "predictions.csv",
-                 "report.json", *PLOTS):
+                 "report.json", *CALIBRATION_TABLES, *PLOTS):
         path = report_dir / name
         assert path.exists() and path.stat().st_size > 0, name
     for name in PLOTS:
@@ -87,6 +89,20 @@ def test_report_files(report, model):
         lines = read_csv(report_dir / table)
         assert [float(r["snr"]) for r in lines] == [20.0, 250.0]
         assert list(lines[0])[1:] == TARGETS
+    # Calibration: 19 levels and 10 rank bins per (S/N, target); the ranks count every prediction.
+    coverage = read_csv(report_dir / "calibration_coverage.csv")
+    assert len(coverage) == 2 * len(TARGETS) * 19
+    ranks = read_csv(report_dir / "calibration_ranks.csv")
+    for level in ("20", "250"):
+        for target in TARGETS:
+            counts = [int(r["count"]) for r in ranks if r["snr"] == level and r["target"] == target]
+            n = next(int(r["n"]) for r in rows if float(r["snr"]) == float(level) and r["target"] == target)
+            assert len(counts) == 10 and sum(counts) == n
+    # The cINN's sigma in baseline.csv is the one of metrics.csv; the ridge's is finite and positive.
+    for row in read_csv(report_dir / "baseline.csv"):
+        metric = next(r for r in rows if float(r["snr"]) == float(row["snr"]) and r["target"] == row["target"])
+        assert float(row["sigma_cinn"]) == pytest.approx(float(metric["sigma"]), rel=1e-5)
+        assert 0 < float(row["sigma_ridge"]) < np.inf
     summary = json.loads((report_dir / "report.json").read_text())
     assert summary["split"] == "test" and summary["n_predictions"] == len(read_csv(report_dir / "predictions.csv"))
 
