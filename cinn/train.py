@@ -15,6 +15,7 @@ the directory stays loadable (``best_val_loss`` is then inf). Epoch e draws its 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from gridgen.core.errors import UserError
 from gridgen.core.identity import short
+from gridgen.core.progress import progress as progress_bar
 
 from cinn.config import CinnConfig, config_from_dict, config_to_dict
 from cinn.data import (BatchStream, Prefetch, ResidentBatches, StoreInfo, free_device_bytes, iterate_split,
@@ -36,6 +37,8 @@ from cinn.model import (provenance_sha256, read_model_description, read_model_id
 from cinn.network import CinnNetwork, build_network, select_device
 from cinn.standardize import Standardization, compute_standardization
 from cinn.targets import labels_to_targets
+
+_LOG = logging.getLogger("cinn4most.train")
 
 
 _RESIDENT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -306,9 +309,9 @@ def train_epoch(network: CinnNetwork, optimizer, stream, x_all: torch.Tensor, st
     tc = config.train
     rev_sigma = math.sqrt(tc.reverse_noise_var)
     sums = torch.zeros(2, dtype=torch.float64, device=device)
-    bar = tqdm(range(tc.batches_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}",
-               unit="batch", disable=not progress, leave=False)
-    for step in bar:
+    bar = progress_bar(total=tc.batches_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch",
+                       bars=progress, leave=False)
+    for step in range(tc.batches_per_epoch):
         flux, snr, row = (torch.as_tensor(a).to(device, non_blocking=True) for a in next(stream))
         cond = stats.condition(flux, snr)
         x = x_all[row]
@@ -321,8 +324,11 @@ def train_epoch(network: CinnNetwork, optimizer, stream, x_all: torch.Tensor, st
         loss.backward()
         optimizer.step()
         sums += torch.stack([loss_ml.detach(), loss_rev.detach()])
-        if progress:
-            bar.set_postfix(ml=f"{float(sums[0]) / (step + 1):.3f}", rev=f"{float(sums[1]) / (step + 1):.2e}")
+        if progress and hasattr(bar, "set_postfix"):   # a terminal bar shows the running losses
+            bar.set_postfix(ml=f"{float(sums[0]) / (step + 1):.3f}", rev=f"{float(sums[1]) / (step + 1):.2e}",
+                            refresh=False)
+        bar.update(1)
+    bar.close()
     return float(sums[0]) / tc.batches_per_epoch, float(sums[1]) / tc.batches_per_epoch
 
 
@@ -414,7 +420,8 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     resume : bool
         Continue from ``checkpoint.pt`` if present; otherwise start afresh.
     progress : bool
-        Show tqdm progress bars with the current losses.
+        Show progress: bars with the running losses on a terminal, else timestamped log lines
+        (:mod:`gridgen.core.progress`); one line per epoch with its losses.
     epoch_callback : callable or None
         Called as ``epoch_callback(epoch, val_loss)`` after each epoch; it may raise to stop
         (used by the hyperparameter search to prune).
@@ -477,8 +484,8 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
                 or not weights_path.exists():
             save_torch(network.state_dict(), weights_path)
         if progress:
-            tqdm.write(f"epoch {epoch + 1}: train ML {train_ml:.3f}  reverse {train_rev:.2e}  "
-                       f"val ML {val:.3f}  lr {lr:.2e}")
+            _LOG.info(f"epoch {epoch + 1}: train ML {train_ml:.3f}  reverse {train_rev:.2e}  "
+                      f"val ML {val:.3f}  lr {lr:.2e}")
         save_checkpoint(checkpoint_path, network, optimizer, scheduler, state)
         _write_history(state.history, model_dir)
         if epoch_callback is not None:
