@@ -21,6 +21,22 @@ ELEMENTS = ("li", "c", "n", "o", "na", "mg", "al", "si", "ca", "ti", "v", "cr", 
 LABEL_NAMES = ["teff", "logg", "fe_h", "vmic"] + [f"{el}_fe" for el in ELEMENTS] + ["vbroad"]
 LABEL_UNITS = ["K", "dex", "dex", "km/s"] + ["dex"] * len(ELEMENTS) + ["km/s"]
 C_KMS = 299792.458
+#: A cINN small enough to train in a second: for tests of files, flags and messages, not accuracy.
+TINY_TOML = """
+[network]
+feature_hidden = [16]
+n_features = 8
+n_blocks = 2
+subnet_hidden = [16]
+[targets]
+names = ["teff", "logg", "fe_h"]
+[train]
+epochs = 1
+batches_per_epoch = 2
+batch_size = 32
+[predict]
+n_samples = 16
+"""
 
 
 def sample_labels(n_spec: int, rng: np.random.Generator) -> np.ndarray:

@@ -20,23 +20,8 @@ from badinput import assert_rejected
 from cinn.cli import main
 from cinn.config import config_from_dict
 from cinn.train import train
-from cinn_fixtures import damage_chunks, make_observed_store, make_training_store
+from cinn_fixtures import TINY_TOML, damage_chunks, make_observed_store, make_training_store
 
-TINY_TOML = """
-[network]
-feature_hidden = [16]
-n_features = 8
-n_blocks = 2
-subnet_hidden = [16]
-[targets]
-names = ["teff", "logg", "fe_h"]
-[train]
-epochs = 1
-batches_per_epoch = 2
-batch_size = 32
-[predict]
-n_samples = 16
-"""
 
 
 class TouchOnUnpickle:

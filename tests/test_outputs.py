@@ -17,25 +17,10 @@ import zarr
 from cinn.cli import main as cinn_main
 from cinn.config import config_from_dict
 from cinn.train import train
-from cinn_fixtures import LABEL_NAMES, make_observed_store, make_training_store
+from cinn_fixtures import LABEL_NAMES, TINY_TOML, make_observed_store, make_training_store
 from gridgen.core.codes import SPLIT_NAMES, STATUS_NAMES
 from gridgen.store import create_grid_store, write_spectrum
 
-TINY_TOML = """
-[network]
-feature_hidden = [16]
-n_features = 8
-n_blocks = 2
-subnet_hidden = [16]
-[targets]
-names = ["teff", "logg", "fe_h"]
-[train]
-epochs = 1
-batches_per_epoch = 2
-batch_size = 32
-[predict]
-n_samples = 16
-"""
 #: The fixtures' pixels: 0.2 Å apart from 5160 Å.
 PIXEL_AA = 0.2
 
