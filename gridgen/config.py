@@ -11,7 +11,7 @@ Layout (see ``grids/demo.toml`` for a commented example)::
     [sampler]     method ("sobol" | "random" | "table"), table, solar_mixture,
                   teff_range_k, logg_range_cgs, kiel_polygon
     [priors.X]    one table per sampled parameter X (fe_h, vmic, li_fe, ...): dist, low, high,
-                  mean, sd, shift_vs_fe_h
+                  mean, sd, edges, weights, shift_vs_fe_h
     [synthesis]   windows_aa, step_aa, linelists, molecules, timeout_s
     [atmosphere]  see gridgen.atmospheres.provider.AtmosphereConfig
     [nlte]        see gridgen.nlte.NLTEConfig
@@ -46,7 +46,7 @@ LABEL_UNITS: tuple[str, ...] = ("K", "dex", "dex", "km/s") + ("dex",) * len(ABUN
 PRIOR_PARAMETERS: tuple[str, ...] = LABEL_NAMES[2:]
 
 SAMPLER_METHODS = ("sobol", "random", "table")
-PRIOR_DISTS = ("uniform", "normal", "truncnormal", "fixed")
+PRIOR_DISTS = ("uniform", "normal", "truncnormal", "piecewise", "fixed")
 
 # Sanity bounds of the grid TOML's numbers, stated in the error messages. They sit far beyond any
 # real grid and exist so that a typo fails on load instead of as a MemoryError or a week of runs.
@@ -59,6 +59,8 @@ TEFF_BOUNDS_K = (2000.0, 60000.0)
 LOGG_BOUNDS_CGS = (-1.0, 6.0)
 #: |value| of any prior number ([Fe/H], [X/Fe] in dex; vmic in km/s): beyond any star.
 MAX_ABS_PRIOR = 10.0
+#: Largest relative weight of a piecewise prior's bin: only ratios matter, so this only catches typos.
+MAX_PRIOR_WEIGHT = 1e6
 #: Seconds one synthesis may take: a week, far beyond the minutes a real one takes.
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 
@@ -70,8 +72,14 @@ class Prior:
     Attributes
     ----------
     dist
-        ``uniform`` (low, high), ``normal`` (mean, sd), ``truncnormal`` (mean, sd, low, high)
-        or ``fixed`` (mean).
+        ``uniform`` (low, high), ``normal`` (mean, sd), ``truncnormal`` (mean, sd, low, high),
+        ``piecewise`` (edges, weights) or ``fixed`` (mean).
+    edges
+        ``piecewise`` only: bin edges, increasing, in the parameter's unit (dex, km/s); the prior
+        is zero outside ``edges[0] .. edges[-1]``, which become ``low`` and ``high``.
+    weights
+        ``piecewise`` only: relative probability density (per unit of the parameter) in each of
+        the ``len(edges) - 1`` bins, >= 0 and not all 0; uniform inside a bin.
     shift_vs_fe_h
         Optional ``[[fe_h_dex, shift], ...]``: a piecewise-linear shift added to the drawn
         value as a function of the spectrum's [Fe/H] (e.g. the alpha-element plateau of
@@ -83,17 +91,24 @@ class Prior:
     high: float | None = setting(None, min=-MAX_ABS_PRIOR, max=MAX_ABS_PRIOR)
     mean: float | None = setting(None, min=-MAX_ABS_PRIOR, max=MAX_ABS_PRIOR)
     sd: float | None = setting(None, min=-MAX_ABS_PRIOR, max=MAX_ABS_PRIOR)
+    edges: tuple[float, ...] = setting((), min=-MAX_ABS_PRIOR, max=MAX_ABS_PRIOR)
+    weights: tuple[float, ...] = setting((), min=0.0, max=MAX_PRIOR_WEIGHT)
     shift_vs_fe_h: tuple[tuple[float, float], ...] = setting((), min=-MAX_ABS_PRIOR, max=MAX_ABS_PRIOR)
 
     def __post_init__(self):
         """Check that the parameters define a distribution (keys relative to the prior's table)."""
         need = {"uniform": ("low", "high"), "normal": ("mean", "sd"),
-                "truncnormal": ("mean", "sd", "low", "high"), "fixed": ("mean",)}
+                "truncnormal": ("mean", "sd", "low", "high"), "piecewise": ("edges", "weights"),
+                "fixed": ("mean",)}
         if self.dist not in need:
             raise ConfigError("dist", f"{self.dist!r} is not one of {', '.join(PRIOR_DISTS)}")
         for name in need[self.dist]:
-            if getattr(self, name) is None:
+            if getattr(self, name) in (None, ()):
                 raise ConfigError(name, f"required for dist = {self.dist!r}")
+        if self.dist == "piecewise":
+            self._check_piecewise()
+        elif self.edges or self.weights:
+            raise ConfigError("edges" if self.edges else "weights", "only for dist = 'piecewise'")
         if self.low is not None and self.high is not None and not self.low < self.high:
             raise ConfigError("", f"empty or inverted range low={self.low} >= high={self.high}")
         if self.sd is not None and not self.sd > 0:
@@ -101,6 +116,30 @@ class Prior:
         nodes = [p[0] for p in self.shift_vs_fe_h]
         if nodes != sorted(set(nodes)):
             raise ConfigError("shift_vs_fe_h", "need [[fe_h, shift], ...] with increasing fe_h")
+
+    def _check_piecewise(self) -> None:
+        """Edges strictly increasing, one weight per bin, weights not all zero; no low/high/mean/sd."""
+        for name in ("mean", "sd"):
+            if getattr(self, name) is not None:
+                raise ConfigError(name, "not used by dist = 'piecewise'")
+        if len(self.edges) < 2:
+            raise ConfigError("edges", f"need at least 2 edges, got {list(self.edges)}")
+        for i in range(1, len(self.edges)):
+            if not self.edges[i - 1] < self.edges[i]:
+                raise ConfigError(f"edges[{i}]", f"edges must increase, got {self.edges[i]} after "
+                                                 f"{self.edges[i - 1]}")
+        if len(self.weights) != len(self.edges) - 1:
+            raise ConfigError("weights", f"need one weight per bin: {len(self.edges) - 1} for "
+                                         f"{len(self.edges)} edges, got {len(self.weights)}")
+        if not any(w > 0 for w in self.weights):
+            raise ConfigError("weights", "all weights are 0: the prior would be empty")
+        # low and high are the outer edges, so that every prior states its range the same way.
+        for name, edge in (("low", self.edges[0]), ("high", self.edges[-1])):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, float(edge))
+            elif getattr(self, name) != edge:
+                raise ConfigError(name, f"for dist = 'piecewise' the range is set by edges; got "
+                                        f"{getattr(self, name)} against edge {edge}")
 
 
 def _check_low_high(key: str, pair: tuple[float, float]) -> None:

@@ -36,8 +36,11 @@ def clip_fe_h_prior(prior: Prior, feh_range_dex: tuple[float, float]) -> Prior:
     """Restrict the [Fe/H] prior to the atmosphere provider's validity.
 
     A uniform prior keeps its shape on the intersection; normal and truncated-normal priors
-    become truncated normals on it. Raises UserError if the intersection is empty.
+    become truncated normals on it; a piecewise prior keeps its densities on the bins (or parts
+    of bins) inside it. Raises UserError if the intersection is empty or has zero weight.
     """
+    if prior.dist == "piecewise":
+        return _clip_piecewise(prior, feh_range_dex)
     low = max(feh_range_dex[0], prior.low if prior.low is not None else -np.inf)
     high = min(feh_range_dex[1], prior.high if prior.high is not None else np.inf)
     if not low < high:
@@ -50,6 +53,53 @@ def clip_fe_h_prior(prior: Prior, feh_range_dex: tuple[float, float]) -> Prior:
     if prior.dist in ("normal", "truncnormal"):
         return Prior("truncnormal", low=low, high=high, mean=prior.mean, sd=prior.sd)
     return prior
+
+
+def _clip_piecewise(prior: Prior, feh_range_dex: tuple[float, float]) -> Prior:
+    """A piecewise prior cut to ``feh_range_dex``: edges outside it dropped, the range ends added."""
+    edges = np.asarray(prior.edges, dtype=float)
+    weights = np.asarray(prior.weights, dtype=float)
+    low, high = max(feh_range_dex[0], edges[0]), min(feh_range_dex[1], edges[-1])
+    inner = (edges > low) & (edges < high)
+    new_edges = np.concatenate([[low], edges[inner], [high]]) if low < high else np.array([])
+    # Each new bin lies inside one old bin: take that bin's density.
+    new_weights = weights[np.searchsorted(edges, new_edges[:-1], side="right") - 1] if low < high else []
+    if not np.any(np.asarray(new_weights) > 0):
+        raise UserError(
+            f"priors.fe_h: no weight inside the atmosphere provider's validity "
+            f"{feh_range_dex[0]}..{feh_range_dex[1]} dex"
+        )
+    return Prior("piecewise", edges=tuple(new_edges.tolist()), weights=tuple(np.asarray(new_weights).tolist()),
+                 shift_vs_fe_h=prior.shift_vs_fe_h)
+
+
+def piecewise_ppf(edges: tuple[float, ...], weights: tuple[float, ...], u: np.ndarray) -> np.ndarray:
+    """Inverse CDF of a piecewise-uniform density.
+
+    Parameters
+    ----------
+    edges
+        Bin edges, increasing (parameter's unit).
+    weights
+        Relative density in each bin (per unit of the parameter), >= 0, not all 0.
+    u
+        Uniform deviates in [0, 1], any shape.
+
+    Returns
+    -------
+    ndarray
+        Values in ``edges[0] .. edges[-1]``, same shape as ``u``; none in a zero-weight bin
+        except at its edges.
+    """
+    edges = np.asarray(edges, dtype=float)
+    mass = np.asarray(weights, dtype=float) * np.diff(edges)
+    # Only bins with mass take part: the inverse CDF is linear inside each of them.
+    used = np.flatnonzero(mass > 0)
+    cdf = np.concatenate([[0.0], np.cumsum(mass[used]) / mass[used].sum()])
+    u = np.asarray(u, dtype=float)
+    k = np.clip(np.searchsorted(cdf, u, side="right") - 1, 0, len(used) - 1)
+    low, high = edges[used][k], edges[used + 1][k]
+    return low + (u - cdf[k]) / (cdf[k + 1] - cdf[k]) * (high - low)
 
 
 def prior_ppf(prior: Prior, u: np.ndarray, fe_h: np.ndarray | None = None) -> np.ndarray:
@@ -72,6 +122,8 @@ def prior_ppf(prior: Prior, u: np.ndarray, fe_h: np.ndarray | None = None) -> np
         a = (prior.low - prior.mean) / prior.sd
         b = (prior.high - prior.mean) / prior.sd
         value = stats.truncnorm.ppf(u, a, b, loc=prior.mean, scale=prior.sd)
+    elif prior.dist == "piecewise":
+        value = piecewise_ppf(prior.edges, prior.weights, u)
     else:  # fixed
         value = np.full_like(u, prior.mean, dtype=float)
     if prior.shift_vs_fe_h:

