@@ -143,10 +143,12 @@ def test_shards_split_chunks_between_array_tasks(engine, tmp_path):
     grid = small_grid(tmp_path, n_spectra=4)
     out = tmp_path / "g.zarr"
     assert run_grid(grid, out, create_only=True, progress=False)["pending"] == 4
+    # A shard counts (and reads) only its own chunks: chunk 1 holds spectra 2 and 3.
     counts = run_grid(grid, out, shard="1/2", progress=False)
-    assert (counts["ok"], counts["failed"], counts["pending"]) == (2, 0, 2)
+    assert (counts["ok"], counts["failed"], counts["pending"]) == (2, 0, 0)
     assert list(open_grid_store(out)["status"][:]) == [0, 0, 1, 1]
-    assert run_grid(grid, out, shard="0/2", progress=False)["ok"] == 4
+    assert run_grid(grid, out, shard="0/2", progress=False)["ok"] == 2
+    assert list(open_grid_store(out)["status"][:]) == [1, 1, 1, 1]
     with pytest.raises(UserError, match="--shard"):
         run_grid(grid, out, shard="2/2", progress=False)
 
