@@ -10,7 +10,7 @@ Two providers share one interface::
 The atmosphere's [alpha/Fe] follows the spectrum: the synthesis passes the mean of the
 spectrum's [Mg/Fe], [Si/Fe], [Ca/Fe] and [Ti/Fe] (:data:`ALPHA_LABELS`) as ``alpha_fe_dex``.
 The emulator takes [alpha/Fe] as an input and uses it, clipped to its training range
-(:data:`EMULATOR_ALPHA_RANGE_DEX`); the model's note records the value and any clip. A MARCS grid
+(:data:`EMULATOR_ALPHA_RANGE_DEX`); the Kurucz model's title records the value, and the spectrum's note any clip. A MARCS grid
 provider reads only standard-composition models, whose [alpha/Fe] is fixed by [Fe/H]
 (:func:`marcs_standard_alpha_fe`), so it cannot follow the spectrum; its note records the
 difference.
@@ -137,18 +137,18 @@ class EmulatorProvider:
 
         ``atmosphere.alpha_fe_dex`` in the grid TOML wins; else the spectrum's own [alpha/Fe]
         clipped to the emulator's training range; else (no spectrum value, e.g. a bench script)
-        the MARCS standard composition at this [Fe/H]. The note is "" for the last case.
+        the MARCS standard composition at this [Fe/H]. The note is "" unless the spectrum's value
+        was clipped (notes mark how a spectrum deviates from its definition).
         """
         if self.config.alpha_fe_dex is not None:
-            alpha = float(self.config.alpha_fe_dex)
-            return alpha, ("" if spectrum_alpha_fe_dex is None else
-                           f"atmosphere [alpha/Fe]={alpha:+.2f} (atmosphere.alpha_fe_dex)")
+            return float(self.config.alpha_fe_dex), ""
         if spectrum_alpha_fe_dex is None:
             return marcs_standard_alpha_fe(feh_dex), ""
         wanted = float(spectrum_alpha_fe_dex)
         alpha = float(np.clip(wanted, *EMULATOR_ALPHA_RANGE_DEX))
         if alpha == wanted:
-            return alpha, f"atmosphere [alpha/Fe]={alpha:+.2f}"
+            # Followed exactly: the labels and the provenance's rule say it; a note marks deviations.
+            return alpha, ""
         return alpha, (f"atmosphere [alpha/Fe]={alpha:+.2f} (the spectrum's {wanted:+.2f} clipped to "
                        f"the emulator's {EMULATOR_ALPHA_RANGE_DEX[0]:+.1f}..{EMULATOR_ALPHA_RANGE_DEX[1]:+.1f})")
 
