@@ -121,6 +121,7 @@ def main() -> None:
     for path in (star_4most, posterior):
         shutil.rmtree(path, ignore_errors=True)
     posterior_csv.unlink(missing_ok=True)
+    posterior.with_suffix(".ecsv").unlink(missing_ok=True)   # the catalogue `cinn predict` writes beside it
     # The synthetic star is noiseless: state a very high native S/N instead of estimating it.
     run("augment", "observe", str(star_fits), "--native-resolution", f"{HELD_OUT_NATIVE_R:.0f}",
         "--native-snr", "100000", "--snr", f"{HELD_OUT_SNR:.0f}", "--out", str(star_4most))
