@@ -678,6 +678,22 @@ def _default_cut_dir() -> Path:
     return directory
 
 
+def _die_with_parent():
+    """A ``preexec_fn`` giving the child a parent-death signal (SIGKILL), Linux only."""
+    import ctypes
+    import signal
+
+    # Loaded before the fork, so that the child only makes two system calls.
+    libc, parent_pid = ctypes.CDLL(None, use_errno=True), os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG, <linux/prctl.h>
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 def _run(executable: Path, workdir: Path, name: str, stdin_text: str,
          deadline: float | None) -> None:
     """Run one Turbospectrum program with ``name.par`` on stdin and ``name.log`` as output.
@@ -686,19 +702,7 @@ def _run(executable: Path, workdir: Path, name: str, stdin_text: str,
     ends): a worker killed by ``kill``, ``scancel`` or a walltime limit leaves no Turbospectrum
     process writing on. An exception here (an interrupt, a timeout) kills it too.
     """
-    preexec = None
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        # Loaded before the fork, so that the child only makes two system calls.
-        libc, parent_pid = ctypes.CDLL(None, use_errno=True), os.getpid()
-
-        def preexec() -> None:
-            libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG, <linux/prctl.h>
-            if os.getppid() != parent_pid:  # the parent died before prctl took effect
-                os._exit(1)
-
+    preexec = _die_with_parent() if sys.platform.startswith("linux") else None
     (workdir / f"{name}.par").write_text(stdin_text)
     remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
     with open(workdir / f"{name}.par") as stdin, open(workdir / f"{name}.log", "w") as log:
