@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def _count_store_opens(store: Path, call) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_shard_without_progress_opens_only_its_chunks_a_few_times(engine, tmp_path):
+def test_shard_without_progress_opens_only_its_chunks_a_few_times(engine, tmp_path, monkeypatch):
     """A --no-progress shard reads the store per chunk, not per poll: with the bar polling every
     0.2 s, the same shard opens the status chunks many times more."""
     grid = small_grid(tmp_path, n_spectra=4)  # 2 chunks of 2 spectra
@@ -123,6 +124,8 @@ def test_shard_without_progress_opens_only_its_chunks_a_few_times(engine, tmp_pa
         runner.run_grid(grid, store, create_only=True, progress=False)
     counts_quiet = _count_store_opens(quiet, lambda: runner.run_grid(
         grid, quiet, shard="0/2", progress=False))
+    # A bar (and its polling) needs a terminal; without one, progress is logged per chunk.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     counts_polled = _count_store_opens(polled, lambda: runner.run_grid(
         grid, polled, shard="0/2", progress=True, poll_s=0.2))
     print(f"store opens of shard 0/2 (1 chunk, 2 spectra): without progress {counts_quiet}, "

@@ -30,7 +30,8 @@ _LOGGER = logging.getLogger("cinn4most.progress")
 
 
 def configure_logging(level: str = "info") -> None:
-    """Log to stderr with UTC time stamps and the host name, at ``level`` (one of :data:`LOG_LEVELS`).
+    """Log the toolkit's ``cinn4most.*`` loggers to stderr with UTC time stamps and the host name, at
+    ``level`` (one of :data:`LOG_LEVELS`).
 
     Replaces the handlers a previous call installed, so calling it again (tests, several commands in
     one process) does not duplicate lines.
@@ -40,12 +41,15 @@ def configure_logging(level: str = "info") -> None:
                                   datefmt="%Y-%m-%dT%H:%M:%SZ")
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_cinn4most", False)]:
-        root.removeHandler(old)
+    # The toolkit's own loggers only: libraries (dask, distributed, optuna) keep their settings,
+    # so a rejected run still ends in one error line.
+    logger = logging.getLogger("cinn4most")
+    for old in [h for h in logger.handlers if getattr(h, "_cinn4most", False)]:
+        logger.removeHandler(old)
     handler._cinn4most = True
-    root.addHandler(handler)
-    root.setLevel(level.upper())
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
 
 
 class _StderrHandler(logging.StreamHandler):
