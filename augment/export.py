@@ -14,9 +14,9 @@ from pathlib import Path
 import h5py
 
 from gridgen.core.errors import UserError
-from gridgen.core.storeio import write_atomically
+from gridgen.core.storeio import read_array, write_atomically
 
-from augment.store import open_augment_store, read_array
+from augment.store import open_augment_store
 
 
 def _attr_value(value):
@@ -69,8 +69,8 @@ def export_hdf5(store_path: str | Path, out_path: str | Path) -> Path:
                                             chunks=tuple(array.chunks) if array.ndim and not is_str else None)
                 step = array.chunks[0] if array.ndim else 1
                 for start in range(0, max(array.shape[0], 1) if array.ndim else 1, step):
-                    block = read_array(store_path, name, lambda: array[start:start + step] if array.ndim
-                                       else array[...], f" at row {start}")
+                    block = read_array(array, slice(start, start + step) if array.ndim else ...,
+                                       where=f" at row {start}")
                     dataset[start:start + step] = block.astype(object) if is_str else block
                 for key, value in array.attrs.items():
                     dataset.attrs[key] = _attr_value(value)

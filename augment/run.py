@@ -32,6 +32,7 @@ from gridgen import lease as lease_mod
 from gridgen.core.errors import UserError
 from gridgen.core.progress import progress as progress_bar
 from gridgen.core.provenance import run_context
+from gridgen.core.storeio import read_array
 from gridgen.core.codes import STATUS_OK
 from gridgen.core.identity import short
 from gridgen.store import content_fingerprint as grid_content_fingerprint
@@ -42,7 +43,7 @@ from augment.config import AugmentConfig, config_from_mapping
 from augment.lsf import FWHM_TO_SIGMA, TRUNCATE_SIGMA
 from augment.noise import snr_per_pixel
 from augment.rotation import C_KMS
-from augment.store import (STATUS_DONE, TRAIN_SCHEMA, create_training_store, open_augment_store, read_array,
+from augment.store import (STATUS_DONE, TRAIN_SCHEMA, create_training_store, open_augment_store,
                            store_identity, training_identity, write_chunk)
 from augment.vbroad_prior import sample_vbroad
 
@@ -128,7 +129,7 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
     grid = open_grid_store(in_path)
 
     def read(name):
-        return read_array(in_path, name, lambda: grid[name][:])
+        return read_array(grid[name])
 
     status = read("status")
     rows = np.flatnonzero(status == STATUS_OK).astype(np.int64)
@@ -290,7 +291,7 @@ def _chunk_done(out, out_path: Path, start: int, stop: int) -> bool:
     fd = os.open(out_path / "status", os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
-        status = read_array(out_path, "status", lambda: out["status"][start:stop], f" rows {start}-{stop - 1}")
+        status = read_array(out["status"], slice(start, stop), where=f" rows {start}-{stop - 1}")
     finally:
         os.close(fd)
     return bool((status == STATUS_DONE).all())
@@ -343,7 +344,7 @@ def _pending_units(out, out_path: Path, grid_chunk: int, n_wave: int, jobs: int)
     n_rows = out["status"].shape[0]
     target = min(max(grid_chunk, UNIT_SPECTRA), math.ceil(n_rows / (4 * jobs)), UNIT_BYTES // (4 * n_wave))
     per_unit = max(1, math.ceil(target / chunk)) * chunk
-    status = read_array(out_path, "status", lambda: out["status"][:])
+    status = read_array(out["status"])
     units = []
     for start in range(0, n_rows, chunk):
         stop = min(start + chunk, n_rows)
@@ -363,11 +364,11 @@ def _augment_unit(in_path: str, out_path: str, config_dict: dict, start: int, st
     out = open_augment_store(out_path, mode="r+")
     snr_pix = snr_per_pixel(np.asarray(config.snr_list), config.snr_unit, config.pixel_grid.width_aa)
     rows = f" rows {start}-{stop - 1}"
-    source = read_array(out_path, "source_index", lambda: out["source_index"][start:stop], rows)
-    vbroad = read_array(out_path, "labels", lambda: out["labels"][start:stop, -1], rows)
-    flux_in = read_array(in_path, "flux", lambda: grid["flux"].get_orthogonal_selection((source, slice(None))),
-                         f" rows {int(source.min())}-{int(source.max())}")
-    plan = plan_for_grid(read_array(in_path, "wave", lambda: grid["wave"][:]), config, in_path)
+    source = read_array(out["source_index"], slice(start, stop), where=rows)
+    vbroad = read_array(out["labels"], (slice(start, stop), -1), where=rows)
+    flux_in = read_array(grid["flux"], (source, slice(None)), orthogonal=True,
+                         where=f" rows {int(source.min())}-{int(source.max())}")
+    plan = plan_for_grid(read_array(grid["wave"]), config, in_path)
     bad = ~np.isfinite(flux_in).all(axis=1)
     if bad.any():
         raise UserError(f"{in_path}: spectrum {int(source[bad][0])} has status ok but non-finite flux")

@@ -80,7 +80,6 @@ recomputing pending chunks, with identical results.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -295,28 +294,6 @@ def open_augment_store(path: str | Path, mode: str = "r",
         if name not in group:
             raise UserError(f"{path}: corrupt store, array {name!r} is missing")
     return group
-
-
-def read_array(store_path: str | Path, name: str, read: Callable[[], np.ndarray], where: str = "") -> np.ndarray:
-    """``read()`` as an ndarray; UserError naming the store, array and rows if a chunk cannot be read.
-
-    Parameters
-    ----------
-    store_path : str or Path
-        Store the array belongs to (for the message).
-    name : str
-        Array name.
-    read : callable
-        Reads the wanted part of the array, e.g. ``lambda: group["flux"][0:4]``.
-    where : str
-        Which part is read, for the message (e.g. ``" rows 0-3"``).
-    """
-    try:
-        return np.asarray(read())
-    except Exception as exc:  # codecs and stores raise many types for truncated or garbage chunks
-        message = next((line for line in str(exc).splitlines() if line.strip()), "")
-        raise UserError(f"{store_path}: cannot read array {name!r}{where} ({type(exc).__name__}: {message}); "
-                        f"the store is damaged") from None
 
 
 def write_chunk(group: zarr.Group, start: int, flux_clean: np.ndarray, flux: np.ndarray) -> None:

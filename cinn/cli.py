@@ -147,7 +147,7 @@ def _posterior_samples(path, target_names):
     """``object_id``, ``samples`` (physical units) and ``accepted`` of a posterior store, checked."""
     import numpy as np
 
-    from cinn.data import read_array
+    from gridgen.core.storeio import read_array
     from cinn.predict import POSTERIOR_SCHEMA
     from gridgen.core.storeio import open_store
     group = open_store(path, (POSTERIOR_SCHEMA,), "posterior store")

@@ -27,6 +27,7 @@ import zarr
 from augment.noise import add_noise
 from augment.store import OBSERVED_SCHEMA, STATUS_DONE, TRAIN_SCHEMA, open_augment_store
 from gridgen.core.errors import UserError
+from gridgen.core.storeio import read_array
 from gridgen.core.codes import SPLIT_CODES, WAVE_MEDIA
 
 
@@ -153,23 +154,6 @@ def chunks_of(rows: np.ndarray, chunk_spec: int) -> list[np.ndarray]:
     chunk_ids = rows // chunk_spec
     bounds = np.flatnonzero(np.diff(chunk_ids)) + 1
     return np.split(rows, bounds)
-
-
-def read_array(array: zarr.Array, selection=slice(None)) -> np.ndarray:
-    """``array[selection]`` as a NumPy array; an unreadable chunk is the user's file, not a bug.
-
-    Raises
-    ------
-    UserError
-        Naming the store and the array, if a chunk cannot be read or decoded (truncated or
-        overwritten chunk files make the codecs raise, e.g. a Zstd decompression error).
-    """
-    try:
-        return np.asarray(array[selection])
-    except Exception as exc:  # noqa: BLE001 - zarr and its codecs raise many types for bad chunks
-        root = getattr(array.store, "root", array.store)
-        raise UserError(f"{root}: array {array.path!r} has an unreadable chunk "
-                        f"({type(exc).__name__}: {exc}); the store is damaged, rewrite it") from None
 
 
 def read_rows(array: zarr.Array, rows: np.ndarray, chunk_spec: int) -> np.ndarray:

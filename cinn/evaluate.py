@@ -46,6 +46,7 @@ import torch
 
 from gridgen.core.errors import UserError
 from gridgen.core.provenance import sha256_file
+from gridgen.core.storeio import read_array
 from gridgen.engine import engine_dir
 from gridgen.linelist import line_fields, read_species_blocks
 from gridgen.solar import atomic_number
@@ -54,7 +55,7 @@ from cinn.calibration import (COVERAGE_LEVELS, RANK_BINS, coverage_curve, covera
                               rank_chi2, rank_histogram, truth_ranks)
 from cinn.catalog import write_csv
 from cinn.config import PredictConfig
-from cinn.data import TRAIN_SCHEMA, check_finite, chunks_of, open_spectra_store, read_array, read_rows, split_rows
+from cinn.data import TRAIN_SCHEMA, check_finite, chunks_of, open_spectra_store, read_rows, split_rows
 from cinn.files import save_figure, write_csv_rows, write_json
 from cinn.inference import predict_batches
 from cinn.model import LoadedModel, check_pixel_grid, load_model

@@ -24,10 +24,11 @@ import numpy as np
 
 from gridgen.core.errors import UserError
 from gridgen.core.progress import progress as progress_bar
+from gridgen.core.storeio import read_array
 
 from cinn.config import PredictConfig
 from cinn.data import (OBSERVED_SCHEMA, TRAIN_SCHEMA, Prefetch, check_finite, chunks_of, open_spectra_store,
-                       read_array, read_rows, split_rows)
+                       read_rows, split_rows)
 from cinn.model import LoadedModel, check_pixel_grid
 from cinn.posterior import latent_index
 from cinn.targets import physical_truth

@@ -27,10 +27,11 @@ import torch
 from gridgen.core.errors import UserError
 from gridgen.core.identity import short
 from gridgen.core.progress import progress as progress_bar
+from gridgen.core.storeio import read_array
 
 from cinn.config import CinnConfig, config_from_dict, config_to_dict
 from cinn.data import (BatchStream, Prefetch, ResidentBatches, StoreInfo, free_device_bytes, iterate_split,
-                       open_spectra_store, read_array, resident_bytes, split_rows)
+                       open_spectra_store, resident_bytes, split_rows)
 from cinn.files import read_json_object, save_figure, write_csv_rows, write_json
 from cinn.model import (provenance_sha256, read_model_description, read_model_identity, save_torch,
                         training_store_identity, wave_sha256, write_model_description)

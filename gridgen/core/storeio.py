@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import zarr
 
 from gridgen.core.errors import UserError
@@ -115,3 +116,33 @@ def create_atomically(path: str | Path, fill: Callable[[zarr.Group], None]) -> N
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_array(array: zarr.Array, selection=slice(None), *, where: str = "",
+               orthogonal: bool = False) -> np.ndarray:
+    """``array[selection]`` as a NumPy array; an unreadable chunk is the user's file, not a bug.
+
+    Parameters
+    ----------
+    array : zarr.Array
+        An array of an open store.
+    selection
+        What to read (basic indexing; with ``orthogonal``, one index array per axis).
+    where : str
+        Which part is read, for the message (e.g. ``" rows 0-3"``).
+    orthogonal : bool
+        Read with :meth:`zarr.Array.get_orthogonal_selection` (e.g. unsorted row indices).
+
+    Raises
+    ------
+    UserError
+        Naming the store, the array and ``where`` if a chunk cannot be read or decoded
+        (truncated or overwritten chunk files make the codecs raise, e.g. a Zstd error).
+    """
+    try:
+        return np.asarray(array.get_orthogonal_selection(selection) if orthogonal else array[selection])
+    except Exception as exc:  # noqa: BLE001 - zarr and its codecs raise many types for bad chunks
+        message = next((line for line in str(exc).splitlines() if line.strip()), "")
+        root = getattr(array.store, "root", array.store)
+        raise UserError(f"{root}: cannot read array {array.path!r}{where} (unreadable chunk, "
+                        f"{type(exc).__name__}: {message}); the store is damaged") from None
