@@ -66,7 +66,6 @@ from gridgen.core.provenance import run_context
 from gridgen.core.storeio import write_atomically
 from gridgen.runner import execute, grid_provenance
 from gridgen.sampling import ParameterTable, read_parameter_table
-from gridgen.solar import solar_abundances
 from gridgen.synthesis import FE_H, LOGG, TEFF, VMIC, SynthesisContext, synthesize_rows
 
 from augment.chain import fourmostify
@@ -175,7 +174,6 @@ def resimulate(table_path: str | Path, grid_path: str | Path, out: str | Path, a
     config = load_grid_config(grid_path)
     engine = engine_mod.load_engine(Path(engine_dir) if engine_dir else None)
     provider = make_provider(config.atmosphere, engine)
-    solar_abundances(config.sampler.solar_mixture)  # fail early on an unknown mixture name
     table = read_parameter_table(table_path, estimate=estimate, vmic_kms=vmic_kms)
     check_parameters(table, provider, config.atmosphere.allow_outside, augment_config.vbroad_max_kms)
     wave_in = engine_mod.synthesis_wavelengths(config.synthesis.windows_aa, config.synthesis.step_aa)
