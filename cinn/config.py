@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gridgen.core.errors import UserError
 from gridgen.core.tomlconfig import ConfigError, from_mapping, load, replace, setting, to_mapping
 
 __all__ = ["PAPER_TARGETS", "NetworkConfig", "TargetConfig", "DataConfig", "TrainConfig", "PredictConfig",
@@ -53,6 +54,9 @@ class NetworkConfig:
         2/pi); the last linear layer of each sub-network absorbs that scale, so FrEIA's is used.
     permute_seed : int
         Seed of the first permutation; block i uses ``permute_seed + i``.
+    feature_dropout : float
+        Dropout probability after each hidden ReLU of the feature network during training
+        (0 = none, the paper's network); a regulariser for small grids.
     """
 
     feature_hidden: tuple[int, ...] = setting((2048, 1024, 512), gt=0)
@@ -62,6 +66,7 @@ class NetworkConfig:
     clamp: float = setting(1.9, gt=0)
     clamp_activation: str = setting("ATAN", choices=("ATAN", "TANH", "SIGMOID"))
     permute_seed: int = 0
+    feature_dropout: float = setting(0.0, min=0, lt=1)
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,14 @@ class DataConfig:
         flux to 8 significant bits (rms 0.1 % of the flux, as large as the noise at S/N 1000).
     prefetch_batches : int
         Batches read ahead by a background thread when streaming (0 = read in the training loop).
+    train_fraction : float
+        Train on this fraction of the training split (0 < f <= 1): the first ``f * n`` spectra
+        of a permutation of the split drawn with ``subset_seed``, so smaller fractions are
+        nested in larger ones (learning curves). The statistics and the evaluation's baselines
+        use the same spectra.
+    subset_seed : int
+        Seed of that permutation; independent of ``train.seed``, so seeds of one fraction
+        train on the same spectra.
     """
 
     shuffle_buffer_chunks: int = setting(32, gt=0)
@@ -119,6 +132,8 @@ class DataConfig:
     resident: str = setting("auto", choices=("auto", "always", "never"))
     resident_dtype: str = setting("fp32", choices=("fp32", "bf16"))
     prefetch_batches: int = setting(4, min=0)
+    train_fraction: float = setting(1.0, gt=0, max=1)
+    subset_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,17 @@ class TrainConfig:
         Stop after this many epochs without a validation-loss improvement (0 = never stop).
     early_stop_min_delta : float
         Smallest decrease of the validation loss (nats) that counts as an improvement.
+    early_stop_smoothing : float
+        Early stopping watches an exponential moving average of the validation loss,
+        v_s <- beta v_s + (1 - beta) v, with this beta (0 = the raw loss, the paper's); on a
+        small validation split the raw loss jitters by more than ``early_stop_min_delta``.
+        ``weights.pt`` still holds the epoch of lowest raw validation loss.
+    grad_clip_norm : float
+        Clip the global gradient norm to this value before each step (0 = no clipping); guards
+        against the loss spikes of the first epochs.
+    warmup_steps : int
+        Raise the learning rate linearly from ``lr / warmup_steps`` to ``lr`` over the first
+        this many batches (0 = none).
     seed : int
         Seed for weights initialisation, data order and noise.
     device : str
@@ -169,6 +195,9 @@ class TrainConfig:
     reverse_noise_var: float = setting(1e-5, min=0)
     early_stop_patience: int = setting(10, min=0)
     early_stop_min_delta: float = 1e-3
+    early_stop_smoothing: float = setting(0.0, min=0, lt=1)
+    grad_clip_norm: float = setting(0.0, min=0)
+    warmup_steps: int = setting(0, min=0)
     seed: int = 0
     device: str = "auto"
     precision: str = setting("fp32", choices=("fp32", "bf16"))
@@ -232,13 +261,28 @@ def config_from_dict(values: dict, origin: str | Path | None = None) -> CinnConf
     return from_mapping(CinnConfig, values, origin)
 
 
-def load_config(path: str | Path | None) -> CinnConfig:
-    """Read a TOML (or ``.json``, e.g. a search's best_config.json) config file.
+#: Named configurations shipped in ``cinn/configs/`` (``--config NAME``).
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"
 
-    ``None`` gives the paper's defaults.
+
+def preset_names() -> list[str]:
+    """Names of the shipped configurations (``paper``, ``demo``, ...)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def load_config(path: str | Path | None) -> CinnConfig:
+    """Read a TOML (or ``.json``, e.g. a search's best_config.json) config file, or a preset.
+
+    ``None`` gives the defaults; a bare name without suffix or directory that is not a file
+    (``"paper"``) names a preset of :func:`preset_names`.
     """
     if path is None:
         return CinnConfig()
+    path = Path(path)
+    if not path.exists() and path.suffix == "" and path.parent == Path("."):
+        if path.name not in preset_names():
+            raise UserError(f"--config {path}: no such file, nor a preset ({', '.join(preset_names())})")
+        path = PRESETS_DIR / f"{path.name}.toml"
     return load(path, CinnConfig, "cINN config")
 
 

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 import zarr
 
-from augment.noise import add_noise
 from augment.store import OBSERVED_SCHEMA, STATUS_DONE, TRAIN_SCHEMA, open_augment_store
 from gridgen.core.errors import UserError
 from gridgen.core.storeio import read_array
 from gridgen.core.codes import SPLIT_CODES, WAVE_MEDIA
+
+from cinn.config import DataConfig
 
 
 #: Arrays cinn reads beyond those :func:`augment.store.open_augment_store` already requires.
@@ -149,6 +150,21 @@ def split_rows(group: zarr.Group, split: str | None) -> np.ndarray:
     return rows
 
 
+def training_rows(group: zarr.Group, config: DataConfig) -> np.ndarray:
+    """The training split's rows a model trains on: all, or a nested subset (``data.train_fraction``).
+
+    The subset is the first ``round(f * n)`` (at least 2) rows of a permutation of the split
+    drawn with ``data.subset_seed``, returned sorted: a smaller fraction is a subset of a
+    larger one.
+    """
+    rows = split_rows(group, "train")
+    if config.train_fraction >= 1.0:
+        return rows
+    n = max(2, int(round(config.train_fraction * rows.size)))
+    order = np.random.default_rng(config.subset_seed).permutation(rows.size)
+    return np.sort(rows[order[:n]])
+
+
 def chunks_of(rows: np.ndarray, chunk_spec: int) -> list[np.ndarray]:
     """Group sorted row indices by store chunk: one array of rows per chunk touched."""
     chunk_ids = rows // chunk_spec
@@ -227,12 +243,10 @@ class BatchStream:
                 clean = np.repeat(clean, n_snr, axis=0)
                 log_lo, log_hi = np.log10(self.info.snr.min()), np.log10(self.info.snr.max())
                 snr = 10.0 ** self.rng.uniform(log_lo, log_hi, clean.shape[0])
-                # augment's eq. (1) (one implementation of the noise model); its (seed, index)
-                # stream gets a seed drawn from self.rng, so batches stay reproducible per epoch.
-                noise_seed = int(self.rng.integers(2 ** 63))
-                fluxes.append(np.stack([
-                    add_noise(c, (s / self.noise_scale)[None, :], noise_seed, i)[0]
-                    for i, (c, s) in enumerate(zip(clean, snr))]))
+                # augment's eq. (1) with per-pixel S/N_i = S/N / k_i, sigma_i = f_i k_i / S/N, drawn
+                # for the whole buffer at once from self.rng (reproducible per epoch).
+                sigma = clean * (self.noise_scale[None, :] / snr[:, None]).astype(np.float32)
+                fluxes.append(clean + self.rng.standard_normal(clean.shape, dtype=np.float32) * sigma)
                 snrs.append(snr)
             rows.append(np.repeat(chunk_rows, n_snr))
         return np.concatenate(fluxes), np.concatenate(snrs), np.concatenate(rows)

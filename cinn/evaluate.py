@@ -16,10 +16,12 @@ truth among each spectrum's accepted posterior samples:
   the empirical coverage, with the binomial 3-sigma half-width 3 sqrt(p (1 - p) / n);
 - ``calibration_ranks.csv``: the SBC rank histogram (counts of u in 10 equal bins), the flat
   expectation and the chi-square against it (9 degrees of freedom when calibrated);
-- ``baseline.csv``: the MAP's mean residual and sigma (eq. 10) beside those of a ridge regression
-  on the standardised flux (:func:`cinn.calibration.fit_ridge`), fitted on the training split at
-  the same S/N (at most :data:`BASELINE_MAX_SPECTRA` spectra, a seeded subset), its ridge
-  strength chosen on the validation split, evaluated on the same split and S/N as the cINN.
+- ``baseline.csv``: the MAP's mean residual and sigma (eq. 10) beside those of two simple
+  baselines (:mod:`cinn.baseline`): ridge regression on the standardised flux and k-nearest
+  neighbours on its principal components, fitted on the spectra the model was trained on
+  (``data.train_fraction``) at the same S/N (at most :data:`BASELINE_MAX_SPECTRA` spectra, a
+  seeded subset), their ridge strength and k chosen on the validation split, evaluated on the
+  same split and S/N as the cINN.
 
 The ranks need every posterior sample of the evaluated split in memory at once
 (n_predictions x n_samples x n_targets float32).
@@ -51,11 +53,13 @@ from gridgen.engine import engine_dir
 from gridgen.linelist import line_fields, read_species_blocks
 from gridgen.solar import atomic_number
 
-from cinn.calibration import (COVERAGE_LEVELS, RANK_BINS, coverage_curve, coverage_tolerance, fit_ridge,
-                              rank_chi2, rank_histogram, truth_ranks)
+from cinn.baseline import fit_knn, fit_ridge
+from cinn.calibration import (COVERAGE_LEVELS, RANK_BINS, coverage_curve, coverage_tolerance, rank_chi2,
+                              rank_histogram, truth_ranks)
 from cinn.catalog import write_csv
 from cinn.config import PredictConfig
-from cinn.data import TRAIN_SCHEMA, check_finite, chunks_of, open_spectra_store, read_rows, split_rows
+from cinn.data import (TRAIN_SCHEMA, check_finite, chunks_of, open_spectra_store, read_rows, split_rows,
+                       training_rows)
 from cinn.files import save_figure, write_csv_rows, write_json
 from cinn.inference import predict_batches
 from cinn.model import LoadedModel, check_pixel_grid, load_model
@@ -302,7 +306,8 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
                "reference_snr": ref_snr, "notes": notes,
                "f_reject_mean": float(result["f_reject"].mean()),
                "untrustworthy_fraction": float(result["untrustworthy"].mean()),
-               "baseline": {"model": "ridge regression on the standardised flux",
+               "baseline": {"models": ["ridge regression on the standardised flux",
+                                       "k nearest neighbours on its principal components"],
                             "n_train_spectra": baseline["n_train"]}}
     write_json(report_dir / "report.json", summary)
     return {"metrics": metrics_rows, "report_dir": str(report_dir), "notes": notes, "summary": summary}
@@ -310,22 +315,24 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
 
 def baseline_metrics(model: LoadedModel, group, info, split: str, result: dict,
                      train_range: np.ndarray) -> dict:
-    """Ridge baseline per S/N level, fitted on the training split and evaluated like the cINN.
+    """Ridge and kNN baselines per S/N level, fitted on the training spectra and evaluated like the cINN.
 
-    For each S/N level of the store, :func:`cinn.calibration.fit_ridge` is fitted on the
-    training spectra at that S/N (at most :data:`BASELINE_MAX_SPECTRA`, a subset drawn with
-    :data:`BASELINE_SEED`), in network target units (log10 Teff, log10 vbroad), with the ridge
-    strength chosen on the validation split at that S/N; it then predicts the spectra of
-    ``split`` that the cINN predicted (``result["row"]``).
+    For each S/N level of the store, :func:`cinn.baseline.fit_ridge` and
+    :func:`cinn.baseline.fit_knn` are fitted on the spectra the model was trained on
+    (:func:`cinn.data.training_rows`) at that S/N (at most :data:`BASELINE_MAX_SPECTRA`, a
+    subset drawn with :data:`BASELINE_SEED`), in network target units (log10 Teff, log10
+    vbroad), with the ridge strength and k chosen on the validation split at that S/N; they
+    then predict the spectra of ``split`` that the cINN predicted (``result["row"]``).
 
     Returns
     -------
     dict
-        ``{"n_train": int, "per_snr": {snr: point metrics (eqs. 9-11) plus "alpha" (T,)}}``.
+        ``{"n_train": int, "per_snr": {snr: {"ridge": point metrics (eqs. 9-11) plus "alpha"
+        (T,), "knn": point metrics plus "k" (T,)}}}``.
     """
     names, floor = model.target_names, model.config.targets.vbroad_floor_kms
     labels = read_array(group["labels"])
-    train_rows = split_rows(group, "train")
+    train_rows = training_rows(group, model.config.data)
     if train_rows.size > BASELINE_MAX_SPECTRA:
         rng = np.random.default_rng(BASELINE_SEED)
         train_rows = np.sort(rng.choice(train_rows, BASELINE_MAX_SPECTRA, replace=False))
@@ -344,8 +351,12 @@ def baseline_metrics(model: LoadedModel, group, info, split: str, result: dict,
         if not np.any(result["snr"] == level):
             continue
         ridge = fit_ridge(flux["train"][:, k], y_train, flux["val"][:, k], y_val)
-        estimate = targets_to_physical(ridge.predict(flux["eval"][:, k]), names)
-        per_snr[float(level)] = {**point_metrics(estimate, truth, train_range), "alpha": ridge.alpha}
+        knn = fit_knn(flux["train"][:, k], y_train, flux["val"][:, k], y_val)
+        per_snr[float(level)] = {
+            "ridge": {**point_metrics(targets_to_physical(ridge.predict(flux["eval"][:, k]), names), truth,
+                                      train_range), "alpha": ridge.alpha},
+            "knn": {**point_metrics(targets_to_physical(knn.predict(flux["eval"][:, k]), names), truth,
+                                    train_range), "k": knn.k}}
     return {"n_train": int(train_rows.size), "per_snr": per_snr}
 
 
@@ -382,20 +393,24 @@ def write_calibration_tables(ranks: np.ndarray, snr: np.ndarray, per_snr: dict, 
                                int(n[j])] for i, p in enumerate(COVERAGE_LEVELS)]
             rank_rows += [[f"{level:g}", name, b, f"{b / RANK_BINS:.2f}", f"{(b + 1) / RANK_BINS:.2f}",
                            int(counts[b, j]), f"{n[j] / RANK_BINS:.6g}", f"{chi2[j]:.6g}"] for b in range(RANK_BINS)]
-            cinn, ridge = per_snr[level], baseline["per_snr"][level]
+            cinn, ridge, knn = per_snr[level], baseline["per_snr"][level]["ridge"], baseline["per_snr"][level]["knn"]
             baseline_rows.append([f"{level:g}", name, int(cinn["n"][j]), f"{cinn['mean_residual'][j]:.6g}",
                                   f"{cinn['sigma'][j]:.6g}", f"{ridge['mean_residual'][j]:.6g}",
-                                  f"{ridge['sigma'][j]:.6g}", f"{ridge['alpha'][j]:g}", baseline["n_train"]])
+                                  f"{ridge['sigma'][j]:.6g}", f"{ridge['alpha'][j]:g}",
+                                  f"{knn['mean_residual'][j]:.6g}", f"{knn['sigma'][j]:.6g}", int(knn["k"][j]),
+                                  baseline["n_train"]])
     write_csv_rows(report_dir / "calibration_coverage.csv",
                    ["snr", "target", "nominal", "empirical", "tolerance_3sigma", "n"], coverage_rows)
     write_csv_rows(report_dir / "calibration_ranks.csv",
                    ["snr", "target", "bin", "u_lo", "u_hi", "count", "expected", "chi2"], rank_rows)
     write_csv_rows(report_dir / "baseline.csv",
                    ["snr", "target", "n", "mean_residual_cinn", "sigma_cinn", "mean_residual_ridge",
-                    "sigma_ridge", "ridge_alpha", "n_train_ridge"], baseline_rows)
+                    "sigma_ridge", "ridge_alpha", "mean_residual_knn", "sigma_knn", "knn_k", "n_train_baselines"],
+                   baseline_rows)
     for level in out:
         out[level]["sigma_cinn"] = per_snr[level]["sigma"]
-        out[level]["sigma_ridge"] = baseline["per_snr"][level]["sigma"]
+        out[level]["sigma_ridge"] = baseline["per_snr"][level]["ridge"]["sigma"]
+        out[level]["sigma_knn"] = baseline["per_snr"][level]["knn"]["sigma"]
     return out
 
 
@@ -477,6 +492,7 @@ def _plot_calibration(calibration: dict, names, report_dir: Path, plot_format: s
             else:
                 ax.plot(levels, [calibration[s]["sigma_cinn"][j] for s in levels], "o-", ms=3, label="cINN MAP")
                 ax.plot(levels, [calibration[s]["sigma_ridge"][j] for s in levels], "s--", ms=3, label="ridge")
+                ax.plot(levels, [calibration[s]["sigma_knn"][j] for s in levels], "^:", ms=3, label="kNN")
                 ax.set_xscale("log")
                 ax.set_xlabel("S/N")
                 ax.set_ylabel("σ (eq. 10)")

@@ -37,12 +37,14 @@ from gridgen.core.errors import UserError
 from cinn.config import CinnConfig, NetworkConfig
 
 
-def mlp(n_in: int, hidden: tuple[int, ...], n_out: int) -> nn.Sequential:
-    """Fully connected network: Linear+ReLU for each hidden width, then a linear output."""
+def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, dropout: float = 0.0) -> nn.Sequential:
+    """Fully connected network: Linear+ReLU (+Dropout if ``dropout`` > 0) per hidden width, then a linear output."""
     layers: list[nn.Module] = []
     width = n_in
     for h in hidden:
         layers += [nn.Linear(width, h), nn.ReLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
         width = h
     layers.append(nn.Linear(width, n_out))
     return nn.Sequential(*layers)
@@ -79,7 +81,7 @@ class CinnNetwork(nn.Module):
         self._sampler_cache: dict = {}
         self.n_condition = n_condition
         self.n_targets = n_targets
-        self.feature_net = mlp(n_condition, config.feature_hidden, config.n_features)
+        self.feature_net = mlp(n_condition, config.feature_hidden, config.n_features, config.feature_dropout)
         self.inn = ff.SequenceINN(n_targets)
         subnet = partial(coupling_subnet, hidden=tuple(config.subnet_hidden))
         for i in range(config.n_blocks):

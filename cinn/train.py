@@ -3,9 +3,11 @@
 The model directory it writes is described in :mod:`cinn.model`.
 
 Loss per batch (docs/method.md §3): L = E[||z||^2 / 2 - log|det J|] + w E[||x - g(z + dz)||^2],
-dz ~ N(0, reverse_noise_var I). The learning rate is multiplied by ``lr_decay`` after each epoch
-and training stops when the validation ML loss has not improved by ``early_stop_min_delta``
-for ``early_stop_patience`` epochs. ``weights.pt`` holds the epoch of lowest validation loss
+dz ~ N(0, reverse_noise_var I). The learning rate rises linearly over the first
+``warmup_steps`` batches, is multiplied by ``lr_decay`` after each epoch, the gradient norm is
+clipped to ``grad_clip_norm`` (both off in the paper's configuration), and training stops when
+the validation ML loss (smoothed with ``early_stop_smoothing``) has not improved by
+``early_stop_min_delta`` for ``early_stop_patience`` epochs. ``weights.pt`` holds the epoch of lowest validation loss
 (any improvement counts, however small); a non-finite validation loss never counts as an
 improvement, and if no epoch had a finite one, ``weights.pt`` holds the last epoch's weights so
 the directory stays loadable (``best_val_loss`` is then inf). Epoch e draws its data order and noise from
@@ -31,7 +33,7 @@ from gridgen.core.storeio import read_array
 
 from cinn.config import CinnConfig, config_from_dict, config_to_dict
 from cinn.data import (BatchStream, Prefetch, ResidentBatches, StoreInfo, free_device_bytes, iterate_split,
-                       open_spectra_store, resident_bytes, split_rows)
+                       open_spectra_store, resident_bytes, split_rows, training_rows)
 from cinn.files import read_json_object, save_figure, write_csv_rows, write_json
 from cinn.model import (provenance_sha256, read_model_description, read_model_identity, save_torch,
                         training_store_identity, wave_sha256, write_model_description)
@@ -150,7 +152,7 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
     store_identity = training_store_identity(group)
     targets = labels_to_targets(read_array(group["labels"]), info.label_names, config.targets.names,
                                 config.targets.vbroad_floor_kms)
-    train_rows, val_rows = split_rows(group, "train"), split_rows(group, "val")
+    train_rows, val_rows = training_rows(group, config.data), split_rows(group, "val")
     model_dir = Path(model_dir)
     stats_path = model_dir / "standardization.npz"
     config_path = model_dir / "config.json"
@@ -205,13 +207,16 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
 class TrainingState:
     """What a checkpoint holds besides the network, optimiser and scheduler.
 
-    ``best``: lowest validation loss (decides weights.pt); ``patience_ref``: the loss at the
-    last improvement by more than ``early_stop_min_delta`` (decides early stopping);
-    ``bad_epochs``: epochs since then; ``epoch``: epochs completed.
+    ``best``: lowest validation loss (decides weights.pt); ``smoothed``: the moving average
+    of the validation loss that early stopping watches (nan before the first epoch);
+    ``patience_ref``: the smoothed loss at the last improvement by more than
+    ``early_stop_min_delta`` (decides early stopping); ``bad_epochs``: epochs since then;
+    ``epoch``: epochs completed.
     """
 
     history: list[dict] = field(default_factory=list)
     best: float = math.inf
+    smoothed: float = math.nan
     patience_ref: float = math.inf
     bad_epochs: int = 0
     epoch: int = 0
@@ -235,7 +240,7 @@ def restore_checkpoint(path: Path, network: CinnNetwork, optimizer, scheduler,
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         return TrainingState(history=list(saved["history"]), best=float(saved["best"]),
-                             patience_ref=float(saved["patience_ref"]), bad_epochs=int(saved["bad_epochs"]),
+                             smoothed=float(saved.get("smoothed", math.nan)), patience_ref=float(saved["patience_ref"]), bad_epochs=int(saved["bad_epochs"]),
                              epoch=int(saved["epoch"]), stopped=bool(saved["stopped"]))
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input
         raise UserError(f"{path}: not a readable checkpoint of this toolkit "
@@ -246,6 +251,7 @@ def save_checkpoint(path: Path, network: CinnNetwork, optimizer, scheduler, stat
     """Write ``checkpoint.pt`` atomically; plain Python numbers so it loads with weights_only=True."""
     save_torch({"network": network.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "history": state.history, "best": state.best,
+                "smoothed": state.smoothed,
                 "patience_ref": state.patience_ref, "bad_epochs": state.bad_epochs, "epoch": state.epoch,
                 "stopped": state.stopped}, path)
 
@@ -295,8 +301,11 @@ def batch_losses(network: CinnNetwork, cond: torch.Tensor, x: torch.Tensor, dz: 
 
 def train_epoch(network: CinnNetwork, optimizer, stream, x_all: torch.Tensor, stats: Standardization,
                 config: CinnConfig, epoch: int, device: torch.device, progress: bool,
-                losses=batch_losses) -> tuple[float, float]:
-    """One epoch of ``train.batches_per_epoch`` batches; returns the mean ML and reverse losses.
+                losses=batch_losses) -> tuple[float, float, float]:
+    """One epoch of ``train.batches_per_epoch`` batches.
+
+    Returns the mean ML loss, the mean reverse loss and the largest ML loss of one batch (a
+    spike shows there before it shows in the mean).
 
     ``stream`` yields (flux, snr, row) as NumPy arrays (streamed) or as tensors already on
     ``device`` (:class:`cinn.data.ResidentBatches`); ``losses`` is :func:`batch_losses` or
@@ -310,6 +319,9 @@ def train_epoch(network: CinnNetwork, optimizer, stream, x_all: torch.Tensor, st
     tc = config.train
     rev_sigma = math.sqrt(tc.reverse_noise_var)
     sums = torch.zeros(2, dtype=torch.float64, device=device)
+    peak = torch.full((), -math.inf, dtype=torch.float64, device=device)
+    epoch_lr = [group["lr"] for group in optimizer.param_groups]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     bar = progress_bar(total=tc.batches_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch",
                        bars=progress, leave=False)
     for step in range(tc.batches_per_epoch):
@@ -323,14 +335,24 @@ def train_epoch(network: CinnNetwork, optimizer, stream, x_all: torch.Tensor, st
                                      "lower train.lr or network.clamp")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if tc.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip_norm)
+        global_step = epoch * tc.batches_per_epoch + step
+        if global_step < tc.warmup_steps:
+            for group, lr in zip(optimizer.param_groups, epoch_lr):
+                group["lr"] = lr * (global_step + 1) / tc.warmup_steps
         optimizer.step()
         sums += torch.stack([loss_ml.detach(), loss_rev.detach()])
+        peak = torch.maximum(peak, loss_ml.detach().double())
         if progress and hasattr(bar, "set_postfix"):   # a terminal bar shows the running losses
             bar.set_postfix(ml=f"{float(sums[0]) / (step + 1):.3f}", rev=f"{float(sums[1]) / (step + 1):.2e}",
                             refresh=False)
         bar.update(1)
     bar.close()
-    return float(sums[0]) / tc.batches_per_epoch, float(sums[1]) / tc.batches_per_epoch
+    # The epoch's scheduled rate, not the last warm-up value, is what the scheduler decays.
+    for group, lr in zip(optimizer.param_groups, epoch_lr):
+        group["lr"] = lr
+    return float(sums[0]) / tc.batches_per_epoch, float(sums[1]) / tc.batches_per_epoch, float(peak)
 
 
 def plan_resident(info: StoreInfo, n_rows: int, config: CinnConfig, device: torch.device) -> bool:
@@ -388,18 +410,24 @@ def epoch_batches(group, info: StoreInfo, rows: np.ndarray, config: CinnConfig, 
         yield ahead
 
 
-def update_early_stopping(state: TrainingState, val: float, min_delta: float, patience: int) -> bool:
+def update_early_stopping(state: TrainingState, val: float, min_delta: float, patience: int,
+                          smoothing: float = 0.0) -> bool:
     """Record validation loss ``val`` in ``state``; True when it is the best so far.
 
     NaN compares False: a non-finite validation loss is never an improvement. Training stops
-    (``state.stopped``) after ``patience`` epochs (> 0) without an improvement by more than
-    ``min_delta``.
+    (``state.stopped``) after ``patience`` epochs (> 0) in which the moving average
+    v_s <- smoothing v_s + (1 - smoothing) v (started at the first finite loss) did not improve
+    by more than ``min_delta``.
     """
     improved = val < state.best
     if improved:
         state.best = val
-    if val < state.patience_ref - min_delta:
-        state.patience_ref, state.bad_epochs = val, 0
+    if not math.isfinite(state.smoothed) or not math.isfinite(val):
+        state.smoothed = val
+    else:
+        state.smoothed = smoothing * state.smoothed + (1.0 - smoothing) * val
+    if state.smoothed < state.patience_ref - min_delta:
+        state.patience_ref, state.bad_epochs = state.smoothed, 0
     else:
         state.bad_epochs += 1
     state.stopped = patience > 0 and state.bad_epochs >= patience
@@ -442,7 +470,7 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     device = select_device(tc.device)   # before anything is written
     check_speed_options(config, device)
     group, info = open_spectra_store(store_path)
-    on_device = plan_resident(info, split_rows(group, "train").size, config, device)
+    on_device = plan_resident(info, training_rows(group, config.data).size, config, device)
     group, info, train_rows, val_rows, targets, stats = prepare_model_dir(
         store_path, model_dir, config, progress, stats)
     torch.manual_seed(tc.seed)
@@ -470,19 +498,21 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
         # Data order and noise of each epoch depend only on (seed, epoch): resumable.
         torch.manual_seed(tc.seed * 100_003 + epoch)
         with epoch_batches(group, info, train_rows, config, device, epoch, noise_scale, resident) as stream:
-            train_ml, train_rev = train_epoch(network, optimizer, stream, x_all, stats, config, epoch, device,
+            train_ml, train_rev, train_ml_max = train_epoch(network, optimizer, stream, x_all, stats, config, epoch, device,
                                               progress, losses)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         val_examples = val_resident or iterate_split(group, info, val_rows, config.data.val_max_spectra)
         val = validation_loss(network, val_examples, x_all, stats, device, tc.batch_size)
         # Plain Python numbers: the checkpoint must load with weights_only=True.
+        improved = update_early_stopping(state, val, tc.early_stop_min_delta, tc.early_stop_patience,
+                                         tc.early_stop_smoothing)
         state.history.append({"epoch": epoch + 1, "lr": float(lr), "train_ml": train_ml, "train_rev": train_rev,
-                              "val_ml": float(val), "seconds": time.perf_counter() - t0})
+                              "train_ml_max": train_ml_max, "val_ml": float(val),
+                              "val_ml_smoothed": float(state.smoothed), "seconds": time.perf_counter() - t0})
         state.epoch = epoch + 1
         # Without any finite validation loss, weights.pt holds the last epoch: still loadable.
-        if update_early_stopping(state, val, tc.early_stop_min_delta, tc.early_stop_patience) \
-                or not weights_path.exists():
+        if improved or not weights_path.exists():
             save_torch(network.state_dict(), weights_path)
         if progress:
             _LOG.info(f"epoch {epoch + 1}: train ML {train_ml:.3f}  reverse {train_rev:.2e}  "

@@ -1,11 +1,11 @@
-"""Calibration measures and the ridge baseline (cinn.calibration) on problems with known answers."""
+"""Calibration measures (cinn.calibration) and the bias fit on problems with known answers."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from cinn.calibration import (COVERAGE_LEVELS, RANK_BINS, coverage_curve, coverage_tolerance, fit_ridge,
-                              rank_chi2, rank_histogram, truth_ranks)
+from cinn.calibration import (COVERAGE_LEVELS, RANK_BINS, coverage_curve, coverage_tolerance, rank_chi2,
+                              rank_histogram, truth_ranks)
 
 N_CASES, N_SAMPLES = 2000, 400
 
@@ -63,31 +63,6 @@ def test_truth_ranks_counts_only_accepted_samples():
     assert np.isnan(truth_ranks(samples, np.zeros((1, 4), dtype=bool), truth)[0, 0])
     # A tie counts half.
     assert truth_ranks(samples, np.ones((1, 4), dtype=bool), np.array([[2.0]]))[0, 0] == pytest.approx(1.5 / 4)
-
-
-def test_ridge_recovers_a_linear_relation_and_picks_alpha_by_validation():
-    """y = f @ w + c with little noise: the smallest ridge wins and the predictions match;
-    with noise dominating and few spectra per pixel, a stronger ridge wins."""
-    rng = np.random.default_rng(11)
-    n_pix = 30
-    w_true = rng.normal(0, 1, (n_pix, 2))
-
-    def data(n, noise):
-        flux = 1.0 + 0.1 * rng.standard_normal((n, n_pix))
-        return flux, flux @ w_true + np.array([3.0, -1.0]) + rng.normal(0, noise, (n, 2))
-
-    f_train, y_train = data(400, 1e-3)
-    f_val, y_val = data(200, 1e-3)
-    ridge = fit_ridge(f_train, y_train, f_val, y_val)
-    f_test, y_test = data(200, 0.0)
-    # The noise 1e-3 over 400 spectra of 30 pixels: weights good to ~1e-3 / (0.1 sqrt(400)).
-    assert np.sqrt(np.mean((ridge.predict(f_test) - y_test) ** 2)) < 5e-3
-    assert np.all(ridge.alpha == min(ridge.alpha))
-
-    f_train, y_train = data(40, 3.0)
-    f_val, y_val = data(400, 3.0)
-    noisy = fit_ridge(f_train, y_train, f_val, y_val)
-    assert np.all(noisy.alpha > ridge.alpha)
 
 
 def test_bias_fit_on_samples_recovers_a_known_linear_bias():

@@ -140,6 +140,11 @@ def test_linear_gaussian_posterior(tmp_path):
     lo, hi = np.percentile(samples, [16, 84], axis=1)
     coverage = np.mean((x[test] >= lo) & (x[test] <= hi))
     assert abs(coverage - 0.68) < 0.03      # 2000 intervals: binomial sigma 1 %
+    # The MAP is the densest of 2048 samples: for a 2-D Gaussian the nearest of them to the mode
+    # lies ~sqrt(2 / 2048) = 0.03 sigma away, so the MAP must sit on the analytic mean (the mode).
+    assert np.median(np.linalg.norm((out["map"] - mean) / std, axis=1)) < 0.15
+    # Training bounds span the prior's ~+-4 sigma; posteriors of width 0.4 inside it reject nothing.
+    assert np.median(out["f_reject"]) < 0.01
 
 
 def test_bad_input_one_line_exit_1(tmp_path, trained, store, capsys):
@@ -275,6 +280,80 @@ def test_weights_follow_any_improvement_patience_only_large_ones(tmp_path, small
     config = replace(config_from_dict(TINY_TRAIN), train={"early_stop_patience": 2})
     result = train(small_store, tmp_path / "m2", config, progress=False)
     assert result.stopped_early and result.epochs_run == 3 and result.best_val_loss == 4.98
+
+
+def test_smoothed_early_stopping_ignores_one_lucky_epoch(tmp_path, small_store, monkeypatch):
+    # Raw losses 5, 3, 6, 6, 6: with beta 0.5 the moving average is 5, 4, 5, 5.5, 5.75; the
+    # average improved at epoch 2 only, so patience 2 stops after epoch 4, while weights.pt
+    # still holds epoch 2, the lowest raw loss.
+    seen = _scripted_validation(monkeypatch, [5.0, 3.0, 6.0, 6.0, 6.0])
+    config = replace(config_from_dict(TINY_TRAIN), train={"epochs": 5, "early_stop_patience": 2,
+                                                          "early_stop_smoothing": 0.5})
+    result = train(small_store, tmp_path / "m", config, progress=False)
+    assert result.stopped_early and result.epochs_run == 4
+    assert [h["val_ml_smoothed"] for h in result.history] == pytest.approx([5.0, 4.0, 5.0, 5.5])
+    saved = torch.load(tmp_path / "m" / "weights.pt", weights_only=True)
+    assert all(torch.equal(saved[k], seen[1][k]) for k in saved)
+
+
+def test_warmup_ramps_the_rate_and_leaves_the_schedule(tmp_path, small_store, monkeypatch):
+    """lr of step k (0-based) < warmup_steps is lr (k + 1) / warmup_steps; afterwards, and at
+    every epoch's end, the exponential schedule is untouched."""
+    import cinn.train as train_module
+    rates = []
+    original_step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    config = replace(config_from_dict(TINY_TRAIN), train={"epochs": 3, "warmup_steps": 3, "lr": 1e-3,
+                                                          "lr_decay": 0.5})
+    result = train_module.train(small_store, tmp_path / "m", config, progress=False)
+    assert rates == pytest.approx([1e-3 / 3, 2e-3 / 3, 0.5e-3, 0.5e-3, 0.25e-3, 0.25e-3])
+    assert [h["lr"] for h in result.history] == pytest.approx([1e-3, 0.5e-3, 0.25e-3])
+
+
+def test_gradient_clipping_bounds_the_update(tmp_path, small_store, monkeypatch):
+    """With grad_clip_norm c, the global gradient norm seen by every optimiser step is <= c."""
+    norms = []
+    original_step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    config = replace(config_from_dict(TINY_TRAIN), train={"epochs": 2, "grad_clip_norm": 1e-3})
+    result = train(small_store, tmp_path / "m", config, progress=False)
+    assert norms and max(norms) <= 1e-3 * (1 + 1e-4)
+    assert all(h["train_ml_max"] >= h["train_ml"] for h in result.history)
+
+
+def test_train_fraction_takes_nested_subsets(small_store):
+    from cinn.config import DataConfig
+    from cinn.data import split_rows, training_rows
+    import zarr
+    group = zarr.open_group(str(small_store), mode="r")
+    every = split_rows(group, "train")
+    quarter, half = (training_rows(group, DataConfig(train_fraction=f)) for f in (0.25, 0.5))
+    assert quarter.size == round(0.25 * every.size) and half.size == round(0.5 * every.size)
+    assert set(quarter) <= set(half) <= set(every)
+    assert np.array_equal(training_rows(group, DataConfig()), every)
+    other = training_rows(group, DataConfig(train_fraction=0.5, subset_seed=1))
+    assert not np.array_equal(other, half)
+
+
+def test_feature_dropout_trains_and_predicts_deterministically(tmp_path, small_store):
+    """Dropout acts in training only: the loaded model's features are the same on every call."""
+    config = replace(config_from_dict(TINY_TRAIN), network={"feature_dropout": 0.3}, train={"epochs": 1})
+    train(small_store, tmp_path / "m", config, progress=False)
+    model = load_model(tmp_path / "m", "cpu")
+    assert any(isinstance(m, torch.nn.Dropout) for m in model.network.feature_net)
+    cond = torch.randn(4, model.network.n_condition)
+    assert torch.equal(model.network.features(cond), model.network.features(cond))
 
 
 def test_nan_validation_loss_still_leaves_loadable_weights(tmp_path, small_store, monkeypatch):

@@ -1,0 +1,170 @@
+"""Simple baselines the cINN's point estimates are compared with, on arrays (no file I/O).
+
+A network that cannot beat these on its own grid has not learnt what the spectra hold; the
+evaluation report (:mod:`cinn.evaluate`) prints both beside the cINN's MAP.
+
+- :func:`fit_ridge`: ridge regression of the targets on the standardised flux, in closed form,
+  the ridge strength chosen per target by the validation error over :data:`RIDGE_ALPHAS`.
+- :func:`fit_knn`: k-nearest-neighbour regression in the space of the leading principal
+  components of the standardised flux (:data:`KNN_COMPONENTS`), k chosen per target by the
+  validation error over :data:`KNN_KS`; non-linear where ridge is linear.
+
+Both fit in the units of the targets given (the evaluation uses the network's: log10 Teff,
+log10 vbroad) and predict in the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Ridge strengths tried, in units of the number of training spectra (penalty alpha * n * |w|^2
+#: on standardised flux: alpha is a fraction of the per-pixel variance).
+RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+#: Neighbour counts tried by the kNN baseline.
+KNN_KS = (1, 2, 4, 8, 16, 32)
+#: Principal components of the standardised flux the kNN baseline measures distances in.
+KNN_COMPONENTS = 32
+
+
+def _standardizer(flux_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel mean and std of training fluxes; constant pixels get std 1 (zero weight)."""
+    flux_mean = flux_train.mean(axis=0)
+    flux_std = flux_train.std(axis=0)
+    return flux_mean, np.where(flux_std > 0, flux_std, 1.0)
+
+
+@dataclass(frozen=True)
+class RidgeBaseline:
+    """Ridge regression y = y_mean + ((f - f_mean) / f_std) @ weights, one alpha per target.
+
+    Attributes
+    ----------
+    flux_mean, flux_std : ndarray (n_pix,)
+        Standardisation of the flux, from the training spectra.
+    target_mean : ndarray (T,)
+    weights : ndarray (n_pix, T)
+    alpha : ndarray (T,)
+        Chosen ridge strength per target (see :data:`RIDGE_ALPHAS`).
+    """
+
+    flux_mean: np.ndarray
+    flux_std: np.ndarray
+    target_mean: np.ndarray
+    weights: np.ndarray
+    alpha: np.ndarray
+
+    def predict(self, flux: np.ndarray) -> np.ndarray:
+        """Targets (n, T) for fluxes (n, n_pix)."""
+        return self.target_mean + ((np.asarray(flux, dtype=np.float64) - self.flux_mean) / self.flux_std) @ self.weights
+
+
+def fit_ridge(flux_train: np.ndarray, y_train: np.ndarray, flux_val: np.ndarray, y_val: np.ndarray,
+              alphas: tuple[float, ...] = RIDGE_ALPHAS) -> RidgeBaseline:
+    """Ridge regression on the standardised flux, alpha per target by validation error.
+
+    Closed form through the SVD of the standardised training flux X = U s V^T:
+    w(alpha) = V diag(s / (s^2 + alpha n)) U^T (y - mean y), for every alpha at once.
+
+    Parameters
+    ----------
+    flux_train : ndarray (n, n_pix)
+    y_train : ndarray (n, T)
+        Targets of the training spectra (any units; predictions come back in the same).
+    flux_val, y_val : ndarray
+        Validation spectra that choose alpha (lowest mean squared error per target).
+    alphas : tuple of float
+    """
+    flux_train = np.asarray(flux_train, dtype=np.float64)
+    y_train = np.asarray(y_train, dtype=np.float64)
+    flux_mean, flux_std = _standardizer(flux_train)
+    x = (flux_train - flux_mean) / flux_std
+    y_mean = y_train.mean(axis=0)
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    uty = u.T @ (y_train - y_mean)
+    x_val = (np.asarray(flux_val, dtype=np.float64) - flux_mean) / flux_std
+    n = x.shape[0]
+    best_err = np.full(y_train.shape[1], np.inf)
+    weights = np.zeros((x.shape[1], y_train.shape[1]))
+    alpha = np.zeros(y_train.shape[1])
+    for a in alphas:
+        w = vt.T @ ((s / (s ** 2 + a * n))[:, None] * uty)
+        err = np.mean((y_mean + x_val @ w - y_val) ** 2, axis=0)
+        better = err < best_err
+        best_err[better], weights[:, better], alpha[better] = err[better], w[:, better], a
+    return RidgeBaseline(flux_mean, flux_std, y_mean, weights, alpha)
+
+
+@dataclass(frozen=True)
+class KnnBaseline:
+    """k-nearest-neighbour regression in principal-component space, one k per target.
+
+    Attributes
+    ----------
+    flux_mean, flux_std : ndarray (n_pix,)
+        Standardisation of the flux, from the training spectra.
+    components : ndarray (n_pix, n_comp)
+        Leading principal directions of the standardised training flux.
+    train_scores : ndarray (n_train, n_comp)
+        The training spectra projected on them.
+    y_train : ndarray (n_train, T)
+    k : ndarray (T,) of int
+        Neighbours averaged per target (see :data:`KNN_KS`).
+    """
+
+    flux_mean: np.ndarray
+    flux_std: np.ndarray
+    components: np.ndarray
+    train_scores: np.ndarray
+    y_train: np.ndarray
+    k: np.ndarray
+
+    def _neighbours(self, flux: np.ndarray) -> np.ndarray:
+        """Training indices (n, max k) sorted by distance, nearest first."""
+        scores = ((np.asarray(flux, dtype=np.float64) - self.flux_mean) / self.flux_std) @ self.components
+        # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: memory n x n_train, not n x n_train x n_comp.
+        d2 = ((scores ** 2).sum(axis=1)[:, None] + (self.train_scores ** 2).sum(axis=1)[None, :]
+              - 2.0 * scores @ self.train_scores.T)
+        k_max = min(int(self.k.max()), d2.shape[1])
+        nearest = np.argpartition(d2, k_max - 1, axis=1)[:, :k_max]
+        order = np.take_along_axis(d2, nearest, axis=1).argsort(axis=1)
+        return np.take_along_axis(nearest, order, axis=1)
+
+    def predict(self, flux: np.ndarray) -> np.ndarray:
+        """Targets (n, T) for fluxes (n, n_pix): the mean of each target's k nearest spectra."""
+        nearest = self._neighbours(flux)
+        out = np.empty((nearest.shape[0], self.y_train.shape[1]))
+        for j, k in enumerate(self.k):
+            out[:, j] = self.y_train[nearest[:, :k], j].mean(axis=1)
+        return out
+
+
+def fit_knn(flux_train: np.ndarray, y_train: np.ndarray, flux_val: np.ndarray, y_val: np.ndarray,
+            ks: tuple[int, ...] = KNN_KS, n_components: int = KNN_COMPONENTS) -> KnnBaseline:
+    """k-nearest-neighbour regression on principal components, k per target by validation error.
+
+    Parameters
+    ----------
+    flux_train : ndarray (n, n_pix)
+    y_train : ndarray (n, T)
+    flux_val, y_val : ndarray
+        Validation spectra that choose k (lowest mean squared error per target).
+    ks : tuple of int
+        Neighbour counts tried (those above n are dropped).
+    n_components : int
+        Principal components kept (at most n and n_pix).
+    """
+    flux_train = np.asarray(flux_train, dtype=np.float64)
+    y_train = np.asarray(y_train, dtype=np.float64)
+    flux_mean, flux_std = _standardizer(flux_train)
+    x = (flux_train - flux_mean) / flux_std
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    components = vt[:min(n_components, vt.shape[0])].T
+    ks = tuple(k for k in ks if k <= y_train.shape[0]) or (y_train.shape[0],)
+    probe = KnnBaseline(flux_mean, flux_std, components, x @ components, y_train,
+                        np.full(y_train.shape[1], max(ks)))
+    nearest = probe._neighbours(flux_val)
+    errors = np.array([np.mean((y_train[nearest[:, :k]].mean(axis=1) - y_val) ** 2, axis=0) for k in ks])
+    k = np.asarray(ks)[np.argmin(errors, axis=0)]
+    return KnnBaseline(flux_mean, flux_std, components, x @ components, y_train, k)
