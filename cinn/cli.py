@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
     p.add_argument("--report", required=True, help="report directory")
     p.add_argument("--samples", type=int, help="posterior samples per spectrum (default: model's, 4096)")
+    p.add_argument("--precision", choices=["bf16", "fp32"], help="sub-network precision (default: the model's)")
     p.add_argument("--saliency-spectra", type=int, default=32, help="spectra for the saliency map (0 = skip)")
     _add_plot_format_option(p)
     p.add_argument("--linelist", action="append", metavar="PATH",

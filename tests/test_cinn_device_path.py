@@ -26,7 +26,8 @@ CPU = torch.device("cpu")
 SMALL = {"network": {"feature_hidden": [64, 32], "n_features": 16, "n_blocks": 4, "subnet_hidden": [32, 32]},
          "targets": {"names": ["teff", "logg", "fe_h", "vmic", "vbroad", "ca_fe", "mg_fe"]},
          "train": {"epochs": 3, "batches_per_epoch": 30, "batch_size": 128, "lr": 1e-3,
-                   "early_stop_patience": 0, "reverse_loss_weight": 1.0},
+                   "early_stop_patience": 0, "reverse_loss_weight": 1.0, "warmup_steps": 0,
+                   "weight_decay": 0.0},
          "data": {"continuous_snr": True},
          "predict": {"n_samples": 64}}
 

@@ -20,7 +20,8 @@ SMALL = {"network": {"feature_hidden": [64, 32], "n_features": 16, "n_blocks": 4
                      "subnet_hidden": [32, 32]},
          "targets": {"names": ["teff", "logg", "fe_h", "vmic", "vbroad", "ca_fe", "mg_fe"]},
          "train": {"epochs": 4, "batches_per_epoch": 40, "batch_size": 128, "lr": 1e-3,
-                   "early_stop_patience": 0},
+                   "early_stop_patience": 0, "warmup_steps": 0, "weight_decay": 0.0},
+         "data": {"continuous_snr": False},
          "predict": {"n_samples": 256}}
 
 
@@ -259,7 +260,7 @@ def _scripted_validation(monkeypatch, values):
 TINY_TRAIN = {"network": {"feature_hidden": [16], "n_features": 8, "n_blocks": 2, "subnet_hidden": [16]},
               "targets": {"names": ["teff", "logg", "fe_h"]},
               "train": {"epochs": 4, "batches_per_epoch": 2, "batch_size": 32, "early_stop_patience": 0,
-                        "early_stop_min_delta": 0.1}}
+                        "early_stop_min_delta": 0.1, "early_stop_smoothing": 0.0}}
 
 
 @pytest.fixture(scope="module")

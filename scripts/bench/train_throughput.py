@@ -31,7 +31,7 @@ from gridgen.core.errors import UserError
 from augment.arms import ArmSpec, PixelGrid
 from augment.noise import add_noise
 from augment.store import STATUS_DONE, create_training_store, write_chunk
-from cinn.config import config_from_dict
+from cinn.config import config_from_dict, config_to_dict, load_config
 from cinn.data import BatchStream, ResidentBatches, free_device_bytes, open_spectra_store, resident_bytes, split_rows
 from cinn.network import build_network, select_device
 from cinn.standardize import compute_standardization
@@ -123,7 +123,8 @@ def main() -> None:
     except UserError as err:
         parser.error(str(err))          # one line and exit 2, like any bad argument
     network_kind = args.network if args.network != "auto" else ("paper" if device.type == "cuda" else "demo")
-    config = config_from_dict({"network": {} if network_kind == "paper" else DEMO_NETWORK,
+    paper = config_to_dict(load_config("paper"))
+    config = config_from_dict({**paper, "network": paper["network"] if network_kind == "paper" else DEMO_NETWORK,
                                "targets": {"names": ["teff", "logg", "fe_h"]}})
     with tempfile.TemporaryDirectory() as tmp:
         store = build_store(Path(tmp) / "train.zarr", args.spectra, args.pixels, chunk=8)
