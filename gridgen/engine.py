@@ -703,12 +703,15 @@ def _run(executable: Path, workdir: Path, name: str, stdin_text: str,
     process writing on. An exception here (an interrupt, a timeout) kills it too.
     """
     preexec = _die_with_parent() if sys.platform.startswith("linux") else None
+    # gfortran puts STATUS='SCRATCH' files in GFORTRAN_TMPDIR (else TMPDIR): inside the work
+    # directory they go with it, even when the program is killed before it can delete them.
+    env = {**os.environ, "GFORTRAN_TMPDIR": str(workdir), "TMPDIR": str(workdir)}
     (workdir / f"{name}.par").write_text(stdin_text)
     remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
     with open(workdir / f"{name}.par") as stdin, open(workdir / f"{name}.log", "w") as log:
         try:
             done = subprocess.run([str(executable)], cwd=workdir, stdin=stdin, stdout=log,
-                                  stderr=subprocess.STDOUT, timeout=remaining, preexec_fn=preexec)
+                                  stderr=subprocess.STDOUT, timeout=remaining, preexec_fn=preexec, env=env)
         except subprocess.TimeoutExpired:
             raise SynthesisError(f"{name} timed out", _log_tail(workdir, name)) from None
     if done.returncode != 0:
