@@ -9,12 +9,14 @@ evaluation report (:mod:`cinn.evaluate`) prints both beside the cINN's MAP.
   components of the standardised flux (:data:`KNN_COMPONENTS`), k chosen per target by the
   validation error over :data:`KNN_KS`; non-linear where ridge is linear.
 
-Both fit in the units of the targets given (the evaluation uses the network's: log10 Teff,
-log10 vbroad) and predict in the same.
+Both work on one :class:`FluxBasis` of the training fluxes (the per-pixel standardisation and
+its SVD, computed once by :func:`decompose`), fit in the units of the targets given (the
+evaluation uses the network's: log10 Teff, log10 vbroad) and predict in the same.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,11 +30,40 @@ KNN_KS = (1, 2, 4, 8, 16, 32)
 KNN_COMPONENTS = 32
 
 
-def _standardizer(flux_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel mean and std of training fluxes; constant pixels get std 1 (zero weight)."""
+@dataclass(frozen=True)
+class FluxBasis:
+    """Training fluxes standardised per pixel, X = (f - flux_mean) / flux_std, and X = U s V^T.
+
+    Attributes
+    ----------
+    flux_mean, flux_std : ndarray (n_pix,)
+        Per-pixel mean and std of the training fluxes; constant pixels get std 1, which keeps
+        them at zero weight.
+    u : ndarray (n, r)
+    s : ndarray (r,)
+    vt : ndarray (r, n_pix)
+        Thin SVD of X, r = min(n, n_pix).
+    """
+
+    flux_mean: np.ndarray
+    flux_std: np.ndarray
+    u: np.ndarray
+    s: np.ndarray
+    vt: np.ndarray
+
+    def standardize(self, flux: np.ndarray) -> np.ndarray:
+        """(f - flux_mean) / flux_std of fluxes (n, n_pix), float64."""
+        return (np.asarray(flux, dtype=np.float64) - self.flux_mean) / self.flux_std
+
+
+def decompose(flux_train: np.ndarray) -> FluxBasis:
+    """Standardise training fluxes (n, n_pix) per pixel and take the thin SVD, once for all baselines."""
+    flux_train = np.asarray(flux_train, dtype=np.float64)
     flux_mean = flux_train.mean(axis=0)
     flux_std = flux_train.std(axis=0)
-    return flux_mean, np.where(flux_std > 0, flux_std, 1.0)
+    flux_std = np.where(flux_std > 0, flux_std, 1.0)
+    u, s, vt = np.linalg.svd((flux_train - flux_mean) / flux_std, full_matrices=False)
+    return FluxBasis(flux_mean, flux_std, u, s, vt)
 
 
 @dataclass(frozen=True)
@@ -41,7 +72,7 @@ class RidgeBaseline:
 
     Attributes
     ----------
-    flux_mean, flux_std : ndarray (n_pix,)
+    basis : FluxBasis
         Standardisation of the flux, from the training spectra.
     target_mean : ndarray (T,)
     weights : ndarray (n_pix, T)
@@ -49,18 +80,17 @@ class RidgeBaseline:
         Chosen ridge strength per target (see :data:`RIDGE_ALPHAS`).
     """
 
-    flux_mean: np.ndarray
-    flux_std: np.ndarray
+    basis: FluxBasis
     target_mean: np.ndarray
     weights: np.ndarray
     alpha: np.ndarray
 
     def predict(self, flux: np.ndarray) -> np.ndarray:
         """Targets (n, T) for fluxes (n, n_pix)."""
-        return self.target_mean + ((np.asarray(flux, dtype=np.float64) - self.flux_mean) / self.flux_std) @ self.weights
+        return self.target_mean + self.basis.standardize(flux) @ self.weights
 
 
-def fit_ridge(flux_train: np.ndarray, y_train: np.ndarray, flux_val: np.ndarray, y_val: np.ndarray,
+def fit_ridge(basis: FluxBasis, y_train: np.ndarray, flux_val: np.ndarray, y_val: np.ndarray,
               alphas: tuple[float, ...] = RIDGE_ALPHAS) -> RidgeBaseline:
     """Ridge regression on the standardised flux, alpha per target by validation error.
 
@@ -69,31 +99,28 @@ def fit_ridge(flux_train: np.ndarray, y_train: np.ndarray, flux_val: np.ndarray,
 
     Parameters
     ----------
-    flux_train : ndarray (n, n_pix)
+    basis : FluxBasis
+        :func:`decompose` of the training fluxes (n, n_pix).
     y_train : ndarray (n, T)
         Targets of the training spectra (any units; predictions come back in the same).
     flux_val, y_val : ndarray
         Validation spectra that choose alpha (lowest mean squared error per target).
     alphas : tuple of float
     """
-    flux_train = np.asarray(flux_train, dtype=np.float64)
     y_train = np.asarray(y_train, dtype=np.float64)
-    flux_mean, flux_std = _standardizer(flux_train)
-    x = (flux_train - flux_mean) / flux_std
     y_mean = y_train.mean(axis=0)
-    u, s, vt = np.linalg.svd(x, full_matrices=False)
-    uty = u.T @ (y_train - y_mean)
-    x_val = (np.asarray(flux_val, dtype=np.float64) - flux_mean) / flux_std
-    n = x.shape[0]
+    uty = basis.u.T @ (y_train - y_mean)
+    x_val = basis.standardize(flux_val)
+    n = basis.u.shape[0]
     best_err = np.full(y_train.shape[1], np.inf)
-    weights = np.zeros((x.shape[1], y_train.shape[1]))
+    weights = np.zeros((basis.vt.shape[1], y_train.shape[1]))
     alpha = np.zeros(y_train.shape[1])
     for a in alphas:
-        w = vt.T @ ((s / (s ** 2 + a * n))[:, None] * uty)
+        w = basis.vt.T @ ((basis.s / (basis.s ** 2 + a * n))[:, None] * uty)
         err = np.mean((y_mean + x_val @ w - y_val) ** 2, axis=0)
         better = err < best_err
         best_err[better], weights[:, better], alpha[better] = err[better], w[:, better], a
-    return RidgeBaseline(flux_mean, flux_std, y_mean, weights, alpha)
+    return RidgeBaseline(basis, y_mean, weights, alpha)
 
 
 @dataclass(frozen=True)
@@ -102,7 +129,7 @@ class KnnBaseline:
 
     Attributes
     ----------
-    flux_mean, flux_std : ndarray (n_pix,)
+    basis : FluxBasis
         Standardisation of the flux, from the training spectra.
     components : ndarray (n_pix, n_comp)
         Leading principal directions of the standardised training flux.
@@ -113,8 +140,7 @@ class KnnBaseline:
         Neighbours averaged per target (see :data:`KNN_KS`).
     """
 
-    flux_mean: np.ndarray
-    flux_std: np.ndarray
+    basis: FluxBasis
     components: np.ndarray
     train_scores: np.ndarray
     y_train: np.ndarray
@@ -122,7 +148,7 @@ class KnnBaseline:
 
     def _neighbours(self, flux: np.ndarray) -> np.ndarray:
         """Training indices (n, max k) sorted by distance, nearest first."""
-        scores = ((np.asarray(flux, dtype=np.float64) - self.flux_mean) / self.flux_std) @ self.components
+        scores = self.basis.standardize(flux) @ self.components
         # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: memory n x n_train, not n x n_train x n_comp.
         d2 = ((scores ** 2).sum(axis=1)[:, None] + (self.train_scores ** 2).sum(axis=1)[None, :]
               - 2.0 * scores @ self.train_scores.T)
@@ -140,13 +166,14 @@ class KnnBaseline:
         return out
 
 
-def fit_knn(flux_train: np.ndarray, y_train: np.ndarray, flux_val: np.ndarray, y_val: np.ndarray,
+def fit_knn(basis: FluxBasis, y_train: np.ndarray, flux_val: np.ndarray, y_val: np.ndarray,
             ks: tuple[int, ...] = KNN_KS, n_components: int = KNN_COMPONENTS) -> KnnBaseline:
     """k-nearest-neighbour regression on principal components, k per target by validation error.
 
     Parameters
     ----------
-    flux_train : ndarray (n, n_pix)
+    basis : FluxBasis
+        :func:`decompose` of the training fluxes (n, n_pix).
     y_train : ndarray (n, T)
     flux_val, y_val : ndarray
         Validation spectra that choose k (lowest mean squared error per target).
@@ -155,16 +182,13 @@ def fit_knn(flux_train: np.ndarray, y_train: np.ndarray, flux_val: np.ndarray, y
     n_components : int
         Principal components kept (at most n and n_pix).
     """
-    flux_train = np.asarray(flux_train, dtype=np.float64)
     y_train = np.asarray(y_train, dtype=np.float64)
-    flux_mean, flux_std = _standardizer(flux_train)
-    x = (flux_train - flux_mean) / flux_std
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    components = vt[:min(n_components, vt.shape[0])].T
+    n_comp = min(n_components, basis.vt.shape[0])
+    components = basis.vt[:n_comp].T
+    # X V = U s: the training spectra's principal-component scores without another product.
+    train_scores = basis.u[:, :n_comp] * basis.s[:n_comp]
     ks = tuple(k for k in ks if k <= y_train.shape[0]) or (y_train.shape[0],)
-    probe = KnnBaseline(flux_mean, flux_std, components, x @ components, y_train,
-                        np.full(y_train.shape[1], max(ks)))
+    probe = KnnBaseline(basis, components, train_scores, y_train, np.full(y_train.shape[1], max(ks)))
     nearest = probe._neighbours(flux_val)
     errors = np.array([np.mean((y_train[nearest[:, :k]].mean(axis=1) - y_val) ** 2, axis=0) for k in ks])
-    k = np.asarray(ks)[np.argmin(errors, axis=0)]
-    return KnnBaseline(flux_mean, flux_std, components, x @ components, y_train, k)
+    return dataclasses.replace(probe, k=np.asarray(ks)[np.argmin(errors, axis=0)])

@@ -53,7 +53,7 @@ from gridgen.engine import engine_dir
 from gridgen.linelist import line_fields, read_species_blocks
 from gridgen.solar import atomic_number
 
-from cinn.baseline import fit_knn, fit_ridge
+from cinn.baseline import decompose, fit_knn, fit_ridge
 from cinn.calibration import (COVERAGE_LEVELS, RANK_BINS, coverage_curve, coverage_tolerance, rank_chi2,
                               rank_histogram, truth_ranks)
 from cinn.catalog import write_csv
@@ -350,8 +350,9 @@ def baseline_metrics(model: LoadedModel, group, info, split: str, result: dict,
     for k, level in enumerate(info.snr):
         if not np.any(result["snr"] == level):
             continue
-        ridge = fit_ridge(flux["train"][:, k], y_train, flux["val"][:, k], y_val)
-        knn = fit_knn(flux["train"][:, k], y_train, flux["val"][:, k], y_val)
+        basis = decompose(flux["train"][:, k])
+        ridge = fit_ridge(basis, y_train, flux["val"][:, k], y_val)
+        knn = fit_knn(basis, y_train, flux["val"][:, k], y_val)
         per_snr[float(level)] = {
             "ridge": {**point_metrics(targets_to_physical(ridge.predict(flux["eval"][:, k]), names), truth,
                                       train_range), "alpha": ridge.alpha},

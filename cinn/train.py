@@ -7,8 +7,8 @@ dz ~ N(0, reverse_noise_var I). The learning rate rises linearly over the first
 ``warmup_steps`` batches, is multiplied by ``lr_decay`` after each epoch, the gradient norm is
 clipped to ``grad_clip_norm`` (both off in the paper's configuration), and training stops when
 the validation ML loss (smoothed with ``early_stop_smoothing``) has not improved by
-``early_stop_min_delta`` for ``early_stop_patience`` epochs. ``weights.pt`` holds the epoch of lowest validation loss
-(any improvement counts, however small); a non-finite validation loss never counts as an
+``early_stop_min_delta`` for ``early_stop_patience`` epochs. ``weights.pt`` holds the epoch of
+lowest validation loss (any improvement counts, however small); a non-finite validation loss never counts as an
 improvement, and if no epoch had a finite one, ``weights.pt`` holds the last epoch's weights so
 the directory stays loadable (``best_val_loss`` is then inf). Epoch e draws its data order and noise from
 ``(seed, e)``, so a resumed run continues exactly as an uninterrupted one would.
@@ -240,7 +240,8 @@ def restore_checkpoint(path: Path, network: CinnNetwork, optimizer, scheduler,
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         return TrainingState(history=list(saved["history"]), best=float(saved["best"]),
-                             smoothed=float(saved.get("smoothed", math.nan)), patience_ref=float(saved["patience_ref"]), bad_epochs=int(saved["bad_epochs"]),
+                             smoothed=float(saved.get("smoothed", math.nan)),
+                             patience_ref=float(saved["patience_ref"]), bad_epochs=int(saved["bad_epochs"]),
                              epoch=int(saved["epoch"]), stopped=bool(saved["stopped"]))
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input
         raise UserError(f"{path}: not a readable checkpoint of this toolkit "
@@ -498,15 +499,15 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
         # Data order and noise of each epoch depend only on (seed, epoch): resumable.
         torch.manual_seed(tc.seed * 100_003 + epoch)
         with epoch_batches(group, info, train_rows, config, device, epoch, noise_scale, resident) as stream:
-            train_ml, train_rev, train_ml_max = train_epoch(network, optimizer, stream, x_all, stats, config, epoch, device,
-                                              progress, losses)
+            train_ml, train_rev, train_ml_max = train_epoch(network, optimizer, stream, x_all, stats, config,
+                                                            epoch, device, progress, losses)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         val_examples = val_resident or iterate_split(group, info, val_rows, config.data.val_max_spectra)
         val = validation_loss(network, val_examples, x_all, stats, device, tc.batch_size)
-        # Plain Python numbers: the checkpoint must load with weights_only=True.
         improved = update_early_stopping(state, val, tc.early_stop_min_delta, tc.early_stop_patience,
                                          tc.early_stop_smoothing)
+        # Plain Python numbers: the checkpoint must load with weights_only=True.
         state.history.append({"epoch": epoch + 1, "lr": float(lr), "train_ml": train_ml, "train_rev": train_rev,
                               "train_ml_max": train_ml_max, "val_ml": float(val),
                               "val_ml_smoothed": float(state.smoothed), "seconds": time.perf_counter() - t0})

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from cinn.baseline import fit_knn, fit_ridge
+from cinn.baseline import decompose, fit_knn, fit_ridge
 
 
 def test_ridge_recovers_a_linear_relation_and_picks_alpha_by_validation():
@@ -18,7 +18,7 @@ def test_ridge_recovers_a_linear_relation_and_picks_alpha_by_validation():
 
     f_train, y_train = data(400, 1e-3)
     f_val, y_val = data(200, 1e-3)
-    ridge = fit_ridge(f_train, y_train, f_val, y_val)
+    ridge = fit_ridge(decompose(f_train), y_train, f_val, y_val)
     f_test, y_test = data(200, 0.0)
     # The noise 1e-3 over 400 spectra of 30 pixels: weights good to ~1e-3 / (0.1 sqrt(400)).
     assert np.sqrt(np.mean((ridge.predict(f_test) - y_test) ** 2)) < 5e-3
@@ -26,7 +26,7 @@ def test_ridge_recovers_a_linear_relation_and_picks_alpha_by_validation():
 
     f_train, y_train = data(40, 3.0)
     f_val, y_val = data(400, 3.0)
-    noisy = fit_ridge(f_train, y_train, f_val, y_val)
+    noisy = fit_ridge(decompose(f_train), y_train, f_val, y_val)
     assert np.all(noisy.alpha > ridge.alpha)
 
 
@@ -43,8 +43,8 @@ def test_knn_recovers_a_nonlinear_relation_that_ridge_cannot():
     rng = np.random.default_rng(5)
     t_train, t_val, t_test = (rng.uniform(0, 1, n) for n in (800, 200, 200))
     f_train, f_val, f_test = (_moving_line(t, rng.uniform(0.2, 0.8, t.size)) for t in (t_train, t_val, t_test))
-    knn = fit_knn(f_train, t_train[:, None], f_val, t_val[:, None])
-    ridge = fit_ridge(f_train, t_train[:, None], f_val, t_val[:, None])
+    knn = fit_knn(decompose(f_train), t_train[:, None], f_val, t_val[:, None])
+    ridge = fit_ridge(decompose(f_train), t_train[:, None], f_val, t_val[:, None])
     rms_knn = np.sqrt(np.mean((knn.predict(f_test)[:, 0] - t_test) ** 2))
     rms_ridge = np.sqrt(np.mean((ridge.predict(f_test)[:, 0] - t_test) ** 2))
     assert rms_knn < 0.035
@@ -57,7 +57,7 @@ def test_knn_averages_more_neighbours_when_targets_are_noisy():
     rng = np.random.default_rng(6)
     t_train, t_val = rng.uniform(0, 1, 800), rng.uniform(0, 1, 300)
     noisy = t_train + rng.normal(0, 0.2, t_train.size)
-    clean = fit_knn(_moving_line(t_train), t_train[:, None], _moving_line(t_val), t_val[:, None])
-    smooth = fit_knn(_moving_line(t_train), noisy[:, None], _moving_line(t_val), t_val[:, None])
+    clean = fit_knn(decompose(_moving_line(t_train)), t_train[:, None], _moving_line(t_val), t_val[:, None])
+    smooth = fit_knn(decompose(_moving_line(t_train)), noisy[:, None], _moving_line(t_val), t_val[:, None])
     assert clean.k[0] <= 2
     assert smooth.k[0] >= 8

@@ -52,6 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cinn.config import config_to_dict, load_config, replace
+
 #: The paper's Table A.1 (mean residual, sigma) at the S/N it reports in the text (docs/method.md §4).
 PAPER_TABLE_A1 = {
     1000: {"teff": (2, 32), "logg": (0.003, 0.15), "fe_h": (0.01, 0.11), "vbroad": (0.05, 1.19),
@@ -107,8 +109,6 @@ def build_stores(args, work: Path, log: Path) -> Path:
 
 def run_config(base: Path | None, fraction: float, seed: int, out: Path) -> Path:
     """A config file: ``base`` (TOML) with data.train_fraction and train.seed set."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from cinn.config import config_to_dict, load_config, replace
     config = load_config(base)
     config = replace(config, data={"train_fraction": fraction}, train={"seed": seed})
     out.write_text(json.dumps(config_to_dict(config), indent=1))
