@@ -56,11 +56,17 @@ class FluxBasis:
         return (np.asarray(flux, dtype=np.float64) - self.flux_mean) / self.flux_std
 
 
-def decompose(flux_train: np.ndarray) -> FluxBasis:
-    """Standardise training fluxes (n, n_pix) per pixel and take the thin SVD, once for all baselines."""
+def decompose(flux_train: np.ndarray, flux_std: np.ndarray | None = None) -> FluxBasis:
+    """Standardise training fluxes (n, n_pix) per pixel and take the thin SVD, once for all baselines.
+
+    ``flux_std``: a per-pixel scale to use instead of the training fluxes' own std, e.g. one
+    that includes the noise when the fluxes are noise-free (a pixel that hardly varies in the
+    clean grid must not be scaled up to where its noise dominates).
+    """
     flux_train = np.asarray(flux_train, dtype=np.float64)
     flux_mean = flux_train.mean(axis=0)
-    flux_std = flux_train.std(axis=0)
+    if flux_std is None:
+        flux_std = flux_train.std(axis=0)
     flux_std = np.where(flux_std > 0, flux_std, 1.0)
     u, s, vt = np.linalg.svd((flux_train - flux_mean) / flux_std, full_matrices=False)
     return FluxBasis(flux_mean, flux_std, u, s, vt)
@@ -90,12 +96,24 @@ class RidgeBaseline:
         return self.target_mean + self.basis.standardize(flux) @ self.weights
 
 
+def ridge_weights(basis: FluxBasis, y_train: np.ndarray, alphas: tuple[float, ...]) -> list[np.ndarray]:
+    """Ridge weights (n_pix, T) on the standardised flux, one array per alpha.
+
+    Closed form through the SVD of the standardised training flux X = U s V^T:
+    w(alpha) = V diag(s / (s^2 + alpha n)) U^T (y - mean y). The prediction for a flux f is
+    mean(y) + basis.standardize(f) @ w.
+    """
+    y_train = np.asarray(y_train, dtype=np.float64)
+    uty = basis.u.T @ (y_train - y_train.mean(axis=0))
+    n = basis.u.shape[0]
+    return [basis.vt.T @ ((basis.s / (basis.s ** 2 + a * n))[:, None] * uty) for a in alphas]
+
+
 def fit_ridge(basis: FluxBasis, y_train: np.ndarray, flux_val: np.ndarray, y_val: np.ndarray,
               alphas: tuple[float, ...] = RIDGE_ALPHAS) -> RidgeBaseline:
     """Ridge regression on the standardised flux, alpha per target by validation error.
 
-    Closed form through the SVD of the standardised training flux X = U s V^T:
-    w(alpha) = V diag(s / (s^2 + alpha n)) U^T (y - mean y), for every alpha at once.
+    The weights of every alpha come from one SVD (:func:`ridge_weights`).
 
     Parameters
     ----------
@@ -109,14 +127,11 @@ def fit_ridge(basis: FluxBasis, y_train: np.ndarray, flux_val: np.ndarray, y_val
     """
     y_train = np.asarray(y_train, dtype=np.float64)
     y_mean = y_train.mean(axis=0)
-    uty = basis.u.T @ (y_train - y_mean)
     x_val = basis.standardize(flux_val)
-    n = basis.u.shape[0]
     best_err = np.full(y_train.shape[1], np.inf)
     weights = np.zeros((basis.vt.shape[1], y_train.shape[1]))
     alpha = np.zeros(y_train.shape[1])
-    for a in alphas:
-        w = basis.vt.T @ ((basis.s / (basis.s ** 2 + a * n))[:, None] * uty)
+    for a, w in zip(alphas, ridge_weights(basis, y_train, alphas)):
         err = np.mean((y_mean + x_val @ w - y_val) ** 2, axis=0)
         better = err < best_err
         best_err[better], weights[:, better], alpha[better] = err[better], w[:, better], a

@@ -1,19 +1,20 @@
 """One configuration tree for the cINN: network, targets, data stream, training, prediction.
 
 The defaults are made for the grids users build themselves (a few hundred to a few thousand
-spectra): a linear feature network (32 features) into 8 GLOW blocks with 2 x 128 sub-networks,
-continuous S/N with fresh noise in every batch, weight decay 0.05, gradient clipping, a
-learning-rate warm-up and early stopping on a smoothed validation loss. On a 1,024-spectrum
-grid they beat a ridge regression on the flux at S/N 50-250 from ~360 training spectra
-(Teff, [Fe/H]; log g ties at S/N 250) but not at S/N 1000 or with ~180 spectra, while
-unregularised networks lose to it everywhere (docs/benchmarks/science.md, tuning.md). The
-paper's configuration (docs/method.md §3; A&A 708, A118, 2026), for grids of its size
-(~22,000 training spectra) and a GPU, is the preset ``paper`` (``cinn/configs/paper.toml``,
+spectra): 6 GLOW blocks with 2 x 64 sub-networks conditioned, instead of on learnt features, on
+cross-fitted ridge-regression estimates of every target at four ridge strengths and the S/N
+(:mod:`cinn.summary`), continuous S/N with fresh noise in every batch, weight decay 0.05,
+gradient clipping, a learning-rate warm-up and early stopping on a smoothed validation loss. On
+a 1,024-spectrum grid they beat ridge regression on the flux in Teff, log g and [Fe/H] at every
+measured grid size (179-716 training spectra) and S/N 50-1000 (docs/benchmarks/science.md),
+where learnt feature networks memorise the training spectra (tuning.md). The paper's
+configuration (docs/method.md §3; A&A 708, A118, 2026), for grids of its size (~22,000
+training spectra) and a GPU, is the preset ``paper`` (``cinn/configs/paper.toml``,
 ``--config paper``). A TOML file overrides any subset, e.g.::
 
     [network]
     n_blocks = 4
-    feature_hidden = [256, 128]
+    n_features = 32         # add 32 learnt linear features of the flux to the summaries
 
     [train]
     epochs = 10
@@ -67,16 +68,35 @@ class NetworkConfig:
     feature_dropout : float
         Dropout probability after each hidden ReLU of the feature network during training
         (0 = none, the paper's network); a regulariser for small grids.
+    summary_alphas : tuple of float
+        Ridge strengths (fractions of the per-pixel flux variance) of the linear summary
+        statistics added to the condition: the cross-fitted ridge estimate of every target at
+        each strength (:mod:`cinn.summary`). Empty (the paper's network) adds none.
+    summary_folds : int
+        Cross-fitting folds of the summaries: a training spectrum's summaries come from the
+        fit without its fold.
+    summary_max_spectra : int
+        At most this many training spectra, drawn at random, enter the summary fits (their
+        SVD costs ~ n^2 n_pix).
     """
 
     feature_hidden: tuple[int, ...] = setting((), gt=0)
-    n_features: int = setting(32, gt=0)
-    n_blocks: int = setting(8, gt=0)
-    subnet_hidden: tuple[int, ...] = setting((128, 128), gt=0, min_len=1)
+    n_features: int = setting(0, min=0)
+    n_blocks: int = setting(6, gt=0)
+    subnet_hidden: tuple[int, ...] = setting((64, 64), gt=0, min_len=1)
     clamp: float = setting(1.9, gt=0)
     clamp_activation: str = setting("ATAN", choices=("ATAN", "TANH", "SIGMOID"))
     permute_seed: int = 0
     feature_dropout: float = setting(0.0, min=0, lt=1)
+    summary_alphas: tuple[float, ...] = setting((1e-3, 1e-2, 1e-1, 1.0), gt=0)
+    summary_folds: int = setting(5, min=2)
+    summary_max_spectra: int = setting(4000, gt=0)
+
+    def __post_init__(self):
+        if self.n_features == 0 and not self.summary_alphas:
+            raise ConfigError("n_features", "0 learnt features needs summary_alphas (the condition would be empty)")
+        if self.n_features == 0 and self.feature_hidden:
+            raise ConfigError("feature_hidden", "a feature network needs n_features > 0")
 
 
 @dataclass(frozen=True)

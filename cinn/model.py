@@ -11,7 +11,8 @@ Layout (``FORMAT_VERSION`` in ``model.json``)::
     standardization.npz     NumPy arrays without pickle: pixel grid, flux/S/N/target
                             statistics, bounds, noise calibration (:class:`Standardization`)
     weights.pt              torch state dict (tensors only) of the best network: lowest
-                            validation loss
+                            validation loss; with summaries it includes the ridge fits of
+                            :mod:`cinn.summary` (buffers ``summary_weights``, ``summary_offset``)
     checkpoint.pt           torch dict of tensors and plain numbers, the last epoch: network,
                             optimiser and scheduler state, history, early-stopping state
     history.csv             CSV: epoch, lr, train_ml, train_rev, val_ml, seconds

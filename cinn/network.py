@@ -1,8 +1,9 @@
 """The paper's cINN (docs/method.md §3) assembled from FrEIA building blocks.
 
-``CinnNetwork`` = a fully connected feature network (standardised fluxes + standardised
-log10 S/N -> 256 features) + a FrEIA ``SequenceINN`` of ``n_blocks`` x (``PermuteRandom`` with a
-fixed seed, ``GLOWCouplingBlock`` conditioned on the features). Directions follow the paper:
+``CinnNetwork`` = a condition (a fully connected feature network, standardised fluxes +
+standardised log10 S/N -> ``n_features`` learnt features, and/or the fixed cross-fitted ridge
+summaries of :mod:`cinn.summary` with the log S/N) + a FrEIA ``SequenceINN`` of ``n_blocks`` x
+(``PermuteRandom`` with a fixed seed, ``GLOWCouplingBlock`` conditioned on it). Directions follow the paper:
 ``forward`` maps targets x to latents z (training), ``reverse`` maps z to x (sampling).
 
 All tensors are standardised: x is the standardised target vector, the condition is the
@@ -81,21 +82,55 @@ class CinnNetwork(nn.Module):
         self._sampler_cache: dict = {}
         self.n_condition = n_condition
         self.n_targets = n_targets
-        self.feature_net = mlp(n_condition, config.feature_hidden, config.n_features, config.feature_dropout)
+        self.n_summary = len(config.summary_alphas) * n_targets
+        if config.n_features:
+            self.feature_net = mlp(n_condition, config.feature_hidden, config.n_features, config.feature_dropout)
+        else:
+            self.feature_net = None
+        if self.n_summary:
+            # Filled by cinn.train from cinn.summary.fit_summaries; saved with the weights.
+            n_fits = config.summary_folds + 1
+            self.register_buffer("summary_weights", torch.zeros(n_fits, n_condition - 1, self.n_summary))
+            self.register_buffer("summary_offset", torch.zeros(n_fits, self.n_summary))
+        # The standardised log S/N joins the summaries: nothing else carries it without a feature net.
+        self.n_cond_features = config.n_features + (self.n_summary + 1 if self.n_summary else 0)
         self.inn = ff.SequenceINN(n_targets)
         subnet = partial(coupling_subnet, hidden=tuple(config.subnet_hidden))
         for i in range(config.n_blocks):
             self.inn.append(fm.PermuteRandom, seed=config.permute_seed + i)
-            self.inn.append(fm.GLOWCouplingBlock, cond=0, cond_shape=(config.n_features,),
+            self.inn.append(fm.GLOWCouplingBlock, cond=0, cond_shape=(self.n_cond_features,),
                             subnet_constructor=subnet, clamp=config.clamp,
                             clamp_activation=config.clamp_activation)
 
-    def features(self, condition: torch.Tensor) -> torch.Tensor:
-        """Feature vectors (n, n_features) of raw conditions (n, n_condition)."""
-        return self.feature_net(condition)
+    def features(self, condition: torch.Tensor, fold: torch.Tensor | None = None) -> torch.Tensor:
+        """Coupling-block conditions (n, n_cond_features) of raw conditions (n, n_condition).
+
+        The learnt features (``n_features``), then, with summaries, the ridge summaries
+        (``n_summary``, :mod:`cinn.summary`) and the standardised log S/N.
+
+        Parameters
+        ----------
+        condition : Tensor (n, n_condition)
+            Standardised flux with the standardised log10 S/N as its last column.
+        fold : Tensor (n,) int64 or None
+            Training only: each example's cross-fitting fold, whose summaries come from the
+            fit without it; -1 (and None, for every other spectrum) takes the fit on all.
+        """
+        parts = [] if self.feature_net is None else [self.feature_net(condition)]
+        if self.n_summary:
+            flux, log_snr = condition[:, :-1], condition[:, -1:]
+            if fold is None:
+                summary = flux @ self.summary_weights[0].to(flux.dtype) + self.summary_offset[0].to(flux.dtype)
+            else:
+                n_fits, n_pix, n_sum = self.summary_weights.shape
+                every = flux @ self.summary_weights.permute(1, 0, 2).reshape(n_pix, n_fits * n_sum).to(flux.dtype)
+                every = every.view(-1, n_fits, n_sum) + self.summary_offset.to(flux.dtype)
+                summary = every[torch.arange(flux.shape[0], device=flux.device), fold + 1]
+            parts += [summary, log_snr]
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def forward(self, x: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z = f(x; c) and log|det df/dx| for targets x (n, n_targets), features (n, n_features)."""
+        """z = f(x; c) and log|det df/dx| for targets x (n, n_targets), features (n, n_cond_features)."""
         return self.inn(x, c=[features], rev=False, jac=True)
 
     def reverse(self, z: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,7 +165,7 @@ class CinnNetwork(nn.Module):
         Parameters
         ----------
         z : Tensor (n_spec, n_samples, n_targets) float32
-        features : Tensor (n_spec, n_features) float32
+        features : Tensor (n_spec, n_cond_features) float32
         dtype : torch.dtype
             Precision of the sub-networks (float32 or bfloat16).
 

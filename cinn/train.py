@@ -32,13 +32,15 @@ from gridgen.core.progress import progress as progress_bar
 from gridgen.core.storeio import read_array
 
 from cinn.config import CinnConfig, config_from_dict, config_to_dict
-from cinn.data import (BatchStream, Prefetch, ResidentBatches, StoreInfo, free_device_bytes, iterate_split,
-                       open_spectra_store, resident_bytes, split_rows, training_rows)
+from cinn.data import (BatchStream, Prefetch, ResidentBatches, StoreInfo, check_finite, chunks_of,
+                       free_device_bytes, iterate_split, open_spectra_store, read_rows, resident_bytes,
+                       split_rows, training_rows)
 from cinn.files import read_json_object, save_figure, write_csv_rows, write_json
 from cinn.model import (provenance_sha256, read_model_description, read_model_identity, save_torch,
                         training_store_identity, wave_sha256, write_model_description)
 from cinn.network import CinnNetwork, build_network, select_device
 from cinn.standardize import Standardization, compute_standardization
+from cinn.summary import assign_folds, fit_summaries
 from cinn.targets import labels_to_targets
 
 _LOG = logging.getLogger("cinn4most.train")
@@ -282,14 +284,16 @@ def check_speed_options(config: CinnConfig, device: torch.device) -> None:
 
 
 def batch_losses(network: CinnNetwork, cond: torch.Tensor, x: torch.Tensor, dz: torch.Tensor,
-                 reverse_weight: float, precision: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 reverse_weight: float, precision: str,
+                 fold: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total loss, ML loss, reverse loss) of one batch; ``dz`` is the reverse-loss latent noise.
 
-    With ``precision`` "bf16" the passes run under bfloat16 autocast; the losses are reduced
-    in float32 either way.
+    ``fold``: the examples' cross-fitting folds (:meth:`CinnNetwork.features`). With
+    ``precision`` "bf16" the passes run under bfloat16 autocast; the losses are reduced in
+    float32 either way.
     """
     with torch.autocast(cond.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        features = network.features(cond)
+        features = network.features(cond, fold)
         z, log_jac = network(x, features)
         z, log_jac = z.float(), log_jac.float()
         loss_ml = ml_loss(z, log_jac)
@@ -302,7 +306,7 @@ def batch_losses(network: CinnNetwork, cond: torch.Tensor, x: torch.Tensor, dz: 
 
 def train_epoch(network: CinnNetwork, optimizer, stream, x_all: torch.Tensor, stats: Standardization,
                 config: CinnConfig, epoch: int, device: torch.device, progress: bool,
-                losses=batch_losses) -> tuple[float, float, float]:
+                losses=batch_losses, fold_by_row: torch.Tensor | None = None) -> tuple[float, float, float]:
     """One epoch of ``train.batches_per_epoch`` batches.
 
     Returns the mean ML loss, the mean reverse loss and the largest ML loss of one batch (a
@@ -310,7 +314,7 @@ def train_epoch(network: CinnNetwork, optimizer, stream, x_all: torch.Tensor, st
 
     ``stream`` yields (flux, snr, row) as NumPy arrays (streamed) or as tensors already on
     ``device`` (:class:`cinn.data.ResidentBatches`); ``losses`` is :func:`batch_losses` or
-    its compiled form.
+    its compiled form; ``fold_by_row`` maps store rows to cross-fitting folds (with summaries).
 
     Raises
     ------
@@ -330,7 +334,8 @@ def train_epoch(network: CinnNetwork, optimizer, stream, x_all: torch.Tensor, st
         cond = stats.condition(flux, snr)
         x = x_all[row]
         dz = rev_sigma * torch.randn_like(x)
-        loss, loss_ml, loss_rev = losses(network, cond, x, dz, tc.reverse_loss_weight, tc.precision)
+        fold = None if fold_by_row is None else fold_by_row[row]
+        loss, loss_ml, loss_rev = losses(network, cond, x, dz, tc.reverse_loss_weight, tc.precision, fold)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, batch {step + 1}; "
                                      "lower train.lr or network.clamp")
@@ -435,6 +440,33 @@ def update_early_stopping(state: TrainingState, val: float, min_delta: float, pa
     return improved
 
 
+def fit_network_summaries(network: CinnNetwork, group, info: StoreInfo, train_rows: np.ndarray, fold: np.ndarray,
+                          targets: np.ndarray, stats: Standardization, config: CinnConfig) -> None:
+    """Fit the cross-fitted ridge summaries (:mod:`cinn.summary`) on the clean training fluxes into ``network``.
+
+    Raises
+    ------
+    UserError
+        If fewer than two spectra per fold would enter the fits.
+    """
+    nc = config.network
+    fitted = train_rows[fold >= 0]
+    if fitted.size < 2 * nc.summary_folds:
+        raise UserError(f"network.summary_folds: {fitted.size} training spectra are too few for "
+                        f"{nc.summary_folds} cross-fitting folds (need 2 per fold)")
+    t0 = time.perf_counter()
+    flux = np.concatenate([read_rows(group["flux_clean"], rows, info.chunk_spec)
+                           for rows in chunks_of(fitted, info.chunk_spec)]).astype(np.float64)
+    check_finite(flux, fitted, info.path)
+    weights, offset = fit_summaries(flux, stats.standardize_targets(targets[fitted]), fold[fold >= 0],
+                                    nc.summary_folds, nc.summary_alphas, stats.flux_mean, stats.flux_std)
+    with torch.no_grad():
+        network.summary_weights.copy_(torch.from_numpy(weights))
+        network.summary_offset.copy_(torch.from_numpy(offset))
+    _LOG.info(f"ridge summaries: {len(nc.summary_alphas)} strengths x {nc.summary_folds + 1} fits on "
+              f"{fitted.size} clean training spectra in {time.perf_counter() - t0:.1f} s")
+
+
 def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
           resume: bool = True, progress: bool = True, epoch_callback=None,
           stats: Standardization | None = None) -> TrainResult:
@@ -482,6 +514,14 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=tc.lr_decay)
     x_all = torch.as_tensor(stats.standardize_targets(targets), dtype=torch.float32, device=device)
     state = TrainingState()
+    fold_by_row = None
+    if network.n_summary:
+        fold = assign_folds(train_rows.size, config.network.summary_folds, config.network.summary_max_spectra,
+                            tc.seed)
+        if not (resume and checkpoint_path.exists()):
+            fit_network_summaries(network, group, info, train_rows, fold, targets, stats, config)
+        fold_by_row = torch.full((info.n_spec,), -1, dtype=torch.long, device=device)
+        fold_by_row[torch.as_tensor(train_rows, device=device)] = torch.as_tensor(fold, device=device)
     if resume and checkpoint_path.exists():
         state = restore_checkpoint(checkpoint_path, network, optimizer, scheduler, device)
 
@@ -500,7 +540,7 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
         torch.manual_seed(tc.seed * 100_003 + epoch)
         with epoch_batches(group, info, train_rows, config, device, epoch, noise_scale, resident) as stream:
             train_ml, train_rev, train_ml_max = train_epoch(network, optimizer, stream, x_all, stats, config,
-                                                            epoch, device, progress, losses)
+                                                            epoch, device, progress, losses, fold_by_row)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         val_examples = val_resident or iterate_split(group, info, val_rows, config.data.val_max_spectra)

@@ -11,6 +11,7 @@ def test_paper_preset_holds_the_papers_numbers():
     assert paper.network.feature_hidden == (2048, 1024, 512) and paper.network.n_features == 256
     assert paper.network.n_blocks == 16 and paper.network.subnet_hidden == (512, 512, 512)
     assert paper.network.clamp == 1.9 and paper.network.feature_dropout == 0
+    assert paper.network.summary_alphas == ()
     assert (paper.train.epochs, paper.train.batches_per_epoch, paper.train.batch_size) == (123, 128, 1024)
     assert paper.train.lr == 2.299e-3 and paper.train.betas == (0.8, 0.8) and paper.train.lr_decay == 0.95
     assert paper.train.weight_decay == 2.34e-7 and paper.train.reverse_noise_var == 1e-5
