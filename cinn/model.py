@@ -181,6 +181,19 @@ def save_torch(obj, path: Path) -> Path:
     return write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
+def read_saved_config(model_dir: str | Path) -> CinnConfig:
+    """The config a model was trained with (``config.json``, a full config tree).
+
+    A tree without ``network.summary_alphas`` was written before the summaries existed, by a
+    network that had none: it is read as ``summary_alphas = []``, not as today's default.
+    """
+    raw = read_json_object(Path(model_dir) / "config.json", "config")
+    network = raw.get("network")
+    if isinstance(network, dict) and "summary_alphas" not in network:
+        raw = {**raw, "network": {**network, "summary_alphas": []}}
+    return config_from_dict(raw)
+
+
 def load_model(model_dir: str | Path, device: str = "auto") -> LoadedModel:
     """Load weights, config and statistics of a model directory written by :func:`cinn.train.train`.
 
@@ -198,7 +211,7 @@ def load_model(model_dir: str | Path, device: str = "auto") -> LoadedModel:
     absent = [key for key in _MODEL_KEYS if key not in meta]
     if absent:
         raise UserError(f"{model_dir / 'model.json'}: missing key(s) {', '.join(absent)}")
-    config = config_from_dict(read_json_object(model_dir / "config.json", "config"))
+    config = read_saved_config(model_dir)
     stats = Standardization.load(model_dir / "standardization.npz")
     dev = select_device(device)
     network = build_network(stats.wave_aa.size, config)

@@ -11,7 +11,10 @@ the validation ML loss (smoothed with ``early_stop_smoothing``) has not improved
 lowest validation loss (any improvement counts, however small); a non-finite validation loss never counts as an
 improvement, and if no epoch had a finite one, ``weights.pt`` holds the last epoch's weights so
 the directory stays loadable (``best_val_loss`` is then inf). Epoch e draws its data order and noise from
-``(seed, e)``, so a resumed run continues exactly as an uninterrupted one would.
+``(seed, e)``, so a resumed run continues exactly as an uninterrupted one would. With summaries
+(``network.summary_alphas``) the cross-fitted ridge fits of :mod:`cinn.summary` are computed on
+the clean training fluxes before the first epoch and saved with the weights; their folds are
+drawn from ``train.seed``.
 """
 
 from __future__ import annotations
@@ -31,13 +34,13 @@ from gridgen.core.identity import short
 from gridgen.core.progress import progress as progress_bar
 from gridgen.core.storeio import read_array
 
-from cinn.config import CinnConfig, config_from_dict, config_to_dict
+from cinn.config import CinnConfig, config_to_dict
 from cinn.data import (BatchStream, Prefetch, ResidentBatches, StoreInfo, check_finite, chunks_of,
                        free_device_bytes, iterate_split, open_spectra_store, read_rows, resident_bytes,
                        split_rows, training_rows)
-from cinn.files import read_json_object, save_figure, write_csv_rows, write_json
-from cinn.model import (provenance_sha256, read_model_description, read_model_identity, save_torch,
-                        training_store_identity, wave_sha256, write_model_description)
+from cinn.files import save_figure, write_csv_rows, write_json
+from cinn.model import (provenance_sha256, read_model_description, read_model_identity, read_saved_config,
+                        save_torch, training_store_identity, wave_sha256, write_model_description)
 from cinn.network import CinnNetwork, build_network, select_device
 from cinn.standardize import Standardization, compute_standardization
 from cinn.summary import assign_folds, fit_summaries
@@ -160,7 +163,7 @@ def prepare_model_dir(store_path: str | Path, model_dir: str | Path, config: Cin
     config_path = model_dir / "config.json"
     if config_path.exists():
         # A resumed run may extend the schedule or move device; everything else must match.
-        saved = config_to_dict(config_from_dict(read_json_object(config_path, "config")))
+        saved = config_to_dict(read_saved_config(model_dir))
         wanted = config_to_dict(config)
         for tree in (saved, wanted):
             tree["train"].pop("epochs")

@@ -1,11 +1,14 @@
 """Cross-fitted ridge summaries of the flux (cinn.summary) and their place in the network's condition."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from cinn.baseline import decompose, fit_ridge
 from cinn.config import NetworkConfig, config_from_dict
+from cinn.model import load_model
 from cinn.network import CinnNetwork
 from cinn.summary import assign_folds, fit_summaries
 from cinn.train import train
@@ -124,3 +127,20 @@ def test_too_few_spectra_for_the_folds_is_one_clear_error(store, tmp_path):
     config = config_from_dict({**TINY, "network": {**TINY["network"], "summary_folds": 200}})
     with pytest.raises(UserError, match="summary_folds"):
         train(store, tmp_path / "m", config, progress=False)
+
+
+def test_a_model_saved_before_summaries_existed_loads_without_them(store, tmp_path):
+    # Its config.json is a full tree without network.summary_alphas: read as "no summaries",
+    # not as today's default, so its weights still fit and it still predicts.
+    torch.set_num_threads(1)
+    old = {**TINY, "network": {**TINY["network"], "n_features": 8, "summary_alphas": []},
+           "train": {**TINY["train"], "epochs": 1, "batches_per_epoch": 2}}
+    train(store, tmp_path / "m", config_from_dict(old), progress=False)
+    path = tmp_path / "m" / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["network"]["summary_alphas"], saved["network"]["summary_folds"], saved["network"]["summary_max_spectra"]
+    path.write_text(json.dumps(saved))
+    model = load_model(tmp_path / "m", "cpu")
+    assert model.network.n_summary == 0 and model.config.network.summary_alphas == ()
+    flux = np.ones((1, 150), dtype=np.float32)
+    assert np.isfinite(model.posterior.log_prob(model.stats.target_mean[None], flux, np.array([50.0]))).all()
