@@ -307,7 +307,8 @@ def main(argv=None) -> int:
               "(stages already done are not re-run).", "",
               f"Grid: `{args.grid}`; training store S/N levels {args.snr_list}; "
               f"{args.samples} posterior samples per test spectrum; test split "
-              f"({first['metrics'][0]['n']} spectra per S/N).", ""]
+              f"({max(int(r['n']) for r in first['metrics'])} spectra per S/N; a model leaves out of "
+              "its σ those with no accepted sample).", ""]
     lines = header + main_table(first, levels, targets) + [""] + curve_tables(results, [float(s) for s in
                                                                                          args.curve_snr.split(",")])
     lines += stability_table(results)
