@@ -456,7 +456,8 @@ def fit_network_summaries(network: CinnNetwork, group, info: StoreInfo, train_ro
     fitted = train_rows[fold >= 0]
     if fitted.size < 2 * nc.summary_folds:
         raise UserError(f"network.summary_folds: {fitted.size} training spectra are too few for "
-                        f"{nc.summary_folds} cross-fitting folds (need 2 per fold)")
+                        f"{nc.summary_folds} cross-fitting folds (need 2 per fold); lower it, or condition "
+                        "on learnt features only (network.summary_alphas = [], network.n_features = 16)")
     t0 = time.perf_counter()
     flux = np.concatenate([read_rows(group["flux_clean"], rows, info.chunk_spec)
                            for rows in chunks_of(fitted, info.chunk_spec)]).astype(np.float64)

@@ -32,6 +32,7 @@ source = "pipeline test window"
 """
 CINN_TOML = """
 [network]
+summary_alphas = []   # a handful of training spectra: too few for cross-fitted summaries
 feature_hidden = [32]
 n_features = 16
 n_blocks = 2
