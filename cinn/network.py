@@ -90,7 +90,8 @@ class CinnNetwork(nn.Module):
         if self.n_summary:
             # Filled by cinn.train from cinn.summary.fit_summaries; saved with the weights.
             n_fits = config.summary_folds + 1
-            self.register_buffer("summary_weights", torch.zeros(n_fits, n_condition - 1, self.n_summary))
+            # (n_pix, fit, summary): all fits flatten to one (n_pix, fits x summaries) matrix as a view.
+            self.register_buffer("summary_weights", torch.zeros(n_condition - 1, n_fits, self.n_summary))
             self.register_buffer("summary_offset", torch.zeros(n_fits, self.n_summary))
         # The standardised log S/N joins the summaries: nothing else carries it without a feature net.
         self.n_cond_features = config.n_features + (self.n_summary + 1 if self.n_summary else 0)
@@ -120,10 +121,10 @@ class CinnNetwork(nn.Module):
         if self.n_summary:
             flux, log_snr = condition[:, :-1], condition[:, -1:]
             if fold is None:
-                summary = flux @ self.summary_weights[0].to(flux.dtype) + self.summary_offset[0].to(flux.dtype)
+                summary = flux @ self.summary_weights[:, 0].to(flux.dtype) + self.summary_offset[0].to(flux.dtype)
             else:
-                n_fits, n_pix, n_sum = self.summary_weights.shape
-                every = flux @ self.summary_weights.permute(1, 0, 2).reshape(n_pix, n_fits * n_sum).to(flux.dtype)
+                n_pix, n_fits, n_sum = self.summary_weights.shape
+                every = flux @ self.summary_weights.reshape(n_pix, n_fits * n_sum).to(flux.dtype)
                 every = every.view(-1, n_fits, n_sum) + self.summary_offset.to(flux.dtype)
                 summary = every[torch.arange(flux.shape[0], device=flux.device), fold + 1]
             parts += [summary, log_snr]

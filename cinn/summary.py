@@ -22,8 +22,9 @@ part in either.
 The fits live in the network (:class:`cinn.network.CinnNetwork` buffers ``summary_weights``
 and ``summary_offset``, saved in ``weights.pt``):
 
-- ``weights`` (n_folds + 1, n_pix, n_alpha * T) float32 and ``offset`` (n_folds + 1,
-  n_alpha * T): fit k + 1 leaves out fold k, fit 0 uses every fitted spectrum;
+- ``weights`` (n_pix, n_folds + 1, n_alpha * T) float32 and ``offset`` (n_folds + 1,
+  n_alpha * T): fit k + 1 leaves out fold k, fit 0 uses every fitted spectrum (the pixel axis
+  first, so that training applies all fits to a batch in one product without a copy);
 - they act on the network's standardised flux ((f - flux_mean) / flux_std of
   :class:`cinn.standardize.Standardization`) and give standardised targets;
 - summary column j is alpha ``j // T`` and target ``j % T``.
@@ -91,7 +92,7 @@ def fit_summaries(flux_clean: np.ndarray, x_targets: np.ndarray, fold: np.ndarra
 
     Returns
     -------
-    weights : ndarray (n_folds + 1, n_pix, len(alphas) * T) float32
+    weights : ndarray (n_pix, n_folds + 1, len(alphas) * T) float32
     offset : ndarray (n_folds + 1, len(alphas) * T) float32
     """
     used = fold >= 0
@@ -105,6 +106,6 @@ def fit_summaries(flux_clean: np.ndarray, x_targets: np.ndarray, fold: np.ndarra
         return w, offset
 
     fits = [fit(used)] + [fit(used & (fold != k)) for k in range(n_folds)]
-    weights = np.stack([w for w, _ in fits]).astype(np.float32)
+    weights = np.stack([w for w, _ in fits], axis=1).astype(np.float32)
     offset = np.stack([b for _, b in fits]).astype(np.float32)
     return weights, offset

@@ -43,10 +43,10 @@ def test_out_of_fold_summaries_are_as_wrong_as_on_new_spectra():
     std = train_flux.std(axis=0)
     weights, offset = fit_summaries(train_flux, train_y, fold, 5, (1e-3,), train_flux.mean(axis=0), std)
     x_train, x_test = (train_flux - train_flux.mean(axis=0)) / std, (test_flux - train_flux.mean(axis=0)) / std
-    in_sample = np.sqrt(np.mean((x_train @ weights[0] + offset[0] - train_y) ** 2))
-    out_of_fold = np.sqrt(np.mean([(x_train[i] @ weights[fold[i] + 1] + offset[fold[i] + 1] - train_y[i]) ** 2
+    in_sample = np.sqrt(np.mean((x_train @ weights[:, 0] + offset[0] - train_y) ** 2))
+    out_of_fold = np.sqrt(np.mean([(x_train[i] @ weights[:, fold[i] + 1] + offset[fold[i] + 1] - train_y[i]) ** 2
                                    for i in range(150)]))
-    new = np.sqrt(np.mean((x_test @ weights[0] + offset[0] - test_y) ** 2))
+    new = np.sqrt(np.mean((x_test @ weights[:, 0] + offset[0] - test_y) ** 2))
     assert in_sample < 0.5 * new
     # Fold fits see 4/5 of the spectra, so they are a little worse; the rms of 150 residuals
     # is known to ~6 % (1 / sqrt(2 n)).
@@ -60,7 +60,7 @@ def test_the_full_fit_is_the_ridge_baseline_at_each_strength():
     weights, offset = fit_summaries(flux, y, assign_folds(80, 4, 1000, 0), 4, (1e-2, 1.0), mean, std)
     other, _ = linear_problem(30, 60, noise=0.1, seed=3)
     other = 1.0 + 0.1 * other
-    summary = ((other - mean) / std) @ weights[0] + offset[0]
+    summary = ((other - mean) / std) @ weights[:, 0] + offset[0]
     for j, alpha in enumerate((1e-2, 1.0)):
         ridge = fit_ridge(decompose(flux), y, flux[:5], y[:5], alphas=(alpha,))
         # The summaries are stored in float32: ~1e-7 relative per weight, summed over 60 pixels.
@@ -81,11 +81,11 @@ def test_network_condition_takes_each_examples_own_fold():
     out = net.features(cond, fold)
     flux = cond[:, :-1]
     for i, k in enumerate(fold.tolist()):
-        expect = flux[i] @ net.summary_weights[k + 1] + net.summary_offset[k + 1]
+        expect = flux[i] @ net.summary_weights[:, k + 1] + net.summary_offset[k + 1]
         torch.testing.assert_close(out[i, 3:7], expect)
     torch.testing.assert_close(out[:, -1], cond[:, -1])
     # Every spectrum that is not a training example gets the fit on all (index 0).
-    torch.testing.assert_close(net.features(cond)[:, 3:7], flux @ net.summary_weights[0] + net.summary_offset[0])
+    torch.testing.assert_close(net.features(cond)[:, 3:7], flux @ net.summary_weights[:, 0] + net.summary_offset[0])
     torch.testing.assert_close(net.features(cond)[:, :3], out[:, :3])
 
 
@@ -120,7 +120,7 @@ def test_summaries_alone_carry_the_labels(store, tmp_path):
     features = train(store, tmp_path / "f", learnt, progress=False)
     assert summaries.best_val_loss < features.best_val_loss - 0.5
     weights = torch.load(tmp_path / "s" / "weights.pt", weights_only=True)
-    assert weights["summary_weights"].shape == (6, 150, 4 * 5) and weights["summary_weights"].abs().sum() > 0
+    assert weights["summary_weights"].shape == (150, 6, 4 * 5) and weights["summary_weights"].abs().sum() > 0
 
 
 def test_too_few_spectra_for_the_folds_is_one_clear_error(store, tmp_path):
