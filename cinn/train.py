@@ -443,21 +443,26 @@ def update_early_stopping(state: TrainingState, val: float, min_delta: float, pa
     return improved
 
 
-def fit_network_summaries(network: CinnNetwork, group, info: StoreInfo, train_rows: np.ndarray, fold: np.ndarray,
-                          targets: np.ndarray, stats: Standardization, config: CinnConfig) -> None:
-    """Fit the cross-fitted ridge summaries (:mod:`cinn.summary`) on the clean training fluxes into ``network``.
+def check_summary_folds(n_train: int, config: CinnConfig) -> None:
+    """Refuse summaries whose cross-fitting folds would get fewer than two training spectra each.
 
     Raises
     ------
     UserError
-        If fewer than two spectra per fold would enter the fits.
     """
     nc = config.network
-    fitted = train_rows[fold >= 0]
-    if fitted.size < 2 * nc.summary_folds:
-        raise UserError(f"network.summary_folds: {fitted.size} training spectra are too few for "
+    n_fitted = min(n_train, nc.summary_max_spectra)
+    if nc.summary_alphas and n_fitted < 2 * nc.summary_folds:
+        raise UserError(f"network.summary_folds: {n_fitted} training spectra are too few for "
                         f"{nc.summary_folds} cross-fitting folds (need 2 per fold); lower it, or condition "
                         "on learnt features only (network.summary_alphas = [], network.n_features = 16)")
+
+
+def fit_network_summaries(network: CinnNetwork, group, info: StoreInfo, train_rows: np.ndarray, fold: np.ndarray,
+                          targets: np.ndarray, stats: Standardization, config: CinnConfig) -> None:
+    """Fit the cross-fitted ridge summaries (:mod:`cinn.summary`) on the clean training fluxes into ``network``."""
+    nc = config.network
+    fitted = train_rows[fold >= 0]
     t0 = time.perf_counter()
     flux = np.concatenate([read_rows(group["flux_clean"], rows, info.chunk_spec)
                            for rows in chunks_of(fitted, info.chunk_spec)]).astype(np.float64)
@@ -507,7 +512,9 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     device = select_device(tc.device)   # before anything is written
     check_speed_options(config, device)
     group, info = open_spectra_store(store_path)
-    on_device = plan_resident(info, training_rows(group, config.data).size, config, device)
+    n_train = training_rows(group, config.data).size
+    check_summary_folds(n_train, config)   # before anything is written
+    on_device = plan_resident(info, n_train, config, device)
     group, info, train_rows, val_rows, targets, stats = prepare_model_dir(
         store_path, model_dir, config, progress, stats)
     torch.manual_seed(tc.seed)

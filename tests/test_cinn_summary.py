@@ -127,6 +127,7 @@ def test_too_few_spectra_for_the_folds_is_one_clear_error(store, tmp_path):
     config = config_from_dict({**TINY, "network": {**TINY["network"], "summary_folds": 200}})
     with pytest.raises(UserError, match="summary_folds"):
         train(store, tmp_path / "m", config, progress=False)
+    assert not (tmp_path / "m").exists()   # refused before anything is written
 
 
 def test_a_model_saved_before_summaries_existed_loads_without_them(store, tmp_path):
