@@ -4,7 +4,8 @@ Guards the result of docs/benchmarks/science.md on data CI can afford: 500 real 
 spectra (LTE, emulator atmospheres) of 5160-5190 Å of the 4MOST HR green arm at R ~ 20,000,
 cut from the benchmark grid ``grids/bench-green.toml`` by ``scripts/bench/guard_subset.py``
 (tests/data/spectra/bench-green-guard.npz: noise-free fluxes, labels, the grid's splits: 350
-training, 100 test, 50 validation spectra). Noise is added here per eq. (1) (sigma = f / SNR).
+training, 100 test, 50 validation spectra). Noise is added here by augment's own eq. (1)
+(:func:`augment.noise.add_noise`, sigma = f / SNR).
 """
 
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from augment.noise import add_noise
 from cinn.baseline import decompose, fit_ridge
 from cinn.config import CinnConfig, replace
 from cinn.model import load_model
@@ -32,10 +34,9 @@ def test_default_cinn_beats_ridge_on_teff(tmp_path):
     with np.load(DATA, allow_pickle=False) as data:
         wave, clean, labels, split = data["wave_aa"], data["flux_clean"], data["labels"], data["split"]
         names, units = [str(n) for n in data["label_names"]], [str(u) for u in data["label_units"]]
-    rng = np.random.default_rng(0)
     snr = np.asarray(SNR, dtype=np.float32)
-    noisy = clean[:, None, :] * (1.0 + rng.standard_normal((clean.shape[0], snr.size, clean.shape[1]))
-                                 / snr[None, :, None])
+    snr_pix = np.broadcast_to(snr[:, None], (snr.size, clean.shape[1]))
+    noisy = np.stack([add_noise(c, snr_pix, seed=0, index=i) for i, c in enumerate(clean)])
     store = write_training_store(tmp_path / "train.zarr", wave, noisy, clean, labels, names, units, snr,
                                  split, chunk_spec=50)
     # The default network and training, on a schedule cut to CI time (it early-stops near
