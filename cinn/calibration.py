@@ -26,8 +26,8 @@ def truth_ranks(samples: np.ndarray, accepted: np.ndarray, truth: np.ndarray) ->
     ----------
     samples : ndarray (n, S, T)
         Posterior samples, in the units of ``truth``.
-    accepted : ndarray (n, S) bool
-        Samples kept by the bounds rejection.
+    accepted : ndarray (n, S) or (n, S, T) bool
+        Samples kept by the bounds rejection, for all targets at once or per target.
     truth : ndarray (n, T)
 
     Returns
@@ -38,12 +38,13 @@ def truth_ranks(samples: np.ndarray, accepted: np.ndarray, truth: np.ndarray) ->
     """
     samples = np.asarray(samples, dtype=np.float64)
     truth = np.asarray(truth, dtype=np.float64)[:, None, :]
-    accepted = np.asarray(accepted, dtype=bool)[..., None]
+    accepted = np.asarray(accepted, dtype=bool)
+    accepted = accepted if accepted.ndim == 3 else accepted[..., None]
     below = np.sum(accepted & (samples < truth), axis=1) + 0.5 * np.sum(accepted & (samples == truth), axis=1)
     n_accepted = accepted.sum(axis=1).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         u = below / n_accepted
-    u[(n_accepted[:, 0] == 0)] = np.nan
+    u[np.broadcast_to(n_accepted == 0, u.shape)] = np.nan
     u[~np.isfinite(truth[:, 0, :])] = np.nan
     return u
 

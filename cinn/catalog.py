@@ -3,8 +3,12 @@
 ``cinn predict`` writes the posterior store and, beside it, a catalogue (default
 ``<out without .zarr>.ecsv``). Columns: ``object_id``, ``row``, ``snr``, ``f_reject``,
 ``untrustworthy``, ``snr_out_of_range`` (``covered_fraction``, ``low_coverage`` for observed
-stores that record coverage), then per target ``<name>_map``, ``_q02_5``, ``_q16``, ``_median``,
-``_q84``, ``_q97_5`` (and ``_truth`` for training-store inputs) in the target's unit.
+stores that record coverage), ``out_of_range`` (the targets whose posterior lies mostly outside
+the training bounds, comma-separated, e.g. ``c_fe``; empty for none), then per target
+``<name>_map``, ``_q02_5``, ``_q16``, ``_median``, ``_q84``, ``_q97_5`` (and ``_truth`` for
+training-store inputs) in the target's unit, and ``<name>_f_reject`` (that target's rejected
+fraction). The MAP and quantiles of an out-of-range target are NaN, and only theirs
+(docs/outputs.md, "Flags").
 
 ECSV and FITS tables carry astropy units per column (K, dex, km/s) and the metadata of
 :func:`catalog_metadata`. ``dex`` is not a FITS standard unit: the FITS table writes
@@ -106,12 +110,23 @@ def catalog_table(result: dict, names: tuple[str, ...], units: list[str], meta: 
     for key in ("untrustworthy", "snr_out_of_range", "covered_fraction", "low_coverage"):
         if key in result:
             table[key] = np.asarray(result[key])
+    if "out_of_range" in result:
+        table["out_of_range"] = np.array(out_of_range_names(result["out_of_range"], names), dtype=str)
+        table["out_of_range"].description = "targets whose posterior lies mostly outside the training bounds"
     for j, (name, unit) in enumerate(zip(names, units)):
         for key in STATS_KEYS + (("truth",) if "truth" in result else ()):
             column = f"{name}_{key}"
             table[column] = np.asarray(result[key][:, j], dtype=np.float64)
             table[column].unit = unit or None
+        if "f_reject_target" in result:
+            table[f"{name}_f_reject"] = np.asarray(result["f_reject_target"][:, j], dtype=np.float64)
+            table[f"{name}_f_reject"].description = f"fraction of {name} samples outside its training bounds"
     return table
+
+
+def out_of_range_names(out_of_range: np.ndarray, names: tuple[str, ...]) -> list[str]:
+    """Per prediction, the out-of-range targets (bool (n, T)) as one comma-separated string."""
+    return [",".join(name for name, out in zip(names, row) if out) for row in np.asarray(out_of_range, dtype=bool)]
 
 
 def write_catalog(table, path: str | Path, fmt: str) -> Path:
@@ -170,7 +185,12 @@ def write_csv(result: dict | Iterable[dict], names: tuple[str, ...], path: str |
     coverage = "covered_fraction" in first
     if coverage:
         header += ["covered_fraction", "low_coverage"]
+    per_target = "out_of_range" in first
+    if per_target:
+        header += ["out_of_range"]
     header += [f"{name}_{key}" for name in names for key in STATS_KEYS]
+    if per_target:
+        header += [f"{name}_f_reject" for name in names]
     if "truth" in first:
         header += [f"{name}_truth" for name in names]
 
@@ -181,7 +201,11 @@ def write_csv(result: dict | Iterable[dict], names: tuple[str, ...], path: str |
                     bool(part["snr_out_of_range"][i])]
             if coverage:
                 line += [f"{part['covered_fraction'][i]:.4f}", bool(part["low_coverage"][i])]
+            if per_target:
+                line += out_of_range_names(part["out_of_range"][i:i + 1], names)
             line += [f"{part[key][i, j]:.6g}" for j in range(len(names)) for key in STATS_KEYS]
+            if per_target:
+                line += [f"{part['f_reject_target'][i, j]:.4f}" for j in range(len(names))]
             if "truth" in part:
                 line += [f"{part['truth'][i, j]:.6g}" for j in range(len(names))]
             writer.writerow(line)

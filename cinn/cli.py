@@ -60,6 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model directory (resumed if it holds a checkpoint)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="do not fit the width calibration on the validation split after training")
+    _common(p)
+
+    p = sub.add_parser("calibrate", help="(re)fit the posterior width calibration on a validation split",
+                       description=UNITS + " Widens each target's posterior about the MAP by a factor "
+                       "per S/N so that its intervals hold the truths of held-out spectra at their "
+                       "nominal rate (docs/method.md, 'Calibration'); writes calibration.json into the "
+                       "model directory, which predict and evaluate then apply.")
+    p.add_argument("model", help="model directory (calibration.json is written there)")
+    p.add_argument("store", help="training store with a validation split (the model's, or another)")
+    p.add_argument("--split", default="val", choices=["val", "train"],
+                   help="held-out spectra to fit on (never the test split)")
+    p.add_argument("--spectra", type=int, default=256, help="at most this many spectra of the split, each at every S/N")
     _common(p)
 
     p = sub.add_parser("evaluate", help="metrics, calibration and plots on a held-out split",
@@ -71,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, help="posterior samples per spectrum (default: model's, 4096)")
     p.add_argument("--precision", choices=["bf16", "fp32"], help="sub-network precision (default: the model's)")
     p.add_argument("--saliency-spectra", type=int, default=32, help="spectra for the saliency map (0 = skip)")
+    p.add_argument("--no-calibration", action="store_true", help="the network's own posterior, without "
+                   "the model's width calibration (calibration.json)")
     _add_plot_format_option(p)
     p.add_argument("--linelist", action="append", metavar="PATH",
                    help="Turbospectrum line list for the saliency line markers (repeatable; default: "
@@ -90,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["test", "val", "train"], help="for a training store: one split")
     p.add_argument("--precision", choices=["bf16", "fp32"], help="sub-network precision (MAP always fp32)")
     p.add_argument("--bias-correct", action="store_true", help="apply the model's bias.json")
+    p.add_argument("--no-calibration", action="store_true", help="the network's own posterior, without "
+                   "the model's width calibration (calibration.json)")
     p.add_argument("--seed", type=int, help="latent seed")
     _add_shard_option(p)
     _common(p)
@@ -215,6 +233,8 @@ def _predict_config(base, args):
         value = getattr(args, flag, None)
         if value is not None and value is not False:   # `not in (None, False)` would drop 0
             changes[name] = value
+    if getattr(args, "no_calibration", False):
+        changes["calibrated"] = False
     try:
         return config_from_dict({"predict": {**asdict(base), **changes}}).predict
     except UserError as err:
@@ -241,6 +261,8 @@ def run(args) -> int:
         from cinn.train import train
         config = _config(args)
         result = train(args.store, args.out, config, resume=not args.no_resume, progress=progress)
+        if not args.no_calibration:
+            _calibrate(result.model_dir, args.store, "val", config.train.device, progress)
         report = training_report(result.model_dir, args.store, config.train.device, progress)
         print(f"trained {result.epochs_run} epochs, best validation loss {result.best_val_loss:.4f}; "
               f"model in {result.model_dir}, validation report in {report['report_dir']}")
@@ -256,6 +278,10 @@ def run(args) -> int:
         print(f"report written to {out['report_dir']}")
     elif args.command == "predict":
         _cmd_predict(args, progress)
+    elif args.command == "calibrate":
+        if args.spectra < 1:
+            raise UserError(f"--spectra must be >= 1, got {args.spectra}")
+        _calibrate(args.model, args.store, args.split, args.device or "auto", progress, args.spectra)
     elif args.command == "search":
         from cinn.search import search
         result = search(args.store, args.out, _config(args), args.trials, args.seed, progress)
@@ -263,6 +289,24 @@ def run(args) -> int:
     elif args.command == "bias-fit":
         _cmd_bias_fit(args)
     return 0
+
+
+def _calibrate(model_dir, store, split: str, device: str, progress: bool, max_spectra: int = 256) -> None:
+    """Fit the width calibration on ``split`` of ``store`` and write calibration.json; print its effect."""
+    from cinn.inference import fit_calibration
+    from cinn.model import load_model, save_calibration
+    model = load_model(model_dir, device)
+    calibration, record = fit_calibration(model, store, split, max_spectra=max_spectra, progress=progress)
+    path = save_calibration(model_dir, calibration, record)
+    before, after = record["coverage"]["before"], record["coverage"]["after"]
+
+    def mean(table: dict, level: str) -> float:
+        return float(np.mean([v[level] for v in table.values()]))
+
+    print(f"calibration fitted on {record['fitted_on']['n_predictions']} {split} predictions -> {path}; "
+          f"mean 68 % coverage {mean(before, '68'):.2f} -> {mean(after, '68'):.2f}, "
+          f"95 % {mean(before, '95'):.2f} -> {mean(after, '95'):.2f} (on the fitted spectra); "
+          f"width factors {calibration.scale.min():.2f}-{calibration.scale.max():.2f}")
 
 
 def _cmd_predict(args, progress: bool) -> None:
@@ -298,7 +342,7 @@ def _cmd_predict(args, progress: bool) -> None:
     batches = predict_batches(model, args.store, config, args.split, bias, progress, shard)
     counts = write_posterior_store(batches, model, args.out, args.store, config, bias is not None, shard)
     summary = ("object_id", "row", "snr", "snr_index", "f_reject", "untrustworthy", "snr_out_of_range",
-               "covered_fraction", "low_coverage", "map", "median", "q02_5", "q16", "q84", "q97_5", "truth")
+               "covered_fraction", "low_coverage", "out_of_range", "f_reject_target", "map", "median", "q02_5", "q16", "q84", "q97_5", "truth")
     written = []
     try:
         # From the store, one chunk at a time (the catalogue table holds the summary columns).
@@ -318,6 +362,7 @@ def _cmd_predict(args, progress: bool) -> None:
             path.unlink(missing_ok=True)
         raise
     print(f"{counts['n']} predictions ({counts['untrustworthy']} untrustworthy, "
+          f"{counts['out_of_range']} with a target out of range, "
           f"{counts['snr_out_of_range']} S/N out of range) -> {args.out}, "
           + ", ".join(map(str, written)))
 

@@ -267,6 +267,10 @@ class PredictConfig:
         them (GPUs, AVX512-BF16/AMX CPUs) after timing it there.
     map_candidates : int
         Samples re-evaluated in fp32 for the MAP when precision is "bf16".
+    calibrated : bool
+        Apply the model's width calibration (``calibration.json``, fitted on the validation
+        split by ``cinn train`` or ``cinn calibrate``; :mod:`cinn.recalibrate`) when it has one.
+        ``false`` (``--no-calibration``) gives the network's own, uncalibrated posterior.
     """
 
     n_samples: int = setting(4096, gt=0)
@@ -276,6 +280,7 @@ class PredictConfig:
     seed: int = 0
     precision: str = setting("fp32", choices=("fp32", "bf16"))
     map_candidates: int = setting(64, gt=0)
+    calibrated: bool = True
 
 
 @dataclass(frozen=True)

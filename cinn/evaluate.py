@@ -250,8 +250,9 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
     # the ranks, and a paper-size split's samples (~200 kB per prediction) would not fit in memory.
     parts: dict[str, list] = {}
     for out in predict_batches(model, store_path, replace(config, keep_samples=True), split, None, progress):
-        out["rank"] = truth_ranks(out.pop("samples"), out.pop("accepted"), out["truth"])
-        del out["log_density"]
+        out["rank"] = truth_ranks(out.pop("samples"), out.pop("in_bounds"), out["truth"])
+        out["rank"][out["out_of_range"]] = np.nan   # no answer for that target: not ranked
+        del out["log_density"], out["accepted"]
         for key, value in out.items():
             parts.setdefault(key, []).append(value)
     result = {key: np.concatenate(value) for key, value in parts.items()}

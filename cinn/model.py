@@ -19,6 +19,11 @@ Layout (``FORMAT_VERSION`` in ``model.json``)::
     training_curves.png     the losses of history.csv
     report/                 quick evaluation on the validation split written by ``cinn train``
                             (:func:`cinn.evaluate.training_report`)
+    calibration.json        JSON (written by ``cinn train`` and ``cinn calibrate``): the width
+                            calibration of :mod:`cinn.recalibrate` (``method``, ``target_names``,
+                            ``snr`` (K,), ``scale`` (K, T)), what it was fitted on
+                            (``fitted_on``: store, split, predictions, samples) and the
+                            validation coverage before and after (``coverage``)
     bias.json               JSON (after ``cinn bias-fit``): ``coefficients`` {target: {a (per
                             K), b}}, ``feh_min``, ``n_stars``, ``regressor``
 
@@ -56,6 +61,7 @@ from cinn.data import StoreInfo
 from cinn.files import read_json_object, write_json
 from cinn.network import CinnNetwork, build_network, select_device
 from cinn.posterior import Posterior
+from cinn.recalibrate import WidthCalibration
 from cinn.standardize import Standardization
 
 #: Version 2 added ``medium`` and ``training_store.provenance_sha256`` to model.json.
@@ -76,6 +82,7 @@ class LoadedModel:
     meta: dict
     network: CinnNetwork
     device: torch.device
+    calibration: WidthCalibration | None = None
 
     @property
     def target_names(self) -> tuple[str, ...]:
@@ -84,7 +91,7 @@ class LoadedModel:
     @property
     def posterior(self) -> Posterior:
         """The posterior of this model: network, standardisation and training bounds."""
-        return Posterior(self.network, self.stats, self.target_names, self.device)
+        return Posterior(self.network, self.stats, self.target_names, self.device, self.calibration)
 
 
 def wave_sha256(wave_aa: np.ndarray) -> str:
@@ -224,7 +231,41 @@ def load_model(model_dir: str | Path, device: str = "auto") -> LoadedModel:
         raise UserError(f"{weights_path}: not weights of this model ({type(exc).__name__}: damaged, "
                         "another network or objects other than tensors); retrain or restore it") from None
     network.to(dev).eval()
-    return LoadedModel(model_dir, config, stats, meta, network, dev)
+    calibration = load_calibration(model_dir, config.targets.names)
+    return LoadedModel(model_dir, config, stats, meta, network, dev, calibration)
+
+
+def save_calibration(model_dir: str | Path, calibration: WidthCalibration, record: dict) -> Path:
+    """Write calibration.json: the fitted factors plus ``record`` (what it was fitted on), atomically."""
+    return write_json(Path(model_dir) / "calibration.json", {**calibration.to_dict(), **record})
+
+
+def load_calibration(model_dir: str | Path, target_names) -> WidthCalibration | None:
+    """The width calibration of ``model_dir`` (None without calibration.json), checked.
+
+    Raises
+    ------
+    UserError
+        A calibration.json of another shape, method or target list.
+    """
+    path = Path(model_dir) / "calibration.json"
+    if not path.exists():
+        return None
+    values = read_json_object(path, "width calibration")
+    try:
+        calibration = WidthCalibration.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: {exc}; refit it with `python -m cinn calibrate`") from None
+    if calibration.target_names != tuple(target_names):
+        raise UserError(f"{path}: targets {list(calibration.target_names)} are not the model's "
+                        f"{list(target_names)}; refit it with `python -m cinn calibrate`")
+    return calibration
+
+
+def calibration_sha256(model_dir: str | Path) -> str | None:
+    """SHA-256 of calibration.json (None without one): predictions depend on it."""
+    path = Path(model_dir) / "calibration.json"
+    return sha256_file(path) if path.exists() else None
 
 
 def check_pixel_grid(model: LoadedModel, info: StoreInfo) -> None:

@@ -10,8 +10,14 @@ the sample densities come from the same reverse pass
 (:meth:`cinn.network.CinnNetwork.sample_and_log_prob`). With ``precision="bf16"`` the MAP is
 re-ranked in fp32 among the densest candidates, so it is the fp32 MAP.
 
-Reliability: samples outside the training bounds of any target are rejected; ``f_reject`` is
-their fraction and ``f_reject > f_reject_max`` (0.5) flags the prediction as untrustworthy.
+Reliability (docs/outputs.md, "Flags"): samples outside the training bounds of any target are
+rejected; ``f_reject`` is their fraction and ``f_reject > f_reject_max`` (0.5) flags the
+prediction as untrustworthy, the paper's definition (docs/method.md §3). Rejection is also
+counted per target (``f_reject_target``): a target whose own samples lie mostly outside its
+bounds is named in ``out_of_range`` and gets no MAP or quantiles, while every other target
+keeps its answer (a star with [C/Fe] beyond the grid still gets Teff, log g and [Fe/H]).
+Calibration: the model's width calibration, fitted on the validation split
+(:mod:`cinn.recalibrate`), widens each target's samples about the MAP.
 Inputs whose S/N lies outside the trained range are predicted but flagged
 (``snr_out_of_range``), not refused: the network still conditions on S/N and the flag lets the
 user decide.
@@ -27,6 +33,7 @@ import torch
 from cinn.bias import apply_bias
 from cinn.config import PredictConfig
 from cinn.network import CinnNetwork
+from cinn.recalibrate import WidthCalibration
 from cinn.standardize import Standardization
 from cinn.targets import targets_to_physical
 
@@ -43,12 +50,14 @@ def latent_draws(seed: int, index: int, n_samples: int, n_targets: int) -> np.nd
     return np.random.default_rng([seed, index]).standard_normal((n_samples, n_targets)).astype(np.float32)
 
 
-def summarize(samples_phys: np.ndarray, accepted: np.ndarray) -> dict[str, np.ndarray]:
-    """Quantiles (2.5, 16, 50, 84, 97.5 %) per target over the accepted samples.
+def summarize(samples_phys: np.ndarray, in_bounds: np.ndarray, out_of_range: np.ndarray) -> dict[str, np.ndarray]:
+    """Quantiles (2.5, 16, 50, 84, 97.5 %) per target over that target's accepted samples.
 
-    ``samples_phys`` (n, S, T) physical units; spectra without accepted samples get NaN.
+    ``samples_phys`` (n, S, T) physical units, ``in_bounds`` (n, S, T) per-target acceptance,
+    ``out_of_range`` (n, T): those targets get NaN (their samples lie mostly outside the
+    training bounds).
     """
-    masked = np.where(accepted[..., None], samples_phys.astype(np.float64), np.nan)
+    masked = np.where(in_bounds & ~out_of_range[:, None, :], samples_phys.astype(np.float64), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN spectra: NaN is the answer
         values = np.nanpercentile(masked, list(QUANTILES.values()), axis=1)
@@ -65,10 +74,16 @@ class Posterior:
         Flux, S/N and target statistics and the training bounds of the targets.
     target_names : tuple of str
     device : torch.device
+    calibration : WidthCalibration or None
+        Width calibration fitted on the validation split (:mod:`cinn.recalibrate`), applied
+        when ``PredictConfig.calibrated``.
     """
 
     def __init__(self, network: CinnNetwork, stats: Standardization, target_names: tuple[str, ...],
-                 device: torch.device):
+                 device: torch.device, calibration: WidthCalibration | None = None):
+        if calibration is not None and tuple(calibration.target_names) != tuple(target_names):
+            raise ValueError(f"calibration targets {calibration.target_names} != {tuple(target_names)}")
+        self.calibration = calibration
         self.network = network
         self.stats = stats
         self.target_names = tuple(target_names)
@@ -92,10 +107,45 @@ class Posterior:
     def _in_bounds(self, x: torch.Tensor) -> torch.Tensor:
         return ((x >= self._lower) & (x <= self._upper)).all(dim=-1)
 
+    def _eligible(self, x: torch.Tensor, out_of_range: torch.Tensor) -> torch.Tensor:
+        """(n, S) samples whose targets, except those out of range (n, T), are inside their bounds."""
+        inside = (x >= self._lower) & (x <= self._upper)
+        return (inside | out_of_range[:, None, :]).all(dim=-1)
+
+    def _map_pass(self, x: torch.Tensor, log_density: torch.Tensor, out_of_range: torch.Tensor, z: torch.Tensor,
+                  features: torch.Tensor, config: PredictConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The densest eligible sample per spectrum: (x_map (n, T), its log density (n,), found (n,))."""
+        device, n_t = self.device, x.shape[-1]
+        eligible = self._eligible(x, out_of_range)
+        ranked = torch.where(eligible, log_density, torch.tensor(-torch.inf, device=device))
+        if config.precision == "fp32":
+            x_c, ld_c, ok_c = x, ranked, eligible
+        else:
+            # Re-rank the densest candidates in fp32: the bf16 densities only pick who competes.
+            k = min(config.map_candidates, x.shape[1])
+            cand = ranked.topk(k, dim=1).indices
+            z_cand = torch.gather(z, 1, cand[..., None].expand(-1, -1, n_t))
+            x_c, ld_c = self.network.sample_and_log_prob(z_cand, features, torch.float32)
+            ok_c = self._eligible(x_c, out_of_range)
+            ld_c = torch.where(ok_c, ld_c, torch.tensor(-torch.inf, device=device))
+        best = ld_c.argmax(dim=1)
+        take = torch.arange(x.shape[0], device=device)
+        return x_c[take, best], ld_c[take, best], ok_c.any(dim=1)
+
     @torch.inference_mode()
     def sample(self, flux: np.ndarray, snr: np.ndarray, indices: np.ndarray, config: PredictConfig,
                mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Posterior samples, MAP and bounds rejection for a batch of spectra.
+        """Posterior samples, MAP and bounds rejection (per target) for a batch of spectra.
+
+        Bounds rejection is per target: a sample's value of target t counts for t's quantiles
+        when it lies inside t's training bounds. A target whose samples lie mostly outside
+        (fraction rejected ``f_reject_target > config.f_reject_max``) is *out of range*: its
+        MAP and quantiles are NaN, and the other targets are still reported. The MAP is the
+        densest sample whose in-range targets all lie inside their bounds, so it is the
+        densest fully accepted sample whenever no target is out of range (the paper's). With
+        the model's width calibration (:mod:`cinn.recalibrate`, ``config.calibrated``), each
+        target's samples are then widened about the MAP by s_t(S/N), and their densities
+        corrected by -sum_t log s_t; the MAP is unchanged.
 
         Parameters
         ----------
@@ -113,8 +163,11 @@ class Posterior:
         -------
         dict
             ``samples`` (n, S, T) float32 in target units (log10 for teff, vbroad),
-            ``log_density`` (n, S), ``accepted`` (n, S) bool, ``map`` (n, T) float64 target
-            units (NaN if all samples were rejected), ``map_log_density`` (n,), ``f_reject`` (n,).
+            ``log_density`` (n, S), ``in_bounds`` (n, S, T) bool (per target),
+            ``accepted`` (n, S) bool (every target inside its bounds, the paper's rejection),
+            ``f_reject`` (n,) (1 - mean of ``accepted``, the paper's), ``f_reject_target``
+            (n, T), ``out_of_range`` (n, T) bool, ``map`` (n, T) float64 target units (NaN for
+            out-of-range targets, and for all if no sample is eligible), ``map_log_density`` (n,).
         """
         device, stats, n_t = self.device, self.stats, len(self.target_names)
         z = np.stack([latent_draws(config.seed, int(i), config.n_samples, n_t) for i in indices])
@@ -122,52 +175,79 @@ class Posterior:
         features = self._features(flux, snr, mask)
         dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
         x, log_density = self.network.sample_and_log_prob(z, features, dtype)
-        accepted = self._in_bounds(x)
-        ranked = torch.where(accepted, log_density, torch.tensor(-torch.inf, device=device))
-        if dtype == torch.float32:
-            x_c, ld_c, ok_c = x, ranked, accepted
-        else:
-            # Re-rank the densest candidates in fp32: the bf16 densities only pick who competes.
-            k = min(config.map_candidates, x.shape[1])
-            cand = ranked.topk(k, dim=1).indices
-            z_cand = torch.gather(z, 1, cand[..., None].expand(-1, -1, n_t))
-            x_c, ld_c = self.network.sample_and_log_prob(z_cand, features, torch.float32)
-            ok_c = self._in_bounds(x_c)
-            ld_c = torch.where(ok_c, ld_c, torch.tensor(-torch.inf, device=device))
-        best = ld_c.argmax(dim=1)
-        take = torch.arange(x.shape[0], device=device)
-        x_map, map_log_density, has_map = x_c[take, best], ld_c[take, best], ok_c.any(dim=1)
+        inside = (x >= self._lower) & (x <= self._upper)
+        out_of_range = (1.0 - inside.float().mean(dim=1)) > config.f_reject_max
+        x_map, map_log_density, has_map = self._map_pass(x, log_density, out_of_range, z, features, config)
+        if self.calibration is not None and config.calibrated:
+            scale = torch.as_tensor(self.calibration.factors(np.asarray(snr)), dtype=x.dtype, device=device)
+            scale = torch.where(has_map[:, None] & ~out_of_range, scale, torch.ones_like(scale))
+            x = x_map[:, None, :].to(x.dtype) + scale[:, None, :] * (x - x_map[:, None, :].to(x.dtype))
+            log_scale = torch.log(scale).sum(dim=-1)
+            log_density = log_density - log_scale[:, None]
+            map_log_density = map_log_density - log_scale
+            inside = (x >= self._lower) & (x <= self._upper)
+            out_of_range = out_of_range | ((1.0 - inside.float().mean(dim=1)) > config.f_reject_max)
+        accepted = inside.all(dim=-1)
         map_target = stats.unstandardize_targets(x_map.cpu().numpy().astype(np.float64))
         map_target[~has_map.cpu().numpy()] = np.nan
+        out_np = out_of_range.cpu().numpy()
+        map_target[out_np] = np.nan
         return {
-            "samples": stats.unstandardize_targets(x.cpu().numpy()).astype(np.float32),
-            "log_density": log_density.cpu().numpy() - self._log_std_sum,
+            "samples": stats.unstandardize_targets(x.float().cpu().numpy()).astype(np.float32),
+            "log_density": log_density.float().cpu().numpy() - self._log_std_sum,
+            "in_bounds": inside.cpu().numpy(),
             "accepted": accepted.cpu().numpy(),
             "map": map_target,
             "map_log_density": map_log_density.cpu().numpy().astype(np.float64) - self._log_std_sum,
             "f_reject": 1.0 - accepted.float().mean(dim=1).cpu().numpy().astype(np.float64),
+            "f_reject_target": 1.0 - inside.float().mean(dim=1).cpu().numpy().astype(np.float64),
+            "out_of_range": out_np,
         }
 
-    @torch.inference_mode()
     def log_prob(self, targets: np.ndarray, flux: np.ndarray, snr: np.ndarray,
-                 mask: np.ndarray | None = None) -> np.ndarray:
+                 mask: np.ndarray | None = None, indices: np.ndarray | None = None,
+                 config: PredictConfig | None = None) -> np.ndarray:
         """log p(targets | flux, S/N) in target units, by the forward pass.
+
+        With a width calibration (applied when ``config.calibrated``) the density is that of the
+        calibrated posterior, log p(x_MAP + (x - x_MAP) / s) - sum log s, whose centre x_MAP
+        comes from :meth:`sample` with ``indices`` (default 0..n-1) and ``config`` (default
+        :class:`PredictConfig`), the same draws ``sample`` makes.
 
         Parameters
         ----------
         targets : ndarray (n, T)
             Target units (log10 for teff, vbroad), one vector per spectrum.
-        flux, snr, mask
+        flux, snr, mask, indices, config
             As in :meth:`sample`.
 
         Returns
         -------
         ndarray (n,) float64; -inf outside the training bounds (where ``sample`` rejects).
         """
-        x = torch.as_tensor(self.stats.standardize_targets(np.asarray(targets, dtype=np.float64)),
-                            dtype=torch.float32, device=self.device)
+        config = config or PredictConfig()
+        x = self.stats.standardize_targets(np.asarray(targets, dtype=np.float64))
+        log_scale = np.zeros(x.shape[0])
+        if self.calibration is not None and config.calibrated:
+            indices = np.arange(x.shape[0]) if indices is None else indices
+            center = self.stats.standardize_targets(self.sample(flux, snr, indices, config, mask)["map"])
+            scale = self.calibration.factors(np.asarray(snr))
+            scale = np.where(np.isfinite(center), scale, 1.0)
+            inside = ((x >= self.stats.standardize_targets(self.stats.target_min))
+                      & (x <= self.stats.standardize_targets(self.stats.target_max))).all(axis=-1)
+            x = np.where(np.isfinite(center), center + (x - center) / scale, x)
+            log_scale = np.log(scale).sum(axis=-1)
+        else:
+            inside = None
+        return self._network_log_prob(x, flux, snr, mask, inside) - log_scale
+
+    @torch.inference_mode()
+    def _network_log_prob(self, x_std: np.ndarray, flux, snr, mask, inside) -> np.ndarray:
+        """The network's log density at standardised targets, -inf outside the bounds."""
+        x = torch.as_tensor(x_std, dtype=torch.float32, device=self.device)
+        inside = self._in_bounds(x) if inside is None else torch.as_tensor(inside, device=self.device)
         log_p = self.network.log_prob(x, self._features(flux, snr, mask))
-        log_p = torch.where(self._in_bounds(x), log_p, torch.tensor(-torch.inf, device=self.device))
+        log_p = torch.where(inside, log_p, torch.tensor(-torch.inf, device=self.device))
         return log_p.cpu().numpy().astype(np.float64) - self._log_std_sum
 
     def map(self, flux: np.ndarray, snr: np.ndarray, indices: np.ndarray, config: PredictConfig,
@@ -180,16 +260,18 @@ class Posterior:
         """Posterior summaries in physical units (K, dex, km/s) for a batch of spectra.
 
         Returns the entries of :meth:`sample` with ``map`` and ``samples`` in physical units,
-        plus the quantiles of :data:`QUANTILES`, ``untrustworthy`` (f_reject > f_reject_max)
+        plus the quantiles of :data:`QUANTILES` (per target, NaN for out-of-range targets),
+        ``untrustworthy`` (f_reject > f_reject_max: the paper's flag, over all targets jointly)
         and ``snr_out_of_range``. With ``bias`` (from :func:`cinn.model.load_bias`) every
         estimate of target X is shifted by -(a_X * Teff_MAP + b_X) (docs/method.md §3).
         """
         names = self.target_names
         raw = self.sample(flux, snr, indices, config, mask)
-        out = {key: raw[key] for key in ("log_density", "accepted", "map_log_density", "f_reject")}
+        out = {key: raw[key] for key in ("log_density", "accepted", "in_bounds", "map_log_density", "f_reject",
+                                         "f_reject_target", "out_of_range")}
         out["map"] = targets_to_physical(raw["map"], names)
         out["samples"] = targets_to_physical(raw["samples"], names).astype(np.float32)
-        out.update(summarize(out["samples"], raw["accepted"]))
+        out.update(summarize(out["samples"], raw["in_bounds"], raw["out_of_range"]))
         out["untrustworthy"] = raw["f_reject"] > config.f_reject_max
         out["snr_out_of_range"] = (snr < self.stats.snr_min) | (snr > self.stats.snr_max)
         if bias is not None:

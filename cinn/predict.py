@@ -20,7 +20,7 @@ from gridgen.store import write_coordinate
 
 from cinn.config import PredictConfig
 from cinn.data import OBSERVED_SCHEMA, TRAIN_SCHEMA, open_spectra_store
-from cinn.model import LoadedModel, model_content_fingerprint, read_model_identity, training_store_identity
+from cinn.model import LoadedModel, calibration_sha256, model_content_fingerprint, read_model_identity, training_store_identity
 from cinn.posterior import QUANTILES
 
 POSTERIOR_SCHEMA = "cinn4most.posteriorstore/1"
@@ -44,10 +44,14 @@ def write_posterior_store(batches: dict | Iterable[dict], model: LoadedModel, ou
     (``samples``, ``log_density``, ``accepted``): per prediction ``map``, ``median``,
     ``q02_5``, ``q16``, ``q84``, ``q97_5`` (n, n_target) float64 physical units; ``f_reject``,
     ``map_log_density``, ``snr`` (n,) float64; ``untrustworthy``, ``snr_out_of_range`` (n,) bool;
+    ``f_reject_target`` (n, n_target) float64, each target's rejected fraction, and
+    ``out_of_range`` (n, n_target) bool, the targets whose MAP and quantiles are NaN because
+    their samples lie mostly outside the training bounds (:meth:`cinn.posterior.Posterior.sample`);
     ``row``, ``snr_index`` (n,) int64; ``object_id`` (n,) str; ``truth`` for training-store
     inputs; ``covered_fraction`` (n,) float32 and ``low_coverage`` (n,) bool for observed
-    stores that have ``covered_fraction``; ``samples`` (n, S, n_target) float32, ``log_density`` (n, S), ``accepted`` (n, S)
-    when kept. Dimension names ``prediction``, ``target``, ``sample``, ``quantile``; index
+    stores that have ``covered_fraction``; ``samples`` (n, S, n_target) float32, ``log_density`` (n, S), ``accepted`` (n, S),
+    ``in_bounds`` (n, S, n_target) when kept. Attr ``calibration``: whether the model's width
+    calibration was applied, and the SHA-256 of its calibration.json. Dimension names ``prediction``, ``target``, ``sample``, ``quantile``; index
     coordinates ``target`` (n_target,) str (attr ``target_units``) and ``quantile`` (5,) float64
     (levels 0.025 ... 0.975), and ``quantiles`` (n, n_target, 5) float64 stacks the five quantile
     arrays, so ``xarray.open_zarr(path).quantiles.sel(target="teff", quantile=0.16)`` works.
@@ -63,7 +67,8 @@ def write_posterior_store(batches: dict | Iterable[dict], model: LoadedModel, ou
     Returns
     -------
     dict
-        ``n`` predictions written, ``untrustworthy`` and ``snr_out_of_range`` counts.
+        ``n`` predictions written, ``untrustworthy``, ``snr_out_of_range`` and ``out_of_range``
+        (predictions with at least one target out of range) counts.
 
     Raises
     ------
@@ -78,7 +83,7 @@ def write_posterior_store(batches: dict | Iterable[dict], model: LoadedModel, ou
         "input": {"path": str(Path(input_path).resolve()), "schema": input_info.schema,
                   "provenance": dict(input_group.attrs.get("provenance", {}))},
     }
-    counts = {"n": 0, "untrustworthy": 0, "snr_out_of_range": 0}
+    counts = {"n": 0, "untrustworthy": 0, "snr_out_of_range": 0, "out_of_range": 0}
 
     identity = posterior_identity(model, input_path, input_group,
                                   {k: getattr(config, k) for k in config.__dataclass_fields__}, bias_corrected)
@@ -93,6 +98,8 @@ def write_posterior_store(batches: dict | Iterable[dict], model: LoadedModel, ou
             "input": str(Path(input_path).resolve()),
             "predict_config": {k: getattr(config, k) for k in config.__dataclass_fields__},
             "bias_corrected": bias_corrected,
+            "calibration": {"applied": bool(config.calibrated and model.calibration is not None),
+                            "calibration_sha256": calibration_sha256(model.model_dir)},
             "shard": list(shard),
             "provenance": provenance,
         })
@@ -121,6 +128,7 @@ def write_posterior_store(batches: dict | Iterable[dict], model: LoadedModel, ou
             counts["n"] += len(batch["row"])
             counts["untrustworthy"] += int(np.sum(batch["untrustworthy"]))
             counts["snr_out_of_range"] += int(np.sum(batch["snr_out_of_range"]))
+            counts["out_of_range"] += int(np.sum(np.any(batch["out_of_range"], axis=1)))
         write_coordinate(group, "target", np.array(model.target_names, dtype=object),
                          target_units=list(model.meta.get("target_units", [])))
         write_coordinate(group, "quantile", levels, long_name="quantile level (fraction)")
@@ -138,7 +146,8 @@ def posterior_identity(model: LoadedModel, input_path: str | Path, input_group: 
     parents = [{"kind": "model", "path": str(model.model_dir.resolve()),
                 "definition": model_identity.get("definition"),
                 "inputs_fingerprint": model_identity.get("inputs_fingerprint"),
-                "content_fingerprint": model_content_fingerprint(model.model_dir)},
+                "content_fingerprint": model_content_fingerprint(model.model_dir),
+                "calibration_sha256": calibration_sha256(model.model_dir)},
                {"kind": "input store", "path": str(Path(input_path).resolve()),
                 **training_store_identity(input_group)}]
     definition = {"predict": predict_config, "bias_corrected": bias_corrected}

@@ -1,0 +1,163 @@
+"""Post-hoc width calibration of the posterior, fitted on the validation split (no file I/O).
+
+A cINN trained on a few hundred spectra returns posteriors that are too narrow: the truths of
+held-out spectra fall in the tails more often than the nominal levels say (docs/benchmarks/
+calibration.md). The calibration widens (or narrows) each target's posterior about the
+spectrum's MAP by a factor that depends on the target and the S/N,
+
+    x' = x_MAP + s_t(S/N) (x - x_MAP)          (standardised target units),
+
+so that the MAP, the point estimate, is unchanged, and the calibrated density is exact:
+log p'(x') = log p(x_MAP + (x' - x_MAP) / s) - sum_t log s_t. It is the per-target version of
+a latent temperature (a latent temperature mixes targets; this keeps each marginal's shape).
+
+The factors s_t are fitted on predictions of the validation split (never the test split): for
+each S/N level of the store and each target, the s on a log grid whose scaled samples put the
+truths' normalised ranks u closest to uniform (smallest squared distance of the expected-
+coverage curve to the diagonal, :mod:`cinn.calibration`). Neighbouring S/N levels are pooled
+(a window of ``POOL_LEVELS`` levels), because a validation split of ~100 spectra per level
+measures a coverage to only ~±0.05. Between the fitted S/N levels, log s is interpolated
+linearly in log S/N; outside them it is held at the end values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cinn.calibration import COVERAGE_LEVELS
+
+#: Calibration method name stored in calibration.json.
+METHOD = "width-about-map/1"
+#: Candidate factors s: 0.5 ... 6, log-spaced (a few per cent apart).
+SCALE_GRID = np.exp(np.linspace(np.log(0.5), np.log(6.0), 64))
+#: S/N levels pooled into each level's fit (the level and its neighbours).
+POOL_LEVELS = 3
+
+
+@dataclass(frozen=True)
+class WidthCalibration:
+    """Per-target width factors on a grid of S/N levels.
+
+    Attributes
+    ----------
+    snr : ndarray (K,)
+        S/N levels of the fit, increasing, in the model's S/N unit.
+    scale : ndarray (K, T)
+        Factor s_t at each level, per target (1 = the network's own width).
+    target_names : tuple of str
+    """
+
+    snr: np.ndarray
+    scale: np.ndarray
+    target_names: tuple[str, ...]
+
+    def factors(self, snr: np.ndarray) -> np.ndarray:
+        """s (n, T) at the given S/N (n,): log s linear in log S/N, constant beyond the ends."""
+        log_snr = np.log(np.clip(np.asarray(snr, dtype=np.float64), 1e-30, None))
+        knots, log_scale = np.log(self.snr), np.log(self.scale)
+        return np.exp(np.stack([np.interp(log_snr, knots, log_scale[:, t]) for t in range(self.scale.shape[1])],
+                               axis=-1))
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (the ``scale`` table of calibration.json)."""
+        return {"method": METHOD, "target_names": list(self.target_names), "snr": self.snr.tolist(),
+                "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "WidthCalibration":
+        """Inverse of :meth:`to_dict`; raises ValueError on a table of the wrong shape or values."""
+        if values.get("method") != METHOD:
+            raise ValueError(f"method {values.get('method')!r}, this code reads {METHOD!r}")
+        snr = np.asarray(values.get("snr"), dtype=np.float64)
+        scale = np.asarray(values.get("scale"), dtype=np.float64)
+        names = tuple(str(n) for n in values.get("target_names", []))
+        if snr.ndim != 1 or snr.size < 1 or scale.shape != (snr.size, len(names)):
+            raise ValueError(f"scale must be (n_snr, n_target) = ({snr.size}, {len(names)}), got {scale.shape}")
+        if not (np.all(np.isfinite(snr)) and np.all(snr > 0) and np.all(np.diff(snr) > 0)):
+            raise ValueError("snr must be positive and increasing")
+        if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+            raise ValueError("scale factors must be positive and finite")
+        return cls(snr, scale, names)
+
+
+def scaled_ranks(deviation: np.ndarray, center: np.ndarray, truth: np.ndarray, lower: np.ndarray,
+                 upper: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Normalised ranks u (n_scale, n) of the truths among the samples widened by each factor.
+
+    Parameters
+    ----------
+    deviation : ndarray (n, S)
+        Samples minus the MAP, one target, standardised units.
+    center : ndarray (n,)
+        The MAP.
+    truth : ndarray (n,)
+    lower, upper : float
+        Training bounds of the target (samples outside are rejected, as in prediction).
+    scales : ndarray (n_scale,)
+
+    Returns
+    -------
+    ndarray (n_scale, n); NaN where no widened sample lies inside the bounds.
+    """
+    x = center[None, :, None] + scales[:, None, None] * deviation[None]
+    inside = (x >= lower) & (x <= upper)
+    below = np.sum(inside & (x < truth[None, :, None]), axis=-1)
+    n_in = inside.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_in > 0, below / n_in, np.nan)
+
+
+def coverage_loss(u: np.ndarray) -> np.ndarray:
+    """Mean squared distance of the expected-coverage curve to the diagonal, per row of u (m, n)."""
+    inside = np.abs(u[:, None, :] - 0.5) <= COVERAGE_LEVELS[None, :, None] / 2.0
+    valid = np.isfinite(u)[:, None, :]
+    coverage = (inside & valid).sum(axis=-1) / np.maximum(valid.sum(axis=-1), 1)
+    return np.mean((coverage - COVERAGE_LEVELS[None]) ** 2, axis=-1)
+
+
+def fit_width_calibration(samples: np.ndarray, map_std: np.ndarray, truth_std: np.ndarray, snr: np.ndarray,
+                          lower: np.ndarray, upper: np.ndarray, target_names: tuple[str, ...],
+                          scales: np.ndarray = SCALE_GRID, pool: int = POOL_LEVELS) -> WidthCalibration:
+    """Fit s_t at each S/N level from validation predictions (standardised target units).
+
+    Parameters
+    ----------
+    samples : ndarray (n, S, T)
+        Uncalibrated posterior samples of n validation predictions.
+    map_std : ndarray (n, T)
+        Their MAP (NaN where a target has none: left out of that target's fit).
+    truth_std : ndarray (n, T)
+    snr : ndarray (n,)
+        S/N of each prediction; each distinct value is one level.
+    lower, upper : ndarray (T,)
+        Training bounds.
+    target_names : tuple of str
+    scales : ndarray
+        Candidate factors.
+    pool : int
+        Number of adjacent S/N levels pooled into each level's fit.
+
+    Returns
+    -------
+    WidthCalibration
+    """
+    levels = np.unique(snr)
+    n_t = samples.shape[-1]
+    loss = np.zeros((levels.size, scales.size, n_t))
+    for k, level in enumerate(levels):
+        sel = snr == level
+        for t in range(n_t):
+            ok = sel & np.isfinite(map_std[:, t]) & np.isfinite(truth_std[:, t])
+            if ok.any():
+                u = scaled_ranks(samples[ok, :, t] - map_std[ok, t, None], map_std[ok, t], truth_std[ok, t],
+                                 lower[t], upper[t], scales)
+                loss[k, :, t] = coverage_loss(u) * ok.sum()
+    half = pool // 2
+    best = np.ones((levels.size, n_t))
+    for k in range(levels.size):
+        pooled = loss[max(0, k - half):k + half + 1].sum(axis=0)
+        has_data = pooled.any(axis=0)
+        best[k, has_data] = scales[np.argmin(pooled[:, has_data], axis=0)]
+    return WidthCalibration(levels.astype(np.float64), best, tuple(target_names))
