@@ -56,8 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen import engine as engine_mod
-from gridgen.atmospheres.provider import make_provider
+from gridgen.physics import engine as engine_mod
+from gridgen.physics.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
 from gridgen.core.codes import SPLIT_NAMES
 from gridgen.core.errors import UserError

@@ -13,8 +13,8 @@ Layout (see ``grids/demo.toml`` for a commented example)::
     [priors.X]    one table per sampled parameter X (fe_h, vmic, li_fe, ...): dist, low, high,
                   mean, sd, edges, weights, shift_vs_fe_h
     [synthesis]   windows_aa, step_aa, linelists, molecules, timeout_s
-    [atmosphere]  see gridgen.atmospheres.provider.AtmosphereConfig
-    [nlte]        see gridgen.nlte.NLTEConfig
+    [atmosphere]  see gridgen.physics.atmospheres.provider.AtmosphereConfig
+    [nlte]        see gridgen.physics.nlte.NLTEConfig
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridgen.atmospheres.model import AtmosphereConfig
+from gridgen.physics.atmospheres.model import AtmosphereConfig
 from gridgen.core.errors import UserError
 from gridgen.core.provenance import sha256_bytes
 from gridgen.core.tomlconfig import ConfigError, from_mapping, read_file, setting
-from gridgen.engine import MAX_WAVE_POINTS, SYNTHESIS_RANGE_AA
-from gridgen.linelist import LinelistSummary, summarize_linelist
-from gridgen.nlte import NLTEConfig
-from gridgen.solar import SOLAR_MIXTURES
+from gridgen.physics.engine import MAX_WAVE_POINTS, SYNTHESIS_RANGE_AA
+from gridgen.physics.linelist import LinelistSummary, summarize_linelist
+from gridgen.physics.nlte import NLTEConfig
+from gridgen.physics.solar import SOLAR_MIXTURES
 
 #: The 21 elements whose [X/Fe] the sampler varies (docs/method.md §1), in label order.
 ABUNDANCE_ELEMENTS: tuple[str, ...] = (
@@ -330,7 +330,7 @@ def load_grid_config(path: str | Path) -> GridConfig:
     """Read and validate a grid definition.
 
     Every number is checked for finiteness (NaN and infinity are TOML literals) and against the
-    bounds of this module; user line lists are parsed (:func:`gridgen.linelist.summarize_linelist`).
+    bounds of this module; user line lists are parsed (:func:`gridgen.physics.linelist.summarize_linelist`).
 
     Parameters
     ----------

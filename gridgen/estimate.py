@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen import engine as engine_mod
-from gridgen.atmospheres.provider import make_provider
+from gridgen.physics import engine as engine_mod
+from gridgen.physics.atmospheres.provider import make_provider
 from gridgen.config import LABEL_NAMES, LABEL_UNITS, load_grid_config
 from gridgen.core.errors import UserError
 from gridgen.runner import grid_provenance

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gridgen.atmospheres.emulator import predict_structure
-from gridgen.atmospheres.provider import ALPHA_LABELS, EMULATOR_ALPHA_RANGE_DEX
+from gridgen.physics.atmospheres.emulator import predict_structure
+from gridgen.physics.atmospheres.provider import ALPHA_LABELS, EMULATOR_ALPHA_RANGE_DEX
 from gridgen.config import LABEL_NAMES, Prior, load_grid_config
 from gridgen.core.tomlconfig import ConfigError
 from gridgen.sampling import clip_fe_h_prior, sample_parameters
-from gridgen.solar import solar_abundances
+from gridgen.physics.solar import solar_abundances
 
 GRIDS = Path(__file__).resolve().parent.parent / "grids"
 FE_H = LABEL_NAMES.index("fe_h")

