@@ -24,7 +24,8 @@ import numpy as np
 
 from gridgen.physics import engine as engine_mod
 from gridgen.physics.atmospheres.provider import make_provider
-from gridgen.config import LABEL_NAMES, LABEL_UNITS, load_grid_config
+from gridgen.config import load_grid_config
+from gridgen.physics.labels import LABEL_NAMES, LABEL_UNITS
 from gridgen.core.errors import UserError
 from gridgen.runner import grid_provenance
 from gridgen.sampling import sample_parameters

@@ -9,7 +9,7 @@ Files exchanged (TSFitPy's formats)
 
 ``synthetic_spectra_parameters`` (written)
     Whitespace-separated, one header row ``teff logg [Fe/H] vmic vmac rotation [Li/Fe] ...``
-    (the 21 [X/Fe] of :data:`gridgen.config.ABUNDANCE_ELEMENTS`), one row per spectrum in store
+    (the 21 [X/Fe] of :data:`gridgen.physics.labels.ABUNDANCE_ELEMENTS`), one row per spectrum in store
     order. TSFitPy names spectrum *i* (0-based row) ``i.spec``. Values are written with Python's
     shortest round-trip representation, so TSFitPy synthesises exactly the sampled parameters;
     vmac and rotation are 0 (grid spectra are unbroadened).
@@ -44,7 +44,8 @@ import numpy as np
 
 from gridgen.physics import engine as engine_mod
 from gridgen.physics.atmospheres.provider import make_provider
-from gridgen.config import ABUNDANCE_ELEMENTS, LABEL_NAMES, LABEL_UNITS, load_grid_config
+from gridgen.config import load_grid_config
+from gridgen.physics.labels import ABUNDANCE_ELEMENTS, LABEL_NAMES, LABEL_UNITS
 from gridgen.core.errors import UserError
 from gridgen.core.provenance import sha256_bytes, sha256_file
 from gridgen.runner import grid_provenance
@@ -78,7 +79,7 @@ class GridSpec:
     name : str
         Grid name (for messages and the README).
     labels : ndarray, shape (n_spec, 25)
-        Parameters in :data:`gridgen.config.LABEL_NAMES` order (K, dex, dex, km/s, 21 x dex).
+        Parameters in :data:`gridgen.physics.labels.LABEL_NAMES` order (K, dex, dex, km/s, 21 x dex).
     windows_aa : tuple of (float, float)
         Synthesis windows in Å.
     step_aa : float

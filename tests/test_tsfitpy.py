@@ -20,7 +20,7 @@ import zarr
 from augment.cli import main as augment_main
 from badinput import assert_rejected
 from gridgen.cli import main as gridgen_main
-from gridgen.config import ABUNDANCE_ELEMENTS, LABEL_NAMES
+from gridgen.physics.labels import ABUNDANCE_ELEMENTS, LABEL_NAMES
 from gridgen.core.provenance import sha256_file
 from gridgen.runner import run_grid
 from gridgen.store import STATUS_FAILED, STATUS_OK, open_grid_store, verify_grid_store

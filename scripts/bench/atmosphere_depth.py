@@ -19,7 +19,7 @@ import numpy as np
 from gridgen.physics.abundances import absolute_abundances
 from gridgen.physics.atmospheres.model import AtmosphereConfig
 from gridgen.physics.atmospheres.provider import make_provider
-from gridgen.config import LABEL_NAMES
+from gridgen.physics.labels import LABEL_NAMES
 from gridgen.physics.engine import load_engine, synthesize
 from gridgen.physics.solar import solar_abundances
 

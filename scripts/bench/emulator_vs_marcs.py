@@ -22,7 +22,7 @@ from augment.chain import fourmostify, make_plan
 from gridgen.physics.abundances import absolute_abundances
 from gridgen.physics.atmospheres.model import AtmosphereConfig, AtmosphereModel
 from gridgen.physics.atmospheres.provider import make_provider
-from gridgen.config import LABEL_NAMES
+from gridgen.physics.labels import LABEL_NAMES
 from gridgen.physics.engine import load_engine, synthesize
 from gridgen.physics.solar import solar_abundances
 

@@ -31,7 +31,8 @@ import numpy as np
 from augment.lsf import broaden_resolution
 from gridgen.physics.abundances import absolute_abundances
 from gridgen.physics.atmospheres.provider import make_provider
-from gridgen.config import LABEL_NAMES, load_grid_config
+from gridgen.config import load_grid_config
+from gridgen.physics.labels import LABEL_NAMES
 from gridgen.physics.engine import load_engine, synthesize
 from gridgen.physics.linelist import DEFAULT_CUT_MARGIN_AA, cut_linelist
 from gridgen.physics.molecules import load_molecular_linelists
