@@ -184,7 +184,7 @@ def test_modified_engine_file_is_detected(engine, tmp_path):
 
 def test_missing_gfortran_is_a_user_error(tmp_path, monkeypatch):
     real_which = shutil.which
-    monkeypatch.setattr(engine_mod.shutil, "which",
+    monkeypatch.setattr(shutil, "which",
                         lambda name: None if name == "gfortran" else real_which(name))
     with pytest.raises(UserError, match="apt-get install gfortran"):
         build_engine(tmp_path / "engine", force=True)

@@ -85,7 +85,7 @@ def test_malformed_list_and_bad_margin_are_refused(tmp_path):
 def test_default_cache_directory_must_be_private(tmp_path, monkeypatch):
     import tempfile
 
-    from gridgen.physics.engine import _default_cut_dir
+    from gridgen.physics.engine.run import _default_cut_dir
 
     root = tmp_path / "run"
     root.mkdir(mode=0o700)
