@@ -391,7 +391,7 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_export_tsfitpy(args) -> int:
-    from gridgen.tsfitpy import CONFIG_FILE, PARAMETER_FILE, README_FILE, export_tsfitpy
+    from gridgen.tsfitpy.export import CONFIG_FILE, PARAMETER_FILE, README_FILE, export_tsfitpy
 
     spec = export_tsfitpy(args.grid, args.dir, engine_dir=args.engine_dir)
     print(f"{args.dir}: {PARAMETER_FILE} ({len(spec.labels)} spectra), {CONFIG_FILE}, {README_FILE}; "
@@ -400,7 +400,7 @@ def _cmd_export_tsfitpy(args) -> int:
 
 
 def _cmd_import_tsfitpy(args) -> int:
-    from gridgen.tsfitpy import import_tsfitpy
+    from gridgen.tsfitpy.importer import import_tsfitpy
 
     summary = import_tsfitpy(args.dir, args.grid, args.out, engine_dir=args.engine_dir)
     print(f"{args.out}: {summary.n_ok} ok, {summary.n_failed} failed ({summary.n_missing} missing, "

@@ -24,7 +24,7 @@ from gridgen.physics.labels import ABUNDANCE_ELEMENTS, LABEL_NAMES
 from gridgen.core.provenance import sha256_file
 from gridgen.runner import run_grid
 from gridgen.store import STATUS_FAILED, STATUS_OK, open_grid_store, verify_grid_store
-from gridgen.tsfitpy import CONFIG_FILE, PARAMETER_FILE, TSFITPY_COLUMNS
+from gridgen.tsfitpy.export import CONFIG_FILE, PARAMETER_FILE, TSFITPY_COLUMNS
 
 GRIDS = Path(__file__).resolve().parent.parent / "grids"
 WINDOWS = "[[5524.0, 5532.0], [6155.0, 6166.0]]"
