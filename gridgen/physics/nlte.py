@@ -49,10 +49,10 @@ from typing import Iterable
 
 import numpy as np
 
-from gridgen.physics.atmospheres.model import AtmosphereModel
 from gridgen.core.errors import UserError
-from gridgen.physics.linelist import line_fields, read_species_blocks
 from gridgen.core.provenance import sha256_file
+from gridgen.physics.atmospheres.model import AtmosphereModel
+from gridgen.physics.linelist import line_fields, read_species_blocks
 from gridgen.physics.solar import ELEMENTS, atomic_number
 
 CFG_NAME = "nlte_filenames.cfg"

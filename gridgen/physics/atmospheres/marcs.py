@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import sha256_file
 from gridgen.physics.atmospheres.model import (
     AtmosphereConfig,
     AtmosphereModel,
     marcs_standard_alpha_fe,
     outside_validity_error,
 )
-from gridgen.core.errors import UserError
-from gridgen.core.provenance import sha256_file
 
 _NAME = re.compile(
     r"^(?P<geometry>[sp])(?P<teff>\d{4,5})_g(?P<logg>[+-]\d\.\d)_m(?P<mass>\d\.\d)_t(?P<vt>\d\d)_"

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gridgen.core.errors import UserError
 from gridgen.physics.atmospheres.emulator import (
     ATMOSNET_VERSION,
     DEPTH_TRIM_TOL_DEX,
@@ -45,7 +46,6 @@ from gridgen.physics.atmospheres.model import (
     marcs_standard_alpha_fe,
     outside_validity_error,
 )
-from gridgen.core.errors import UserError
 
 NOTED_TRIM_DEX = 0.05
 """A depth grid trimmed by more than this (dex) gets a note on its spectrum. Smaller trims are
