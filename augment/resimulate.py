@@ -56,9 +56,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen import engine as engine_mod
-from gridgen.atmospheres.provider import make_provider
-from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
+from gridgen.physics import engine as engine_mod
+from gridgen.physics.atmospheres.provider import make_provider
+from gridgen.config import GridConfig, load_grid_config
 from gridgen.core.codes import SPLIT_NAMES
 from gridgen.core.errors import UserError
 from gridgen.core.progress import progress as progress_bar
@@ -66,7 +66,8 @@ from gridgen.core.provenance import run_context
 from gridgen.core.storeio import write_atomically
 from gridgen.runner import execute, grid_provenance
 from gridgen.sampling import ParameterTable, read_parameter_table
-from gridgen.synthesis import FE_H, LOGG, TEFF, VMIC, SynthesisContext, synthesize_rows
+from gridgen.physics.labels import FE_H, LABEL_NAMES, LABEL_UNITS, LOGG, TEFF, VMIC
+from gridgen.synthesis import SynthesisContext, synthesize_rows
 
 from augment.chain import fourmostify
 from augment.run import CHAIN_NOTE, plan_for_grid

@@ -49,9 +49,9 @@ import torch
 from gridgen.core.errors import UserError
 from gridgen.core.provenance import sha256_file
 from gridgen.core.storeio import read_array
-from gridgen.engine import engine_dir
-from gridgen.linelist import line_fields, read_species_blocks
-from gridgen.solar import atomic_number
+from gridgen.physics.engine import engine_dir
+from gridgen.physics.linelist import line_fields, read_species_blocks
+from gridgen.physics.solar import atomic_number
 
 from cinn.baseline import decompose, fit_knn, fit_ridge
 from cinn.calibration import (COVERAGE_LEVELS, RANK_BINS, coverage_curve, coverage_tolerance, rank_chi2,
@@ -162,8 +162,8 @@ def recorded_linelists(provenance: dict) -> tuple[list[Path], str]:
     """Line lists the grid recorded in a training store's provenance, if still the same files.
 
     Records (``provenance["grid"]["linelists"]["files"]``, see
-    :func:`gridgen.linelist.linelist_provenance`) name a list by absolute path, or relative to
-    the engine (``engine:...``, resolved against :func:`gridgen.engine.engine_dir`, which
+    :func:`gridgen.synthesis.linelist_provenance`) name a list by absolute path, or relative to
+    the engine (``engine:...``, resolved against :func:`gridgen.physics.engine.engine_dir`, which
     reads no engine). A list is used only if the file exists and its SHA-256 matches.
 
     Returns

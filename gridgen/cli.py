@@ -24,7 +24,7 @@ def _engine_fingerprint() -> list[str]:
     identifies the whole build. Files are not re-hashed here (``engine info`` verifies them).
     """
     from gridgen.core.provenance import sha256_file
-    from gridgen.engine import ENGINE_JSON, SDIST_VERSION, engine_dir
+    from gridgen.physics.engine import ENGINE_JSON, SDIST_VERSION, engine_dir
 
     manifest = engine_dir() / ENGINE_JSON
     if not manifest.is_file():
@@ -240,11 +240,11 @@ def _add_tsfitpy_parsers(commands) -> None:
 def _cmd_engine(args) -> int:
     from pathlib import Path
 
-    from gridgen import engine
+    from gridgen.physics import engine
 
     engine_dir = Path(args.engine_dir) if args.engine_dir else None
     if args.engine_command == "build":
-        from gridgen.install import install_all
+        from gridgen.physics.install import install_all
 
         install_all(engine_dir, force=args.force)
         return 0
@@ -391,7 +391,7 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_export_tsfitpy(args) -> int:
-    from gridgen.tsfitpy import CONFIG_FILE, PARAMETER_FILE, README_FILE, export_tsfitpy
+    from gridgen.tsfitpy.export import CONFIG_FILE, PARAMETER_FILE, README_FILE, export_tsfitpy
 
     spec = export_tsfitpy(args.grid, args.dir, engine_dir=args.engine_dir)
     print(f"{args.dir}: {PARAMETER_FILE} ({len(spec.labels)} spectra), {CONFIG_FILE}, {README_FILE}; "
@@ -400,7 +400,7 @@ def _cmd_export_tsfitpy(args) -> int:
 
 
 def _cmd_import_tsfitpy(args) -> int:
-    from gridgen.tsfitpy import import_tsfitpy
+    from gridgen.tsfitpy.importer import import_tsfitpy
 
     summary = import_tsfitpy(args.dir, args.grid, args.out, engine_dir=args.engine_dir)
     print(f"{args.out}: {summary.n_ok} ok, {summary.n_failed} failed ({summary.n_missing} missing, "

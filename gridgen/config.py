@@ -10,11 +10,15 @@ Layout (see ``grids/demo.toml`` for a commented example)::
     [grid]        name, version, description, n_spectra, seed, chunk_spectra, split
     [sampler]     method ("sobol" | "random" | "table"), table, solar_mixture,
                   teff_range_k, logg_range_cgs, kiel_polygon
+                  (gridgen.physics.priors.SamplerConfig)
     [priors.X]    one table per sampled parameter X (fe_h, vmic, li_fe, ...): dist, low, high,
-                  mean, sd, edges, weights, shift_vs_fe_h
+                  mean, sd, edges, weights, shift_vs_fe_h (gridgen.physics.priors.Prior)
     [synthesis]   windows_aa, step_aa, linelists, molecules, timeout_s
-    [atmosphere]  see gridgen.atmospheres.provider.AtmosphereConfig
-    [nlte]        see gridgen.nlte.NLTEConfig
+    [atmosphere]  see gridgen.physics.atmospheres.model.AtmosphereConfig
+    [nlte]        see gridgen.physics.nlte.NLTEConfig
+
+The sections of physics concepts are declared beside their physics (gridgen.physics); this module
+adds the grid's own keys, resolves paths relative to the file and parses the user's line lists.
 """
 
 from __future__ import annotations
@@ -23,30 +27,14 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridgen.atmospheres.model import AtmosphereConfig
 from gridgen.core.errors import UserError
 from gridgen.core.provenance import sha256_bytes
-from gridgen.core.tomlconfig import ConfigError, from_mapping, read_file, setting
-from gridgen.engine import MAX_WAVE_POINTS, SYNTHESIS_RANGE_AA
-from gridgen.linelist import LinelistSummary, summarize_linelist
-from gridgen.nlte import NLTEConfig
-from gridgen.solar import SOLAR_MIXTURES
-
-#: The 21 elements whose [X/Fe] the sampler varies (docs/method.md §1), in label order.
-ABUNDANCE_ELEMENTS: tuple[str, ...] = (
-    "Li", "C", "N", "O", "Na", "Mg", "Al", "Si", "Ca", "Ti", "V",
-    "Cr", "Mn", "Co", "Ni", "Sr", "Y", "Zr", "Ba", "Ce", "Eu",
-)
-#: Label names of a grid store, in column order, and their units.
-LABEL_NAMES: tuple[str, ...] = ("teff", "logg", "fe_h", "vmic") + tuple(
-    f"{el.lower()}_fe" for el in ABUNDANCE_ELEMENTS
-)
-LABEL_UNITS: tuple[str, ...] = ("K", "dex", "dex", "km/s") + ("dex",) * len(ABUNDANCE_ELEMENTS)
-#: Parameters drawn from a [priors.X] table (Teff and log g come from the Kiel region instead).
-PRIOR_PARAMETERS: tuple[str, ...] = LABEL_NAMES[2:]
-
-SAMPLER_METHODS = ("sobol", "random", "table")
-PRIOR_DISTS = ("uniform", "normal", "truncnormal", "piecewise", "fixed")
+from gridgen.core.tomlconfig import ConfigError, check_low_high, from_mapping, read_file, setting
+from gridgen.physics.atmospheres.model import AtmosphereConfig
+from gridgen.physics.engine import MAX_WAVE_POINTS, SYNTHESIS_RANGE_AA
+from gridgen.physics.linelist import LinelistSummary, summarize_linelist
+from gridgen.physics.nlte import NLTEConfig
+from gridgen.physics.priors import PRIOR_PARAMETERS, Prior, SamplerConfig
 
 # Sanity bounds of the grid TOML's numbers, stated in the error messages. They sit far beyond any
 # real grid and exist so that a typo fails on load instead of as a MemoryError or a week of runs.
@@ -54,138 +42,8 @@ PRIOR_DISTS = ("uniform", "normal", "truncnormal", "piecewise", "fixed")
 MAX_N_SPECTRA = 10_000_000
 #: Spectra per store chunk: one chunk of a 120,000-point spectrum is then at most ~2 GB in memory.
 MAX_CHUNK_SPECTRA = 4096
-#: Teff (K) and log g (dex, cgs) a sampler range may span: beyond any FGK/M model atmosphere.
-TEFF_BOUNDS_K = (2000.0, 60000.0)
-LOGG_BOUNDS_CGS = (-1.0, 6.0)
-#: |value| of any prior number ([Fe/H], [X/Fe] in dex; vmic in km/s): beyond any star.
-MAX_ABS_PRIOR = 10.0
-#: Largest relative weight of a piecewise prior's bin: only ratios matter, so this only catches typos.
-MAX_PRIOR_WEIGHT = 1e6
 #: Seconds one synthesis may take: a week, far beyond the minutes a real one takes.
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
-
-
-@dataclass(frozen=True)
-class Prior:
-    """Prior of one sampled parameter.
-
-    Attributes
-    ----------
-    dist
-        ``uniform`` (low, high), ``normal`` (mean, sd), ``truncnormal`` (mean, sd, low, high),
-        ``piecewise`` (edges, weights) or ``fixed`` (mean).
-    edges
-        ``piecewise`` only: bin edges, increasing, in the parameter's unit (dex, km/s); the prior
-        is zero outside ``edges[0] .. edges[-1]``, which become ``low`` and ``high``.
-    weights
-        ``piecewise`` only: relative probability density (per unit of the parameter) in each of
-        the ``len(edges) - 1`` bins, >= 0 and not all 0; uniform inside a bin.
-    shift_vs_fe_h
-        Optional ``[[fe_h_dex, shift], ...]``: a piecewise-linear shift added to the drawn
-        value as a function of the spectrum's [Fe/H] (e.g. the alpha-element plateau of
-        metal-poor stars). Makes the prior conditional on [Fe/H]; not allowed for fe_h itself.
-    """
-
-    dist: str = setting("uniform", choices=PRIOR_DISTS)
-    low: float | None = setting(None, min=-MAX_ABS_PRIOR, max=MAX_ABS_PRIOR)
-    high: float | None = setting(None, min=-MAX_ABS_PRIOR, max=MAX_ABS_PRIOR)
-    mean: float | None = setting(None, min=-MAX_ABS_PRIOR, max=MAX_ABS_PRIOR)
-    sd: float | None = setting(None, min=-MAX_ABS_PRIOR, max=MAX_ABS_PRIOR)
-    edges: tuple[float, ...] = setting((), min=-MAX_ABS_PRIOR, max=MAX_ABS_PRIOR)
-    weights: tuple[float, ...] = setting((), min=0.0, max=MAX_PRIOR_WEIGHT)
-    shift_vs_fe_h: tuple[tuple[float, float], ...] = setting((), min=-MAX_ABS_PRIOR, max=MAX_ABS_PRIOR)
-
-    def __post_init__(self):
-        """Check that the parameters define a distribution (keys relative to the prior's table)."""
-        need = {"uniform": ("low", "high"), "normal": ("mean", "sd"),
-                "truncnormal": ("mean", "sd", "low", "high"), "piecewise": ("edges", "weights"),
-                "fixed": ("mean",)}
-        if self.dist not in need:
-            raise ConfigError("dist", f"{self.dist!r} is not one of {', '.join(PRIOR_DISTS)}")
-        for name in need[self.dist]:
-            if getattr(self, name) in (None, ()):
-                raise ConfigError(name, f"required for dist = {self.dist!r}")
-        if self.dist == "piecewise":
-            self._check_piecewise()
-        elif self.edges or self.weights:
-            raise ConfigError("edges" if self.edges else "weights", "only for dist = 'piecewise'")
-        if self.low is not None and self.high is not None and not self.low < self.high:
-            raise ConfigError("", f"empty or inverted range low={self.low} >= high={self.high}")
-        if self.sd is not None and not self.sd > 0:
-            raise ConfigError("sd", f"must be > 0, got {self.sd}")
-        nodes = [p[0] for p in self.shift_vs_fe_h]
-        if nodes != sorted(set(nodes)):
-            raise ConfigError("shift_vs_fe_h", "need [[fe_h, shift], ...] with increasing fe_h")
-
-    def _check_piecewise(self) -> None:
-        """Edges strictly increasing, one weight per bin, weights not all zero; no low/high/mean/sd."""
-        for name in ("mean", "sd"):
-            if getattr(self, name) is not None:
-                raise ConfigError(name, "not used by dist = 'piecewise'")
-        if len(self.edges) < 2:
-            raise ConfigError("edges", f"need at least 2 edges, got {list(self.edges)}")
-        for i in range(1, len(self.edges)):
-            if not self.edges[i - 1] < self.edges[i]:
-                raise ConfigError(f"edges[{i}]", f"edges must increase, got {self.edges[i]} after "
-                                                 f"{self.edges[i - 1]}")
-        if len(self.weights) != len(self.edges) - 1:
-            raise ConfigError("weights", f"need one weight per bin: {len(self.edges) - 1} for "
-                                         f"{len(self.edges)} edges, got {len(self.weights)}")
-        if not any(w > 0 for w in self.weights):
-            raise ConfigError("weights", "all weights are 0: the prior would be empty")
-        # low and high are the outer edges, so that every prior states its range the same way.
-        for name, edge in (("low", self.edges[0]), ("high", self.edges[-1])):
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, float(edge))
-            elif getattr(self, name) != edge:
-                raise ConfigError(name, f"for dist = 'piecewise' the range is set by edges; got "
-                                        f"{getattr(self, name)} against edge {edge}")
-
-
-def _check_low_high(key: str, pair: tuple[float, float]) -> None:
-    if not pair[0] < pair[1]:
-        raise ConfigError(key, f"need [low, high] with low < high, got {list(pair)}")
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """How the 25 parameters of each spectrum are chosen.
-
-    Teff (K) and log g (dex) are drawn uniformly in ``teff_range_k`` x ``logg_range_cgs`` and
-    kept only inside ``kiel_polygon`` (the FGK region of the Kiel diagram, vertices as
-    ``[[teff_k, logg_cgs], ...]``) and inside the atmosphere provider's validity; [Fe/H], vmic
-    and the 21 [X/Fe] come from ``priors`` (the file's ``[priors.X]`` tables). ``method =
-    "table"`` instead reads every parameter from the CSV file ``table`` (columns named as the
-    labels; missing [X/Fe] columns are 0).
-    """
-
-    method: str = setting("sobol", choices=SAMPLER_METHODS)
-    table: str | None = None
-    solar_mixture: str = "magg2022"
-    teff_range_k: tuple[float, float] = setting((3900.0, 7000.0), min=TEFF_BOUNDS_K[0],
-                                                max=TEFF_BOUNDS_K[1], unit=" K")
-    logg_range_cgs: tuple[float, float] = setting((0.5, 5.0), min=LOGG_BOUNDS_CGS[0],
-                                                  max=LOGG_BOUNDS_CGS[1], unit=" dex")
-    kiel_polygon: tuple[tuple[float, float], ...] = ()
-    priors: dict[str, Prior] = setting(default_factory=dict, in_file=False)
-
-    def __post_init__(self):
-        """Checks between keys (each key's own type and range are checked on load)."""
-        if self.solar_mixture.strip().lower() not in SOLAR_MIXTURES:
-            raise ConfigError("solar_mixture", f"unknown mixture {self.solar_mixture!r} "
-                                               f"(known: {', '.join(sorted(SOLAR_MIXTURES))})")
-        if self.method == "table" and not self.table:
-            raise ConfigError("table", "required when sampler.method = 'table'")
-        _check_low_high("teff_range_k", self.teff_range_k)
-        _check_low_high("logg_range_cgs", self.logg_range_cgs)
-        if self.kiel_polygon and len(self.kiel_polygon) < 3:
-            raise ConfigError("kiel_polygon", "need at least 3 [teff_k, logg_cgs] vertices")
-        for i, (teff_k, logg_cgs) in enumerate(self.kiel_polygon):
-            for j, value, (low, high), unit in ((0, teff_k, TEFF_BOUNDS_K, " K"),
-                                                (1, logg_cgs, LOGG_BOUNDS_CGS, " dex")):
-                if not low <= value <= high:
-                    raise ConfigError(f"kiel_polygon[{i}][{j}]",
-                                      f"must be from {low:g} to {high:g}{unit}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -221,7 +79,7 @@ class SynthesisConfig:
         previous_end = 0.0
         n_points = 0
         for i, window in enumerate(self.windows_aa):
-            _check_low_high(f"windows_aa[{i}]", window)
+            check_low_high(f"windows_aa[{i}]", window)
             if window[0] <= previous_end:
                 raise ConfigError(f"windows_aa[{i}]", f"windows must be increasing and not overlap, got "
                                                       f"{list(window)} after one ending at {previous_end} Å")
@@ -330,7 +188,8 @@ def load_grid_config(path: str | Path) -> GridConfig:
     """Read and validate a grid definition.
 
     Every number is checked for finiteness (NaN and infinity are TOML literals) and against the
-    bounds of this module; user line lists are parsed (:func:`gridgen.linelist.summarize_linelist`).
+    bounds declared with each section; user line lists are parsed
+    (:func:`gridgen.physics.linelist.summarize_linelist`).
 
     Parameters
     ----------

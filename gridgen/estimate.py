@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen import engine as engine_mod
-from gridgen.atmospheres.provider import make_provider
-from gridgen.config import LABEL_NAMES, LABEL_UNITS, load_grid_config
+from gridgen.config import load_grid_config
 from gridgen.core.errors import UserError
+from gridgen.physics import engine as engine_mod
+from gridgen.physics.atmospheres.provider import make_provider
+from gridgen.physics.labels import LABEL_NAMES, LABEL_UNITS
 from gridgen.runner import grid_provenance
 from gridgen.sampling import sample_parameters
 from gridgen.store import create_grid_store, write_spectrum

@@ -30,18 +30,20 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen import engine as engine_mod
+from gridgen.physics import engine as engine_mod
 from gridgen import lease as lease_mod
-from gridgen import nlte as nlte_mod
-from gridgen.atmospheres.provider import make_provider
-from gridgen.config import LABEL_NAMES, LABEL_UNITS, GridConfig, load_grid_config
+from gridgen.physics import nlte as nlte_mod
+from gridgen.physics.atmospheres.provider import make_provider
+from gridgen.config import GridConfig, load_grid_config
+from gridgen.physics.labels import LABEL_NAMES, LABEL_UNITS
 from gridgen.core.codes import STATUS_NAMES
 from gridgen.core.errors import UserError
 from gridgen.core.progress import progress as progress_bar
-from gridgen.linelist import DEFAULT_CUT_MARGIN_AA
+from gridgen.physics.linelist import DEFAULT_CUT_MARGIN_AA
 from gridgen.core.provenance import run_context, sha256_file
-from gridgen.sampling import assign_split, clip_fe_h_prior, sample_parameters
-from gridgen.solar import SOLAR_MIXTURES, solar_abundances
+from gridgen.physics.priors import clip_fe_h_prior
+from gridgen.sampling import assign_split, sample_parameters
+from gridgen.physics.solar import SOLAR_MIXTURES, solar_abundances
 from gridgen.synthesis import SynthesisContext, linelist_provenance, synthesize_rows
 from gridgen.core.storeio import StoreExists
 from gridgen.versioning import reusable_rows

@@ -18,18 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen import engine as engine_mod
-from gridgen import nlte as nlte_mod
-from gridgen.abundances import absolute_abundances
-from gridgen.atmospheres.provider import ALPHA_LABELS, make_provider
-from gridgen.config import LABEL_NAMES, GridConfig, load_grid_config
+from gridgen.config import GridConfig, load_grid_config
 from gridgen.core.errors import UserError
-from gridgen.linelist import summarize_linelist
-from gridgen.molecules import load_molecular_linelists, molecules_dir
-from gridgen.solar import solar_abundances
+from gridgen.physics import engine as engine_mod
+from gridgen.physics import nlte as nlte_mod
+from gridgen.physics.abundances import absolute_abundances
+from gridgen.physics.atmospheres.provider import ALPHA_LABELS, make_provider
+from gridgen.physics.labels import FE_H, LABEL_NAMES, LOGG, TEFF, VMIC
+from gridgen.physics.linelist import summarize_linelist
+from gridgen.physics.molecules import load_molecular_linelists, molecules_dir
+from gridgen.physics.solar import solar_abundances
 
-TEFF, LOGG, FE_H, VMIC = (LABEL_NAMES.index(n) for n in ("teff", "logg", "fe_h", "vmic"))
-"""Columns of Teff (K), log g (dex), [Fe/H] (dex) and vmic (km/s) in a row of grid labels."""
 _ALPHA = [LABEL_NAMES.index(n) for n in ALPHA_LABELS]
 """Columns whose mean is the atmosphere's [alpha/Fe] (dex)."""
 
@@ -73,13 +72,13 @@ def synthesize_labels(labels: np.ndarray, context: SynthesisContext) -> tuple[np
     Returns
     -------
     flux_norm : ndarray, shape (n_wave,), float32
-        On :func:`gridgen.engine.synthesis_wavelengths` of the grid's windows and step.
+        On :func:`gridgen.physics.engine.synthesis_wavelengths` of the grid's windows and step.
     note : str
         Elements synthesised in LTE although NLTE was asked for, and why ("" if none).
 
     Raises
     ------
-    gridgen.engine.SynthesisError, UserError
+    gridgen.physics.engine.SynthesisError, UserError
         The synthesis failed, or the parameters are outside a provider's or departure grid's range.
     """
     config = context.config

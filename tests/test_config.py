@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from gridgen.config import LABEL_NAMES, load_grid_config
+from gridgen.config import load_grid_config
+from gridgen.physics.labels import LABEL_NAMES
 from gridgen.core.errors import UserError
 from gridgen.core.provenance import sha256_file
 

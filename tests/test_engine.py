@@ -15,9 +15,9 @@ import tempfile
 import numpy as np
 import pytest
 
-from gridgen import engine as engine_mod
-from gridgen.atmospheres.model import AtmosphereModel
-from gridgen.engine import (
+from gridgen.physics import engine as engine_mod
+from gridgen.physics.atmospheres.model import AtmosphereModel
+from gridgen.physics.engine import (
     SynthesisError,
     build_engine,
     is_spherical,
@@ -26,7 +26,7 @@ from gridgen.engine import (
 )
 from gridgen.core.errors import UserError
 from gridgen.core.provenance import sha256_file
-from gridgen.solar import solar_abundances
+from gridgen.physics.solar import solar_abundances
 
 FE_I_5705 = 5705.464  # chi 4.30 eV, log gf -1.36: weak (< 10 mÅ) in the metal-poor giant
 MG_I_5711 = 5711.088  # chi 4.35 eV, log gf -1.74
@@ -184,7 +184,7 @@ def test_modified_engine_file_is_detected(engine, tmp_path):
 
 def test_missing_gfortran_is_a_user_error(tmp_path, monkeypatch):
     real_which = shutil.which
-    monkeypatch.setattr(engine_mod.shutil, "which",
+    monkeypatch.setattr(shutil, "which",
                         lambda name: None if name == "gfortran" else real_which(name))
     with pytest.raises(UserError, match="apt-get install gfortran"):
         build_engine(tmp_path / "engine", force=True)

@@ -3,7 +3,7 @@
 import pytest
 
 from gridgen.core.errors import UserError
-from gridgen.linelist import line_fields, read_species_blocks
+from gridgen.physics.linelist import line_fields, read_species_blocks
 
 
 def test_gaia_eso_list_blocks_hold_the_announced_lines(engine):
@@ -40,7 +40,7 @@ def _grid_with_linelist(tmp_path, entries):
 
 def test_summary_counts_species_and_lines_in_windows(engine):
     """The Gaia-ESO list holds Fe I 5705.464 Å; a 5700-5710 Å window holds it, a narrow one does not."""
-    from gridgen.linelist import summarize_linelist
+    from gridgen.physics.linelist import summarize_linelist
 
     whole = summarize_linelist(engine.linelists[0], [(4000.0, 10000.0)])
     assert whole.n_lines_in_windows == whole.n_lines > 10_000

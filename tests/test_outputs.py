@@ -189,7 +189,7 @@ def test_version_names_the_commit_and_the_engine(capsys):
     from pathlib import Path
 
     from gridgen.core.provenance import code_version, sha256_file
-    from gridgen.engine import ENGINE_JSON, engine_dir
+    from gridgen.physics.engine import ENGINE_JSON, engine_dir
 
     done = subprocess.run([sys.executable, "-m", "gridgen", "--version"], capture_output=True, text=True,
                           check=True)

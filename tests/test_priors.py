@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gridgen.atmospheres.emulator import predict_structure
-from gridgen.atmospheres.provider import ALPHA_LABELS, EMULATOR_ALPHA_RANGE_DEX
-from gridgen.config import LABEL_NAMES, Prior, load_grid_config
+from gridgen.physics.atmospheres.emulator import predict_structure
+from gridgen.physics.atmospheres.provider import ALPHA_LABELS, EMULATOR_ALPHA_RANGE_DEX
+from gridgen.config import load_grid_config
+from gridgen.physics.labels import LABEL_NAMES
 from gridgen.core.tomlconfig import ConfigError
-from gridgen.sampling import clip_fe_h_prior, sample_parameters
-from gridgen.solar import solar_abundances
+from gridgen.physics.priors import Prior, clip_fe_h_prior
+from gridgen.sampling import sample_parameters
+from gridgen.physics.solar import solar_abundances
 
 GRIDS = Path(__file__).resolve().parent.parent / "grids"
 FE_H = LABEL_NAMES.index("fe_h")

@@ -20,7 +20,7 @@ from augment.store import create_observed_store
 from badinput import assert_rejected
 from cinn.catalog import write_csv
 from cinn.posterior import QUANTILES
-from gridgen.config import LABEL_NAMES
+from gridgen.physics.labels import LABEL_NAMES
 from gridgen.core.errors import UserError
 from gridgen.sampling import read_parameter_table
 from gridgen.runner import run_grid

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from matplotlib.path import Path as PolygonPath
 
-from gridgen.config import LABEL_NAMES, load_grid_config
+from gridgen.config import load_grid_config
+from gridgen.physics.labels import LABEL_NAMES
 from gridgen.core.errors import UserError
 from gridgen.sampling import assign_split, sample_parameters
 

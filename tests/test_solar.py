@@ -3,7 +3,7 @@
 import pytest
 
 from gridgen.core.errors import UserError
-from gridgen.solar import ELEMENTS, SOLAR_MIXTURES, atomic_number, solar_abundances
+from gridgen.physics.solar import ELEMENTS, SOLAR_MIXTURES, atomic_number, solar_abundances
 
 
 def test_elements_cover_h_to_u():

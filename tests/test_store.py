@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from gridgen.config import LABEL_NAMES, LABEL_UNITS
+from gridgen.physics.labels import LABEL_NAMES, LABEL_UNITS
 from gridgen.core.errors import UserError
 from gridgen.store import (
     STATUS_FAILED, STATUS_OK, STATUS_PENDING, create_grid_store, open_grid_store,

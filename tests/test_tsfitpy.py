@@ -20,11 +20,11 @@ import zarr
 from augment.cli import main as augment_main
 from badinput import assert_rejected
 from gridgen.cli import main as gridgen_main
-from gridgen.config import ABUNDANCE_ELEMENTS, LABEL_NAMES
+from gridgen.physics.labels import ABUNDANCE_ELEMENTS, LABEL_NAMES
 from gridgen.core.provenance import sha256_file
 from gridgen.runner import run_grid
 from gridgen.store import STATUS_FAILED, STATUS_OK, open_grid_store, verify_grid_store
-from gridgen.tsfitpy import CONFIG_FILE, PARAMETER_FILE, TSFITPY_COLUMNS
+from gridgen.tsfitpy.export import CONFIG_FILE, PARAMETER_FILE, TSFITPY_COLUMNS
 
 GRIDS = Path(__file__).resolve().parent.parent / "grids"
 WINDOWS = "[[5524.0, 5532.0], [6155.0, 6166.0]]"
@@ -104,7 +104,7 @@ def write_tsfitpy_output(export_dir: Path, grid: Path, folder: Path) -> list[str
     carry the synthesised flux, the gap between them flux 1 (this engine computes only the
     windows). Returns the spectrum file names written.
     """
-    from gridgen.engine import synthesis_wavelengths
+    from gridgen.physics.engine import synthesis_wavelengths
     from gridgen.synthesis import SynthesisContext, synthesize_labels
 
     labels = read_exported_parameters(export_dir / PARAMETER_FILE)

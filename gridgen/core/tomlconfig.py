@@ -46,6 +46,12 @@ def join_key(prefix: str, key: str) -> str:
     return f"{prefix}{key}" if key.startswith("[") else f"{prefix}.{key}"
 
 
+def check_low_high(key: str, pair: tuple[float, float]) -> None:
+    """Refuse a ``[low, high]`` pair at ``key`` unless low < high (a check between two numbers)."""
+    if not pair[0] < pair[1]:
+        raise ConfigError(key, f"need [low, high] with low < high, got {list(pair)}")
+
+
 def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
             min: float | None = None, max: float | None = None, gt: float | None = None,
             lt: float | None = None, unit: str = "", choices: tuple | None = None,

@@ -16,12 +16,12 @@ import time
 
 import numpy as np
 
-from gridgen.abundances import absolute_abundances
-from gridgen.atmospheres.model import AtmosphereConfig
-from gridgen.atmospheres.provider import make_provider
-from gridgen.config import LABEL_NAMES
-from gridgen.engine import load_engine, synthesize
-from gridgen.solar import solar_abundances
+from gridgen.physics.abundances import absolute_abundances
+from gridgen.physics.atmospheres.model import AtmosphereConfig
+from gridgen.physics.atmospheres.provider import make_provider
+from gridgen.physics.labels import LABEL_NAMES
+from gridgen.physics.engine import load_engine, synthesize
+from gridgen.physics.solar import solar_abundances
 
 STARS = {  # Teff K, log g, [Fe/H], vmic km/s
     "sun": (5777.0, 4.44, 0.0, 1.0),

@@ -19,12 +19,12 @@ import numpy as np
 
 from augment.arms import ArmSpec, PixelGrid
 from augment.chain import fourmostify, make_plan
-from gridgen.abundances import absolute_abundances
-from gridgen.atmospheres.model import AtmosphereConfig, AtmosphereModel
-from gridgen.atmospheres.provider import make_provider
-from gridgen.config import LABEL_NAMES
-from gridgen.engine import load_engine, synthesize
-from gridgen.solar import solar_abundances
+from gridgen.physics.abundances import absolute_abundances
+from gridgen.physics.atmospheres.model import AtmosphereConfig, AtmosphereModel
+from gridgen.physics.atmospheres.provider import make_provider
+from gridgen.physics.labels import LABEL_NAMES
+from gridgen.physics.engine import load_engine, synthesize
+from gridgen.physics.solar import solar_abundances
 
 #: The sample's parameters, from its header: Teff K, log g, [Fe/H], [alpha/Fe], depth points.
 SAMPLE = "s6000_g+1.0_m0.5.mod"

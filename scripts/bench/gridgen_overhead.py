@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen.abundances import absolute_abundances
-from gridgen.atmospheres.provider import make_provider
+from gridgen.physics.abundances import absolute_abundances
+from gridgen.physics.atmospheres.provider import make_provider
 from gridgen.config import load_grid_config
-from gridgen.engine import abundance_block_text, babsma_input_text, bsyn_input_text, is_spherical, load_engine
-from gridgen.molecules import load_molecular_linelists
+from gridgen.physics.engine import abundance_block_text, babsma_input_text, bsyn_input_text, is_spherical, load_engine
+from gridgen.physics.molecules import load_molecular_linelists
 from gridgen.runner import run_grid
 from gridgen.sampling import sample_parameters
-from gridgen.solar import solar_abundances
+from gridgen.physics.solar import solar_abundances
 from gridgen.store import open_grid_store
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,7 +3,7 @@
 For four stars (the Sun, a 4300 K / log g 1.5 giant, a metal-poor giant at [Fe/H] = -2 and a
 6500 K / log g 4.2 F dwarf) and each 4MOST HR arm (green 5160-5730 Å, red 6100-6790 Å, with the
 demo grid's 10 Å margin), synthesises one spectrum with the whole Gaia-ESO + molecular lists and
-one with the lists cut to the window +- margin (``gridgen.engine.synthesize``), and prints the
+one with the lists cut to the window +- margin (``gridgen.physics.engine.synthesize``), and prints the
 wall time and engine CPU time of each, their ratios, and max |ΔF| of the normalised flux at full resolution and after
 degrading to R = 20,000 (criterion <= 1e-4). The cut lists are made once, before timing, as a
 grid worker makes them once per run; the
@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from augment.lsf import broaden_resolution
-from gridgen.abundances import absolute_abundances
-from gridgen.atmospheres.provider import make_provider
-from gridgen.config import LABEL_NAMES, load_grid_config
-from gridgen.engine import load_engine, synthesize
-from gridgen.linelist import DEFAULT_CUT_MARGIN_AA, cut_linelist
-from gridgen.molecules import load_molecular_linelists
-from gridgen.solar import solar_abundances
+from gridgen.physics.abundances import absolute_abundances
+from gridgen.physics.atmospheres.provider import make_provider
+from gridgen.config import load_grid_config
+from gridgen.physics.labels import LABEL_NAMES
+from gridgen.physics.engine import load_engine, synthesize
+from gridgen.physics.linelist import DEFAULT_CUT_MARGIN_AA, cut_linelist
+from gridgen.physics.molecules import load_molecular_linelists
+from gridgen.physics.solar import solar_abundances
 
 REPO = Path(__file__).resolve().parents[2]
 # (Teff K, log g cgs, [Fe/H] dex, vmic km/s)

@@ -8,11 +8,11 @@ import time
 
 import numpy as np
 
-from gridgen.atmospheres.model import AtmosphereConfig
-from gridgen.atmospheres.provider import make_provider
-from gridgen.engine import load_engine, synthesize
-from gridgen.molecules import load_molecular_linelists
-from gridgen.solar import solar_abundances
+from gridgen.physics.atmospheres.model import AtmosphereConfig
+from gridgen.physics.atmospheres.provider import make_provider
+from gridgen.physics.engine import load_engine, synthesize
+from gridgen.physics.molecules import load_molecular_linelists
+from gridgen.physics.solar import solar_abundances
 
 STARS = {"sun": (5772.0, 4.44, 1.0), "cool giant": (4300.0, 1.5, 1.5)}
 

@@ -19,11 +19,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from gridgen.atmospheres.model import AtmosphereConfig
-from gridgen.atmospheres.provider import make_provider  # noqa: E402
-from gridgen.engine import load_engine, synthesize  # noqa: E402
-from gridgen.nlte import NLTEConfig, load_nlte_grids, write_nlte_inputs  # noqa: E402
-from gridgen.solar import solar_abundances  # noqa: E402
+from gridgen.physics.atmospheres.model import AtmosphereConfig
+from gridgen.physics.atmospheres.provider import make_provider  # noqa: E402
+from gridgen.physics.engine import load_engine, synthesize  # noqa: E402
+from gridgen.physics.nlte import NLTEConfig, load_nlte_grids, write_nlte_inputs  # noqa: E402
+from gridgen.physics.solar import solar_abundances  # noqa: E402
 from tests.test_nlte import FE_ATOM, write_grid  # noqa: E402
 
 

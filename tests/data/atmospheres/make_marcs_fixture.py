@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen.atmospheres.emulator import load_emulator, predict_structure, resample_depth
+from gridgen.physics.atmospheres.emulator import load_emulator, predict_structure, resample_depth
 
 K_BOLTZMANN = 1.380649e-16  # erg/K
 M_H = 1.6735575e-24  # g

@@ -1,7 +1,7 @@
 """The atmosphere types every provider shares: the ``[atmosphere]`` table, the model and its errors.
 
-A leaf of :mod:`gridgen.atmospheres`: the providers (:mod:`~gridgen.atmospheres.provider`,
-:mod:`~gridgen.atmospheres.marcs`), the Kurucz writer and the synthesis engine import it, and it
+A leaf of :mod:`gridgen.physics.atmospheres`: the providers (:mod:`~gridgen.physics.atmospheres.provider`,
+:mod:`~gridgen.physics.atmospheres.marcs`), the Kurucz writer and the synthesis engine import it, and it
 imports none of them.
 """
 
@@ -80,7 +80,7 @@ class AtmosphereConfig:
         Emulator only: a fixed [alpha/Fe] (dex) for every atmosphere. None (default): each
         spectrum's atmosphere takes the spectrum's own [alpha/Fe], the mean of its [Mg/Fe],
         [Si/Fe], [Ca/Fe] and [Ti/Fe], clipped to the emulator's -0.2 to 0.6 and recorded in the
-        spectrum's note (:mod:`gridgen.atmospheres.provider`).
+        spectrum's note (:mod:`gridgen.physics.atmospheres.provider`).
     """
 
     provider: str = "emulator"

@@ -16,12 +16,12 @@ provider reads only standard-composition models, whose [alpha/Fe] is fixed by [F
 difference.
 
 ``"emulator"`` (default)
-    The C3K/ATLAS12 emulator of ``atmosnet 1.0.1`` (:mod:`gridgen.atmospheres.emulator`), written
+    The C3K/ATLAS12 emulator of ``atmosnet 1.0.1`` (:mod:`gridgen.physics.atmospheres.emulator`), written
     as Kurucz-format text and resampled onto ``n_depth`` points equally spaced in log tau_Ross
     between ``log_tau_ross_min`` and ``log_tau_ross_max``.
 ``"marcs"``
     A user's MARCS grid interpolated with Turbospectrum's ``interpol_modeles``
-    (:mod:`gridgen.atmospheres.marcs`).
+    (:mod:`gridgen.physics.atmospheres.marcs`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gridgen.atmospheres.emulator import (
+from gridgen.core.errors import UserError
+from gridgen.physics.atmospheres.emulator import (
     ATMOSNET_VERSION,
     DEPTH_TRIM_TOL_DEX,
     Emulator,
@@ -38,14 +39,13 @@ from gridgen.atmospheres.emulator import (
     predict_structure,
     resample_depth,
 )
-from gridgen.atmospheres.kurucz import write_kurucz
-from gridgen.atmospheres.model import (
+from gridgen.physics.atmospheres.kurucz import write_kurucz
+from gridgen.physics.atmospheres.model import (
     AtmosphereConfig,
     AtmosphereModel,
     marcs_standard_alpha_fe,
     outside_validity_error,
 )
-from gridgen.core.errors import UserError
 
 NOTED_TRIM_DEX = 0.05
 """A depth grid trimmed by more than this (dex) gets a note on its spectrum. Smaller trims are
@@ -113,7 +113,7 @@ class EmulatorProvider:
 
     The returned :class:`AtmosphereModel` has an empty ``log_tau5000``: for Kurucz models babsma
     builds the tau_5000 scale itself from its own opacities and the run's abundances, so it is
-    only known after babsma has run (:func:`gridgen.atmospheres.kurucz.babsma_log_tau5000`).
+    only known after babsma has run (:func:`gridgen.physics.atmospheres.kurucz.babsma_log_tau5000`).
     """
 
     name = "atmosnet-c3k-emulator"
@@ -219,7 +219,7 @@ def make_provider(config: AtmosphereConfig, engine=None):
     config
         The ``[atmosphere]`` table.
     engine
-        A :class:`gridgen.engine.Engine`; required for ``"marcs"`` (its ``interpol_modeles``).
+        A :class:`gridgen.physics.engine.Engine`; required for ``"marcs"`` (its ``interpol_modeles``).
 
     Raises
     ------
@@ -228,7 +228,7 @@ def make_provider(config: AtmosphereConfig, engine=None):
     """
     if config.provider == "emulator":
         return EmulatorProvider(config, load_emulator())
-    from gridgen.atmospheres.marcs import MarcsGridProvider  # only needed for MARCS grids
+    from gridgen.physics.atmospheres.marcs import MarcsGridProvider  # only needed for MARCS grids
 
     interpolator = getattr(engine, "interpol_modeles", None)
     if interpolator is None:

@@ -217,7 +217,7 @@ def load_emulator(cache_dir: str | Path | None = None) -> Emulator:
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if not _weights_present(cache_dir):
         raise UserError(f"emulator weights not found in {cache_dir}; run the engine set-up "
-                        f"(gridgen.atmospheres.emulator.fetch_emulator_weights) or set {CACHE_ENV_VAR}")
+                        f"(gridgen.physics.atmospheres.emulator.fetch_emulator_weights) or set {CACHE_ENV_VAR}")
     digests = _verify(cache_dir)
     parts = {}
     labels = []
@@ -279,7 +279,7 @@ that with margin and is less than one native depth step (0.125 dex), so a trim n
 than part of the topmost native layer. Dropping 0.1 dex at the top of a 4000 K, log g 1,
 [Fe/H] -2 giant changes its normalised flux in 5170-5190 and 6555-6570 Å by at most 0.0012 (rms
 0.0001), below the 0.005 the default depth grid is allowed
-(:class:`gridgen.atmospheres.model.AtmosphereConfig`).
+(:class:`gridgen.physics.atmospheres.model.AtmosphereConfig`).
 """
 _LOG_COLUMNS = ("rhox_gcm2", "p_dyncm2", "xne_cm3", "abross_cm2g")
 """Columns that vary by orders of magnitude with depth: interpolated in log10."""

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gridgen.config import ABUNDANCE_ELEMENTS, LABEL_NAMES
-from gridgen.solar import atomic_number
+from gridgen.physics.labels import ABUNDANCE_ELEMENTS, FE_H, LABEL_NAMES
+from gridgen.physics.solar import atomic_number
 
-_FE_H = LABEL_NAMES.index("fe_h")
 _XFE_COLUMNS = {atomic_number(el): LABEL_NAMES.index(f"{el.lower()}_fe") for el in ABUNDANCE_ELEMENTS}
 
 
@@ -19,7 +18,7 @@ def absolute_abundances(labels: np.ndarray, solar: dict[int, float]) -> dict[int
     labels
         One row of grid labels (``LABEL_NAMES`` order): [Fe/H] and [X/Fe] in dex.
     solar
-        Solar A(X) by atomic number (see :func:`gridgen.solar.solar_abundances`).
+        Solar A(X) by atomic number (see :func:`gridgen.physics.solar.solar_abundances`).
 
     Returns
     -------
@@ -28,7 +27,7 @@ def absolute_abundances(labels: np.ndarray, solar: dict[int, float]) -> dict[int
         A_sun + [Fe/H] + [X/Fe], every other metal scaled with [Fe/H]. All elements are passed
         explicitly so that Turbospectrum's built-in solar table is never used.
     """
-    fe_h = float(labels[_FE_H])
+    fe_h = float(labels[FE_H])
     abundances = {}
     for z, a_sun in solar.items():
         if z <= 2:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gridgen.atmospheres.emulator import fetch_emulator_weights
-from gridgen.engine import Engine, build_engine
-from gridgen.molecules import build_molecular_linelists, molecules_dir
+from gridgen.physics.atmospheres.emulator import fetch_emulator_weights
+from gridgen.physics.engine import Engine, build_engine
+from gridgen.physics.molecules import build_molecular_linelists, molecules_dir
 
 
 def install_all(engine_dir: Path | None = None, *, force: bool = False, report=print) -> Engine:

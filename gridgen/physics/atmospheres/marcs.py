@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from gridgen.atmospheres.model import (
+from gridgen.core.errors import UserError
+from gridgen.core.provenance import sha256_file
+from gridgen.physics.atmospheres.model import (
     AtmosphereConfig,
     AtmosphereModel,
     marcs_standard_alpha_fe,
     outside_validity_error,
 )
-from gridgen.core.errors import UserError
-from gridgen.core.provenance import sha256_file
 
 _NAME = re.compile(
     r"^(?P<geometry>[sp])(?P<teff>\d{4,5})_g(?P<logg>[+-]\d\.\d)_m(?P<mass>\d\.\d)_t(?P<vt>\d\d)_"
@@ -164,7 +164,7 @@ class MarcsGridProvider:
         """Interpolate one model; ``vmic_kms`` is applied later by babsma (``XIFIX``).
 
         The grid's standard-composition models fix [alpha/Fe] by [Fe/H]
-        (:func:`~gridgen.atmospheres.model.marcs_standard_alpha_fe`), so the spectrum's
+        (:func:`~gridgen.physics.atmospheres.model.marcs_standard_alpha_fe`), so the spectrum's
         ``alpha_fe_dex`` (dex) cannot be followed; the note records both values.
 
         Raises

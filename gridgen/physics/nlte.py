@@ -49,11 +49,11 @@ from typing import Iterable
 
 import numpy as np
 
-from gridgen.atmospheres.model import AtmosphereModel
 from gridgen.core.errors import UserError
-from gridgen.linelist import line_fields, read_species_blocks
 from gridgen.core.provenance import sha256_file
-from gridgen.solar import ELEMENTS, atomic_number
+from gridgen.physics.atmospheres.model import AtmosphereModel
+from gridgen.physics.linelist import line_fields, read_species_blocks
+from gridgen.physics.solar import ELEMENTS, atomic_number
 
 CFG_NAME = "nlte_filenames.cfg"
 """Name of TSFitPy's per-element index file inside an NLTE data directory."""
@@ -66,7 +66,7 @@ LINE_FORMING_LOG_TAU5000 = (-4.0, 0.5)
 RECORD_ID_BYTES = 500
 """Length of the atmosphere-id field that opens each binary record (a Fortran character*500)."""
 ABUNDANCE_DECIMALS = 4
-"""Decimals of A(X) in the departure file: as ``gridgen.engine`` writes abundances to bsyn."""
+"""Decimals of A(X) in the departure file: as ``gridgen.physics.engine`` writes abundances to bsyn."""
 _FORTRAN_PATH_MAX = 256
 """bsyn keeps paths in character*256 variables; longer ones would be silently truncated."""
 _NODE_ATOL = 1e-6
@@ -467,7 +467,7 @@ def write_nlte_inputs(config: NLTEConfig, grids: dict[str, DepartureGrid],
         if len(str(directory)) + 1 + 64 >= _FORTRAN_PATH_MAX:
             raise UserError(f"path {directory} is too long for Turbospectrum (256 characters)")
 
-    lines = ["# NLTE species for bsyn, written by gridgen.nlte", "#",
+    lines = ["# NLTE species for bsyn, written by gridgen.physics.nlte", "#",
              "# path for model atom files", f"{atom_dir}/",
              "# path for departure files", f"{workdir}/", "#"]
     for element, (abund_dex, b) in computed.items():
