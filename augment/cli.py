@@ -74,11 +74,11 @@ def build_observe_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m augment observe",
         description="4MOST-ify observed spectra (continuum-normalised, at rest or shifted to rest with --rv in "
-                    "km/s; 1D FITS with a linear/log WCS, FITS binary tables or text tables with "
+                    "km/s; 1D FITS with a linear/log WCS, FITS binary or ASCII tables, or text tables with "
                     "wave/flux[/ivar|error] columns, wavelengths in Å unless the file gives a unit; repeated "
-                    "wavelengths at order joins are merged): convolve from the native resolving "
-                    "power to R=20000, rebin onto the arm pixels, add noise to reach --snr. Pixels the "
-                    "observation does not cover are masked (NaN flux, mask True) and reported.",
+                    "wavelengths at order joins are merged when they agree within the noise): convolve from "
+                    "the native resolving power to R=20000, rebin onto the arm pixels, add noise to reach --snr. "
+                    "Pixels the observation does not cover are masked (NaN flux, mask True) and reported.",
         epilog=UNITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spectra", nargs="+", metavar="SPECTRUM", help="FITS or text files")
     parser.add_argument("--native-resolution", type=float, required=True, metavar="R",
@@ -87,10 +87,10 @@ def build_observe_parser() -> argparse.ArgumentParser:
     parser.add_argument("--native-snr", type=float, metavar="SNR",
                         help="S/N per native pixel (finite, > 0; default: from ivar/error columns, else DER_SNR)")
     parser.add_argument("--medium", choices=WAVE_MEDIA,
-                        help="wavelength medium of the input (default: what a FITS CTYPE1 states, WAVE vacuum "
-                             "or AWAV air, else air); vacuum wavelengths are converted to air (IAU standard, "
-                             "as in VALD) before the chain: the output is always air. A header that states "
-                             "another medium gives a warning")
+                        help="wavelength medium of the input (default: what the file's header states, CTYPE1 or "
+                             "TCTYPn WAVE vacuum or AWAV air, AIRORVAC air/vac, VACUUM T/F, else air); vacuum "
+                             "wavelengths are converted to air (IAU standard, as in VALD) before the chain: the "
+                             "output is always air. A header that states another medium gives a warning")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a file whose header states another wavelength medium than --medium")
     parser.add_argument("--rv", type=float, default=0.0, metavar="KM_S",

@@ -469,3 +469,86 @@ def test_repeated_wavelengths_at_an_order_join_are_merged(tmp_path, config_file,
     Table({"wave": decreasing, "flux": joined_flux}).write(tmp_path / "bad.fits")
     with pytest.raises(UserError, match=r"bad\.fits: wavelengths are not monotonic"):
         observe_mod.read_spectrum(tmp_path / "bad.fits")
+
+
+def pairs_at(tmp_path, name, gaps, sigma=0.01, ivar=True, seed=11):
+    """A flat spectrum with white noise σ whose pixels 800, 1600, ... are listed twice, each repeat
+    ``gap`` (in units of sqrt(2)·σ, the σ of a difference) above the first."""
+    rng = np.random.default_rng(seed)
+    wave = np.arange(6080.0, 6250.0, 0.02)
+    flux = 1.0 + sigma * rng.standard_normal(wave.size)
+    at = 800 * np.arange(1, len(gaps) + 1)
+    order = np.argsort(np.concatenate([np.arange(wave.size), at]), kind="stable")
+    joined_flux = np.concatenate([flux, flux[at] + np.asarray(gaps) * math.sqrt(2) * sigma])[order]
+    columns = {"wave": np.concatenate([wave, wave[at]])[order], "flux": joined_flux}
+    if ivar:
+        columns["ivar"] = np.full(joined_flux.size, sigma**-2)
+    path = tmp_path / name
+    Table(columns).write(path)
+    return path, wave, flux, at
+
+
+def test_repeats_agreeing_within_the_ivar_noise_merge_and_beyond_it_are_refused(tmp_path):
+    """Ten repeats with exact errors: the limit is 5.43σ (5σ family-wise for 10 runs) on their difference."""
+    gaps = [0.0] * 9
+    path, wave, flux, at = pairs_at(tmp_path, "within.fits", gaps + [5.2])
+    with pytest.warns(observe_mod.InputWarning, match=r"10 repeated wavelengths"):
+        spectrum = observe_mod.read_spectrum(path)
+    assert np.array_equal(spectrum.wave_aa, wave)
+    assert spectrum.flux[at[-1]] == pytest.approx(flux[at[-1]] + 5.2 * math.sqrt(2) * 0.01 / 2, abs=1e-12)
+    path, *_ = pairs_at(tmp_path, "beyond.fits", gaps + [5.7])
+    with pytest.raises(UserError, match=r"beyond\.fits: 1 of 10 repeated wavelengths disagree beyond the noise "
+                                        r"\(worst 6240 Å: fluxes [\d.]+, [\d.]+, 5\.7σ apart; limit 5\.43σ for "
+                                        r"10 repeats; σ from column 'ivar'\)"):
+        observe_mod.read_spectrum(path)
+
+
+def test_repeats_without_errors_use_the_local_der_snr_noise(tmp_path):
+    """No errors: σ of each member is √2 × the DER_SNR noise of the merged pixels around it.
+
+    An isolated pair with σ_DER ≈ σ (white noise) is refused when its difference exceeds
+    5·sqrt(σ_a² + σ_b²) = 10 σ_DER: 6σ apart merges, 16σ is refused, margins that cover the
+    scatter of a median over 101 pixels (σ_DER from 0.7σ to 1.3σ).
+    """
+    sigma = 0.01
+    path, *_ = pairs_at(tmp_path, "six.fits", [6 / math.sqrt(2)], sigma=sigma, ivar=False)
+    with pytest.warns(observe_mod.InputWarning, match=r"1 repeated wavelengths .*\(mean flux\)"):
+        observe_mod.read_spectrum(path)
+    path, *_ = pairs_at(tmp_path, "sixteen.fits", [16 / math.sqrt(2)], sigma=sigma, ivar=False)
+    with pytest.raises(UserError, match=r"1 of 1 repeated wavelengths disagree beyond the noise .*limit 5\.00σ for 1 "
+                                        r"repeats; σ from the DER_SNR noise of the 101 pixels around it"):
+        observe_mod.read_spectrum(path)
+
+
+@pytest.mark.parametrize("with_ivar", [True, False], ids=["ivar", "der_snr"])
+def test_two_genuine_exposures_of_every_pixel_are_merged(tmp_path, with_ivar):
+    """Every wavelength measured twice with independent noise (8,500 runs): no run is refused.
+
+    With exact errors each run's χ² is χ²(1), and the family-wise limit 6.53σ is exceeded by
+    chance with probability 5.7e-7; without errors the DER_SNR estimate of the merged pixels
+    times √2 is the σ of one exposure, so the same holds to the estimate's accuracy.
+    """
+    wave, _, truth = native_spectrum()
+    rng = np.random.default_rng(7)
+    sigma = truth / 400.0
+    a, b = (truth + sigma * rng.standard_normal(wave.size) for _ in range(2))
+    columns = {"wave": np.repeat(wave, 2), "flux": np.column_stack([a, b]).ravel()}
+    if with_ivar:
+        columns["ivar"] = np.repeat(sigma**-2, 2)
+    Table(columns).write(tmp_path / "twice.fits")
+    with pytest.warns(observe_mod.InputWarning, match=r"8500 repeated wavelengths"):
+        spectrum = observe_mod.read_spectrum(tmp_path / "twice.fits")
+    assert np.array_equal(spectrum.wave_aa, wave)
+    assert np.allclose(spectrum.flux, (a + b) / 2, rtol=0, atol=1e-12)
+
+
+def test_a_flagged_repeat_carries_no_weight_and_is_not_compared(tmp_path):
+    """A repeat with ivar 0 and any flux (here NaN) leaves its partner's value, unchallenged."""
+    path, wave, flux, at = pairs_at(tmp_path, "flag.fits", [0.0])
+    table = Table.read(path)
+    repeat = int(np.flatnonzero(np.diff(table["wave"]) == 0)[0]) + 1
+    table["flux"][repeat], table["ivar"][repeat] = np.nan, 0.0
+    table.write(tmp_path / "flagged.fits")
+    with pytest.warns(observe_mod.InputWarning):
+        spectrum = observe_mod.read_spectrum(tmp_path / "flagged.fits")
+    assert spectrum.flux[at[0]] == flux[at[0]] and spectrum.ivar[at[0]] == 1e4
