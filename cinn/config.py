@@ -155,6 +155,14 @@ class DataConfig:
     subset_seed : int
         Seed of that permutation; independent of ``train.seed``, so seeds of one fraction
         train on the same spectra.
+    nuisance_depth_sigma, nuisance_macro_max_kms, nuisance_tilt_max, nuisance_rv_sigma_kms : float
+        With continuous S/N, perturb every training example before its noise, one draw each
+        (:class:`augment.nuisance.NuisancePrior`): line depths 1 - F -> a (1 - F) with
+        a = 1 + depth_sigma N(0, 1) (clipped at 3 sigma); isotropic Gaussian macroturbulence
+        zeta ~ U(0, macro_max) km/s; continuum tilt t ~ U(-tilt_max, tilt_max) across each arm
+        (fraction); radial-velocity residual v ~ N(0, rv_sigma) km/s. The network then learns
+        posteriors that marginalise over these differences between a grid and a real star
+        (docs/benchmarks/misspecification.md). 0 switches one off.
     """
 
     shuffle_buffer_chunks: int = setting(32, gt=0)
@@ -165,6 +173,21 @@ class DataConfig:
     prefetch_batches: int = setting(4, min=0)
     train_fraction: float = setting(1.0, gt=0, max=1)
     subset_seed: int = 0
+    nuisance_depth_sigma: float = setting(0.0, min=0, lt=0.3)
+    nuisance_macro_max_kms: float = setting(0.0, min=0, max=30, unit=" km/s")
+    nuisance_tilt_max: float = setting(0.0, min=0, lt=0.2)
+    nuisance_rv_sigma_kms: float = setting(0.0, min=0, max=30, unit=" km/s")
+
+    def __post_init__(self):
+        if self.nuisance_prior().active and not self.continuous_snr:
+            raise ConfigError("continuous_snr", "the nuisance_* perturbations need continuous_snr = true "
+                              "(they act on the clean flux before the noise)")
+
+    def nuisance_prior(self):
+        """The :class:`augment.nuisance.NuisancePrior` of the ``nuisance_*`` keys."""
+        from augment.nuisance import NuisancePrior
+        return NuisancePrior(self.nuisance_depth_sigma, self.nuisance_macro_max_kms, self.nuisance_tilt_max,
+                             self.nuisance_rv_sigma_kms)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import zarr
 
+from augment.nuisance import NuisancePrior, perturb
 from augment.store import OBSERVED_SCHEMA, STATUS_DONE, TRAIN_SCHEMA, open_augment_store
 from gridgen.core.errors import UserError
 from gridgen.core.storeio import read_array
@@ -209,6 +210,10 @@ class BatchStream:
         (:class:`cinn.standardize.Standardization`). If given, draw a log-uniform S/N in the
         store's range per example and noise ``flux_clean`` on the fly with augment's eq. (1),
         per-pixel S/N = S/N / k, instead of reading ``flux``.
+    nuisance : augment.nuisance.NuisancePrior or None
+        With continuous S/N, perturb each clean flux by one draw of this prior (line depths,
+        macroturbulence, continuum tilt, radial velocity; :mod:`augment.nuisance`) before
+        the noise, so that training sees the differences between grid and observed spectra.
 
     Yields
     ------
@@ -219,12 +224,14 @@ class BatchStream:
     """
 
     def __init__(self, group: zarr.Group, info: StoreInfo, rows: np.ndarray, batch_size: int,
-                 buffer_chunks: int, rng: np.random.Generator, noise_scale: np.ndarray | None = None):
+                 buffer_chunks: int, rng: np.random.Generator, noise_scale: np.ndarray | None = None,
+                 nuisance: NuisancePrior | None = None):
         self.group, self.info, self.batch_size = group, info, batch_size
         self.chunks = chunks_of(np.sort(rows), info.chunk_spec)
         self.buffer_chunks = buffer_chunks
         self.rng = rng
         self.noise_scale = noise_scale
+        self.nuisance = nuisance if nuisance is not None and nuisance.active else None
 
     def _fill(self, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Read whole chunks; return examples (flux, snr, row), one per (spectrum, S/N)."""
@@ -241,6 +248,10 @@ class BatchStream:
                 clean = read_rows(self.group["flux_clean"], chunk_rows, self.info.chunk_spec)
                 check_finite(clean, chunk_rows, self.info.path)
                 clean = np.repeat(clean, n_snr, axis=0)
+                if self.nuisance is not None:
+                    generator = torch.Generator().manual_seed(int(self.rng.integers(2**62)))
+                    draw = self.nuisance.draw(clean.shape[0], generator, torch.device("cpu"))
+                    clean = perturb(torch.from_numpy(clean), self.info.wave_aa, draw).numpy()
                 log_lo, log_hi = np.log10(self.info.snr.min()), np.log10(self.info.snr.max())
                 snr = 10.0 ** self.rng.uniform(log_lo, log_hi, clean.shape[0])
                 # augment's eq. (1) with per-pixel S/N_i = S/N / k_i, sigma_i = f_i k_i / S/N, drawn
@@ -327,6 +338,8 @@ class ResidentBatches:
         law of :func:`augment.noise.add_noise`; otherwise the stored realisations are used.
     dtype : torch.dtype
         Storage of the resident fluxes (float32 or bfloat16); batches are float32.
+    nuisance : augment.nuisance.NuisancePrior or None
+        As in :class:`BatchStream` (continuous S/N only), drawn from the device generator.
 
     Yields
     ------
@@ -341,8 +354,10 @@ class ResidentBatches:
 
     def __init__(self, group: zarr.Group, info: StoreInfo, rows: np.ndarray, batch_size: int,
                  device: torch.device, seed: int, noise_scale: np.ndarray | None = None,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, nuisance: NuisancePrior | None = None):
         rows = np.sort(rows)
+        self.wave_aa = info.wave_aa
+        self.nuisance = nuisance if nuisance is not None and nuisance.active and noise_scale is not None else None
         self.batch_size, self.device = batch_size, device
         self.continuous = noise_scale is not None
         levels = 1 if self.continuous else info.snr.size
@@ -372,6 +387,8 @@ class ResidentBatches:
         levels = self.flux.shape[1]
         spec, level = take // levels, take % levels
         flux = self.flux[spec, level].float()
+        if self.nuisance is not None:
+            flux = perturb(flux, self.wave_aa, self.nuisance.draw(take.numel(), self.generator, self.device))
         if self.continuous:
             lo, hi = self.log_snr_range
             u = torch.rand(take.numel(), generator=self.generator, device=self.device, dtype=torch.float64)

@@ -405,7 +405,7 @@ def epoch_batches(group, info: StoreInfo, rows: np.ndarray, config: CinnConfig, 
         yield iter(resident)
         return
     stream = BatchStream(group, info, rows, config.train.batch_size, config.data.shuffle_buffer_chunks,
-                         np.random.default_rng([seed, epoch]), noise_scale)
+                         np.random.default_rng([seed, epoch]), noise_scale, config.data.nuisance_prior())
     if config.data.prefetch_batches == 0:
         yield iter(stream)
         return
@@ -539,7 +539,8 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     noise_scale = stats.noise_scale if config.data.continuous_snr else None
     # The epoch's generator is re-seeded in epoch_batches; the seed given here is never used.
     resident = (ResidentBatches(group, info, train_rows, tc.batch_size, device, tc.seed, noise_scale,
-                                _RESIDENT_DTYPES[config.data.resident_dtype]) if on_device else None)
+                                _RESIDENT_DTYPES[config.data.resident_dtype], config.data.nuisance_prior())
+                if on_device else None)
     val_resident = (resident_validation(group, info, val_rows, config.data.val_max_spectra, device)
                     if on_device else None)
     losses = torch.compile(batch_losses) if tc.compile else batch_losses
