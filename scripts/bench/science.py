@@ -132,6 +132,12 @@ def train_and_evaluate(args, name: str, base: Path | None, fraction: float, seed
         (model / "train_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
         run([py, "-m", "cinn", "evaluate", str(model), str(train_store), "--split", "test", "--report", str(report),
              "--samples", str(args.samples), "--saliency-spectra", "0", "--jobs", threads, "--quiet"], log)
+    # The same model without its width calibration (calibration.json, fitted on the validation split).
+    raw_report = model / "test-report-uncalibrated"
+    if (model / "calibration.json").exists() and not (raw_report / "report.json").exists():
+        run([py, "-m", "cinn", "evaluate", str(model), str(train_store), "--split", "test", "--report",
+             str(raw_report), "--samples", str(args.samples), "--saliency-spectra", "0", "--jobs", threads,
+             "--no-calibration", "--quiet"], log)
     meta = json.loads((model / "model.json").read_text())
     history = read_csv(model / "history.csv")
     steps_per_epoch = int(json.loads(config.read_text())["train"]["batches_per_epoch"])
@@ -140,6 +146,10 @@ def train_and_evaluate(args, name: str, base: Path | None, fraction: float, seed
     return {"name": name, "fraction": fraction, "seed": seed, "model": model,
             "n_train": int(meta["training_store"]["n_train"]),
             "metrics": read_csv(report / "metrics.csv"), "baseline": read_csv(report / "baseline.csv"),
+            "ranks": read_csv(report / "calibration_ranks.csv"),
+            "metrics_raw": read_csv(raw_report / "metrics.csv") if (raw_report / "metrics.csv").exists() else None,
+            "ranks_raw": (read_csv(raw_report / "calibration_ranks.csv")
+                          if (raw_report / "calibration_ranks.csv").exists() else None),
             "epochs": len(history), "best_val": min(float(h["val_ml"]) for h in history),
             "late_max": max(late) if late else math.nan,
             "finite": all(math.isfinite(float(h["train_ml"])) for h in history),
@@ -249,6 +259,54 @@ def curve_tables(results: list[dict], curve_snr: list[float]) -> list[str]:
     return lines + [""]
 
 
+def coverage_cells(runs: list[dict], key: str, s: float, targets: list[str]) -> str:
+    """Mean over seeds and targets of the 68 and 95 % coverage at S/N ``s``, and the worst target's."""
+    cells = []
+    for nominal, col in ((0.68, "coverage68"), (0.95, "coverage95")):
+        per_target = np.array([np.mean([value(r[key], s, t, col) for r in runs]) for t in targets])
+        worst = int(np.nanargmax(np.abs(per_target - nominal)))
+        cells.append(f"{np.nanmean(per_target):.2f} ({targets[worst]} {per_target[worst]:.2f})")
+    return " | ".join(cells)
+
+
+def rank_chi2_mean(runs: list[dict], key: str, s: float, targets: list[str]) -> float:
+    """SBC rank-histogram chi-square (10 bins, 9 d.o.f.) at S/N ``s``, mean over seeds and targets."""
+    values = [float(r["chi2"]) for run in runs for r in run[key]
+              if float(r["snr"]) == s and r["target"] in targets and r["bin"] == "0"]
+    return float(np.mean(values)) if values else math.nan
+
+
+def calibration_tables(results: list[dict]) -> list[str]:
+    """Coverage of the 68 / 95 % intervals and SBC chi-square, without and with the width calibration."""
+    with_raw = [r for r in results if r["metrics_raw"] is not None]
+    if not with_raw:
+        return []
+    targets = list(dict.fromkeys(r["target"] for r in with_raw[0]["metrics"]))
+    levels = sorted({float(r["snr"]) for r in with_raw[0]["metrics"]})
+    lines = ["### Calibration on the test split: uncalibrated network → width calibration (fitted on the "
+             "validation split)", "",
+             "Each cell: coverage of the central interval, mean over the targets and seeds (in brackets the "
+             f"target furthest from nominal); SBC χ² of the rank histograms (10 bins: 9 ± 4.2 when calibrated), "
+             f"mean over targets and seeds. Targets: {', '.join(targets)}.", "",
+             "| model | N train | S/N | 68 % before | 68 % after | 95 % before | 95 % after | χ² before | χ² after |"
+             " max |σ after / σ before - 1| |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    names = list(dict.fromkeys(r["name"] for r in with_raw))
+    for name in names:
+        for f in sorted({r["fraction"] for r in with_raw}):
+            runs = [r for r in with_raw if r["name"] == name and r["fraction"] == f]
+            for s in levels:
+                before = coverage_cells(runs, "metrics_raw", s, targets).split(" | ")
+                after = coverage_cells(runs, "metrics", s, targets).split(" | ")
+                ratio = [abs(np.mean([value(r["metrics"], s, t, "sigma") for r in runs])
+                             / np.mean([value(r["metrics_raw"], s, t, "sigma") for r in runs]) - 1)
+                         for t in KEY_TARGETS if t in targets]
+                lines.append(f"| `{name}` | {runs[0]['n_train']} | {s:g} | {before[0]} | {after[0]} | {before[1]} | "
+                             f"{after[1]} | {rank_chi2_mean(runs, 'ranks_raw', s, targets):.1f} | "
+                             f"{rank_chi2_mean(runs, 'ranks', s, targets):.1f} | {max(ratio):.3f} |")
+    return lines + [""]
+
+
 def stability_table(results: list[dict]) -> list[str]:
     lines = ["### Training runs", "",
              f"| model | N train | seed | epochs | best val. ML (nats) | max batch ML after step {WARMUP_STEPS_IGNORED} "
@@ -311,6 +369,7 @@ def main(argv=None) -> int:
               "its σ those with no accepted sample).", ""]
     lines = header + main_table(first, levels, targets) + [""] + curve_tables(results, [float(s) for s in
                                                                                          args.curve_snr.split(",")])
+    lines += calibration_tables(results)
     lines += stability_table(results)
     text = "\n".join(lines)
     print(text)
