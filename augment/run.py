@@ -7,6 +7,9 @@ set by the unit size, never by the grid size. The parent process marks a unit's 
 (``status``) after the worker has written them. Results do not depend on ``jobs``: the draws
 are seeded per (seed, spectrum, S/N) and the batches the FFTs see are the output chunks.
 
+At most ``min(jobs, usable cores, units of work)`` workers are started
+(:func:`gridgen.core.workers.worker_count`, one warning line when fewer than ``jobs``).
+
 Two live runs on one training store never compute the same chunk: the parent takes the lease
 (:mod:`gridgen.lease`) of every ``flux`` chunk before a worker computes it and releases it only
 after marking the chunk done, re-reading ``status`` under the lease (the other run may have
@@ -33,6 +36,7 @@ from gridgen.core.errors import UserError
 from gridgen.core.progress import progress as progress_bar
 from gridgen.core.provenance import run_context
 from gridgen.core.storeio import read_array
+from gridgen.core.workers import usable_cores, worker_count
 from gridgen.core.codes import STATUS_OK
 from gridgen.core.identity import short
 from gridgen.store import content_fingerprint as grid_content_fingerprint
@@ -209,7 +213,10 @@ def _resume(out_path: Path, grid, config: AugmentConfig, rows: np.ndarray, grid_
 
 def _fill(out, out_path: Path, in_path: Path, config: AugmentConfig, grid_chunk: int, n_wave: int, jobs: int,
           progress: bool, lease_stale_s: float) -> tuple[int, dict[int, str]]:
-    """Compute the pending chunks of ``out`` with ``jobs`` workers, each under its lease.
+    """Compute the pending chunks of ``out`` with up to ``jobs`` workers, each under its lease.
+
+    Never more workers than usable cores or units of work (one warning line when that is fewer
+    than ``jobs``; :func:`gridgen.core.workers.worker_count`).
 
     Returns
     -------
@@ -219,16 +226,17 @@ def _fill(out, out_path: Path, in_path: Path, config: AugmentConfig, grid_chunk:
     """
     chunk = int(out.attrs["chunk_spectra"])
     n_rows = out["status"].shape[0]
-    units = _pending_units(out, out_path, grid_chunk, n_wave, jobs)
+    units = _pending_units(out, out_path, grid_chunk, n_wave, min(jobs, usable_cores()))
+    workers = worker_count(jobs, len(units))
     counts = {"computed": 0}
     leased: dict[int, str] = {}
     with progress_bar(total=sum(stop - start for start, stop in units), unit="spectrum",
                       bars=progress, desc="augment") as bar:
-        _fill_units(out, out_path, in_path, config, units, jobs, lease_stale_s, counts, leased, bar)
+        _fill_units(out, out_path, in_path, config, units, workers, lease_stale_s, counts, leased, bar)
         # Look once more at chunks another run held: it may have finished or died meanwhile.
         again = [(number * chunk, min((number + 1) * chunk, n_rows)) for number in sorted(leased)]
         leased.clear()
-        _fill_units(out, out_path, in_path, config, again, jobs, lease_stale_s, counts, leased, bar)
+        _fill_units(out, out_path, in_path, config, again, workers, lease_stale_s, counts, leased, bar)
     return counts["computed"], leased
 
 
@@ -268,7 +276,8 @@ def _fill_units(out, out_path: Path, in_path: Path, config: AugmentConfig, units
             for start, stop in runs:
                 yield delayed(_augment_unit)(str(in_path), str(out_path), config.to_dict(), start, stop)
 
-    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(leased_tasks())
+    results = Parallel(n_jobs=worker_count(jobs, len(units), warn=False),
+                       return_as="generator_unordered")(leased_tasks())
     try:
         for start, stop in results:
             _mark_done(out, out_path, start, stop)

@@ -6,13 +6,18 @@ fixture directory) and the output location (the test's own directory).
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pytest
+import zarr
 from astropy.table import Table
 
+import augment.run
 from augment.cli import main
 from badinput import assert_rejected
 from test_augment_cli import ARM_TOML as GRID_ARM_TOML
@@ -174,3 +179,30 @@ CASES = [
 def test_bad_input_is_one_line_and_changes_nothing(world, tmp_path, capsys, argv_of, match):
     out = tmp_path / "out.zarr"
     assert_rejected(capsys, main, argv_of(world, out), watch=[world, tmp_path], match=match)
+
+
+def test_jobs_beyond_the_cores_and_units_start_no_more_workers_and_warn_once(world, tmp_path, capsys,
+                                                                            monkeypatch):
+    pools = []
+
+    class RecordingParallel(joblib.Parallel):  # the real pool, recording its size
+        def __init__(self, n_jobs=None, **kwargs):
+            pools.append(n_jobs)
+            super().__init__(n_jobs=n_jobs, **kwargs)
+
+    monkeypatch.setattr(augment.run, "Parallel", RecordingParallel)
+    out = tmp_path / "train.zarr"
+    capsys.readouterr()
+    assert main([str(a) for a in run_args(world, out, "--jobs", "1000")]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if " WARNING " in line]
+    assert len(warnings) == 1, err
+    found = re.search(r"--jobs 1000: running (\d+) task\(s\) at a time: this process may use (\d+) core\(s\) "
+                      r"and has (\d+) task\(s\) to run$", warnings[0])
+    workers, cores, tasks = map(int, found.groups())
+    assert cores == len(os.sched_getaffinity(0)) and workers == min(cores, tasks)
+    assert pools and pools[0] == workers and max(pools) <= workers, pools
+    # The store does not depend on the number of workers.
+    reference, made = zarr.open_group(str(world / "train.zarr"), mode="r"), zarr.open_group(str(out), mode="r")
+    for name in ("flux", "flux_clean", "labels", "status"):
+        np.testing.assert_array_equal(made[name][:], reference[name][:], err_msg=name)

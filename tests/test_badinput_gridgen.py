@@ -1,14 +1,20 @@
 """Bad-input corpus of `python -m gridgen run/info/verify`: one line, exit 1, nothing
 written or modified (tests/badinput.py)."""
 
+import contextlib
+import io
+import os
+import re
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pytest
 import zarr
 
 from badinput import assert_rejected
 from gridgen.cli import main
+from gridgen.core.errors import run_cli
 
 GRIDS = Path(__file__).resolve().parent.parent / "grids"
 
@@ -82,3 +88,42 @@ def test_resuming_with_another_toml_is_refused(engine, files, capsys):
     run_grid(files / "a.toml", files / "g.zarr", create_only=True, progress=False)
     assert_rejected(capsys, main, ["run", files / "b.toml", "--out", files / "g.zarr"],
                     watch=[files], match="another grid definition")
+
+
+# ---------------------------------------------------------------- a real store
+
+@pytest.fixture(scope="module")
+def made(engine, tmp_path_factory):
+    """A 3-spectrum grid store made by ``gridgen run --jobs 1000`` (two chunks of 2 and 1), with
+    the run's stderr and the worker counts its joblib pools were started with."""
+    folder = tmp_path_factory.mktemp("made")
+    text = (GRIDS / "demo.toml").read_text()
+    text = re.sub(r"n_spectra = \d+", "n_spectra = 3", text).replace("chunk_spectra = 4", "chunk_spectra = 2")
+    text = text.replace("windows_aa = [[5150.0, 5740.0], [6090.0, 6800.0]]", "windows_aa = [[5524.0, 5532.0]]")
+    (folder / "grid.toml").write_text(text)
+    pools = []
+
+    class RecordingParallel(joblib.Parallel):  # the real pool, recording its size
+        def __init__(self, n_jobs=None, **kwargs):
+            pools.append(n_jobs)
+            super().__init__(n_jobs=n_jobs, **kwargs)
+
+    stderr = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(stderr):
+        patch.setattr(joblib, "Parallel", RecordingParallel)
+        rc = run_cli(main, ["run", str(folder / "grid.toml"), "--out", str(folder / "g.zarr"),
+                            "--jobs", "1000", "--no-progress"])
+    assert rc == 0, stderr.getvalue()
+    return folder / "g.zarr", stderr.getvalue(), pools
+
+
+def test_jobs_beyond_the_cores_and_chunks_start_no_more_workers_and_warn_once(made):
+    store, stderr, pools = made
+    workers = min(len(os.sched_getaffinity(0)), 2)  # this process's cores; 2 chunks to compute
+    assert pools == ([workers] if workers > 1 else []), pools  # one worker: no pool at all
+    warnings = [line for line in stderr.splitlines() if " WARNING " in line]
+    assert len(warnings) == 1, stderr
+    assert warnings[0].endswith(f"--jobs 1000: running {workers} task(s) at a time: this process may use "
+                                f"{len(os.sched_getaffinity(0))} core(s) and has 2 task(s) to run")
+    assert "Traceback" not in stderr
+    assert run_cli(main, ["verify", str(store)]) == 0
