@@ -49,7 +49,7 @@ from gridgen.core.errors import UserError
 from gridgen.core.provenance import sha256_bytes, sha256_file
 from gridgen.runner import grid_provenance
 from gridgen.sampling import assign_split, sample_parameters
-from gridgen.store import create_grid_store, open_grid_store, status_counts, write_spectrum
+from gridgen.store import create_grid_store, open_grid_store, record_provenance, status_counts, write_spectrum
 
 PARAMETER_FILE = "synthetic_spectra_parameters"
 CONFIG_FILE = "synthetic_spectra_generation_configuration.cfg"
@@ -550,7 +550,7 @@ def import_tsfitpy(folder: str | Path, grid_toml: str | Path, out: str | Path,
             note = "; ".join(f"{el} in LTE: TSFitPy header says LTE" for el in lte)
             write_spectrum(group, i, spec.flux_norm[index].astype(np.float32), note=note)
         provenance = _provenance(config, engine, provider, folder, table_path, spec_sha256, nlte_flags)
-        group.attrs["provenance"] = provenance
+        record_provenance(group, provenance)
         _reconsolidate(tmp)
         os.rename(tmp, out)
     except BaseException:
