@@ -43,6 +43,11 @@ def world(tmp_path_factory) -> Path:
     damaged = shutil.copytree(grid, root / "damaged.zarr")
     chunk = sorted(p for p in (damaged / "flux").rglob("*") if p.is_file() and p.name != "zarr.json")[0]
     chunk.write_bytes(chunk.read_bytes()[:20])
+    # Labels are written once, finite, when gridgen or augment creates a store: these were edited since.
+    for name, (row, col), value in (("nan-label.zarr", (2, 2), np.nan), ("inf-label.zarr", (5, 3), np.inf)):
+        zarr.open_group(str(shutil.copytree(grid, root / name)), mode="r+")["labels"][row, col] = value
+    train_nan = shutil.copytree(root / "train.zarr", root / "train-nan-label.zarr")
+    zarr.open_group(str(train_nan), mode="r+")["labels"][0, 2] = np.nan
     (root / "notes.txt").write_text("not a store\n")
     (root / "unknown.toml").write_text(GRID_ARM_TOML + "colour = 'blue'\n")
     (root / "badtype.toml").write_text(GRID_ARM_TOML.replace("seed = 11", 'seed = "eleven"'))
@@ -102,6 +107,15 @@ CASES = [
     ("run-no-ok-spectra", lambda w, o: run_args(w, o, grid="empty.zarr"), r"no spectra with status ok"),
     ("run-damaged-chunk", lambda w, o: run_args(w, o, grid="damaged.zarr"),
      r"damaged\.zarr: cannot read array 'flux' rows 0-\d"),
+    ("run-nan-label", lambda w, o: run_args(w, o, grid="nan-label.zarr"),
+     r"nan-label\.zarr: spectrum 2 \(status ok\) has label fe_h = nan; the grid store is damaged or was "
+     r"edited \(run `python -m gridgen verify .*nan-label\.zarr`\)"),
+    ("run-inf-label", lambda w, o: run_args(w, o, grid="inf-label.zarr"),
+     r"inf-label\.zarr: spectrum 5 \(status ok\) has label vmic = inf"),
+    ("resume-from-nan-label", lambda w, o: run_args(w, w / "train.zarr", grid="nan-label.zarr"),
+     r"spectrum 2 \(status ok\) has label fe_h = nan"),
+    ("resume-nan-label", lambda w, o: run_args(w, w / "train-nan-label.zarr"),
+     r"train-nan-label\.zarr: its labels differ from the grid store's and the drawn vbroad \(edited or damaged"),
     ("run-snr-zero", lambda w, o: run_args(w, o, "--snr-list", "10,0"), r"snr_list \(--snr-list\).*positive"),
     ("run-snr-text", lambda w, o: run_args(w, o, "--snr-list", "10,abc"), r"'abc' is not a number"),
     ("run-snr-nan", lambda w, o: run_args(w, o, "--snr-list", "nan"), r"positive number, got 'nan'"),
