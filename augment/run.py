@@ -7,6 +7,15 @@ set by the unit size, never by the grid size. The parent process marks a unit's 
 (``status``) after the worker has written them. Results do not depend on ``jobs``: the draws
 are seeded per (seed, spectrum, S/N) and the batches the FFTs see are the output chunks.
 
+Labels are checked before anything is written: a grid spectrum with status ok and a non-finite
+label is refused with one line naming it (gridgen writes labels once, finite; such a store was
+damaged or edited, which ``gridgen verify`` names), and so is resuming a training store whose
+labels are not the grid's with the drawn vbroad. Failed grid spectra are skipped, as gridgen
+recorded their failure.
+
+At most ``min(jobs, usable cores, units of work)`` workers are started
+(:func:`gridgen.core.workers.worker_count`, one warning line when fewer than ``jobs``).
+
 Two live runs on one training store never compute the same chunk: the parent takes the lease
 (:mod:`gridgen.lease`) of every ``flux`` chunk before a worker computes it and releases it only
 after marking the chunk done, re-reading ``status`` under the lease (the other run may have
@@ -33,6 +42,7 @@ from gridgen.core.errors import UserError
 from gridgen.core.progress import progress as progress_bar
 from gridgen.core.provenance import run_context
 from gridgen.core.storeio import read_array
+from gridgen.core.workers import usable_cores, worker_count
 from gridgen.core.codes import STATUS_OK
 from gridgen.core.identity import short
 from gridgen.store import content_fingerprint as grid_content_fingerprint
@@ -116,9 +126,10 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
     Raises
     ------
     UserError
-        Wrong grid schema, no ok spectra, arms not covered, ``out_path`` from another run, an
-        unreadable (damaged) chunk of either store. On any error a store this call created is
-        removed; a resumed store keeps its finished chunks. If another run creates ``out_path``
+        Wrong grid schema, no ok spectra, an ok spectrum with a non-finite label, arms not
+        covered, ``out_path`` from another run or with other labels, an unreadable (damaged)
+        chunk of either store. On any error a store this call created is removed; a resumed
+        store keeps its finished chunks. If another run creates ``out_path``
         while this one is creating it, this one resumes it.
     """
     in_path, out_path = Path(in_path), Path(out_path)
@@ -142,7 +153,9 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
     if "fe_h" not in label_names:
         raise UserError(f"{in_path}: label 'fe_h' missing (needed by the vbroad prior)")
     labels = read("labels")[rows]
+    _check_finite_labels(labels, rows, label_names, in_path)
     vbroad = sample_vbroad(labels[:, label_names.index("fe_h")], rows, config.vbroad_prior, config.seed)
+    train_labels = np.column_stack([labels, vbroad])
 
     grid_id = grid_identity(grid)
     grid_parent = {"path": str(in_path.resolve()), "definition": grid_id.get("definition"),
@@ -151,7 +164,7 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
                    "content_fingerprint": grid_content_fingerprint(grid)[0]}
     created = False
     if out_path.exists():
-        out = _resume(out_path, grid, config, rows, grid_parent)
+        out = _resume(out_path, grid, config, rows, train_labels, grid_parent)
     else:
         provenance = {
             "grid": grid.attrs.get("provenance", {}),
@@ -163,7 +176,7 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
             out = create_training_store(
                 out_path, grid=config.pixel_grid, medium=grid["wave"].attrs.get("medium", "air"),
                 snr=np.asarray(config.snr_list), snr_unit=config.snr_unit,
-                labels=np.column_stack([labels, vbroad]), label_names=label_names + ["vbroad"],
+                labels=train_labels, label_names=label_names + ["vbroad"],
                 label_units=list(grid.attrs["label_units"]) + ["km/s"], split=read("split")[rows],
                 source_index=rows, chunk_spectra=config.chunk_spectra, provenance=provenance,
                 identity=training_identity(config.to_dict(), CHAIN_NOTE, grid_parent))
@@ -175,7 +188,7 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
                 raise UserError(f"{out_path}: cannot create the store ({err.strerror or err})") from None
             # Another run created the same new store meanwhile (two runs started together):
             # resume it like any earlier run's store; finished chunks are never recomputed.
-            out = _resume(out_path, grid, config, rows, grid_parent)
+            out = _resume(out_path, grid, config, rows, train_labels, grid_parent)
 
     try:
         n_computed, leased = _fill(out, out_path, in_path, config, grid["flux"].chunks[0], wave.size, jobs,
@@ -190,8 +203,25 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
     return AugmentSummary(int(rows.size), n_computed, n_skipped, not created, leased)
 
 
-def _resume(out_path: Path, grid, config: AugmentConfig, rows: np.ndarray, grid_parent: dict):
-    """Open an existing training store for resuming; UserError unless it comes from this grid and config.
+def _check_finite_labels(labels: np.ndarray, rows: np.ndarray, label_names: list[str], source: Path) -> None:
+    """UserError naming the first ok grid spectrum with a NaN or infinite label, and the label.
+
+    Refused rather than skipped: gridgen writes every label once, finite, when it creates the
+    store, so a non-finite one means the store was damaged or edited since, not that a
+    spectrum failed (gridgen records those as failed, and they are skipped here as not ok).
+    """
+    bad_row, bad_col = np.nonzero(~np.isfinite(labels))
+    if bad_row.size:
+        row, col = int(bad_row[0]), int(bad_col[0])
+        raise UserError(f"{source}: spectrum {int(rows[row])} (status ok) has label "
+                        f"{label_names[col]} = {labels[row, col]}; the grid store is damaged or was "
+                        f"edited (run `python -m gridgen verify {source}`)")
+
+
+def _resume(out_path: Path, grid, config: AugmentConfig, rows: np.ndarray, labels: np.ndarray,
+            grid_parent: dict):
+    """Open an existing training store for resuming; UserError unless it comes from this grid and config
+    and holds the ``labels`` (grid labels and drawn vbroad) this run would write.
 
     A store that records its grid's content fingerprint is refused when the grid content differs,
     with both fingerprints named.
@@ -204,12 +234,19 @@ def _resume(out_path: Path, grid, config: AugmentConfig, rows: np.ndarray, grid_
                         f"now has content {short(grid_parent['content_fingerprint'])}; resuming would mix "
                         f"two grid versions; choose another --out")
     _check_resumable(out, out_path, grid, config, rows)
+    # Labels are written once, at creation: a NaN or any other edit since would be trained on.
+    if not np.array_equal(read_array(out["labels"]), labels):
+        raise UserError(f"{out_path}: its labels differ from the grid store's and the drawn vbroad (edited or "
+                        f"damaged since it was made); choose another --out")
     return out
 
 
 def _fill(out, out_path: Path, in_path: Path, config: AugmentConfig, grid_chunk: int, n_wave: int, jobs: int,
           progress: bool, lease_stale_s: float) -> tuple[int, dict[int, str]]:
-    """Compute the pending chunks of ``out`` with ``jobs`` workers, each under its lease.
+    """Compute the pending chunks of ``out`` with up to ``jobs`` workers, each under its lease.
+
+    Never more workers than usable cores or units of work (one warning line when that is fewer
+    than ``jobs``; :func:`gridgen.core.workers.worker_count`).
 
     Returns
     -------
@@ -219,16 +256,17 @@ def _fill(out, out_path: Path, in_path: Path, config: AugmentConfig, grid_chunk:
     """
     chunk = int(out.attrs["chunk_spectra"])
     n_rows = out["status"].shape[0]
-    units = _pending_units(out, out_path, grid_chunk, n_wave, jobs)
+    units = _pending_units(out, out_path, grid_chunk, n_wave, min(jobs, usable_cores()))
+    workers = worker_count(jobs, len(units))
     counts = {"computed": 0}
     leased: dict[int, str] = {}
     with progress_bar(total=sum(stop - start for start, stop in units), unit="spectrum",
                       bars=progress, desc="augment") as bar:
-        _fill_units(out, out_path, in_path, config, units, jobs, lease_stale_s, counts, leased, bar)
+        _fill_units(out, out_path, in_path, config, units, workers, lease_stale_s, counts, leased, bar)
         # Look once more at chunks another run held: it may have finished or died meanwhile.
         again = [(number * chunk, min((number + 1) * chunk, n_rows)) for number in sorted(leased)]
         leased.clear()
-        _fill_units(out, out_path, in_path, config, again, jobs, lease_stale_s, counts, leased, bar)
+        _fill_units(out, out_path, in_path, config, again, workers, lease_stale_s, counts, leased, bar)
     return counts["computed"], leased
 
 
@@ -268,7 +306,8 @@ def _fill_units(out, out_path: Path, in_path: Path, config: AugmentConfig, units
             for start, stop in runs:
                 yield delayed(_augment_unit)(str(in_path), str(out_path), config.to_dict(), start, stop)
 
-    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(leased_tasks())
+    results = Parallel(n_jobs=worker_count(jobs, len(units), warn=False),
+                       return_as="generator_unordered")(leased_tasks())
     try:
         for start, stop in results:
             _mark_done(out, out_path, start, stop)

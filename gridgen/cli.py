@@ -84,8 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("store")
     info.add_argument("--json", action="store_true", help="print the full provenance as JSON")
 
-    verify = commands.add_parser("verify", help="check schema and every flux checksum; "
-                                 "exit 1 on any mismatch")
+    verify = commands.add_parser("verify", help="check layout, attributes and metadata against "
+                                 "the store's creation record, identity, splits and labels against "
+                                 "its grid TOML, and every flux checksum; exit 1 on any mismatch")
     verify.add_argument("store")
 
     _add_tsfitpy_parsers(commands)
@@ -375,6 +376,7 @@ _VERIFY_SHOWN = 20
 
 def _cmd_verify(args) -> int:
     from gridgen.core.identity import short
+    from gridgen.core.integrity import ATTRIBUTE
     from gridgen.store import content_fingerprint, open_grid_store, verify_grid_store
 
     problems = verify_grid_store(args.store)
@@ -383,10 +385,14 @@ def _cmd_verify(args) -> int:
     if len(problems) > _VERIFY_SHOWN:
         print(f"FAIL ... and {len(problems) - _VERIFY_SHOWN} more")
     if problems:
-        raise UserError(f"{args.store}: {len(problems)} problem(s) found")
-    print(f"{args.store}: OK (schema, every chunk, status/flux/checksum agreement and all checksums; "
-          f"content fingerprint {short(content_fingerprint(open_grid_store(args.store))[0])} "
-          f"matches the data)")
+        more = f" (and {len(problems) - 1} more problem(s), listed above)" if len(problems) > 1 else ""
+        raise UserError(f"{args.store}: {problems[0]}{more}")
+    group = open_grid_store(args.store)
+    record = ("attributes, metadata, wavelengths, labels and splits as created"
+              if ATTRIBUTE in group.attrs else "no creation record (made before they were kept)")
+    print(f"{args.store}: OK (schema, layout, every chunk; {record}; identity, splits and labels against "
+          f"the recorded grid TOML; status/flux/checksum agreement and all checksums; content "
+          f"fingerprint {short(content_fingerprint(group)[0])} matches the data)")
     return 0
 
 

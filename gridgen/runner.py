@@ -39,6 +39,7 @@ from gridgen.physics.labels import LABEL_NAMES, LABEL_UNITS
 from gridgen.core.codes import STATUS_NAMES
 from gridgen.core.errors import UserError
 from gridgen.core.progress import progress as progress_bar
+from gridgen.core.workers import worker_count
 from gridgen.physics.linelist import DEFAULT_CUT_MARGIN_AA
 from gridgen.core.provenance import run_context, sha256_file
 from gridgen.physics.priors import clip_fe_h_prior
@@ -444,7 +445,8 @@ def run_grid(
     out
         Store directory (created if missing, resumed if it holds the same grid).
     jobs
-        Local worker processes (joblib); ignored with Dask.
+        Local worker processes (joblib), capped at the usable cores and the chunks to compute
+        with one warning line (:func:`gridgen.core.workers.worker_count`); ignored with Dask.
     scheduler
         Address of a Dask scheduler (``tcp://host:port``); shorthand for
         ``dask=DaskTarget(scheduler=...)``.
@@ -535,7 +537,7 @@ def run_grid(
         # Look once more at chunks another run held: it may have finished or died meanwhile.
         skipped = [task for task in tasks if task.number in leased]
         leased = {}
-        for result in execute(run_chunk, skipped, jobs=jobs, client=client):
+        for result in execute(run_chunk, skipped, jobs=jobs, client=client, warn=False):
             computed += result["ok"] + result["failed"]
             if result["leased_by"]:
                 leased[result["chunk"]] = result["leased_by"]
@@ -594,7 +596,8 @@ class _StatusMonitor:
         self.bar.refresh()
 
 
-def execute(function, items: list, *, jobs: int = 1, client=None, ordered: bool = False):
+def execute(function, items: list, *, jobs: int = 1, client=None, ordered: bool = False,
+            warn: bool = True):
     """Yield ``function(item)`` for every item: in-process, on joblib processes, or on Dask.
 
     Parameters
@@ -604,12 +607,17 @@ def execute(function, items: list, *, jobs: int = 1, client=None, ordered: bool 
     items
         Its arguments, one per call.
     jobs
-        Local worker processes (joblib); ignored with ``client``.
+        Local worker processes (joblib) asked for; ignored with ``client``. At most
+        :func:`gridgen.core.workers.worker_count` of them are started (the usable cores, the
+        items), with one warning line when that is fewer (unless not ``warn``).
     client
         A connected ``distributed.Client`` (see :func:`dask_client`); a call whose worker died
         is run again, up to ``DASK_RETRIES`` times.
     ordered
         Yield in the order of ``items`` instead of as calls finish.
+    warn
+        Warn when fewer workers than ``jobs`` are started (a caller's second pass over a few
+        items says it once only).
     """
     if client is not None:
         from distributed import as_completed
@@ -620,7 +628,8 @@ def execute(function, items: list, *, jobs: int = 1, client=None, ordered: bool 
         for future in (futures if ordered else as_completed(futures)):
             yield future.result()
         return
-    if jobs == 1 or len(items) <= 1:
+    workers = worker_count(jobs, len(items), warn=warn)
+    if workers == 1:
         for item in items:
             yield function(item)
         return
@@ -628,6 +637,6 @@ def execute(function, items: list, *, jobs: int = 1, client=None, ordered: bool 
 
     # Turbospectrum is single-threaded; keep numpy in workers from oversubscribing cores.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    yield from Parallel(n_jobs=jobs, return_as="generator" if ordered else "generator_unordered")(
+    yield from Parallel(n_jobs=workers, return_as="generator" if ordered else "generator_unordered")(
         delayed(function)(item) for item in items
     )

@@ -35,7 +35,12 @@ chunk is the unit of work of one worker. Dimension names:
 SHA-256, engine and binary SHA-256s, line-list SHA-256s, atmosphere provider, solar mixture,
 NLTE settings, code version, host, creation time), ``split_rule`` (how ``split`` was assigned,
 :data:`gridgen.sampling.SPLIT_RULE`; stores made before it was recorded used a permutation of all
-rows, whose splits change when a grid grows, so they cannot be grown) and ``identity``.
+rows, whose splits change when a grid grows, so they cannot be grown), ``identity`` and
+``integrity``: the creation record (:mod:`gridgen.core.integrity`), SHA-256s of every other
+attribute, of every array's ``zarr.json`` and of the data written at creation (``wave``,
+``wavelength``, ``label``, ``labels``, ``split``), none of which changes once the store exists
+(stores made before it was recorded have none). A maker that learns the provenance only while
+filling sets it with :func:`record_provenance`.
 
 Identity (:mod:`gridgen.core.identity`; recorded at creation, derived from ``provenance`` for
 stores made before): ``definition`` (``name@version``), ``definition_sha256`` (the grid TOML's
@@ -50,12 +55,19 @@ since filling changes it: :func:`content_fingerprint` computes it from ``status`
 A store is created complete (all arrays, status pending) under a temporary name and renamed
 into place, so a failed creation leaves nothing behind; filling it is resumable. Every chunk file
 of ``labels``, ``status`` and ``split`` is written at creation (even where it holds only fill
-values; those arrays carry the attribute ``all_chunks_written``), so a missing one is a lost file; ``flux`` and ``checksum`` chunks exist once a spectrum
-of the chunk is ok (Zarr does not store all-fill chunks).
+values; those arrays carry the attribute ``all_chunks_written``), so a missing one is a lost
+file; ``flux`` and ``checksum`` chunks exist once a spectrum of the chunk is ok (Zarr does not
+store all-fill chunks).
 
-Consistency (what ``python -m gridgen verify`` checks): an ok spectrum has finite, non-negative
-flux, a checksum equal to :func:`flux_checksum` of it and no error text; a pending or failed one
-has NaN flux and no checksum; a failed one has an error text, a pending one none.
+Consistency (what ``python -m gridgen verify`` checks, :func:`verify_grid_store`): the layout
+above (arrays, dimensions, data types, chunking; :func:`open_grid_store`); the consolidated
+metadata against each array's own; the attributes, metadata and data written at creation against
+the creation record; the identity against the provenance and its grid TOML against the TOML's
+SHA-256; the spectra count, splits and labels against what the recorded TOML allows
+(:mod:`gridgen.definitioncheck`); every chunk file present and readable; and per spectrum: an ok
+spectrum has finite, non-negative flux, a checksum equal to :func:`flux_checksum` of it and no
+error text; a pending or failed one has NaN flux and no checksum; a failed one has an error
+text, a pending one none.
 
 Leases: while a run computes a chunk it holds ``.leases/chunk-<index>.json`` under the store
 directory (see :mod:`gridgen.lease`), so two runs on one store never compute the same chunk. The
@@ -70,27 +82,32 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from gridgen.core import integrity
 from gridgen.core.codes import SPLIT_NAMES, STATUS_FAILED, STATUS_NAMES, STATUS_OK, STATUS_PENDING
 from gridgen.core.errors import UserError
 from gridgen.core.identity import content_fingerprint as _rows_fingerprint
-from gridgen.core.identity import fingerprint_json
+from gridgen.core.identity import fingerprint_json, short
 from gridgen.core.provenance import sha256_bytes
 from gridgen.core.storeio import create_atomically, open_store
+from gridgen.definitioncheck import definition_problems, parse_definition, section
 from gridgen.sampling import SPLIT_RULE
 
 SCHEMA = "cinn4most.gridstore/1"
+#: Every array of the contract: its dimension names and data type ("string": Zarr v3 strings).
 _REQUIRED = {
-    "wave": ("wavelength",),
-    "flux": ("spectrum", "wavelength"),
-    "labels": ("spectrum", "label"),
-    "status": ("spectrum",),
-    "error": ("spectrum",),
-    "note": ("spectrum",),
-    "checksum": ("spectrum",),
-    "split": ("spectrum",),
+    "wave": (("wavelength",), "float64"),
+    "flux": (("spectrum", "wavelength"), "float32"),
+    "labels": (("spectrum", "label"), "float64"),
+    "status": (("spectrum",), "int8"),
+    "error": (("spectrum",), "string"),
+    "note": (("spectrum",), "string"),
+    "checksum": (("spectrum",), "string"),
+    "split": (("spectrum",), "int8"),
 }
 #: Per-spectrum arrays whose every chunk file exists from creation on.
 _WRITTEN_AT_CREATION = ("labels", "status", "split")
+#: Arrays whose data are written at creation and never change (their SHA-256s are recorded).
+_FIXED_ARRAYS = ("wave", "wavelength", "label", "labels", "split")
 #: Provenance sections that decide a grid store's spectra (with the TOML's SHA-256 and split rule).
 INPUT_SECTIONS = ("sampler", "engine", "linelists", "atmosphere", "solar_mixture", "nlte", "synthesis")
 #: Arrays copied row by row from an older store when a grid grows (``gridgen run --reuse``).
@@ -226,9 +243,27 @@ def create_grid_store(
             "split_rule": SPLIT_RULE,
             "identity": grid_identity(provenance, SPLIT_RULE, parents),
         })
+        _record_integrity(group)
 
     create_atomically(path, fill)
     return open_grid_store(path, mode="r+")
+
+
+def _record_integrity(group: zarr.Group) -> None:
+    """Record the SHA-256s of what never changes after creation (:mod:`gridgen.core.integrity`)."""
+    group.attrs[integrity.ATTRIBUTE] = integrity.creation_record(group.store.root, group, _FIXED_ARRAYS)
+
+
+def record_provenance(group: zarr.Group, provenance: dict) -> None:
+    """Set the provenance of a store still being made, with the identity and record it implies.
+
+    For makers that know the provenance only once the store is filled (``import-tsfitpy``
+    records the SHA-256s of the files it read); the store's parents are kept.
+    """
+    parents = store_identity(group).get("parents") or []
+    group.attrs.update({"provenance": provenance,
+                        "identity": grid_identity(provenance, group.attrs.get("split_rule"), parents)})
+    _record_integrity(group)
 
 
 def open_grid_store(path: str | Path, mode: str = "r") -> zarr.Group:
@@ -241,13 +276,17 @@ def open_grid_store(path: str | Path, mode: str = "r") -> zarr.Group:
     """
     group = open_store(path, (SCHEMA,), "grid store", mode)
     n_spec = None
-    for name, dims in _REQUIRED.items():
+    for name, (dims, dtype) in _REQUIRED.items():
         if name not in group:
             raise UserError(f"{path}: corrupt grid store, array {name!r} is missing")
         array = group[name]
         if tuple(array.metadata.dimension_names or ()) != dims:
             raise UserError(f"{path}: corrupt grid store, array {name!r} has dimensions "
                             f"{array.metadata.dimension_names}, expected {dims}")
+        found = "string" if array.dtype.kind in "OTU" else str(array.dtype)
+        if found != dtype:
+            raise UserError(f"{path}: corrupt grid store, array {name!r} has data type {found}, "
+                            f"expected {dtype}")
         if "spectrum" in dims:
             if n_spec is not None and array.shape[0] != n_spec:
                 raise UserError(f"{path}: corrupt grid store, array {name!r} has "
@@ -255,12 +294,35 @@ def open_grid_store(path: str | Path, mode: str = "r") -> zarr.Group:
             n_spec = array.shape[0]
     if group["flux"].shape[1] != group["wave"].shape[0]:
         raise UserError(f"{path}: corrupt grid store, flux and wave lengths differ")
+    _check_layout_attributes(path, group)
     return group
+
+
+def _check_layout_attributes(path: str | Path, group: zarr.Group) -> None:
+    """UserError unless ``label_names``, ``label_units`` and ``chunk_spectra`` fit the arrays."""
+    n_label = group["labels"].shape[1]
+    for name in ("label_names", "label_units"):
+        value = group.attrs.get(name)
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise UserError(f"{path}: corrupt grid store, attribute {name!r} is not a list of names")
+        if len(value) != n_label:
+            raise UserError(f"{path}: corrupt grid store, attribute {name!r} has {len(value)} entries "
+                            f"but array 'labels' has {n_label} columns")
+    chunk = group.attrs.get("chunk_spectra")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise UserError(f"{path}: corrupt grid store, attribute 'chunk_spectra' is {chunk!r}, not a "
+                        f"positive integer")
+    for name, (dims, _) in _REQUIRED.items():
+        array = group[name]
+        expected = (min(chunk, array.shape[0]),) + array.shape[1:]
+        if "spectrum" in dims and array.chunks != expected:
+            raise UserError(f"{path}: corrupt grid store, array {name!r} has chunks {array.chunks}, "
+                            f"expected {expected} (chunk_spectra spectra along spectrum only)")
 
 
 def grid_identity(provenance: dict, split_rule: str | None, parents=()) -> dict:
     """A grid store's recorded identity from its provenance (see the module docstring)."""
-    grid = provenance.get("grid") or {}
+    grid = section(provenance, "grid")
     inputs = {"definition_sha256": grid.get("toml_sha256"), "split_rule": split_rule,
               **{key: provenance.get(key) for key in INPUT_SECTIONS}}
     return {
@@ -333,16 +395,22 @@ def read_chunked(group: zarr.Group, name: str) -> tuple[np.ndarray, list[str]]:
     problems : list of str
         One line per unreadable chunk, naming the array and the spectrum range.
     """
+    values, unreadable = _read_by_chunk(group, name)
+    return values, [f"{name}: chunk of spectra {start}-{stop - 1} is unreadable ({reason})"
+                    for start, stop, reason in unreadable]
+
+
+def _read_by_chunk(group: zarr.Group, name: str) -> tuple[np.ndarray, list[tuple[int, int, str]]]:
+    """:func:`read_chunked`, with ``(start, stop, reason)`` of each unreadable chunk."""
     array = group[name]
-    parts, problems = [], []
+    parts, unreadable = [], []
     for start, stop in chunk_ranges(group):
         try:
             parts.append(array[start:stop])
         except Exception as exc:  # noqa: BLE001 - codecs raise RuntimeError, ValueError, ...
-            problems.append(f"{name}: chunk of spectra {start}-{stop - 1} is unreadable "
-                            f"({type(exc).__name__}: {str(exc)[:120]})")
+            unreadable.append((start, stop, f"{type(exc).__name__}: {str(exc)[:120]}"))
             parts.append(np.full((stop - start,) + array.shape[1:], array.fill_value, dtype=array.dtype))
-    return np.concatenate(parts), problems
+    return np.concatenate(parts), unreadable
 
 
 def status_counts(group: zarr.Group) -> dict[str, int]:
@@ -373,23 +441,30 @@ def missing_chunks(path: str | Path, group: zarr.Group, name: str) -> list[tuple
 
 
 def verify_grid_store(path: str | Path) -> list[str]:
-    """Check schema, readability, lost chunk files and that status, flux and checksum agree.
+    """Check a grid store against its contract, its creation record and its recorded definition.
 
-    Every chunk of every per-spectrum array is read (an unreadable one is a problem and the check
-    goes on), and every spectrum is checked against the consistency rules of the module
-    docstring; ok spectra's checksums are recomputed.
+    In order: the consolidated metadata and the creation record (:mod:`gridgen.core.integrity`:
+    every attribute and array ``zarr.json`` as created); the wavelengths; unreadable and lost
+    chunk files; the identity against the provenance (:func:`identity_problems`); the spectra
+    count, splits and labels against the recorded grid TOML
+    (:func:`gridgen.definitioncheck.definition_problems`); the data written at creation against
+    the record; then every spectrum against the consistency rules of the module docstring (ok
+    spectra's checksums are recomputed). Every chunk of every per-spectrum array is read; an
+    unreadable one is a problem and the check goes on.
 
     Returns
     -------
     list of str
         One line per problem kind and array; a kind with many spectra lists the first few
         and the count. Empty if the store is sound.
+
+    Raises
+    ------
+    UserError
+        If the path is not a grid store or breaks the contract's layout (:func:`open_grid_store`).
     """
-    try:
-        group = open_grid_store(path)
-    except UserError as exc:
-        return [str(exc)]
-    problems: list[str] = []
+    group = open_grid_store(path)
+    problems = integrity.consolidated_problems(path) + integrity.record_problems(path, group)
     try:
         wave = group["wave"][:]
     except Exception as exc:  # noqa: BLE001 - a corrupt chunk, reported like the others
@@ -397,28 +472,97 @@ def verify_grid_store(path: str | Path) -> list[str]:
     else:
         if not np.all(np.diff(wave) > 0):
             problems.append("wave is not strictly increasing")
-    values = {}
+    values, lost = {}, {}  # lost: array -> rows of its unreadable or missing chunks
     for name in ("status", "split", "error", "checksum", "labels"):
-        values[name], unreadable = read_chunked(group, name)
-        problems.extend(unreadable)
-    status = values["status"]
+        values[name], unreadable = _read_by_chunk(group, name)
+        problems += [f"{name}: chunk of spectra {start}-{stop - 1} is unreadable ({reason})"
+                     for start, stop, reason in unreadable]
+        lost[name] = [range(start, stop) for start, stop, _ in unreadable]
     # Stores made before every chunk was written at creation lack the marker: there a missing
     # all-fill chunk is normal, and a lost status chunk still shows as inconsistency below.
     for name in (n for n in _WRITTEN_AT_CREATION if group[n].attrs.get("all_chunks_written")):
         for start, stop in missing_chunks(path, group, name):
             problems.append(f"{name}: chunk file of spectra {start}-{stop - 1} is missing")
+            lost[name].append(range(start, stop))
+    status = values["status"]
     for name, needed_by in (("flux", STATUS_OK), ("checksum", STATUS_OK)):
         for start, stop in missing_chunks(path, group, name):
             if np.any(status[start:stop] == needed_by):
                 problems.append(f"{name}: chunk file of spectra {start}-{stop - 1} is missing, "
                                 f"but status says {STATUS_NAMES[needed_by]} spectra are in it")
+    known = np.ones(len(status), dtype=bool)  # rows whose labels and split were read
+    for rows in lost["labels"] + lost["split"]:
+        known[rows.start:rows.stop] = False
+    problems += identity_problems(group) + _definition_problems(group, values, known)
+    problems += integrity.data_problems(group, lambda name: None if lost.get(name) else
+                                        values[name] if name in values else _read_whole(group, name))
     if not np.isin(status, list(STATUS_NAMES)).all():
         problems.append("status holds unknown codes")
     if not np.isin(values["split"], [0, 1, 2]).all():
         problems.append("split holds unknown codes")
+    return problems + _spectra_problems(group, values)
 
+
+def _read_whole(group: zarr.Group, name: str) -> np.ndarray | None:
+    """An array's values, or None if a chunk cannot be read (reported where it is read)."""
+    try:
+        return np.asarray(group[name][...])
+    except Exception:  # noqa: BLE001 - codecs raise RuntimeError, ValueError, ...
+        return None
+
+
+def identity_problems(group: zarr.Group) -> list[str]:
+    """Where the recorded grid TOML, its SHA-256 and the recorded identity disagree with the provenance.
+
+    A store without an ``identity`` attribute (made before identities) has only its TOML checked.
+    """
+    provenance = group.attrs.get("provenance")
+    if not isinstance(provenance, dict):
+        return ["attribute provenance is missing or not a JSON object"]
+    text, recorded_sha = section(provenance, "grid").get("toml"), section(provenance, "grid").get("toml_sha256")
+    problems = []
+    if not isinstance(text, str):
+        problems.append("provenance.grid.toml: no grid TOML text recorded")
+    elif sha256_bytes(text.encode("utf-8")) != recorded_sha:
+        problems.append(f"provenance.grid.toml (SHA-256 {short(sha256_bytes(text.encode('utf-8')))}) does "
+                        f"not match provenance.grid.toml_sha256 {short(recorded_sha)}")
+    recorded = group.attrs.get("identity")
+    if recorded is None:
+        return problems
+    if not isinstance(recorded, dict):
+        return problems + ["attribute identity is not a JSON object"]
+    expected = grid_identity(provenance, group.attrs.get("split_rule"))
+    for key, covers in (("definition", "provenance.grid name and version"),
+                        ("definition_sha256", "provenance.grid.toml_sha256"),
+                        ("inputs_fingerprint", f"the TOML's SHA-256, split_rule and provenance "
+                                               f"{', '.join(INPUT_SECTIONS)}")):
+        if recorded.get(key) != expected[key]:
+            problems.append(f"identity.{key} {short(recorded.get(key))} does not match {covers} "
+                            f"({short(expected[key])}): one of them was edited")
+    return problems
+
+
+def _definition_problems(group: zarr.Group, values: dict, known: np.ndarray) -> list[str]:
+    """:func:`gridgen.definitioncheck.definition_problems` of the store's recorded TOML, for the
+    spectra whose labels and split could be read (``known``)."""
+    provenance = group.attrs.get("provenance")
+    text = section(provenance, "grid").get("toml") if isinstance(provenance, dict) else None
+    if not isinstance(text, str):
+        return []  # identity_problems reports it
+    try:
+        definition = parse_definition(text)
+    except UserError as exc:
+        return [str(exc)]
+    return definition_problems(definition, provenance, group.attrs.get("split_rule"),
+                               group.attrs["chunk_spectra"], values["labels"], group.attrs["label_names"],
+                               values["split"], known)
+
+
+def _spectra_problems(group: zarr.Group, values: dict) -> list[str]:
+    """Every spectrum's status, flux, checksum and error against the consistency rules."""
     bad: dict[str, list[int]] = {}
-    checksums, errors = values["checksum"], values["error"]
+    problems = []
+    status, checksums, errors = values["status"], values["checksum"], values["error"]
     flux_array = group["flux"]
     for start, stop in chunk_ranges(group):
         try:

@@ -6,13 +6,18 @@ fixture directory) and the output location (the test's own directory).
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pytest
+import zarr
 from astropy.table import Table
 
+import augment.run
 from augment.cli import main
 from badinput import assert_rejected
 from test_augment_cli import ARM_TOML as GRID_ARM_TOML
@@ -38,6 +43,11 @@ def world(tmp_path_factory) -> Path:
     damaged = shutil.copytree(grid, root / "damaged.zarr")
     chunk = sorted(p for p in (damaged / "flux").rglob("*") if p.is_file() and p.name != "zarr.json")[0]
     chunk.write_bytes(chunk.read_bytes()[:20])
+    # Labels are written once, finite, when gridgen or augment creates a store: these were edited since.
+    for name, (row, col), value in (("nan-label.zarr", (2, 2), np.nan), ("inf-label.zarr", (5, 3), np.inf)):
+        zarr.open_group(str(shutil.copytree(grid, root / name)), mode="r+")["labels"][row, col] = value
+    train_nan = shutil.copytree(root / "train.zarr", root / "train-nan-label.zarr")
+    zarr.open_group(str(train_nan), mode="r+")["labels"][0, 2] = np.nan
     (root / "notes.txt").write_text("not a store\n")
     (root / "unknown.toml").write_text(GRID_ARM_TOML + "colour = 'blue'\n")
     (root / "badtype.toml").write_text(GRID_ARM_TOML.replace("seed = 11", 'seed = "eleven"'))
@@ -97,6 +107,15 @@ CASES = [
     ("run-no-ok-spectra", lambda w, o: run_args(w, o, grid="empty.zarr"), r"no spectra with status ok"),
     ("run-damaged-chunk", lambda w, o: run_args(w, o, grid="damaged.zarr"),
      r"damaged\.zarr: cannot read array 'flux' rows 0-\d"),
+    ("run-nan-label", lambda w, o: run_args(w, o, grid="nan-label.zarr"),
+     r"nan-label\.zarr: spectrum 2 \(status ok\) has label fe_h = nan; the grid store is damaged or was "
+     r"edited \(run `python -m gridgen verify .*nan-label\.zarr`\)"),
+    ("run-inf-label", lambda w, o: run_args(w, o, grid="inf-label.zarr"),
+     r"inf-label\.zarr: spectrum 5 \(status ok\) has label vmic = inf"),
+    ("resume-from-nan-label", lambda w, o: run_args(w, w / "train.zarr", grid="nan-label.zarr"),
+     r"spectrum 2 \(status ok\) has label fe_h = nan"),
+    ("resume-nan-label", lambda w, o: run_args(w, w / "train-nan-label.zarr"),
+     r"train-nan-label\.zarr: its labels differ from the grid store's and the drawn vbroad \(edited or damaged"),
     ("run-snr-zero", lambda w, o: run_args(w, o, "--snr-list", "10,0"), r"snr_list \(--snr-list\).*positive"),
     ("run-snr-text", lambda w, o: run_args(w, o, "--snr-list", "10,abc"), r"'abc' is not a number"),
     ("run-snr-nan", lambda w, o: run_args(w, o, "--snr-list", "nan"), r"positive number, got 'nan'"),
@@ -174,3 +193,30 @@ CASES = [
 def test_bad_input_is_one_line_and_changes_nothing(world, tmp_path, capsys, argv_of, match):
     out = tmp_path / "out.zarr"
     assert_rejected(capsys, main, argv_of(world, out), watch=[world, tmp_path], match=match)
+
+
+def test_jobs_beyond_the_cores_and_units_start_no_more_workers_and_warn_once(world, tmp_path, capsys,
+                                                                            monkeypatch):
+    pools = []
+
+    class RecordingParallel(joblib.Parallel):  # the real pool, recording its size
+        def __init__(self, n_jobs=None, **kwargs):
+            pools.append(n_jobs)
+            super().__init__(n_jobs=n_jobs, **kwargs)
+
+    monkeypatch.setattr(augment.run, "Parallel", RecordingParallel)
+    out = tmp_path / "train.zarr"
+    capsys.readouterr()
+    assert main([str(a) for a in run_args(world, out, "--jobs", "1000")]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if " WARNING " in line]
+    assert len(warnings) == 1, err
+    found = re.search(r"--jobs 1000: running (\d+) task\(s\) at a time: this process may use (\d+) core\(s\) "
+                      r"and has (\d+) task\(s\) to run$", warnings[0])
+    workers, cores, tasks = map(int, found.groups())
+    assert cores == len(os.sched_getaffinity(0)) and workers == min(cores, tasks)
+    assert pools and pools[0] == workers and max(pools) <= workers, pools
+    # The store does not depend on the number of workers.
+    reference, made = zarr.open_group(str(world / "train.zarr"), mode="r"), zarr.open_group(str(out), mode="r")
+    for name in ("flux", "flux_clean", "labels", "status"):
+        np.testing.assert_array_equal(made[name][:], reference[name][:], err_msg=name)

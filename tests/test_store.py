@@ -1,6 +1,8 @@
 """Grid store contract: schema, atomic creation, checksums, corruption detection."""
 
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,23 +11,39 @@ import zarr
 
 from gridgen.physics.labels import LABEL_NAMES, LABEL_UNITS
 from gridgen.core.errors import UserError
+from gridgen.core.provenance import sha256_bytes
+from gridgen.sampling import assign_split
 from gridgen.store import (
-    STATUS_FAILED, STATUS_OK, STATUS_PENDING, create_grid_store, open_grid_store,
-    status_counts, verify_grid_store, write_spectrum,
+    STATUS_FAILED, STATUS_OK, STATUS_PENDING, create_grid_store, open_grid_store, record_provenance,
+    status_counts, store_identity, verify_grid_store, write_spectrum,
 )
+
+DEMO = Path(__file__).resolve().parent.parent / "grids" / "demo.toml"
 
 
 def _make(path, n_spec=5, n_wave=50):
+    """A store as the demo grid's definition (cut to ``n_spec`` spectra in chunks of 2) allows it.
+
+    The labels lie well inside the demo's ranges and Kiel polygon ([Fe/H] >= 0, where no prior
+    is shifted), so that only what a test damages is a problem.
+    """
+    text = re.sub(r"n_spectra = \d+", f"n_spectra = {n_spec}", DEMO.read_text()).replace(
+        "chunk_spectra = 4", "chunk_spectra = 2")
+    rng = np.random.default_rng(1)
+    labels = np.column_stack([rng.uniform(5000, 6000, n_spec), rng.uniform(4.0, 4.5, n_spec),
+                              rng.uniform(0.0, 0.5, n_spec), rng.uniform(0.6, 1.9, n_spec),
+                              rng.uniform(-0.19, 0.19, (n_spec, 21))])
     return create_grid_store(
         path,
         wave_aa=5000.0 + 0.01 * np.arange(n_wave),
         wave_medium="air",
-        labels=np.arange(n_spec * 25, dtype=float).reshape(n_spec, 25),
+        labels=labels,
         label_names=LABEL_NAMES,
         label_units=LABEL_UNITS,
-        split=np.resize(np.array([0, 1, 2, 0, 0], dtype=np.int8), n_spec),
+        split=assign_split(n_spec, (0.75, 0.20, 0.05), 20260101),
         chunk_spectra=2,
-        provenance={"grid": {"name": "t", "toml_sha256": "x" * 64}},
+        provenance={"grid": {"name": "demo", "version": "1", "toml": text,
+                             "toml_sha256": sha256_bytes(text.encode())}},
     )
 
 
@@ -69,7 +87,8 @@ def test_missing_array_and_foreign_store_are_refused(tmp_path):
     (tmp_path / "junk.zarr" / "zarr.json").write_text("{not json")
     with pytest.raises(UserError, match="not a readable Zarr store"):
         open_grid_store(tmp_path / "junk.zarr")
-    assert verify_grid_store(tmp_path / "nowhere.zarr")[0].endswith("no such grid store")
+    with pytest.raises(UserError, match="no such grid store"):
+        verify_grid_store(tmp_path / "nowhere.zarr")
 
 
 def _filled(path):
@@ -98,7 +117,10 @@ def test_corrupt_flux_chunk_is_reported_and_the_rest_still_checked(tmp_path, cap
     assert problems[1] == "flux checksum mismatch: spectrum 2"
     assert run_cli(main, ["verify", str(tmp_path / "g.zarr")]) == 1
     captured = capsys.readouterr()
-    assert "Traceback" not in captured.err and "2 problem(s)" in captured.err
+    assert "Traceback" not in captured.err
+    assert captured.err.strip().endswith("flux: chunk of spectra 0-1 is unreadable (RuntimeError: Zstd "
+                                         "decompression error: invalid input data) (and 1 more problem(s), "
+                                         "listed above)") if damage == "truncate" else "(and 1 more" in captured.err
     assert "spectra 0-1 is unreadable" in captured.out
     # info reads no flux: it still summarises the store.
     assert run_cli(main, ["info", str(tmp_path / "g.zarr")]) == 0
@@ -148,6 +170,27 @@ def test_status_flux_checksum_and_error_must_agree(tmp_path):
         "ok but no checksum: spectrum 1",
         "ok but has an error text: spectrum 0",
     ])
+
+
+def test_provenance_set_while_filling_is_recorded_but_a_later_edit_is_found(tmp_path):
+    group = _filled(tmp_path / "g.zarr")
+    provenance = {**group.attrs["provenance"], "computed_by": "TSFitPy", "engine": {"name": "other"}}
+    group.attrs["provenance"] = provenance  # a plain edit after creation
+    assert verify_grid_store(tmp_path / "g.zarr") == [
+        "attribute provenance.computed_by was added after creation",
+        "attribute provenance.engine was added after creation",
+        f"identity.inputs_fingerprint {store_identity(group)['inputs_fingerprint'][:12]} does not match the "
+        f"TOML's SHA-256, split_rule and provenance sampler, engine, linelists, atmosphere, solar_mixture, "
+        f"nlte, synthesis ({_inputs_of(group)[:12]}): one of them was edited"]
+    record_provenance(group, provenance)  # as a maker that learns it while filling records it
+    assert verify_grid_store(tmp_path / "g.zarr") == []
+    assert store_identity(group)["inputs_fingerprint"] == _inputs_of(group)
+
+
+def _inputs_of(group):
+    from gridgen.store import grid_identity
+
+    return grid_identity(group.attrs["provenance"], group.attrs["split_rule"])["inputs_fingerprint"]
 
 
 def test_many_bad_spectra_are_counted_not_all_listed(tmp_path):

@@ -61,3 +61,31 @@ def test_toml_differences_are_key_paths_and_ignore_comments():
     b = "# other comment\n[grid]\nn_spectra = 48\n[priors.fe_h]\nlow = -1.0\nhigh = 0.5\n"
     assert toml_differences(a, b) == [("priors.fe_h.high", None, 0.5), ("priors.fe_h.low", -2.0, -1.0)]
     assert toml_differences(a, a) == []
+
+
+@pytest.mark.parametrize("grid, method", [("demo", "sobol"), ("demo", "random"), ("4most-hr-paper", "sobol")])
+def test_sampled_labels_and_splits_pass_verify_and_a_label_just_past_its_prior_does_not(
+        grid, method, engine, emulator_provider):
+    from gridgen.config import LABEL_NAMES
+    from gridgen.definitioncheck import definition_problems, parse_definition
+    from gridgen.runner import grid_provenance
+    from gridgen.sampling import SPLIT_RULE
+
+    config = load_grid_config(GRIDS / f"{grid}.toml")
+    config = dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, method=method))
+    labels = sample_parameters(config, emulator_provider)
+    provenance = grid_provenance(config, engine, emulator_provider, engine.wave_medium)
+    definition = parse_definition(config.source_text)
+    split = assign_split(len(labels), config.split, config.seed)
+
+    def problems(labels):
+        return definition_problems(definition, provenance, SPLIT_RULE, min(config.chunk_spectra, len(labels)),
+                                   labels, list(LABEL_NAMES), split, np.ones(len(labels), dtype=bool))
+
+    # The sampler's own draws, thousands of them for the paper grid, some within rounding of a bound.
+    assert problems(labels) == []
+    vmic = LABEL_NAMES.index("vmic")
+    high = config.sampler.priors["vmic"].high
+    labels[7, vmic] = high + 1e-9  # a billionth of a km/s past the prior: far beyond float64 rounding
+    assert problems(labels) == [f"labels: vmic outside priors.vmic {config.sampler.priors['vmic'].low:g}.."
+                                f"{high:g} km/s: spectrum 7 (vmic = {high + 1e-9:g})"]

@@ -25,7 +25,7 @@ from gridgen.physics.atmospheres.provider import make_provider
 from gridgen.physics.labels import ABUNDANCE_ELEMENTS, LABEL_NAMES, LABEL_UNITS
 from gridgen.runner import grid_provenance
 from gridgen.sampling import assign_split, sample_parameters
-from gridgen.store import create_grid_store, open_grid_store, status_counts, write_spectrum
+from gridgen.store import create_grid_store, open_grid_store, record_provenance, status_counts, write_spectrum
 from gridgen.tsfitpy.outputs import SpecFile, read_parameter_table, read_spec
 
 #: Tolerance (Å) between a ``.spec`` wavelength and the store's: bsyn prints wavelengths with 3
@@ -152,8 +152,8 @@ def import_tsfitpy(folder: str | Path, grid_toml: str | Path, out: str | Path,
     try:
         group = _create_store(tmp, config, engine.wave_medium, labels)
         tally = _import_spectra(group, folder, config, labels)
-        group.attrs["provenance"] = _provenance(config, engine, provider, folder, table_path,
-                                                tally.spec_sha256, tally.nlte_flags)
+        record_provenance(group, _provenance(config, engine, provider, folder, table_path,
+                                             tally.spec_sha256, tally.nlte_flags))
         _reconsolidate(tmp)
         os.rename(tmp, out)
     except BaseException:
