@@ -29,12 +29,12 @@ from matplotlib.path import Path as PolygonPath
 
 # The TOML's sections as written, without the files they name (line lists, tables, NLTE data),
 # which verify must not need: load_grid_config would open them.
-from gridgen.config import (
-    LABEL_NAMES, LABEL_UNITS, LOGG_BOUNDS_CGS, MAX_ABS_PRIOR, TEFF_BOUNDS_K, Prior, _GridFile,
-)
+from gridgen.config import _GridFile
 from gridgen.core.codes import SPLIT_NAMES
 from gridgen.core.errors import UserError
 from gridgen.core.tomlconfig import build
+from gridgen.physics.labels import LABEL_NAMES, LABEL_UNITS
+from gridgen.physics.priors import LOGG_BOUNDS_CGS, MAX_ABS_PRIOR, TEFF_BOUNDS_K, Prior
 from gridgen.sampling import SPLIT_RULE, assign_split
 
 #: float64 rounding steps (of the largest number involved) a sampled label may lie past its bound.

@@ -66,7 +66,7 @@ def test_toml_differences_are_key_paths_and_ignore_comments():
 @pytest.mark.parametrize("grid, method", [("demo", "sobol"), ("demo", "random"), ("4most-hr-paper", "sobol")])
 def test_sampled_labels_and_splits_pass_verify_and_a_label_just_past_its_prior_does_not(
         grid, method, engine, emulator_provider):
-    from gridgen.config import LABEL_NAMES
+    from gridgen.physics.labels import LABEL_NAMES
     from gridgen.definitioncheck import definition_problems, parse_definition
     from gridgen.runner import grid_provenance
     from gridgen.sampling import SPLIT_RULE
