@@ -261,7 +261,7 @@ def run(args) -> int:
         from cinn.train import train
         config = _config(args)
         result = train(args.store, args.out, config, resume=not args.no_resume, progress=progress)
-        if not args.no_calibration:
+        if config.train.calibrate and not args.no_calibration:
             _calibrate(result.model_dir, args.store, "val", config.train.device, progress)
         report = training_report(result.model_dir, args.store, config.train.device, progress)
         print(f"trained {result.epochs_run} epochs, best validation loss {result.best_val_loss:.4f}; "

@@ -238,6 +238,9 @@ class TrainConfig:
         Run the loss computation through ``torch.compile`` (CUDA devices only).
     fused_adam : bool
         Adam's fused multi-tensor kernel (one kernel launch per step instead of one per tensor).
+    calibrate : bool
+        After training, ``cinn train`` fits the posterior width calibration on the validation
+        split (:mod:`cinn.recalibrate`, calibration.json; ``--no-calibration`` skips it).
     """
 
     epochs: int = setting(80, gt=0)
@@ -259,6 +262,7 @@ class TrainConfig:
     precision: str = setting("fp32", choices=("fp32", "bf16"))
     compile: bool = False
     fused_adam: bool = False
+    calibrate: bool = True
 
     def __post_init__(self):
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
