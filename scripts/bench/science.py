@@ -147,6 +147,9 @@ def train_and_evaluate(args, name: str, base: Path | None, fraction: float, seed
             "n_train": int(meta["training_store"]["n_train"]),
             "metrics": read_csv(report / "metrics.csv"), "baseline": read_csv(report / "baseline.csv"),
             "ranks": read_csv(report / "calibration_ranks.csv"),
+            "coverage": read_csv(report / "calibration_coverage.csv"),
+            "coverage_raw": (read_csv(raw_report / "calibration_coverage.csv")
+                             if (raw_report / "calibration_coverage.csv").exists() else None),
             "metrics_raw": read_csv(raw_report / "metrics.csv") if (raw_report / "metrics.csv").exists() else None,
             "ranks_raw": (read_csv(raw_report / "calibration_ranks.csv")
                           if (raw_report / "calibration_ranks.csv").exists() else None),
@@ -307,6 +310,52 @@ def calibration_tables(results: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def plot_calibration(results: list[dict], path: Path, curve_snr: list[float]) -> None:
+    """Expected-coverage curves and SBC rank histograms before/after the calibration, one row per N.
+
+    Each curve is the mean over seeds and targets at one S/N; the rank histograms are summed over
+    seeds and targets and normalised (1 = flat).
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with_raw = [r for r in results if r["coverage_raw"] is not None]
+    fractions = sorted({r["fraction"] for r in with_raw})
+    if not fractions:
+        return
+    fig, axes = plt.subplots(len(fractions), 2, figsize=(10, 3.4 * len(fractions)), squeeze=False)
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(curve_snr)))
+    for row, f in enumerate(fractions):
+        runs = [r for r in with_raw if r["fraction"] == f]
+        ax_cov, ax_rank = axes[row]
+        for colour, s in zip(colours, curve_snr):
+            for key, style in (("coverage_raw", ":"), ("coverage", "-")):
+                rows = [c for r in runs for c in r[key] if float(c["snr"]) == s]
+                nominal = sorted({float(c["nominal"]) for c in rows})
+                mean = [np.mean([float(c["empirical"]) for c in rows if float(c["nominal"]) == p]) for p in nominal]
+                label = f"S/N {s:g}, {'calibrated' if key == 'coverage' else 'uncalibrated'}"
+                ax_cov.plot(nominal, mean, style, color=colour, label=label)
+            for key, style in (("ranks_raw", ":"), ("ranks", "-")):
+                rows = [c for r in runs for c in r[key] if float(c["snr"]) == s]
+                counts = np.array([sum(float(c["count"]) for c in rows if int(c["bin"]) == b) for b in range(10)])
+                if counts.sum():
+                    ax_rank.step(np.arange(11) / 10, np.r_[counts, counts[-1]] / counts.mean(), style,
+                                 where="post", color=colour)
+        ax_cov.plot([0, 1], [0, 1], color="grey", lw=0.8)
+        ax_cov.set(xlabel="nominal level of the central interval", ylabel="fraction of truths inside",
+                   title=f"{runs[0]['n_train']} training spectra, {len(runs)} seed(s)")
+        ax_rank.axhline(1.0, color="grey", lw=0.8)
+        ax_rank.set(xlabel="normalised rank of the truth u", ylabel="density (1 = calibrated)",
+                    title="SBC rank histograms (dotted: uncalibrated)")
+        if row == 0:
+            ax_cov.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def stability_table(results: list[dict]) -> list[str]:
     lines = ["### Training runs", "",
              f"| model | N train | seed | epochs | best val. ML (nats) | max batch ML after step {WARMUP_STEPS_IGNORED} "
@@ -337,6 +386,7 @@ def main(argv=None) -> int:
     parser.add_argument("--parallel", type=int, default=1,
                         help="models trained at once (each with jobs / parallel torch threads)")
     parser.add_argument("--markdown", help="also write the tables to this Markdown file")
+    parser.add_argument("--calibration-plot", help="PNG of the coverage curves and SBC ranks before/after calibration")
     args = parser.parse_args(argv)
 
     work = Path(args.work)
@@ -370,6 +420,9 @@ def main(argv=None) -> int:
     lines = header + main_table(first, levels, targets) + [""] + curve_tables(results, [float(s) for s in
                                                                                          args.curve_snr.split(",")])
     lines += calibration_tables(results)
+    if args.calibration_plot:
+        plot_calibration(results, Path(args.calibration_plot), [float(s) for s in args.curve_snr.split(",")])
+        lines += [f"![coverage curves and SBC ranks]({Path(args.calibration_plot).name})", ""]
     lines += stability_table(results)
     text = "\n".join(lines)
     print(text)
