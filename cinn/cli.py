@@ -7,13 +7,18 @@ Exit status 0 on success, 1 with one ``error: ...`` line on a user error
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 
 from gridgen.core.errors import ArgumentParser, UserError, run_cli
 from gridgen.core.progress import add_log_level_option, configure_logging
 from gridgen.core.provenance import VersionAction
+from gridgen.core.storeio import check_writable
 
 UNITS = ("Units: Teff K, log g dex (cgs), [Fe/H] and [X/Fe] dex, vmic and vbroad km/s, "
          "wavelengths Å, S/N in the training store's unit (per Å or per pixel).")
@@ -222,57 +227,119 @@ def _config(args):
     return replace(config, train=overrides) if overrides else config
 
 
-def _predict_config(base, args):
-    """The model's [predict] settings with the command-line overrides, validated like a TOML."""
+def _predict_config(model, args, store: str, keep_samples: bool = False):
+    """The model's [predict] settings with the command-line overrides, validated like a TOML, and
+    a batch that fits in memory (:func:`cinn.memory.plan_batch`) for the input ``store``.
+
+    ``keep_samples``: the command keeps every sample whatever the flags say (``evaluate``).
+    """
     from dataclasses import asdict
 
     from cinn.config import config_from_dict
+    from cinn.data import OBSERVED_SCHEMA, TRAIN_SCHEMA, open_spectra_store
+    from cinn.memory import plan_batch
+    from gridgen.core.tomlconfig import ConfigError
+    flags = {"n_samples": "samples", "keep_samples": "keep_samples", "precision": "precision", "seed": "seed"}
     changes = {}
-    for name, flag in (("n_samples", "samples"), ("keep_samples", "keep_samples"),
-                       ("precision", "precision"), ("seed", "seed")):
+    for name, flag in flags.items():
         value = getattr(args, flag, None)
         if value is not None and value is not False:   # `not in (None, False)` would drop 0
             changes[name] = value
     if getattr(args, "no_calibration", False):
         changes["calibrated"] = False
     try:
-        return config_from_dict({"predict": {**asdict(base), **changes}}).predict
-    except UserError as err:
-        # The model's own settings were validated when it was trained: the flag is the culprit.
-        raise UserError(f"--samples {args.samples}: {err}") from None
+        config = config_from_dict({"predict": {**asdict(model.config.predict), **changes}}).predict
+    except ConfigError as err:
+        # The model's own settings were validated when it was loaded: a flag is the culprit.
+        flag = flags.get(err.key.removeprefix("predict."))
+        if flag is None:
+            raise
+        raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: {err}") from None
+    _, info = open_spectra_store(store, (TRAIN_SCHEMA, OBSERVED_SCHEMA))
+    samples_from = "--samples" if args.samples is not None else f"{model.model_dir / 'config.json'} predict.n_samples"
+    return plan_batch(config, len(model.target_names), model.config.network, model.device, info.snr.size,
+                      samples_from, keep_samples=keep_samples or None)
+
+
+@contextlib.contextmanager
+def _new_output(path, keep=lambda path: False):
+    """Remove ``path`` if it did not exist before and the block fails (interrupts included),
+    unless ``keep(path)``: a command leaves its complete outputs or none."""
+    path = Path(path)
+    existed = os.path.lexists(path)
+    try:
+        yield
+    except BaseException:
+        if not existed and os.path.lexists(path) and not keep(path):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        raise
+
+
+def _resumable(model_dir: Path) -> bool:
+    """Whether a model directory holds a run worth resuming: its statistics (written after
+    config.json and model.json) and whatever epochs followed."""
+    return (model_dir / "standardization.npz").is_file()
+
+
+def _check_options(args) -> None:
+    """Refuse a bad --jobs, --device, search --seed or --saliency-spectra before any work or output."""
+    import torch
+
+    from cinn.config import MAX_LEGACY_SEED, is_device_name
+    from cinn.network import select_device
+    jobs = getattr(args, "jobs", None)
+    if jobs is not None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if not 1 <= jobs <= cpus:
+            # More torch threads than CPUs only contend for them.
+            raise UserError(f"--jobs {jobs}: must be from 1 to {cpus} (CPU threads; this process may "
+                            f"use {cpus} CPUs)")
+        torch.set_num_threads(jobs)
+    device = getattr(args, "device", None)
+    if device is not None:
+        if not is_device_name(device):
+            raise UserError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+        select_device(device)
+    if args.command == "search" and not 0 <= args.seed <= MAX_LEGACY_SEED:
+        raise UserError(f"--seed {args.seed}: must be from 0 to {MAX_LEGACY_SEED:,} (the search's sampler "
+                        "takes NumPy's legacy seeds)")
+    if args.command == "evaluate" and args.saliency_spectra < 0:
+        raise UserError(f"--saliency-spectra {args.saliency_spectra}: must be >= 0 (0 skips the saliency map)")
 
 
 def run(args) -> int:
     if args.command in ("info", "diff"):
         return {"info": _cmd_info, "diff": _cmd_diff}[args.command](args)
-    import torch
     configure_logging(getattr(args, "log_level", "info"))
-    jobs = getattr(args, "jobs", None)
-    if jobs is not None:
-        if jobs < 1:
-            raise UserError(f"--jobs must be >= 1 (CPU threads), got {jobs}")
-        torch.set_num_threads(jobs)
-    if getattr(args, "device", None) is not None:
-        from cinn.network import select_device
-        select_device(args.device)   # refuse a bad device before any work or output
+    _check_options(args)
     progress = not getattr(args, "quiet", False)
     if args.command == "train":
         from cinn.evaluate import training_report
         from cinn.train import train
         config = _config(args)
-        result = train(args.store, args.out, config, resume=not args.no_resume, progress=progress)
+        check_writable(args.out)
+        # A new directory without statistics holds nothing to resume: removed if the run fails.
+        with _new_output(args.out, keep=_resumable):
+            result = train(args.store, args.out, config, resume=not args.no_resume, progress=progress)
         if config.train.calibrate and not args.no_calibration:
             _calibrate(result.model_dir, args.store, "val", config.train.device, progress)
-        report = training_report(result.model_dir, args.store, config.train.device, progress)
+        with _new_output(Path(result.model_dir) / "report"):
+            report = training_report(result.model_dir, args.store, config.train.device, progress)
         print(f"trained {result.epochs_run} epochs, best validation loss {result.best_val_loss:.4f}; "
               f"model in {result.model_dir}, validation report in {report['report_dir']}")
     elif args.command == "evaluate":
         from cinn.evaluate import evaluate
         from cinn.model import load_model
+        check_writable(args.report)
         model = load_model(args.model, args.device or "auto")
-        out = evaluate(model, args.store, args.report, args.split, _predict_config(model.config.predict, args),
-                       args.saliency_spectra, linelists=args.linelist, progress=progress,
-                       plot_format=args.plot_format)
+        config = _predict_config(model, args, args.store, keep_samples=True)
+        with _new_output(args.report):
+            out = evaluate(model, args.store, args.report, args.split, config, args.saliency_spectra,
+                           linelists=args.linelist, progress=progress, plot_format=args.plot_format)
         for note in out["notes"]:
             print(f"note: {note}")
         print(f"report written to {out['report_dir']}")
@@ -312,9 +379,6 @@ def _calibrate(model_dir, store, split: str, device: str, progress: bool, max_sp
 def _cmd_predict(args, progress: bool) -> None:
     """Predict a store (or one shard of it): the posterior store, the catalogue and the plain CSV,
     all or none. Predictions stream batch by batch into the store; the tables are written from it."""
-    import shutil
-    from pathlib import Path
-
     from cinn.catalog import catalog_metadata, catalog_table, default_catalog_path, write_catalog, write_csv
     from cinn.inference import parse_shard, predict_batches
     from cinn.model import load_bias, load_model
@@ -336,8 +400,10 @@ def _cmd_predict(args, progress: bool) -> None:
     resolved = [Path(args.out).resolve()] + [path.resolve() for _, path in tables]
     if len(set(resolved)) < len(resolved):
         raise UserError(f"--out, --catalog and --csv must be different paths ({', '.join(map(str, resolved))})")
+    for path in resolved:
+        check_writable(path)
     model = load_model(args.model, args.device or "auto")
-    config = _predict_config(model.config.predict, args)
+    config = _predict_config(model, args, args.store)
     bias = load_bias(model.model_dir) if args.bias_correct else None
     batches = predict_batches(model, args.store, config, args.split, bias, progress, shard)
     counts = write_posterior_store(batches, model, args.out, args.store, config, bias is not None, shard)

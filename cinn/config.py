@@ -26,6 +26,7 @@ value raises :class:`gridgen.core.errors.UserError` naming the dotted key (``tra
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,20 @@ __all__ = ["PAPER_TARGETS", "NetworkConfig", "TargetConfig", "DataConfig", "Trai
 #: The paper's 13 targets, in the paper's order, named as in the stores' ``label_names``.
 PAPER_TARGETS = ("teff", "logg", "fe_h", "vmic", "vbroad", "ca_fe", "c_fe", "mg_fe",
                  "mn_fe", "n_fe", "si_fe", "ti_fe", "li_fe")
+#: Seeds handed to NumPy's legacy seeding (FrEIA's ``PermuteRandom`` calls ``np.random.seed``,
+#: optuna's samplers a ``RandomState``) must lie below 2**32; so must ``train.seed``, which
+#: also seeds torch as ``seed * 100_003 + epoch`` (below torch's 2**64 for any epoch count).
+MAX_LEGACY_SEED = 2**32 - 1
+#: Seeds used only through ``numpy.random.SeedSequence`` (any size works) share the grid seed's
+#: bound: they are recorded in JSON attributes, which other tools read as signed 64-bit integers.
+MAX_SEED = 2**63 - 1
+#: Device names :func:`cinn.network.select_device` resolves (a CPU takes no index).
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` is auto, cpu, cuda or cuda:N."""
+    return isinstance(name, str) and _DEVICE.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,8 @@ class NetworkConfig:
         saturate at ±alpha, but FrEIA's slope at a = 0 is alpha times larger (0.636 alpha vs
         2/pi); the last linear layer of each sub-network absorbs that scale, so FrEIA's is used.
     permute_seed : int
-        Seed of the first permutation; block i uses ``permute_seed + i``.
+        Seed of the first permutation; block i uses ``permute_seed + i`` (all of them at most
+        :data:`MAX_LEGACY_SEED`).
     feature_dropout : float
         Dropout probability after each hidden ReLU of the feature network during training
         (0 = none, the paper's network); a regulariser for small grids.
@@ -86,7 +102,7 @@ class NetworkConfig:
     subnet_hidden: tuple[int, ...] = setting((64, 64), gt=0, min_len=1)
     clamp: float = setting(1.9, gt=0)
     clamp_activation: str = setting("ATAN", choices=("ATAN", "TANH", "SIGMOID"))
-    permute_seed: int = 0
+    permute_seed: int = setting(0, min=0, max=MAX_LEGACY_SEED)
     feature_dropout: float = setting(0.0, min=0, lt=1)
     summary_alphas: tuple[float, ...] = setting((1e-3, 1e-2, 1e-1, 1.0), gt=0)
     summary_folds: int = setting(5, min=2)
@@ -97,6 +113,10 @@ class NetworkConfig:
             raise ConfigError("n_features", "0 learnt features needs summary_alphas (the condition would be empty)")
         if self.n_features == 0 and self.feature_hidden:
             raise ConfigError("feature_hidden", "a feature network needs n_features > 0")
+        if self.permute_seed + self.n_blocks - 1 > MAX_LEGACY_SEED:
+            raise ConfigError("permute_seed", f"block i uses permute_seed + i, at most {MAX_LEGACY_SEED:,} "
+                              f"(NumPy's legacy seeds); with {self.n_blocks} blocks at most "
+                              f"{MAX_LEGACY_SEED - self.n_blocks + 1:,}, got {self.permute_seed:,}")
 
 
 @dataclass(frozen=True)
@@ -153,8 +173,8 @@ class DataConfig:
         nested in larger ones (learning curves). The statistics and the evaluation's baselines
         use the same spectra.
     subset_seed : int
-        Seed of that permutation; independent of ``train.seed``, so seeds of one fraction
-        train on the same spectra.
+        Seed of that permutation (0 to :data:`MAX_SEED`); independent of ``train.seed``, so
+        seeds of one fraction train on the same spectra.
     nuisance_depth_sigma, nuisance_macro_max_kms, nuisance_tilt_max, nuisance_rv_sigma_kms : float
         With continuous S/N, perturb every training example before its noise, one draw each
         (:class:`augment.nuisance.NuisancePrior`): line depths 1 - F -> a (1 - F) with
@@ -172,7 +192,7 @@ class DataConfig:
     resident_dtype: str = setting("fp32", choices=("fp32", "bf16"))
     prefetch_batches: int = setting(4, min=0)
     train_fraction: float = setting(1.0, gt=0, max=1)
-    subset_seed: int = 0
+    subset_seed: int = setting(0, min=0, max=MAX_SEED)
     nuisance_depth_sigma: float = setting(0.0, min=0, lt=0.3)
     nuisance_macro_max_kms: float = setting(0.0, min=0, max=30, unit=" km/s")
     nuisance_tilt_max: float = setting(0.0, min=0, lt=0.2)
@@ -228,7 +248,7 @@ class TrainConfig:
         Raise the learning rate linearly from ``lr / warmup_steps`` to ``lr`` over the first
         this many batches (0 = none).
     seed : int
-        Seed for weights initialisation, data order and noise.
+        Seed for weights initialisation, data order and noise, 0 to :data:`MAX_LEGACY_SEED`.
     device : str
         "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
     precision : str
@@ -257,7 +277,7 @@ class TrainConfig:
     early_stop_smoothing: float = setting(0.5, min=0, lt=1)
     grad_clip_norm: float = setting(10.0, min=0)
     warmup_steps: int = setting(100, min=0)
-    seed: int = 0
+    seed: int = setting(0, min=0, max=MAX_LEGACY_SEED)
     device: str = "auto"
     precision: str = setting("fp32", choices=("fp32", "bf16"))
     compile: bool = False
@@ -265,8 +285,8 @@ class TrainConfig:
     calibrate: bool = True
 
     def __post_init__(self):
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError("device", f"must be auto, cpu or cuda[:N], got {self.device!r}")
+        if not is_device_name(self.device):
+            raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -278,13 +298,14 @@ class PredictConfig:
     n_samples : int
         Posterior samples per spectrum.
     spectra_per_batch : int
-        Spectra processed together (memory ~ spectra_per_batch * n_samples * 2 kB).
+        Spectra processed together; ``cinn predict`` and ``evaluate`` predict fewer at once
+        where the batch would not fit in memory (:mod:`cinn.memory`).
     f_reject_max : float
         Spectra with a larger rejected fraction are flagged untrustworthy.
     keep_samples : bool
         Write all samples, their log-densities and acceptance to the posterior store.
     seed : int
-        Seed of the latent draws (per spectrum: ``(seed, index)``).
+        Seed of the latent draws (per spectrum: ``(seed, index)``), 0 to :data:`MAX_SEED`.
     precision : str
         "fp32" (default), or "bf16": coupling sub-networks in bfloat16 for the bulk of the
         samples; the MAP is then re-ranked in fp32 among the ``map_candidates`` densest
@@ -304,7 +325,7 @@ class PredictConfig:
     spectra_per_batch: int = setting(8, gt=0)
     f_reject_max: float = setting(0.5, min=0, max=1)
     keep_samples: bool = False
-    seed: int = 0
+    seed: int = setting(0, min=0, max=MAX_SEED)
     precision: str = setting("fp32", choices=("fp32", "bf16"))
     map_candidates: int = setting(64, gt=0)
     calibrated: bool = True

@@ -35,12 +35,17 @@ before it have one derived from ``training_store``. The model's ``content_finger
 SHA-256 of ``weights.pt`` (:func:`model_content_fingerprint`), computed when asked.
 
 Every file is untrusted input when read: JSON is parsed, never evaluated; the statistics are
-read without pickle and torch files with ``weights_only=True``. Every write is atomic.
+read without pickle and torch files with ``weights_only=True``. Every write is atomic. A loaded
+model's files must describe one model (:func:`load_model`): model.json's pixels, S/N range and
+targets those of the statistics and config, the statistics usable (finite, positive spreads,
+ordered ranges), and the config the network whose tensors weights.pt holds, checked before the
+network is allocated, so that a config asking for a layer of 10^9 units is one error line.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +73,9 @@ from cinn.standardize import Standardization
 FORMAT_VERSION = 2
 #: Files every trained model directory holds.
 MODEL_FILES = ("model.json", "config.json", "standardization.npz", "weights.pt")
-#: model.json keys that prediction reads.
-_MODEL_KEYS = ("format_version", "wave_sha256", "medium", "snr_unit", "training_store")
+#: model.json keys that prediction reads or checks.
+_MODEL_KEYS = ("format_version", "wave_sha256", "medium", "snr_unit", "training_store", "target_names",
+               "target_units", "n_pix", "snr_range")
 
 
 @dataclass
@@ -207,8 +213,9 @@ def load_model(model_dir: str | Path, device: str = "auto") -> LoadedModel:
     Raises
     ------
     UserError
-        Missing or unreadable files, a model directory of another format version, or weights
-        that do not fit the network the config describes.
+        Missing or unreadable files, a model directory of another format version, files that
+        do not describe one model (:func:`check_description`, :func:`check_statistics`), or
+        weights that do not fit the network the config describes (:func:`check_weights_fit`).
     """
     model_dir = Path(model_dir)
     missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
@@ -220,16 +227,14 @@ def load_model(model_dir: str | Path, device: str = "auto") -> LoadedModel:
         raise UserError(f"{model_dir / 'model.json'}: missing key(s) {', '.join(absent)}")
     config = read_saved_config(model_dir)
     stats = Standardization.load(model_dir / "standardization.npz")
+    check_statistics(stats, model_dir / "standardization.npz")
+    check_description(meta, config, stats, model_dir / "model.json")
     dev = select_device(device)
+    state = read_weights(model_dir / "weights.pt")
+    check_weights_fit(state, config, stats.wave_aa.size, model_dir)
+    check_finite_weights(state, model_dir / "weights.pt")
     network = build_network(stats.wave_aa.size, config)
-    weights_path = model_dir / "weights.pt"
-    try:
-        # weights_only: a model directory may come from someone else; never unpickle objects.
-        network.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable or foreign files
-        # Only the type: torch's own message would suggest unpickling the file after all.
-        raise UserError(f"{weights_path}: not weights of this model ({type(exc).__name__}: damaged, "
-                        "another network or objects other than tensors); retrain or restore it") from None
+    network.load_state_dict(state)
     network.to(dev).eval()
     calibration = load_calibration(model_dir, config.targets.names)
     return LoadedModel(model_dir, config, stats, meta, network, dev, calibration)
@@ -266,6 +271,142 @@ def calibration_sha256(model_dir: str | Path) -> str | None:
     """SHA-256 of calibration.json (None without one): predictions depend on it."""
     path = Path(model_dir) / "calibration.json"
     return sha256_file(path) if path.exists() else None
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``weights.pt``: tensors only, never unpickled objects.
+
+    Memory-mapped, so that nothing of the file is read into memory before
+    :func:`check_weights_fit` has compared it with the config.
+
+    Raises
+    ------
+    UserError
+        An unreadable file, or objects other than named tensors.
+    """
+    try:
+        # weights_only: a model directory may come from someone else; never unpickle objects.
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable or foreign files
+        # Only the type: torch's own message would suggest unpickling the file after all.
+        raise UserError(f"{path}: not weights of this model ({type(exc).__name__}: damaged, "
+                        "another network or objects other than tensors); retrain or restore it") from None
+    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in state.items())):
+        raise UserError(f"{path}: not weights of this model (not a state dict of named tensors); "
+                        "retrain or restore it")
+    return state
+
+
+def check_finite_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights with NaN or infinite values: every prediction would be NaN or rejected."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{path}: tensor {name} holds NaN or infinite values; retrain or restore it")
+
+
+#: The config keys that shape each part of the network (state-dict prefix -> keys).
+_SHAPED_BY = {"feature_net.": "network.feature_hidden, network.n_features",
+              "summary_": "network.summary_alphas, network.summary_folds",
+              "inn.": "network.n_blocks, network.subnet_hidden"}
+
+
+def check_weights_fit(state: dict[str, torch.Tensor], config: CinnConfig, n_pix: int, model_dir: Path) -> None:
+    """Refuse weights that are not those of ``build_network(n_pix, config)``, before building it.
+
+    The network is first laid out on PyTorch's meta device, which allocates no memory, so a
+    config.json with absurd widths costs nothing; its layers are counted first, so that the
+    layout itself stays as small as the file: every linear layer is saved as a weight and a
+    bias, hence a config with more layers than half the tensors of weights.pt cannot be its
+    network. Then every tensor's name, shape and dtype must match.
+
+    Raises
+    ------
+    UserError
+        Naming config.json's keys that shape the first tensor that differs.
+    """
+    net = config.network
+    layers = {"network.n_blocks, network.subnet_hidden": net.n_blocks * 2 * (len(net.subnet_hidden) + 1),
+              "network.feature_hidden": len(net.feature_hidden) + 1 if net.n_features else 0}
+    config_path, weights_path = model_dir / "config.json", model_dir / "weights.pt"
+    if 2 * sum(layers.values()) > len(state):
+        keys = max(layers, key=layers.get)
+        raise UserError(f"{weights_path}: holds {len(state):,} tensors, but {config_path} ({keys}) "
+                        f"describes {sum(layers.values()):,} linear layers of 2 tensors each; the files "
+                        "are not of one model")
+    with torch.device("meta"):
+        expected = _layout(build_network(n_pix, config).state_dict())
+    found = _layout(state)
+    for name in [*expected, *(name for name in found if name not in expected)]:
+        if expected.get(name) == found.get(name):
+            continue
+        keys = next((k for prefix, k in _SHAPED_BY.items() if name.startswith(prefix)), "its network keys")
+        raise UserError(f"{weights_path}: tensor {name} is {found.get(name, 'absent')}, but {config_path} "
+                        f"({keys}) and the {n_pix} pixels of standardization.npz make it "
+                        f"{expected.get(name, 'absent')}; the files are not of one model")
+
+
+def _layout(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Name -> "shape (...) dtype" of every tensor of a state dict."""
+    return {name: f"shape {tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}" for name, t in state.items()}
+
+
+def check_statistics(stats: Standardization, path: Path) -> None:
+    """Refuse statistics that would predict nonsense silently.
+
+    Every value finite, the spreads (flux, log S/N, targets) positive, and the trained S/N
+    range (positive) and target bounds ordered.
+
+    Raises
+    ------
+    UserError
+        Naming the file and the field.
+    """
+    for name in ("wave_aa", "flux_mean", "flux_std", "log_snr_mean", "log_snr_std", "snr_min", "snr_max",
+                 "target_mean", "target_std", "target_min", "target_max", "noise_scale"):
+        if not np.all(np.isfinite(getattr(stats, name))):
+            raise UserError(f"{path}: field {name} holds NaN or infinite values")
+    for name in ("flux_std", "log_snr_std", "target_std"):
+        if not np.all(np.asarray(getattr(stats, name)) > 0):
+            raise UserError(f"{path}: field {name} must be > 0 (a spread)")
+    if not 0 < stats.snr_min <= stats.snr_max:
+        raise UserError(f"{path}: trained S/N range {stats.snr_min:g}-{stats.snr_max:g} must be "
+                        "positive with snr_min <= snr_max")
+    if not np.all(stats.target_min <= stats.target_max):
+        raise UserError(f"{path}: target_min exceeds target_max (target "
+                        f"{int(np.flatnonzero(~(stats.target_min <= stats.target_max))[0])})")
+
+
+def check_description(meta: dict, config: CinnConfig, stats: Standardization, path: Path) -> None:
+    """Refuse a model.json whose pixels, S/N range or targets differ from the statistics and config.
+
+    Raises
+    ------
+    UserError
+        Naming model.json, the key and both values.
+    """
+    n_pix = meta["n_pix"]
+    if isinstance(n_pix, bool) or not isinstance(n_pix, int) or n_pix != stats.wave_aa.size:
+        raise UserError(f"{path}: n_pix {n_pix!r} differs from the {stats.wave_aa.size} pixels of "
+                        "standardization.npz; the files are not of one model")
+    snr_range = meta["snr_range"]
+    numbers = (isinstance(snr_range, list) and len(snr_range) == 2
+               and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in snr_range))
+    if not (numbers and 0 < snr_range[0] <= snr_range[1]):
+        raise UserError(f"{path}: snr_range {snr_range!r} must be [min, max] with 0 < min <= max")
+    if not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(snr_range, (stats.snr_min, stats.snr_max))):
+        raise UserError(f"{path}: snr_range {snr_range} differs from the trained range "
+                        f"{stats.snr_min:g}-{stats.snr_max:g} of standardization.npz")
+    names = list(config.targets.names)
+    if meta["target_names"] != names:
+        raise UserError(f"{path}: target_names {meta['target_names']!r} differ from config.json's "
+                        f"targets.names {names}")
+    units = meta["target_units"]
+    if not (isinstance(units, list) and len(units) == len(names) and all(isinstance(u, str) for u in units)):
+        raise UserError(f"{path}: target_units must be a list of {len(names)} strings, one per target")
+    if stats.target_mean.size != len(names):
+        raise UserError(f"{path.parent / 'standardization.npz'}: statistics of {stats.target_mean.size} "
+                        f"targets, config.json has {len(names)}")
 
 
 def check_pixel_grid(model: LoadedModel, info: StoreInfo) -> None:

@@ -103,6 +103,40 @@ def w(tmp_path_factory):
     damaged("m_bias_no_coefficients", "bias.json", json.dumps({"feh_min": -2.5}).encode())
     damaged("m_bias_bad_numbers", "bias.json", json.dumps({"coefficients": {"logg": {"a": "x", "b": 1}}}).encode())
 
+    # Absurd sizes: a config.json asking for a network of 10^9 units or blocks, or 2^40 samples.
+    config = json.loads((model / "config.json").read_text())
+
+    def with_config(name: str, section: str, key: str, value) -> None:
+        damaged(name, "config.json", json.dumps({**config, section: {**config[section], key: value}}).encode())
+
+    with_config("m_config_wide_feature", "network", "feature_hidden", [1_000_000_000])
+    with_config("m_config_wide_subnet", "network", "subnet_hidden", [1_000_000_000])
+    with_config("m_config_many_blocks", "network", "n_blocks", 1_000_000_000)
+    with_config("m_config_fewer_summaries", "network", "summary_alphas", [0.1])
+    with_config("m_config_huge_samples", "predict", "n_samples", 2**40)
+    # model.json that disagrees with the statistics or the weights.
+    damaged("m_meta_npix", "model.json", json.dumps({**meta, "n_pix": meta["n_pix"] + 1}).encode())
+    damaged("m_meta_snr_inverted", "model.json", json.dumps({**meta, "snr_range": meta["snr_range"][::-1]}).encode())
+    damaged("m_meta_snr_other", "model.json", json.dumps({**meta, "snr_range": [1.0, 2.0]}).encode())
+    damaged("m_meta_targets", "model.json", json.dumps({**meta, "target_names": ["teff", "fe_h", "logg"]}).encode())
+    # Statistics that load but would predict nonsense: inverted S/N range, a zero flux spread.
+    with np.load(model / "standardization.npz") as data:
+        fields = dict(data)
+
+    def with_stats(name: str, **changes) -> None:
+        damaged(name, "standardization.npz", b"")
+        np.savez(paths[name] / "standardization.npz", **{**fields, **changes})
+
+    with_stats("m_stats_snr_inverted", snr_min=fields["snr_max"], snr_max=fields["snr_min"])
+    with_stats("m_stats_zero_spread", flux_std=np.zeros_like(fields["flux_std"]))
+    state = torch.load(model / "weights.pt", weights_only=True)
+    damaged("m_weights_nan", "weights.pt", b"")
+    torch.save({**state, "feature_net.0.bias": torch.full_like(state["feature_net.0.bias"], float("nan"))},
+               paths["m_weights_nan"] / "weights.pt")
+    (root / "device.toml").write_text(TINY_TOML.replace("[train]\n", '[train]\ndevice = "cudabogus"\n'))
+    (root / "seed.toml").write_text(TINY_TOML.replace("[train]\n", "[train]\nseed = -1\n"))
+    (root / "permute.toml").write_text(TINY_TOML.replace("[network]\n", "[network]\npermute_seed = 4294967295\n"))
+
     # A model directory holding a run (checkpoint.pt) for --no-resume and resume cases.
     paths["run_pickle"] = root / "run_pickle"
     shutil.copytree(model, paths["run_pickle"])
@@ -173,7 +207,7 @@ CASES = [
     ("evaluate-weights-missing", lambda w: (["evaluate", w["m_weights_missing"], w["store"], "--report", _new(w, "r4")],
                                             [_new(w, "r4")], r"missing weights\.pt")),
     ("evaluate-weights-other-network", lambda w: (["evaluate", w["m_weights_other_net"], w["store"], "--report", _new(w, "r5")],
-                                                  [_new(w, "r5")], r"weights\.pt.*not weights of this model")),
+                                                  [_new(w, "r5")], r"weights\.pt: holds 1 tensors.*not of one model")),
     ("evaluate-meta-not-json", lambda w: (["evaluate", w["m_meta_not_json"], w["store"], "--report", _new(w, "r6")],
                                           [_new(w, "r6")], r"model\.json.*not readable JSON")),
     ("evaluate-meta-version", lambda w: (["evaluate", w["m_meta_version"], w["store"], "--report", _new(w, "r7")],
@@ -244,6 +278,63 @@ CASES = [
                                          [_new(w, "p16.zarr")], r"--precision")),
     ("predict-device-cuda", lambda w: (["predict", w["model"], w["obs"], "--out", _new(w, "p17.zarr"), "--device", "cuda"],
                                        [_new(w, "p17.zarr")], r"CUDA")),
+    # --- absurd sizes in a model directory: refused before anything is allocated
+    ("predict-config-hidden-layer-1e9", lambda w: (["predict", w["m_config_wide_feature"], w["obs"], "--out", _new(w, "a1.zarr")],
+                                                   [_new(w, "a1.zarr"), w["m_config_wide_feature"]],
+                                                   r"weights\.pt: tensor feature_net\.0\.weight is shape \(16, 51\).*"
+                                                   r"network\.feature_hidden.*\(1000000000, 51\)")),
+    ("evaluate-config-subnet-1e9", lambda w: (["evaluate", w["m_config_wide_subnet"], w["store"], "--report", _new(w, "a2")],
+                                              [_new(w, "a2")], r"subnet1\.0\.weight.*network\.subnet_hidden.*1000000000")),
+    ("predict-config-1e9-blocks", lambda w: (["predict", w["m_config_many_blocks"], w["obs"], "--out", _new(w, "a3.zarr")],
+                                             [_new(w, "a3.zarr")], r"holds 26 tensors.*network\.n_blocks.*4,000,000,002 linear")),
+    ("predict-config-other-summaries", lambda w: (["predict", w["m_config_fewer_summaries"], w["obs"], "--out", _new(w, "a4.zarr")],
+                                                  [_new(w, "a4.zarr")], r"summary_weights.*network\.summary_alphas")),
+    ("predict-config-samples-2e40", lambda w: (["predict", w["m_config_huge_samples"], w["obs"], "--out", _new(w, "a5.zarr")],
+                                               [_new(w, "a5.zarr")], r"config\.json predict\.n_samples 1099511627776: .*GiB.*"
+                                               r"at most [\d,]+ samples per spectrum fit")),
+    ("predict-samples-2e31", lambda w: (["predict", w["model"], w["obs"], "--out", _new(w, "a6.zarr"), "--samples", "2147483648"],
+                                        [_new(w, "a6.zarr"), _new(w, "a6.csv")],
+                                        r"--samples 2147483648: the posterior samples of one spectrum need [\d.]+ GiB")),
+    ("evaluate-samples-2e31", lambda w: (["evaluate", w["model"], w["store"], "--report", _new(w, "a7"), "--samples", "2147483648"],
+                                         [_new(w, "a7")], r"--samples 2147483648: .*one row \(3 S/N levels\)")),
+    ("predict-meta-npix", lambda w: (["predict", w["m_meta_npix"], w["obs"], "--out", _new(w, "a8.zarr")],
+                                     [_new(w, "a8.zarr")], r"model\.json: n_pix 51 differs from the 50 pixels")),
+    ("predict-meta-snr-inverted", lambda w: (["predict", w["m_meta_snr_inverted"], w["obs"], "--out", _new(w, "a9.zarr")],
+                                             [_new(w, "a9.zarr")], r"snr_range \[250\.0, 20\.0\] must be \[min, max\]")),
+    ("predict-meta-snr-other", lambda w: (["predict", w["m_meta_snr_other"], w["obs"], "--out", _new(w, "a10.zarr")],
+                                          [_new(w, "a10.zarr")], r"snr_range \[1\.0, 2\.0\] differs from the trained range 20-250")),
+    ("predict-meta-targets", lambda w: (["predict", w["m_meta_targets"], w["obs"], "--out", _new(w, "a11.zarr")],
+                                        [_new(w, "a11.zarr")], r"target_names.*differ from config\.json's targets\.names")),
+    ("predict-stats-snr-inverted", lambda w: (["predict", w["m_stats_snr_inverted"], w["obs"], "--out", _new(w, "a12.zarr")],
+                                              [_new(w, "a12.zarr")], r"standardization\.npz: trained S/N range 250-20")),
+    ("predict-stats-zero-spread", lambda w: (["predict", w["m_stats_zero_spread"], w["obs"], "--out", _new(w, "a13.zarr")],
+                                             [_new(w, "a13.zarr")], r"standardization\.npz: field flux_std must be > 0")),
+    ("predict-weights-nan", lambda w: (["predict", w["m_weights_nan"], w["obs"], "--out", _new(w, "a14.zarr")],
+                                       [_new(w, "a14.zarr")], r"weights\.pt: tensor feature_net\.0\.bias holds NaN")),
+    # --- absurd options
+    ("predict-seed-negative", lambda w: (["predict", w["model"], w["obs"], "--out", _new(w, "o1.zarr"), "--seed", "-1"],
+                                         [_new(w, "o1.zarr")], r"--seed -1: predict\.seed: must be from 0 to")),
+    ("predict-seed-2e64", lambda w: (["predict", w["model"], w["obs"], "--out", _new(w, "o2.zarr"), "--seed", str(2**64)],
+                                     [_new(w, "o2.zarr")], r"--seed 18446744073709551616: predict\.seed")),
+    ("predict-device-bogus", lambda w: (["predict", w["model"], w["obs"], "--out", _new(w, "o3.zarr"), "--device", "bogus"],
+                                        [_new(w, "o3.zarr")], r"--device 'bogus': expected auto, cpu, cuda or cuda:N")),
+    ("predict-device-cpu-index", lambda w: (["predict", w["model"], w["obs"], "--out", _new(w, "o4.zarr"), "--device", "cpu:5"],
+                                            [_new(w, "o4.zarr")], r"--device 'cpu:5'")),
+    ("evaluate-device-bogus", lambda w: (["evaluate", w["model"], w["store"], "--report", _new(w, "o5"), "--device", "bogus"],
+                                         [_new(w, "o5")], r"--device 'bogus'")),
+    ("train-config-device-bogus", lambda w: (["train", w["store"], "--out", _new(w, "o6"), "--config", w["root"] / "device.toml"],
+                                             [_new(w, "o6")], r"train\.device: must be auto, cpu, cuda or cuda:N")),
+    ("train-config-seed-negative", lambda w: (["train", w["store"], "--out", _new(w, "o7"), "--config", w["root"] / "seed.toml"],
+                                              [_new(w, "o7")], r"train\.seed: must be from 0 to 4,294,967,295")),
+    ("train-config-permute-seed-past-2e32", lambda w: (["train", w["store"], "--out", _new(w, "o8"),
+                                                        "--config", w["root"] / "permute.toml"],
+                                                       [_new(w, "o8")], r"network\.permute_seed: .*at most 4,294,967,294")),
+    ("predict-jobs-1e11", lambda w: (["predict", w["model"], w["obs"], "--out", _new(w, "o9.zarr"), "--jobs", "99999999999"],
+                                     [_new(w, "o9.zarr")], r"--jobs 99999999999: must be from 1 to \d+")),
+    ("search-seed-negative", lambda w: (["search", w["store"], "--out", _new(w, "o10"), "--seed", "-1", "--config", w["tiny"]],
+                                        [_new(w, "o10")], r"--seed -1: must be from 0 to 4,294,967,295")),
+    ("evaluate-saliency-negative", lambda w: (["evaluate", w["model"], w["store"], "--report", _new(w, "o11"),
+                                               "--saliency-spectra", "-3"], [_new(w, "o11")], r"--saliency-spectra -3")),
     # --- search
     ("search-missing-store", lambda w: (["search", w["root"] / "nope.zarr", "--out", _new(w, "s1")],
                                         [_new(w, "s1")], r"nope\.zarr.*no such")),

@@ -1,12 +1,17 @@
 """Exceptions shared by the three packages' command-line front ends.
 
 A :class:`UserError` is a problem with what the user gave us (a file, a flag, a config key).
-Every CLI prints its message as one line and exits with status 1; any other exception is an
-internal failure and exits with status 2 (see docs/contracts.md, Conventions).
+Every CLI prints its message as one line and exits with status 1. So does an ``OSError`` by
+which the system refused a file operation for a reason of the user's machine, not of the code
+(:data:`DISK_FAULTS`: a full disk or quota, a read-only file system, a missing permission). Any
+other exception is an internal failure and exits with status 2 (see docs/contracts.md,
+Conventions).
 """
 
 
 import argparse
+import errno
+import os
 
 
 class UserError(Exception):
@@ -36,11 +41,50 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
+#: errno of an ``OSError`` that is the user's disk or permissions, not a bug, and what to do.
+DISK_FAULTS = {
+    errno.ENOSPC: "free some space or write elsewhere, then re-run the same command",
+    errno.EDQUOT: "free some of the quota or write elsewhere, then re-run the same command",
+    errno.EROFS: "write to a writable file system instead",
+    errno.EACCES: "check the permissions of the path, or write elsewhere",
+    errno.EPERM: "check the permissions of the path, or write elsewhere",
+}
+
+
+def disk_fault(exc: BaseException) -> OSError | None:
+    """The ``OSError`` with an errno of :data:`DISK_FAULTS` behind ``exc``, else None.
+
+    ``exc`` itself or an exception it was raised from or while handling, as a traceback would
+    show them (``__cause__``, else ``__context__`` unless suppressed): a library that wraps the
+    system's refusal in its own exception, or cleanup that fails after it, still leaves the
+    disk as the reason.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_FAULTS:
+            return exc
+        exc = exc.__cause__ if exc.__cause__ is not None else (
+            None if exc.__suppress_context__ else exc.__context__)
+    return None
+
+
+def disk_fault_message(err: OSError) -> str:
+    """One line for a :func:`disk_fault`: the path, the errno's meaning and name, what to do.
+
+    E.g. ``/scratch/g.zarr: No space left on device (ENOSPC); free some space or write
+    elsewhere, then re-run the same command``.
+    """
+    where = f"{err.filename}: " if err.filename else ""
+    meaning = err.strerror or os.strerror(err.errno)
+    return f"{where}{meaning} ({errno.errorcode.get(err.errno, err.errno)}); {DISK_FAULTS[err.errno]}"
+
+
 def run_cli(main, argv=None) -> int:
     """Run a CLI ``main(argv) -> int`` with the toolkit's exit-code convention.
 
     Returns 0 (or what ``main`` returns) on success; 1 after printing ``error: <message>`` for a
-    :class:`UserError`; 130 on SIGINT (Ctrl-C) and 143 on SIGTERM (``kill``, ``scancel``, a
+    :class:`UserError` or a :func:`disk_fault` (:func:`disk_fault_message`); 130 on SIGINT (Ctrl-C) and 143 on SIGTERM (``kill``, ``scancel``, a
     walltime limit), after one line saying how to resume; 141, silently, when stdout is a pipe
     closed early (``... | head``). Any other exception propagates with exit code 2 and its
     traceback, since that is a bug to report.
@@ -74,7 +118,11 @@ def run_cli(main, argv=None) -> int:
         except (OSError, ValueError, AttributeError):
             pass
         return 141
-    except Exception:  # noqa: BLE001 - internal failure: show the traceback, exit 2
+    except Exception as exc:  # noqa: BLE001 - internal failure: show the traceback, exit 2
+        fault = disk_fault(exc)
+        if fault is not None:
+            print(f"error: {disk_fault_message(fault)}", file=sys.stderr)
+            return 1
         traceback.print_exc()
         return 2
     finally:

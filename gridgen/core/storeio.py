@@ -3,10 +3,17 @@
 All stores of the toolkit are Zarr v3 groups created complete under a hidden temporary name
 next to the destination and renamed into place (a rename within one directory is atomic), with
 consolidated metadata so that ``xarray.open_zarr`` opens them without a fallback warning.
+
+On any failure, an interrupt included, the temporary is removed; a full disk or quota, a
+read-only file system or a missing permission (:data:`gridgen.core.errors.DISK_FAULTS`) is
+raised again as an ``OSError`` of the same errno naming the destination, not the temporary, so
+that the command's one error line names the user's output path.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import uuid
@@ -17,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from gridgen.core.errors import UserError
+from gridgen.core.errors import DISK_FAULTS, UserError
 
 
 class StoreExists(UserError):
@@ -41,10 +48,39 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    except BaseException as exc:
+        # The cleanup must not hide why the write failed (on a file system turned read-only
+        # meanwhile, removing the temporary fails too).
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        _raise_naming(exc, path)
     return path
+
+
+def _raise_naming(exc: BaseException, path: Path):
+    """Raise ``exc`` again; a disk fault as an ``OSError`` naming ``path`` (see the module docstring)."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FAULTS:
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
+    raise exc
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuse an output ``path`` on a read-only file system or in a directory without write
+    permission, before any work: raise the ``OSError`` (EROFS, EACCES) its first write would.
+
+    The directory checked is ``path`` itself if it is one (a run to resume), else the nearest
+    existing directory above it. ``os.access`` answers for the real user, so root passes it
+    everywhere except on a read-only file system. A full disk cannot be foreseen this way.
+    """
+    path = Path(path)
+    where = path if path.is_dir() else path.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    # A file in the way is another mistake, which the write itself reports.
+    if not where.is_dir() or os.access(where, os.W_OK | os.X_OK):
+        return
+    code = errno.EROFS if os.statvfs(where).f_flag & os.ST_RDONLY else errno.EACCES
+    raise OSError(code, os.strerror(code), str(path))
 
 
 def open_store(path: str | Path, schemas: tuple[str, ...], what: str, mode: str = "r") -> zarr.Group:
@@ -113,9 +149,34 @@ def create_atomically(path: str | Path, fill: Callable[[zarr.Group], None]) -> N
                 raise StoreExists(f"{path}: created by another process meanwhile; "
                                   "choose another --out or remove it") from None
             raise
-    except BaseException:
+    except BaseException as exc:
+        _settle_zarr_writes()
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _raise_naming(exc, path)
+
+
+def _settle_zarr_writes(timeout_s: float = 60.0) -> None:
+    """Wait for the writes Zarr still has in flight after one of them failed.
+
+    Zarr writes the chunks of an array concurrently on its I/O event loop
+    (``asyncio.gather``) and does not cancel the others when one fails: without waiting, they
+    would create directories and files below a temporary store after it was removed.
+    """
+    import asyncio
+
+    from zarr.core import sync
+
+    loop = sync.loop[0]
+    if loop is None or not loop.is_running():
+        return
+
+    async def others_done() -> None:
+        pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        if pending:
+            await asyncio.wait(pending)
+
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(others_done(), loop).result(timeout_s)
 
 
 def read_array(array: zarr.Array, selection=slice(None), *, where: str = "",
