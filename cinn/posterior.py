@@ -145,7 +145,10 @@ class Posterior:
         densest fully accepted sample whenever no target is out of range (the paper's). With
         the model's width calibration (:mod:`cinn.recalibrate`, ``config.calibrated``), each
         target's samples are then widened about the MAP by s_t(S/N), and their densities
-        corrected by -sum_t log s_t; the MAP is unchanged.
+        corrected by -sum_t log s_t; the MAP is unchanged. The widened samples are truncated to
+        the bounds (``in_bounds``, ``accepted``), while ``f_reject``, ``f_reject_target`` and
+        ``out_of_range`` stay those of the network's own samples: the calibration widens the
+        answer, it never turns it into an extrapolation.
 
         Parameters
         ----------
@@ -165,7 +168,8 @@ class Posterior:
             ``samples`` (n, S, T) float32 in target units (log10 for teff, vbroad),
             ``log_density`` (n, S), ``in_bounds`` (n, S, T) bool (per target),
             ``accepted`` (n, S) bool (every target inside its bounds, the paper's rejection),
-            ``f_reject`` (n,) (1 - mean of ``accepted``, the paper's), ``f_reject_target``
+            ``f_reject`` (n,) (the paper's: the fraction of the network's samples with any
+            target outside its bounds; without calibration 1 - mean of ``accepted``), ``f_reject_target``
             (n, T), ``out_of_range`` (n, T) bool, ``map`` (n, T) float64 target units (NaN for
             out-of-range targets, and for all if no sample is eligible), ``map_log_density`` (n,).
         """
@@ -176,7 +180,11 @@ class Posterior:
         dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
         x, log_density = self.network.sample_and_log_prob(z, features, dtype)
         inside = (x >= self._lower) & (x <= self._upper)
-        out_of_range = (1.0 - inside.float().mean(dim=1)) > config.f_reject_max
+        # The reliability numbers are the network's own: the calibration's wider tails beyond the
+        # bounds are the prior's truncation, not evidence that the star lies beyond the grid.
+        f_reject = 1.0 - inside.all(dim=-1).float().mean(dim=1)
+        f_reject_target = 1.0 - inside.float().mean(dim=1)
+        out_of_range = f_reject_target > config.f_reject_max
         x_map, map_log_density, has_map = self._map_pass(x, log_density, out_of_range, z, features, config)
         if self.calibration is not None and config.calibrated:
             scale = torch.as_tensor(self.calibration.factors(np.asarray(snr)), dtype=x.dtype, device=device)
@@ -186,7 +194,6 @@ class Posterior:
             log_density = log_density - log_scale[:, None]
             map_log_density = map_log_density - log_scale
             inside = (x >= self._lower) & (x <= self._upper)
-            out_of_range = out_of_range | ((1.0 - inside.float().mean(dim=1)) > config.f_reject_max)
         accepted = inside.all(dim=-1)
         map_target = stats.unstandardize_targets(x_map.cpu().numpy().astype(np.float64))
         map_target[~has_map.cpu().numpy()] = np.nan
@@ -199,8 +206,8 @@ class Posterior:
             "accepted": accepted.cpu().numpy(),
             "map": map_target,
             "map_log_density": map_log_density.cpu().numpy().astype(np.float64) - self._log_std_sum,
-            "f_reject": 1.0 - accepted.float().mean(dim=1).cpu().numpy().astype(np.float64),
-            "f_reject_target": 1.0 - inside.float().mean(dim=1).cpu().numpy().astype(np.float64),
+            "f_reject": f_reject.cpu().numpy().astype(np.float64),
+            "f_reject_target": f_reject_target.cpu().numpy().astype(np.float64),
             "out_of_range": out_np,
         }
 

@@ -98,9 +98,10 @@ def summarize(map_phys, truth, names, q=None) -> dict:
             inside = (q[lo] <= truth) & (truth <= q[hi])
             valid = np.isfinite(q[lo]) & np.isfinite(q[hi])
             out[f"cov{level}"] = float(inside[valid].mean()) if valid.any() else np.nan
-            per = [(inside[:, j] & valid[:, j]).sum() / max(valid[:, j].sum(), 1) for j in range(len(names))]
+            per = np.array([(inside[:, j] & valid[:, j]).sum() / valid[:, j].sum() if valid[:, j].any() else np.nan
+                            for j in range(len(names))])
             nominal = level / 100
-            worst = int(np.argmax(np.abs(np.array(per) - nominal)))
+            worst = int(np.nanargmax(np.abs(per - nominal))) if np.isfinite(per).any() else 0
             out[f"cov{level}_worst"] = (names[worst], float(per[worst]))
         out["f_reject"] = float(q["f_reject"].mean())
         ft = q["f_reject_target"].mean(axis=0)
