@@ -1,8 +1,10 @@
 """atmosphere.t_outer_scale: cooler outer layers of the emulated models, their consistency in the
-real engine, their effect on strong lines and their provenance."""
+real engine, their effect on strong lines, their provenance, and re-simulating a split with them."""
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import re
 import subprocess
 from dataclasses import replace
@@ -10,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 from badinput import assert_rejected
 from gridgen.cli import main as gridgen_main
-from gridgen.core.errors import UserError
+from gridgen.core.errors import UserError, run_cli
 from gridgen.physics.atmospheres.emulator import load_emulator, predict_structure, resample_depth
 from gridgen.physics.atmospheres.kurucz import read_kurucz, write_kurucz
 from gridgen.physics.atmospheres.model import AtmosphereConfig, marcs_standard_alpha_fe
@@ -24,6 +27,7 @@ from gridgen.physics.atmospheres.perturbation import (
 )
 from gridgen.physics.atmospheres.provider import EmulatorProvider
 from gridgen.physics.engine import abundance_block_text, babsma_input_text, synthesize
+from gridgen.physics.labels import LABEL_NAMES
 from gridgen.physics.solar import solar_abundances
 from gridgen.store import open_grid_store
 
@@ -215,3 +219,105 @@ def test_grid_store_records_the_perturbation_and_resumes(engine, tmp_path, capsy
     assert_rejected(capsys, gridgen_main, ["run", bad, "--out", tmp_path / "bad" / "g.zarr", "--create-only"],
                     watch=[tmp_path / "bad"], match=r"grid\.toml: atmosphere\.t_outer_scale: must be a number "
                                                     r"from -0\.1 to 0\.1")
+
+
+# --- scripts/bench/resimulate_split.py -------------------------------------------------------
+
+AUGMENT_TOML = """
+arms = ["mgb"]
+snr_list = [50.0, 1000.0]
+seed = 5
+chunk_spectra = 2
+[vbroad_prior]
+min_kms = 0.0
+max_kms = 30.0
+metal_poor_max_kms = 20.0
+[arm_defs.mgb]
+start_aa = 5179.0
+end_aa = 5189.0
+bin_aa = 0.05
+source = "test window around Mg b 5183"
+"""
+#: Three stars of a table-sampled grid, all in the test split (the table path is relative).
+GRID_ROWS = ("teff,logg,fe_h,vmic,mg_fe,ca_fe\n5777,4.44,0.0,1.0,0.0,0.0\n4800,2.5,-0.5,1.5,0.2,0.2\n"
+             "6300,4.2,-1.0,1.2,0.4,0.3\n")
+
+
+def load_script():
+    path = REPO / "scripts" / "bench" / "resimulate_split.py"
+    spec = importlib.util.spec_from_file_location("resimulate_split", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def training_store(engine, tmp_path_factory):
+    from augment.config import load_config
+    from augment.run import augment_grid
+    from gridgen.runner import run_grid
+
+    tmp = tmp_path_factory.mktemp("split")
+    text = (REPO / "grids" / "demo.toml").read_text()
+    text = text.replace('method = "sobol"', 'method = "table"\ntable = "params.csv"')
+    text = text.replace("windows_aa = [[5150.0, 5740.0], [6090.0, 6800.0]]", "windows_aa = [[5176.0, 5192.0]]")
+    text = text.replace("split = [0.75, 0.20, 0.05]", "split = [0.0, 1.0, 0.0]")
+    (tmp / "params.csv").write_text(GRID_ROWS)
+    (tmp / "grid.toml").write_text(text)
+    (tmp / "augment.toml").write_text(AUGMENT_TOML)
+    assert run_grid(tmp / "grid.toml", tmp / "grid.zarr", progress=False)["ok"] == 3
+    augment_grid(tmp / "grid.zarr", tmp / "train.zarr", load_config(tmp / "augment.toml", {}), progress=False)
+    return tmp
+
+
+@pytest.mark.slow
+def test_resimulated_split_maps_to_training_rows_and_deepens_lines(training_store, tmp_path, capsys):
+    script, tmp = load_script(), training_store
+    train = zarr.open_group(str(tmp / "train.zarr"), mode="r")
+
+    def run(delta, out, *extra):
+        argv = [str(tmp / "train.zarr"), "--grid", str(tmp / "grid.toml"), "--augment-config",
+                str(tmp / "augment.toml"), "--t-outer-scale", str(delta), "--out", str(out), *extra]
+        return run_cli(script.main, argv)
+
+    # Control: without the perturbation the re-simulation is the training store's noiseless flux.
+    assert run(0.0, tmp_path / "control.zarr", "--jobs", "2") == 0
+    assert "3 spectra re-simulated" in capsys.readouterr().out
+    control = zarr.open_group(str(tmp_path / "control.zarr"), mode="r")
+    rows = [int(name[3:]) for name in control["object_id"][:]]
+    assert rows == [0, 1, 2] and control["source_index"][:].tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(control["labels"][:], train["labels"][:][rows])
+    np.testing.assert_allclose(control["flux_clean"][:], train["flux_clean"][:][rows], rtol=0,
+                               atol=2 * np.finfo(np.float32).eps)
+    with open(tmp_path / "control.labels.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["object_id"] for r in table] == ["row0", "row1", "row2"]
+    assert list(table[0])[3:] == [*LABEL_NAMES, "vbroad"]
+
+    # Perturbed: the same rows; every star's strongest line core deeper (see the synthesis test),
+    # by far more than the float32 rounding the control agrees to.
+    out = tmp_path / "cool.zarr"
+    assert run(DELTA, out, "--max-rows", "2") == 0
+    cool = zarr.open_group(str(out), mode="r")
+    assert list(cool["object_id"][:]) == ["row0", "row1"] and (cool["status"][:] == 1).all()
+    reference = train["flux_clean"][:][:2]
+    cores = np.argmin(reference, axis=1)
+    depth_change = cool["flux_clean"][:][[0, 1], cores] - reference[[0, 1], cores]
+    assert np.all(depth_change < -0.01), depth_change
+    grid_toml = cool.attrs["provenance"]["grid"]["grid"]["toml"]
+    assert "t_outer_scale = -0.04" in grid_toml and str(tmp / "params.csv") in grid_toml
+    assert cool.attrs["provenance"]["grid"]["atmosphere"]["t_outer_scale"]["delta"] == DELTA
+
+    # Never overwritten: a second run on the same --out is refused and leaves everything as it is.
+    capsys.readouterr()
+    assert_rejected(capsys, script.main, [str(tmp / "train.zarr"), "--grid", str(tmp / "grid.toml"),
+                                          "--augment-config", str(tmp / "augment.toml"),
+                                          "--t-outer-scale", str(DELTA), "--out", str(out)],
+                    watch=[tmp_path], match=r"cool\.zarr already exists")
+    # The grid must be the training store's own.
+    other = tmp_path / "other.toml"
+    other.write_text((tmp / "grid.toml").read_text().replace("seed = 20260101", "seed = 1"))
+    assert_rejected(capsys, script.main, [str(tmp / "train.zarr"), "--grid", str(other), "--augment-config",
+                                          str(tmp / "augment.toml"), "--t-outer-scale", "-0.04",
+                                          "--out", str(tmp_path / "x.zarr")],
+                    watch=[tmp_path], match=r"--grid: .*other\.toml .* is not the definition")
