@@ -16,6 +16,14 @@ from gridgen.core.errors import UserError
 PROVIDERS = ("emulator", "marcs")
 TS_MAX_DEPTH = 100
 """Turbospectrum's ``NDP``: the most depth points babsma accepts."""
+T_OUTER_SCALE_MAX = 0.1
+"""Largest |atmosphere.t_outer_scale|: twice the typical 1D-vs-3D difference of FGK dwarfs
+(3-5 %), and as far as the perturbed models stay self-consistent. babsma recomputes the gas
+pressure of a Kurucz model from its T and electron pressure; up to 10 % that pressure moves by at
+most 0.017 dex against the unperturbed model's, except in the coolest metal-poor giants (4000 K,
+log g 1, [Fe/H] -2: 0.055 dex, in its layers below 2500 K, where the Saha gas that rescales the
+electron density, first ionisations only and no molecules, departs most from babsma's equation of
+state). At 20 % that giant is 0.19 dex off."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,14 @@ class AtmosphereConfig:
         spectrum's atmosphere takes the spectrum's own [alpha/Fe], the mean of its [Mg/Fe],
         [Si/Fe], [Ca/Fe] and [Ti/Fe], clipped to the emulator's -0.2 to 0.6 and recorded in the
         spectrum's note (:mod:`gridgen.physics.atmospheres.provider`).
+    t_outer_scale
+        Emulator only: delta of a documented perturbation of the emulated temperature structure,
+        T -> T (1 + delta w) with w = 1 above log tau_Ross = -2, 0 below log tau_Ross = 0 and linear
+        between, the electron density made consistent with it
+        (:mod:`gridgen.physics.atmospheres.perturbation`). 0 (default): the emulated models as
+        they are. Negative values mimic the cooler outer layers of 3D models (typically -0.03 to
+        -0.05 for FGK dwarfs, Magic et al. 2013). At most 0.1 either way
+        (:data:`T_OUTER_SCALE_MAX`).
     """
 
     provider: str = "emulator"
@@ -90,6 +106,7 @@ class AtmosphereConfig:
     log_tau_ross_max: float = 2.0
     n_depth: int = 52
     alpha_fe_dex: float | None = None
+    t_outer_scale: float = 0.0
 
     def __post_init__(self):
         if self.provider not in PROVIDERS:
@@ -116,6 +133,18 @@ class AtmosphereConfig:
                 or not -0.2 <= self.alpha_fe_dex <= 0.6):
             raise UserError(f"atmosphere.alpha_fe_dex: the emulator was trained on -0.2 to 0.6, "
                             f"got {self.alpha_fe_dex!r}")
+        self._check_t_outer_scale()
+
+    def _check_t_outer_scale(self):
+        value = self.t_outer_scale
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not -T_OUTER_SCALE_MAX <= value <= T_OUTER_SCALE_MAX):
+            raise UserError(f"atmosphere.t_outer_scale: must be a number from -{T_OUTER_SCALE_MAX} to "
+                            f"{T_OUTER_SCALE_MAX} (twice the typical 3D-vs-1D difference; beyond it the perturbed "
+                            f"models' pressures are no longer self-consistent), got {value!r}")
+        if value != 0 and self.provider != "emulator":
+            raise UserError(f"atmosphere.t_outer_scale: perturbs the emulator's models only; "
+                            f"atmosphere.provider is {self.provider!r}")
 
 
 def marcs_standard_alpha_fe(feh_dex: float) -> float:

@@ -19,6 +19,9 @@ difference.
     The C3K/ATLAS12 emulator of ``atmosnet 1.0.1`` (:mod:`gridgen.physics.atmospheres.emulator`), written
     as Kurucz-format text and resampled onto ``n_depth`` points equally spaced in log tau_Ross
     between ``log_tau_ross_min`` and ``log_tau_ross_max``.
+    With ``t_outer_scale`` set, the temperatures of its outer layers are scaled
+    (:mod:`gridgen.physics.atmospheres.perturbation`), the value written in the model's title and
+    the provenance (``atmosphere.t_outer_scale``; absent when 0).
 ``"marcs"``
     A user's MARCS grid interpolated with Turbospectrum's ``interpol_modeles``
     (:mod:`gridgen.physics.atmospheres.marcs`).
@@ -45,6 +48,11 @@ from gridgen.physics.atmospheres.model import (
     AtmosphereModel,
     marcs_standard_alpha_fe,
     outside_validity_error,
+)
+from gridgen.physics.atmospheres.perturbation import (
+    INNER_LOG_TAU_ROSS,
+    OUTER_LOG_TAU_ROSS,
+    perturb_outer_temperature,
 )
 
 NOTED_TRIM_DEX = 0.05
@@ -175,6 +183,10 @@ class EmulatorProvider:
         structure = resample_depth(predict_structure(self.emulator, teff_k, logg_cgs, feh_dex, alpha),
                                    self.config.log_tau_ross_min, self.config.log_tau_ross_max,
                                    self.config.n_depth)
+        delta = float(self.config.t_outer_scale)
+        if delta:
+            # On the resampled grid, whose log tau_Ross is the unperturbed model's.
+            structure = perturb_outer_temperature(structure, delta, feh_dex, alpha)
         depth = structure["log_tau_ross"]
         wanted = (self.config.log_tau_ross_min, self.config.log_tau_ross_max)
         trimmed_dex = max(depth[0] - wanted[0], wanted[1] - depth[-1])
@@ -182,7 +194,8 @@ class EmulatorProvider:
                      f"atmosphere depth log tau_Ross [{depth[0]:.3f}, {depth[-1]:.3f}] trimmed to the "
                      f"emulated model's range (asked [{wanted[0]}, {wanted[1]}])")
         note = "; ".join(filter(None, (alpha_note, trim_note)))
-        title = f"atmosnet {ATMOSNET_VERSION} C3K emulator [Fe/H]={feh_dex:+.2f} [a/Fe]={alpha:+.2f}"
+        title = (f"atmosnet {ATMOSNET_VERSION} C3K emulator [Fe/H]={feh_dex:+.2f} [a/Fe]={alpha:+.2f}"
+                 + (f" T_outer{delta:+.3f}" if delta else ""))
         text = write_kurucz(teff_k, logg_cgs, feh_dex, structure["rhox_gcm2"], structure["t_k"],
                             structure["p_dyncm2"], structure["xne_cm3"], structure["abross_cm2g"],
                             structure["accrad_cms2"], float(vmic_kms), title)
@@ -208,6 +221,21 @@ class EmulatorProvider:
                               "without_spectrum": "marcs_standard"}),
             "allow_outside": self.config.allow_outside,
             "validity": self.region.describe(),
+            # Only when set, so that the provenance, and the identity of every store made
+            # without the perturbation, is what it was before the option existed.
+            **({"t_outer_scale": self._perturbation()} if self.config.t_outer_scale else {}),
+        }
+
+    def _perturbation(self) -> dict:
+        """Provenance of ``atmosphere.t_outer_scale`` (:mod:`gridgen.physics.atmospheres.perturbation`)."""
+        return {
+            "delta": float(self.config.t_outer_scale),
+            "temperature": (f"T -> T (1 + delta w), w = 1 for log tau_Ross <= {OUTER_LOG_TAU_ROSS}, "
+                            f"0 for >= {INNER_LOG_TAU_ROSS}, linear between (unperturbed log tau_Ross)"),
+            "pressure": "RHOX and P_gas kept (hydrostatic equilibrium on the column-mass scale)",
+            "electron_density": "scaled by n_e(T', P_gas) / n_e(T, P_gas) of a Saha gas "
+                                "(first ionisations of H, C and 12 metals)",
+            "abross": "kept; babsma replaces it by its own opacity at 5000 A",
         }
 
 
