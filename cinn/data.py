@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import zarr
 
+from augment.noise import NoiseLaw
 from augment.nuisance import NuisancePrior, perturb
 from augment.store import OBSERVED_SCHEMA, STATUS_DONE, TRAIN_SCHEMA, open_augment_store
 from gridgen.core.errors import UserError
@@ -205,11 +206,10 @@ class BatchStream:
         Whole chunks per shuffle buffer.
     rng : numpy.random.Generator
         Source of all randomness (chunk order, shuffling, continuous S/N, noise).
-    noise_scale : ndarray or None
-        k, the per-pixel relative noise at S/N 1 calibrated on the store's noisy fluxes
-        (:class:`cinn.standardize.Standardization`). If given, draw a log-uniform S/N in the
-        store's range per example and noise ``flux_clean`` on the fly with augment's eq. (1),
-        per-pixel S/N = S/N / k, instead of reading ``flux``.
+    noise : augment.noise.NoiseLaw or None
+        The store's noise law (:func:`cinn.standardize.store_noise_law`). If given, draw a
+        log-uniform S/N in the store's range per example and noise ``flux_clean`` on the fly
+        with it (its NumPy path), instead of reading ``flux``.
     nuisance : augment.nuisance.NuisancePrior or None
         With continuous S/N, perturb each clean flux by one draw of this prior (line depths,
         macroturbulence, continuum tilt, radial velocity; :mod:`augment.nuisance`) before
@@ -224,13 +224,13 @@ class BatchStream:
     """
 
     def __init__(self, group: zarr.Group, info: StoreInfo, rows: np.ndarray, batch_size: int,
-                 buffer_chunks: int, rng: np.random.Generator, noise_scale: np.ndarray | None = None,
+                 buffer_chunks: int, rng: np.random.Generator, noise: NoiseLaw | None = None,
                  nuisance: NuisancePrior | None = None):
         self.group, self.info, self.batch_size = group, info, batch_size
         self.chunks = chunks_of(np.sort(rows), info.chunk_spec)
         self.buffer_chunks = buffer_chunks
         self.rng = rng
-        self.noise_scale = noise_scale
+        self.noise = noise
         self.nuisance = nuisance if nuisance is not None and nuisance.active else None
 
     def _fill(self, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -239,7 +239,7 @@ class BatchStream:
         fluxes, snrs, rows = [], [], []
         for cid in chunk_ids:
             chunk_rows = self.chunks[cid]
-            if self.noise_scale is None:
+            if self.noise is None:
                 flux = read_rows(self.group["flux"], chunk_rows, self.info.chunk_spec)
                 check_finite(flux, chunk_rows, self.info.path)
                 fluxes.append(flux.reshape(-1, self.info.n_pix))
@@ -254,10 +254,9 @@ class BatchStream:
                     clean = perturb(torch.from_numpy(clean), self.info.wave_aa, draw).numpy()
                 log_lo, log_hi = np.log10(self.info.snr.min()), np.log10(self.info.snr.max())
                 snr = 10.0 ** self.rng.uniform(log_lo, log_hi, clean.shape[0])
-                # augment's eq. (1) with per-pixel S/N_i = S/N / k_i, sigma_i = f_i k_i / S/N, drawn
-                # for the whole buffer at once from self.rng (reproducible per epoch).
-                sigma = clean * (self.noise_scale[None, :] / snr[:, None]).astype(np.float32)
-                fluxes.append(clean + self.rng.standard_normal(clean.shape, dtype=np.float32) * sigma)
+                # Drawn for the whole buffer at once from self.rng (reproducible per epoch).
+                normal = self.rng.standard_normal(clean.shape, dtype=np.float32)
+                fluxes.append(self.noise.noisy(clean, snr, normal))
                 snrs.append(snr)
             rows.append(np.repeat(chunk_rows, n_snr))
         return np.concatenate(fluxes), np.concatenate(snrs), np.concatenate(rows)
@@ -318,8 +317,9 @@ class ResidentBatches:
 
     The fluxes (``flux_clean`` with continuous S/N, else the stored noisy ``flux``) are read
     chunk by chunk straight into one device tensor, so the host never holds the whole split.
-    Each batch then costs no host work: example indices, S/N levels and eq. (1) noise are
-    drawn on the device from one ``torch.Generator`` of that device.
+    Each batch then costs no host work: example indices, S/N levels and eq. (1) noise (the torch
+    path of :class:`augment.noise.NoiseLaw`) are drawn on the device from one ``torch.Generator``
+    of that device.
 
     Parameters
     ----------
@@ -332,10 +332,10 @@ class ResidentBatches:
     device : torch.device
     seed : int
         Seed of the device generator (index order, S/N, noise).
-    noise_scale : ndarray (n_pix,) or None
+    noise : augment.noise.NoiseLaw or None
         As in :class:`BatchStream`: if given, each example gets a log-uniform S/N in the
-        store's range and noise with per-pixel S/N = S/N / k, sigma_i = f_i k_i / S/N, the
-        law of :func:`augment.noise.add_noise`; otherwise the stored realisations are used.
+        store's range and noise by this law (its torch path, the same bits as its NumPy path);
+        otherwise the stored realisations are used.
     dtype : torch.dtype
         Storage of the resident fluxes (float32 or bfloat16); batches are float32.
     nuisance : augment.nuisance.NuisancePrior or None
@@ -353,13 +353,13 @@ class ResidentBatches:
     """
 
     def __init__(self, group: zarr.Group, info: StoreInfo, rows: np.ndarray, batch_size: int,
-                 device: torch.device, seed: int, noise_scale: np.ndarray | None = None,
+                 device: torch.device, seed: int, noise: NoiseLaw | None = None,
                  dtype: torch.dtype = torch.float32, nuisance: NuisancePrior | None = None):
         rows = np.sort(rows)
         self.wave_aa = info.wave_aa
-        self.nuisance = nuisance if nuisance is not None and nuisance.active and noise_scale is not None else None
+        self.nuisance = nuisance if nuisance is not None and nuisance.active and noise is not None else None
         self.batch_size, self.device = batch_size, device
-        self.continuous = noise_scale is not None
+        self.continuous = noise is not None
         levels = 1 if self.continuous else info.snr.size
         self.flux = torch.empty((rows.size, levels, info.n_pix), dtype=dtype, device=device)
         name = "flux_clean" if self.continuous else "flux"
@@ -373,8 +373,7 @@ class ResidentBatches:
         self.rows = torch.as_tensor(rows, dtype=torch.int64, device=device)
         self.snr_levels = torch.as_tensor(info.snr, dtype=torch.float64, device=device)
         self.log_snr_range = (float(np.log10(info.snr.min())), float(np.log10(info.snr.max())))
-        self.noise_scale = (None if noise_scale is None
-                            else torch.as_tensor(noise_scale, dtype=torch.float32, device=device))
+        self.noise = None if noise is None else noise.to(device)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
 
@@ -393,10 +392,8 @@ class ResidentBatches:
             lo, hi = self.log_snr_range
             u = torch.rand(take.numel(), generator=self.generator, device=self.device, dtype=torch.float64)
             snr = 10.0 ** (lo + (hi - lo) * u)
-            # eq. (1) with per-pixel S/N_i = S/N / k_i: sigma_i = f_i / S/N_i, in float32 as add_noise.
-            sigma = flux * (self.noise_scale[None, :] / snr[:, None].float())
-            flux = flux + sigma * torch.randn(flux.shape, generator=self.generator, device=self.device,
-                                              dtype=torch.float32)
+            normal = torch.randn(flux.shape, generator=self.generator, device=self.device, dtype=torch.float32)
+            flux = self.noise.noisy_torch(flux, snr, normal)
         else:
             snr = self.snr_levels[level]
         return flux, snr, self.rows[spec]

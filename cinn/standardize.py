@@ -3,7 +3,9 @@
 Fluxes are standardised per pixel over all (spectrum, S/N) examples of the training split; the
 condition's last column is the standardised log10 S/N (the paper's "mean S/N" input, taken in
 log because the levels span 10-1000). Targets are standardised per target; their training
-minimum and maximum are the bounds used to reject posterior samples.
+minimum and maximum are the bounds used to reject posterior samples. The noise law of
+continuous-S/N training is not estimated: it is :class:`augment.noise.NoiseLaw` for the store's
+S/N unit and pixels (:func:`store_noise_law`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import numpy as np
 import torch
 import zarr
 
+from augment.config import config_from_mapping
+from augment.noise import NoiseLaw
 from gridgen.core.errors import UserError
 from gridgen.core.progress import progress as progress_bar
 from gridgen.core.storeio import write_atomically
@@ -43,8 +47,10 @@ class Standardization:
     target_min, target_max : ndarray (n_target,)
         Training bounds in target units (log10 for teff, vbroad).
     noise_scale : ndarray (n_pix,)
-        Per-pixel noise at S/N 1 relative to the clean flux, measured on the store
-        (used by :class:`cinn.data.BatchStream` for continuous-S/N training).
+        Per-pixel noise at S/N 1 relative to the clean flux, σ_i / f_i, of the store's noise
+        law (:attr:`augment.noise.NoiseLaw.noise_scale`: exactly 1 for S/N per pixel). A
+        record; training draws its noise from :func:`store_noise_law`. Models trained before
+        hold an estimate from the store's noisy fluxes here.
     """
 
     wave_aa: np.ndarray
@@ -123,6 +129,44 @@ def _merge(count, mean, m2, n_b, mean_b, m2_b):
     return total, mean, m2
 
 
+def _pixel_widths_aa(group: zarr.Group, info: StoreInfo) -> np.ndarray:
+    """Pixel widths, Å, of the pixel grid in the store's ``provenance.augment`` config.
+
+    That config made the store's pixels; its grid must give the stored ``wave`` exactly.
+
+    Raises
+    ------
+    UserError
+        No usable arm definitions in the provenance, or a grid other than the stored one.
+    """
+    recorded = group.attrs.get("provenance", {})
+    recorded = recorded.get("augment") if isinstance(recorded, dict) else None
+    if not isinstance(recorded, dict) or "arms" not in recorded or "arm_defs" not in recorded:
+        raise UserError(f"{info.path}: S/N per_angstrom needs the pixel widths, and the store's "
+                        f"provenance.augment records no arms and arm_defs; write it with python -m augment")
+    grid = config_from_mapping({key: recorded[key] for key in ("arms", "arm_defs")},
+                               origin=f"{info.path}: provenance.augment").pixel_grid
+    if not np.array_equal(grid.wave_aa, info.wave_aa):
+        raise UserError(f"{info.path}: the arms in provenance.augment give other pixels than the "
+                        f"store's wave array; cannot tell the pixel widths for S/N per_angstrom")
+    return grid.width_aa
+
+
+def store_noise_law(group: zarr.Group, info: StoreInfo) -> NoiseLaw:
+    """The noise law a training store was made with: its S/N unit on its pixels.
+
+    Only S/N per Å depends on the pixel widths, which are those of the arms recorded in the
+    store's provenance (:func:`_pixel_widths_aa`).
+
+    Raises
+    ------
+    UserError
+        S/N per Å and the pixel widths cannot be recovered.
+    """
+    width_aa = _pixel_widths_aa(group, info) if info.snr_unit == "per_angstrom" else None
+    return NoiseLaw.for_unit(info.snr_unit, info.n_pix, width_aa)
+
+
 def compute_standardization(group: zarr.Group, info: StoreInfo, rows: np.ndarray,
                             targets: np.ndarray, progress: bool = True) -> Standardization:
     """One streamed pass over the training rows of a training store.
@@ -136,11 +180,15 @@ def compute_standardization(group: zarr.Group, info: StoreInfo, rows: np.ndarray
         Targets of every store row in network units (only ``rows`` are used).
     progress : bool
         Show a progress bar.
+
+    Raises
+    ------
+    UserError
+        A non-finite flux, or a store whose noise law cannot be known (:func:`store_noise_law`).
     """
+    noise_law = store_noise_law(group, info)
     n_pix = info.n_pix
     count, mean, m2 = 0, np.zeros(n_pix), np.zeros(n_pix)
-    noise_sum, noise_count = np.zeros(n_pix), np.zeros(n_pix)
-    snr = info.snr[None, :, None]
     chunks = chunks_of(np.sort(rows), info.chunk_spec)
     bar = progress_bar(total=len(chunks), desc="statistics", unit="chunk", bars=progress)
     for chunk_rows in chunks:
@@ -149,20 +197,10 @@ def compute_standardization(group: zarr.Group, info: StoreInfo, rows: np.ndarray
         flat = flux.reshape(-1, n_pix)
         count, mean, m2 = _merge(count, mean, m2, flat.shape[0], flat.mean(axis=0),
                                  ((flat - flat.mean(axis=0)) ** 2).sum(axis=0))
-        clean = read_rows(group["flux_clean"], chunk_rows, info.chunk_spec).astype(np.float64)
-        # Relative noise times S/N is the per-pixel noise at S/N 1; deep line cores (flux near
-        # 0) are left out because their ratio is dominated by rounding.
-        usable = np.broadcast_to(clean[:, None, :] > 0.05, flux.shape)
-        ratio = np.where(usable, (flux - clean[:, None, :]) / np.where(usable, clean[:, None, :], 1) * snr, 0)
-        noise_sum += (ratio ** 2).sum(axis=(0, 1))
-        noise_count += usable.sum(axis=(0, 1))
         bar.update(1)
     bar.close()
     flux_std = np.sqrt(m2 / max(count - 1, 1))
     flux_std = np.where(flux_std < _MIN_STD, 1.0, flux_std)
-    noise_scale = np.sqrt(noise_sum / np.maximum(noise_count, 1))
-    noise_scale = np.where(noise_count > 0, noise_scale, np.median(noise_scale[noise_count > 0])
-                           if (noise_count > 0).any() else 1.0)
     log_snr = np.log10(info.snr)
     log_snr_std = float(log_snr.std()) if log_snr.size > 1 else 1.0
     train_targets = targets[rows]
@@ -174,4 +212,4 @@ def compute_standardization(group: zarr.Group, info: StoreInfo, rows: np.ndarray
         target_mean=train_targets.mean(axis=0),
         target_std=np.where(target_std < _MIN_STD, 1.0, target_std),
         target_min=train_targets.min(axis=0), target_max=train_targets.max(axis=0),
-        noise_scale=noise_scale)
+        noise_scale=noise_law.noise_scale)

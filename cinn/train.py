@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from augment.noise import NoiseLaw
 from gridgen.core.errors import UserError
 from gridgen.core.identity import short
 from gridgen.core.progress import progress as progress_bar
@@ -42,7 +43,7 @@ from cinn.files import save_figure, write_csv_rows, write_json
 from cinn.model import (provenance_sha256, read_model_description, read_model_identity, read_saved_config,
                         save_torch, training_store_identity, wave_sha256, write_model_description)
 from cinn.network import CinnNetwork, build_network, select_device
-from cinn.standardize import Standardization, compute_standardization
+from cinn.standardize import Standardization, compute_standardization, store_noise_law
 from cinn.summary import assign_folds, fit_summaries
 from cinn.targets import labels_to_targets
 
@@ -392,7 +393,7 @@ def plan_resident(info: StoreInfo, n_rows: int, config: CinnConfig, device: torc
 
 @contextlib.contextmanager
 def epoch_batches(group, info: StoreInfo, rows: np.ndarray, config: CinnConfig, device: torch.device,
-                  epoch: int, noise_scale: np.ndarray | None, resident: ResidentBatches | None):
+                  epoch: int, noise: NoiseLaw | None, resident: ResidentBatches | None):
     """Batches of one epoch, whose order and noise depend only on (seed, epoch).
 
     From the resident split when there is one (generator re-seeded per epoch), else streamed
@@ -405,7 +406,7 @@ def epoch_batches(group, info: StoreInfo, rows: np.ndarray, config: CinnConfig, 
         yield iter(resident)
         return
     stream = BatchStream(group, info, rows, config.train.batch_size, config.data.shuffle_buffer_chunks,
-                         np.random.default_rng([seed, epoch]), noise_scale, config.data.nuisance_prior())
+                         np.random.default_rng([seed, epoch]), noise, config.data.nuisance_prior())
     if config.data.prefetch_batches == 0:
         yield iter(stream)
         return
@@ -536,9 +537,9 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     if resume and checkpoint_path.exists():
         state = restore_checkpoint(checkpoint_path, network, optimizer, scheduler, device)
 
-    noise_scale = stats.noise_scale if config.data.continuous_snr else None
+    noise = store_noise_law(group, info) if config.data.continuous_snr else None
     # The epoch's generator is re-seeded in epoch_batches; the seed given here is never used.
-    resident = (ResidentBatches(group, info, train_rows, tc.batch_size, device, tc.seed, noise_scale,
+    resident = (ResidentBatches(group, info, train_rows, tc.batch_size, device, tc.seed, noise,
                                 _RESIDENT_DTYPES[config.data.resident_dtype], config.data.nuisance_prior())
                 if on_device else None)
     val_resident = (resident_validation(group, info, val_rows, config.data.val_max_spectra, device)
@@ -550,7 +551,7 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
         t0 = time.perf_counter()
         # Data order and noise of each epoch depend only on (seed, epoch): resumable.
         torch.manual_seed(tc.seed * 100_003 + epoch)
-        with epoch_batches(group, info, train_rows, config, device, epoch, noise_scale, resident) as stream:
+        with epoch_batches(group, info, train_rows, config, device, epoch, noise, resident) as stream:
             train_ml, train_rev, train_ml_max = train_epoch(network, optimizer, stream, x_all, stats, config,
                                                             epoch, device, progress, losses, fold_by_row)
         lr = optimizer.param_groups[0]["lr"]

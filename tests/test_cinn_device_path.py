@@ -13,7 +13,7 @@ import pytest
 import torch
 import zarr
 
-from augment.noise import add_noise
+from augment.noise import NoiseLaw
 from cinn.cli import main
 from cinn.config import config_from_dict
 from cinn.data import BatchStream, Prefetch, ResidentBatches, open_spectra_store, split_rows
@@ -43,24 +43,21 @@ def _with(base: dict, **sections) -> dict:
 
 
 def test_device_noise_follows_eq1(store):
-    """sigma_i = f_i k_i / S/N per example, as augment's add_noise with per-pixel S/N = S/N / k."""
+    """sigma_i = f_i / (S/N g_i) per example, g_i = sqrt(width_i) for a law with S/N per Å."""
     group, info = open_spectra_store(store)
     rows = split_rows(group, "train")
     rng = np.random.default_rng(5)
-    noise_scale = rng.uniform(0.8, 1.6, info.n_pix)          # a non-trivial k, per pixel
-    batches = ResidentBatches(group, info, rows, 2048, CPU, seed=11, noise_scale=noise_scale)
+    width_aa = rng.uniform(0.02, 0.3, info.n_pix)             # a non-trivial g, per pixel
+    law = NoiseLaw.for_unit("per_angstrom", info.n_pix, width_aa)
+    batches = ResidentBatches(group, info, rows, 2048, CPU, seed=11, noise=law)
     flux, snr, row = next(iter(batches))
     clean = group["flux_clean"][:][row.numpy()]
-    snr_pix = snr.numpy()[:, None] / noise_scale[None, :]
+    snr_pix = snr.numpy()[:, None] * np.sqrt(width_aa)[None, :]
     pull = (flux.numpy() - clean) / (clean / snr_pix)
     n = pull.size
     # A unit normal's sample mean has standard error 1/sqrt(n), its sample std 1/sqrt(2n): 5 sigma.
     assert abs(pull.mean()) < 5 / math.sqrt(n)
     assert abs(pull.std() - 1.0) < 5 / math.sqrt(2 * n)
-    # The same statistic for augment's own add_noise on the same spectra and S/N: same law.
-    ref = np.stack([add_noise(c, s[None, :], 3, i)[0] for i, (c, s) in enumerate(zip(clean, snr_pix))])
-    ref_pull = (ref - clean) / (clean / snr_pix)
-    assert abs(ref_pull.std() - pull.std()) < 5 * math.sqrt(2) / math.sqrt(2 * n)
     # S/N log-uniform over the store's range: log10 S/N has mean (lo + hi)/2, std (hi - lo)/sqrt(12).
     log_snr = np.log10(snr.numpy())
     lo, hi = np.log10(info.snr.min()), np.log10(info.snr.max())
@@ -90,8 +87,8 @@ def test_resident_stored_noise_is_the_store_and_a_pass_covers_every_example(stor
 def test_resident_batches_follow_the_seed(store):
     group, info = open_spectra_store(store)
     rows = split_rows(group, "train")
-    k = np.ones(info.n_pix)
-    first = [next(iter(ResidentBatches(group, info, rows, 32, CPU, seed, k))) for seed in (4, 4, 5)]
+    law = NoiseLaw.for_unit(info.snr_unit, info.n_pix)
+    first = [next(iter(ResidentBatches(group, info, rows, 32, CPU, seed, law))) for seed in (4, 4, 5)]
     for a, b in zip(first[0], first[1]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(first[0][0], first[2][0])

@@ -12,7 +12,7 @@ from scipy import stats as sps
 from cinn.cli import main
 from cinn.config import config_from_dict, load_config
 from cinn.data import BatchStream, open_spectra_store, split_rows
-from cinn.standardize import compute_standardization
+from cinn.standardize import compute_standardization, store_noise_law
 from cinn.targets import labels_to_targets
 
 from cinn_fixtures import make_training_store
@@ -101,29 +101,25 @@ def test_search_writes_trials_and_best_config(store, tmp_path, monkeypatch, caps
 def test_continuous_snr_noise_matches_drawn_snr(store):
     """Batches noised on the fly: (f - f_clean) / (f_clean / S/N) must be N(0, 1) at the drawn S/N.
 
-    The fixture's stored noise is sigma = f / S/N exactly (noise scale k = 1 per pixel).
+    The fixture's S/N is per pixel: sigma = f / S/N, the law read from the store, not estimated.
     """
     group, info = open_spectra_store(store)
     rows = split_rows(group, "train")
     targets = labels_to_targets(group["labels"][:], info.label_names, ("teff", "logg"), 1.0)
     stats = compute_standardization(group, info, rows, targets, progress=False)
-    # Calibration: each pixel's k is an RMS over n ~ 3 x 90 examples, relative error 1 / sqrt(2n).
-    n_examples = rows.size * info.snr.size
-    assert np.median(stats.noise_scale) == pytest.approx(1.0, abs=5 / np.sqrt(2 * n_examples))
+    np.testing.assert_array_equal(stats.noise_scale, np.ones(info.n_pix))
 
     clean_all = zarr.open_group(str(store), mode="r")["flux_clean"][:].astype(np.float64)
     stream = iter(BatchStream(group, info, rows, batch_size=128, buffer_chunks=4,
-                              rng=np.random.default_rng(3), noise_scale=stats.noise_scale))
+                              rng=np.random.default_rng(3), noise=store_noise_law(group, info)))
     fluxes, snrs, batch_rows = zip(*(next(stream) for _ in range(8)))
     flux, snr, row = np.concatenate(fluxes), np.concatenate(snrs), np.concatenate(batch_rows)
     assert np.all(np.isin(row, rows))
     clean = clean_all[row]
-    # Normalise by the true noise of the fixture (k = 1), not by the calibrated k.
     unit = (flux - clean) / (clean / snr[:, None])
-    # 5-sigma tolerances: sampling error of the std of n values, 1 / sqrt(2n), plus the
-    # calibration error of the pixel-averaged k^2, 1 / sqrt(2 n_examples n_pix).
+    # 5-sigma tolerances: sampling error of the std of n values, 1 / sqrt(2n).
     def tolerance(n):
-        return 5 * np.sqrt(1 / (2 * n) + 1 / (2 * n_examples * info.n_pix))
+        return 5 / np.sqrt(2 * n)
 
     assert abs(unit.mean()) < 5 / np.sqrt(unit.size)
     assert unit.std() == pytest.approx(1.0, abs=tolerance(unit.size))

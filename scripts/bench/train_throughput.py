@@ -34,7 +34,7 @@ from augment.store import STATUS_DONE, create_training_store, write_chunk
 from cinn.config import config_from_dict, config_to_dict, load_config
 from cinn.data import BatchStream, ResidentBatches, free_device_bytes, open_spectra_store, resident_bytes, split_rows
 from cinn.network import build_network, select_device
-from cinn.standardize import compute_standardization
+from cinn.standardize import compute_standardization, store_noise_law
 from cinn.train import batch_losses
 
 PAPER_STEPS = 123 * 128
@@ -132,14 +132,15 @@ def main() -> None:
         rows = split_rows(group, "train")
         targets = np.column_stack([np.log10(group["labels"][:, 0]), group["labels"][:, 1:]])
         stats = compute_standardization(group, info, rows, targets, progress=False)
+        noise = store_noise_law(group, info)
         print(f"device {device}; store {args.spectra} spectra x {info.snr.size} S/N x {args.pixels} pixels; "
               f"batch {args.batch}; {network_kind} network; torch threads {torch.get_num_threads()}")
         n_loader = max(4, 4 * args.spectra * info.snr.size // args.batch)
         rate_stored = loader_rate(BatchStream(group, info, rows, args.batch, 32, np.random.default_rng(0)),
                                   stats, device, args.batch, n_loader)
         rate_cont = loader_rate(BatchStream(group, info, rows, args.batch, 32, np.random.default_rng(0),
-                                            stats.noise_scale), stats, device, args.batch, max(2, n_loader // 4))
-        resident = ResidentBatches(group, info, rows, args.batch, device, 0, stats.noise_scale)
+                                            noise), stats, device, args.batch, max(2, n_loader // 4))
+        resident = ResidentBatches(group, info, rows, args.batch, device, 0, noise)
         rate_resident = loader_rate(resident, stats, device, args.batch, 50)
         print(f"loader, streaming, stored noise   : {rate_stored:12.0f} spectra/s")
         print(f"loader, streaming, continuous S/N : {rate_cont:12.0f} spectra/s")
