@@ -4,7 +4,7 @@ The paper's Fig. 7 check compares each observed spectrum with a synthesis at the
 cINN predicted for it. This module makes that synthesis with exactly the training data's path:
 the physics of a grid definition (windows, step, line lists, molecules, atmosphere provider,
 NLTE, solar mixture) through :func:`gridgen.synthesis.synthesize_rows` (the function
-:func:`gridgen.runner.run_chunk` fills grid stores with), then :func:`augment.chain.fourmostify`
+:func:`gridgen.chunktask.run_chunk` fills grid stores with), then :func:`augment.chain.fourmostify`
 with the plan :func:`augment.run.plan_for_grid` builds for a grid store, at the row's vbroad and
 without noise. Command line: ``python -m augment resimulate TABLE --grid G.toml --out R.zarr``.
 
@@ -64,8 +64,9 @@ from gridgen.core.errors import UserError
 from gridgen.core.progress import progress as progress_bar
 from gridgen.core.provenance import run_context
 from gridgen.core.storeio import write_atomically
-from gridgen.runner import execute, grid_provenance
+from gridgen.provenance import grid_provenance
 from gridgen.sampling import ParameterTable, read_parameter_table
+from gridgen.scheduling import execute
 from gridgen.physics.labels import FE_H, LABEL_NAMES, LABEL_UNITS, LOGG, TEFF, VMIC
 from gridgen.synthesis import SynthesisContext, synthesize_rows
 
