@@ -4,7 +4,7 @@ The paper's Fig. 7 check compares each observed spectrum with a synthesis at the
 cINN predicted for it. This module makes that synthesis with exactly the training data's path:
 the physics of a grid definition (windows, step, line lists, molecules, atmosphere provider,
 NLTE, solar mixture) through :func:`gridgen.synthesis.synthesize_rows` (the function
-:func:`gridgen.runner.run_chunk` fills grid stores with), then :func:`augment.chain.fourmostify`
+:func:`gridgen.chunktask.run_chunk` fills grid stores with), then :func:`augment.chain.fourmostify`
 with the plan :func:`augment.run.plan_for_grid` builds for a grid store, at the row's vbroad and
 without noise. Command line: ``python -m augment resimulate TABLE --grid G.toml --out R.zarr``.
 
@@ -64,8 +64,9 @@ from gridgen.core.errors import UserError
 from gridgen.core.progress import progress as progress_bar
 from gridgen.core.provenance import run_context
 from gridgen.core.storeio import write_atomically
-from gridgen.runner import execute, grid_provenance
+from gridgen.provenance import grid_provenance
 from gridgen.sampling import ParameterTable, read_parameter_table
+from gridgen.scheduling import execute
 from gridgen.physics.labels import FE_H, LABEL_NAMES, LABEL_UNITS, LOGG, TEFF, VMIC
 from gridgen.synthesis import SynthesisContext, synthesize_rows
 
@@ -183,6 +184,21 @@ def resimulate(table_path: str | Path, grid_path: str | Path, out: str | Path, a
         observed = _open_observed(plot_against, augment_config)
         windows = _plot_windows(plot_windows_aa, augment_config)
 
+    flux_clean, errors, notes = _synthesize_table(table, plan, grid_path, engine_dir, jobs, progress)
+    provenance = _resim_provenance(config, engine, provider, table, augment_config, estimate)
+    _write_store(out, table, augment_config, engine.wave_medium, provenance, flux_clean, errors, notes)
+    plots: tuple[str, ...] = ()
+    if plot_against is not None:
+        target = Path(plot_dir) if plot_dir is not None else out.with_name(f"{out.stem}_plots")
+        plots = tuple(plot_comparison(out, observed, target, windows))
+    failed = {table.object_id[i]: e for i, e in enumerate(errors) if e}
+    return ResimSummary(len(table.object_id) - len(failed), len(failed), failed, plots)
+
+
+def _synthesize_table(table: ParameterTable, plan, grid_path: str | Path, engine_dir: str | None, jobs: int,
+                      progress: bool) -> tuple[np.ndarray, list[str], list[str]]:
+    """Synthesise every row of ``table`` with the grid TOML at ``grid_path`` and 4MOST-ify it at
+    its vbroad (km/s): the noiseless flux (n, n_pix; NaN where it failed), errors and notes."""
     n = len(table.object_id)
     flux_clean = np.full((n, plan.n_pix), np.nan, dtype=np.float32)
     errors, notes = [""] * n, [""] * n
@@ -197,21 +213,21 @@ def resimulate(table_path: str | Path, grid_path: str | Path, out: str | Path, a
                 if flux is not None:
                     flux_clean[i] = fourmostify(flux[None, :], table.vbroad_kms[i:i + 1], plan)[0]
             bar.update(rows.size)
+    return flux_clean, errors, notes
 
-    provenance = _resim_provenance(config, engine, provider, table, augment_config, estimate)
+
+def _write_store(out: Path, table: ParameterTable, augment_config, medium: str, provenance: dict,
+                 flux_clean: np.ndarray, errors: list[str], notes: list[str]) -> None:
+    """Write the re-simulation store (conventions in the module docstring): labels with vbroad
+    (km/s), split test, the nominal highest S/N of ``augment_config``."""
+    n = len(table.object_id)
     create_resimulation_store(
-        out, grid=augment_config.pixel_grid, medium=engine.wave_medium, snr=np.array([max(augment_config.snr_list)]),
+        out, grid=augment_config.pixel_grid, medium=medium, snr=np.array([max(augment_config.snr_list)]),
         snr_unit=augment_config.snr_unit, labels=np.column_stack([table.labels, table.vbroad_kms]),
         label_names=[*LABEL_NAMES, "vbroad"], label_units=[*LABEL_UNITS, "km/s"],
         split=np.full(n, SPLIT_NAMES.index("test"), dtype=np.int8), source_index=np.arange(n, dtype=np.int64),
         chunk_spectra=augment_config.chunk_spectra, provenance=provenance,
         flux_clean=flux_clean, object_id=list(table.object_id), error=errors, note=notes)
-    plots: tuple[str, ...] = ()
-    if plot_against is not None:
-        target = Path(plot_dir) if plot_dir is not None else out.with_name(f"{out.stem}_plots")
-        plots = tuple(plot_comparison(out, observed, target, windows))
-    failed = {table.object_id[i]: e for i, e in enumerate(errors) if e}
-    return ResimSummary(n - len(failed), len(failed), failed, plots)
 
 
 def _resim_provenance(config: GridConfig, engine, provider, table: ParameterTable, augment_config,

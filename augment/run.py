@@ -133,65 +133,12 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
         while this one is creating it, this one resumes it.
     """
     in_path, out_path = Path(in_path), Path(out_path)
-    if jobs < 1:
-        raise UserError(f"--jobs: must be >= 1, got {jobs}")
-    if not (math.isfinite(lease_stale_s) and lease_stale_s > 0):
-        raise UserError(f"--lease-stale-s: must be a finite number > 0 s, got {lease_stale_s:g}")
+    _check_options(jobs, lease_stale_s)
     grid = open_grid_store(in_path)
-
-    def read(name):
-        return read_array(grid[name])
-
-    status = read("status")
-    rows = np.flatnonzero(status == STATUS_OK).astype(np.int64)
-    n_skipped = int(status.size - rows.size)
-    if rows.size == 0:
-        raise UserError(f"{in_path}: no spectra with status ok ({status.size} in the store); run gridgen first")
-    wave = read("wave")
-    plan_for_grid(wave, config, str(in_path))  # fail early, before anything is written
-    label_names = list(grid.attrs["label_names"])
-    if "fe_h" not in label_names:
-        raise UserError(f"{in_path}: label 'fe_h' missing (needed by the vbroad prior)")
-    labels = read("labels")[rows]
-    _check_finite_labels(labels, rows, label_names, in_path)
-    vbroad = sample_vbroad(labels[:, label_names.index("fe_h")], rows, config.vbroad_prior, config.seed)
-    train_labels = np.column_stack([labels, vbroad])
-
-    grid_id = grid_identity(grid)
-    grid_parent = {"path": str(in_path.resolve()), "definition": grid_id.get("definition"),
-                   "definition_sha256": grid_id.get("definition_sha256"),
-                   "inputs_fingerprint": grid_id.get("inputs_fingerprint"),
-                   "content_fingerprint": grid_content_fingerprint(grid)[0]}
-    created = False
-    if out_path.exists():
-        out = _resume(out_path, grid, config, rows, train_labels, grid_parent)
-    else:
-        provenance = {
-            "grid": grid.attrs.get("provenance", {}),
-            "grid_store": {"path": str(in_path.resolve()), "schema": grid.attrs["schema"],
-                           "n_spec": int(status.size), "n_ok": int(rows.size), "n_skipped": n_skipped},
-            "augment": config.to_dict(), "seed": config.seed, "chain": CHAIN_NOTE, "run": run_context(),
-        }
-        try:
-            out = create_training_store(
-                out_path, grid=config.pixel_grid, medium=grid["wave"].attrs.get("medium", "air"),
-                snr=np.asarray(config.snr_list), snr_unit=config.snr_unit,
-                labels=train_labels, label_names=label_names + ["vbroad"],
-                label_units=list(grid.attrs["label_units"]) + ["km/s"], split=read("split")[rows],
-                source_index=rows, chunk_spectra=config.chunk_spectra, provenance=provenance,
-                identity=training_identity(config.to_dict(), CHAIN_NOTE, grid_parent))
-            created = True
-        except (OSError, UserError) as err:
-            if not out_path.exists():
-                if isinstance(err, UserError):
-                    raise
-                raise UserError(f"{out_path}: cannot create the store ({err.strerror or err})") from None
-            # Another run created the same new store meanwhile (two runs started together):
-            # resume it like any earlier run's store; finished chunks are never recomputed.
-            out = _resume(out_path, grid, config, rows, train_labels, grid_parent)
-
+    ok = _ok_spectra(grid, in_path, config)
+    out, created = _open_or_create(out_path, in_path, grid, config, ok)
     try:
-        n_computed, leased = _fill(out, out_path, in_path, config, grid["flux"].chunks[0], wave.size, jobs,
+        n_computed, leased = _fill(out, out_path, in_path, config, grid["flux"].chunks[0], ok.n_wave, jobs,
                                    progress, lease_stale_s)
     except Exception:
         # A store this run created holds nothing finished worth keeping; a resumed one keeps its
@@ -200,7 +147,97 @@ def augment_grid(in_path: str | Path, out_path: str | Path, config: AugmentConfi
         if created:
             shutil.rmtree(out_path, ignore_errors=True)
         raise
-    return AugmentSummary(int(rows.size), n_computed, n_skipped, not created, leased)
+    return AugmentSummary(int(ok.rows.size), n_computed, ok.n_skipped, not created, leased)
+
+
+def _check_options(jobs: int, lease_stale_s: float) -> None:
+    """Refuse a ``--jobs`` below 1 and a lease staleness (s) that is not finite and positive."""
+    if jobs < 1:
+        raise UserError(f"--jobs: must be >= 1, got {jobs}")
+    if not (math.isfinite(lease_stale_s) and lease_stale_s > 0):
+        raise UserError(f"--lease-stale-s: must be a finite number > 0 s, got {lease_stale_s:g}")
+
+
+@dataclass(frozen=True)
+class _OkSpectra:
+    """The grid spectra a training store is made of: those with status ok.
+
+    ``rows``: their grid rows; ``labels``: their grid labels and the drawn vbroad (km/s) as the
+    last column; ``label_names``: the grid's label names; ``n_spec``: spectra in the grid store;
+    ``n_wave``: the number of its wavelengths.
+    """
+
+    rows: np.ndarray
+    labels: np.ndarray
+    label_names: list[str]
+    n_spec: int
+    n_wave: int
+
+    @property
+    def n_skipped(self) -> int:
+        """Grid spectra left out: pending or failed."""
+        return self.n_spec - int(self.rows.size)
+
+
+def _ok_spectra(grid, in_path: Path, config: AugmentConfig) -> _OkSpectra:
+    """Read and check the grid's ok spectra (before anything is written) and draw their vbroad.
+
+    UserError if none is ok, the arms are not covered, ``fe_h`` is missing or a label is not finite.
+    """
+    status = read_array(grid["status"])
+    rows = np.flatnonzero(status == STATUS_OK).astype(np.int64)
+    if rows.size == 0:
+        raise UserError(f"{in_path}: no spectra with status ok ({status.size} in the store); run gridgen first")
+    wave = read_array(grid["wave"])
+    plan_for_grid(wave, config, str(in_path))  # fail early, before anything is written
+    label_names = list(grid.attrs["label_names"])
+    if "fe_h" not in label_names:
+        raise UserError(f"{in_path}: label 'fe_h' missing (needed by the vbroad prior)")
+    labels = read_array(grid["labels"])[rows]
+    _check_finite_labels(labels, rows, label_names, in_path)
+    vbroad = sample_vbroad(labels[:, label_names.index("fe_h")], rows, config.vbroad_prior, config.seed)
+    return _OkSpectra(rows, np.column_stack([labels, vbroad]), label_names, int(status.size), int(wave.size))
+
+
+def _open_or_create(out_path: Path, in_path: Path, grid, config: AugmentConfig, ok: _OkSpectra):
+    """The training store to fill, resumed if it exists and else created; and whether this run created it.
+
+    If another run creates ``out_path`` while this one is creating it, this one resumes it.
+    """
+    grid_id = grid_identity(grid)
+    grid_parent = {"path": str(in_path.resolve()), "definition": grid_id.get("definition"),
+                   "definition_sha256": grid_id.get("definition_sha256"),
+                   "inputs_fingerprint": grid_id.get("inputs_fingerprint"),
+                   "content_fingerprint": grid_content_fingerprint(grid)[0]}
+    if out_path.exists():
+        return _resume(out_path, grid, config, ok.rows, ok.labels, grid_parent), False
+    try:
+        return _create(out_path, in_path, grid, config, ok, grid_parent), True
+    except (OSError, UserError) as err:
+        if not out_path.exists():
+            if isinstance(err, UserError):
+                raise
+            raise UserError(f"{out_path}: cannot create the store ({err.strerror or err})") from None
+        # Another run created the same new store meanwhile (two runs started together):
+        # resume it like any earlier run's store; finished chunks are never recomputed.
+        return _resume(out_path, grid, config, ok.rows, ok.labels, grid_parent), False
+
+
+def _create(out_path: Path, in_path: Path, grid, config: AugmentConfig, ok: _OkSpectra, grid_parent: dict):
+    """Create the (all pending) training store of the ok spectra, with its provenance and identity."""
+    provenance = {
+        "grid": grid.attrs.get("provenance", {}),
+        "grid_store": {"path": str(in_path.resolve()), "schema": grid.attrs["schema"],
+                       "n_spec": ok.n_spec, "n_ok": int(ok.rows.size), "n_skipped": ok.n_skipped},
+        "augment": config.to_dict(), "seed": config.seed, "chain": CHAIN_NOTE, "run": run_context(),
+    }
+    return create_training_store(
+        out_path, grid=config.pixel_grid, medium=grid["wave"].attrs.get("medium", "air"),
+        snr=np.asarray(config.snr_list), snr_unit=config.snr_unit,
+        labels=ok.labels, label_names=ok.label_names + ["vbroad"],
+        label_units=list(grid.attrs["label_units"]) + ["km/s"], split=read_array(grid["split"])[ok.rows],
+        source_index=ok.rows, chunk_spectra=config.chunk_spectra, provenance=provenance,
+        identity=training_identity(config.to_dict(), CHAIN_NOTE, grid_parent))
 
 
 def _check_finite_labels(labels: np.ndarray, rows: np.ndarray, label_names: list[str], source: Path) -> None:

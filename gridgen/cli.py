@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_dask_options(run) -> None:
-    """``run``'s ways to reach Dask besides ``--scheduler`` (see gridgen.runner.DaskTarget)."""
+    """``run``'s ways to reach Dask besides ``--scheduler`` (see gridgen.scheduling.DaskTarget)."""
     run.add_argument("--scheduler-file", metavar="PATH", help="Dask scheduler file (JSON with "
                      "the address, as `dask scheduler --scheduler-file PATH` writes it)")
     run.add_argument("--cluster", choices=["slurm"], help="start a dask_jobqueue SLURMCluster of "
@@ -112,7 +112,7 @@ def _add_dask_options(run) -> None:
 
 
 def _dask_target(args):
-    from gridgen.runner import DaskTarget
+    from gridgen.scheduling import DaskTarget
 
     options = {"walltime": args.cluster_walltime, "memory": args.cluster_memory}
     if args.cluster_partition:

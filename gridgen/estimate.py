@@ -27,7 +27,7 @@ from gridgen.core.errors import UserError
 from gridgen.physics import engine as engine_mod
 from gridgen.physics.atmospheres.provider import make_provider
 from gridgen.physics.labels import LABEL_NAMES, LABEL_UNITS
-from gridgen.runner import grid_provenance
+from gridgen.provenance import grid_provenance
 from gridgen.sampling import sample_parameters
 from gridgen.store import create_grid_store, write_spectrum
 from gridgen.synthesis import SynthesisContext, synthesize_rows

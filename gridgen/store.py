@@ -196,49 +196,17 @@ def create_grid_store(
         status) are copied in, within the atomic creation; the caller has checked that they
         are the same parameter sets and physics.
     """
-    n_spec, n_label = labels.shape
-    chunk = (min(chunk_spectra, n_spec),)
-    # Write all-fill chunks too, so that verify can tell a lost chunk file from an untouched one.
-    every_chunk = {"write_empty_chunks": True}
+    chunk = min(chunk_spectra, labels.shape[0])
 
     def fill(group: zarr.Group) -> None:
-        wave = group.create_array("wave", shape=wave_aa.shape, dtype="f8",
-                                  dimension_names=["wavelength"])
-        wave[:] = wave_aa
-        wave.attrs.update({"units": "Angstrom", "medium": wave_medium})
-        # xarray makes an array named like its dimension an index: sel(wavelength=...) works.
-        write_coordinate(group, "wavelength", wave_aa, units="Angstrom", medium=wave_medium)
-        write_coordinate(group, "label", np.array(label_names, dtype=object), label_units=list(label_units))
-        flux = group.create_array("flux", shape=(n_spec, len(wave_aa)), dtype="f4",
-                                  chunks=chunk + (len(wave_aa),), fill_value=np.nan,
-                                  dimension_names=["spectrum", "wavelength"])
-        flux.attrs["coordinates"] = "wave"
-        labels_arr = group.create_array("labels", shape=labels.shape, dtype="f8",
-                                        chunks=chunk + (n_label,), config=every_chunk,
-                                        dimension_names=["spectrum", "label"])
-        labels_arr[:] = labels
-        for name, dtype, fill_value, values in (
-                ("status", "i1", STATUS_PENDING, STATUS_PENDING), ("split", "i1", 0, split),
-                ("error", str, "", None), ("note", str, "", None), ("checksum", str, "", None)):
-            array = group.create_array(name, shape=(n_spec,), dtype=dtype, chunks=chunk,
-                                       fill_value=fill_value, dimension_names=["spectrum"],
-                                       config=every_chunk if name in _WRITTEN_AT_CREATION else None)
-            if values is not None:
-                array[:] = values
-        for name in _WRITTEN_AT_CREATION:
-            group[name].attrs["all_chunks_written"] = True
-        group["status"].attrs.update(cf_flags(STATUS_NAMES.values()))
-        group["split"].attrs.update(cf_flags(SPLIT_NAMES))
-        # The copy is done in blocks of the new store's chunk length (flux rows can be large).
-        for start in range(0, reuse_rows, chunk[0]):
-            stop = min(start + chunk[0], reuse_rows)
-            for name in _REUSED_ARRAYS:
-                group[name][start:stop] = reuse_from[name][start:stop]
+        _write_axes(group, wave_aa, wave_medium, label_names, label_units)
+        _create_spectrum_arrays(group, len(wave_aa), labels, split, chunk)
+        _copy_rows(group, reuse_from, reuse_rows, chunk)
         group.attrs.update({
             "schema": SCHEMA,
             "label_names": list(label_names),
             "label_units": list(label_units),
-            "chunk_spectra": int(chunk[0]),
+            "chunk_spectra": int(chunk),
             "provenance": provenance,
             "split_rule": SPLIT_RULE,
             "identity": grid_identity(provenance, SPLIT_RULE, parents),
@@ -247,6 +215,53 @@ def create_grid_store(
 
     create_atomically(path, fill)
     return open_grid_store(path, mode="r+")
+
+
+def _write_axes(group: zarr.Group, wave_aa: np.ndarray, wave_medium: str, label_names: tuple[str, ...],
+                label_units: tuple[str, ...]) -> None:
+    """The wavelength axis (Å, ``wave`` and its index twin ``wavelength``) and the label axis."""
+    wave = group.create_array("wave", shape=wave_aa.shape, dtype="f8", dimension_names=["wavelength"])
+    wave[:] = wave_aa
+    wave.attrs.update({"units": "Angstrom", "medium": wave_medium})
+    # xarray makes an array named like its dimension an index: sel(wavelength=...) works.
+    write_coordinate(group, "wavelength", wave_aa, units="Angstrom", medium=wave_medium)
+    write_coordinate(group, "label", np.array(label_names, dtype=object), label_units=list(label_units))
+
+
+def _create_spectrum_arrays(group: zarr.Group, n_wave: int, labels: np.ndarray, split: np.ndarray,
+                            chunk: int) -> None:
+    """The per-spectrum arrays, chunked by ``chunk`` spectra: flux (NaN), labels, status (all
+    pending), split and empty error, note and checksum texts."""
+    n_spec, n_label = labels.shape
+    # Write all-fill chunks too, so that verify can tell a lost chunk file from an untouched one.
+    every_chunk = {"write_empty_chunks": True}
+    flux = group.create_array("flux", shape=(n_spec, n_wave), dtype="f4", chunks=(chunk, n_wave),
+                              fill_value=np.nan, dimension_names=["spectrum", "wavelength"])
+    flux.attrs["coordinates"] = "wave"
+    labels_arr = group.create_array("labels", shape=labels.shape, dtype="f8", chunks=(chunk, n_label),
+                                    config=every_chunk, dimension_names=["spectrum", "label"])
+    labels_arr[:] = labels
+    for name, dtype, fill_value, values in (
+            ("status", "i1", STATUS_PENDING, STATUS_PENDING), ("split", "i1", 0, split),
+            ("error", str, "", None), ("note", str, "", None), ("checksum", str, "", None)):
+        array = group.create_array(name, shape=(n_spec,), dtype=dtype, chunks=(chunk,),
+                                   fill_value=fill_value, dimension_names=["spectrum"],
+                                   config=every_chunk if name in _WRITTEN_AT_CREATION else None)
+        if values is not None:
+            array[:] = values
+    for name in _WRITTEN_AT_CREATION:
+        group[name].attrs["all_chunks_written"] = True
+    group["status"].attrs.update(cf_flags(STATUS_NAMES.values()))
+    group["split"].attrs.update(cf_flags(SPLIT_NAMES))
+
+
+def _copy_rows(group: zarr.Group, reuse_from: zarr.Group | None, reuse_rows: int, chunk: int) -> None:
+    """Copy the first ``reuse_rows`` spectra (flux, checksum, error, note, status) of ``reuse_from``."""
+    # In blocks of the new store's chunk length: flux rows can be large.
+    for start in range(0, reuse_rows, chunk):
+        stop = min(start + chunk, reuse_rows)
+        for name in _REUSED_ARRAYS:
+            group[name][start:stop] = reuse_from[name][start:stop]
 
 
 def _record_integrity(group: zarr.Group) -> None:

@@ -4,7 +4,7 @@
 unbroadened, continuum-normalised spectrum: atmosphere from the grid's provider, abundances from
 the labels and the solar mixture, NLTE departure files where asked, then Turbospectrum on the
 grid's windows with the grid's line lists. :func:`synthesize_rows` does it for many rows and
-records each failure instead of raising; the grid runner (:func:`gridgen.runner.run_chunk`) and
+records each failure instead of raising; the grid runner (:func:`gridgen.chunktask.run_chunk`) and
 the re-simulation of parameter tables (:mod:`augment.resimulate`) both use it, so a re-simulated
 spectrum is made exactly as a grid spectrum of the same labels.
 """

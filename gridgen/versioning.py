@@ -263,14 +263,25 @@ def reproduce_store(path: str | Path, sample: int, seed: int = 0,
         does not yield the store's wavelengths or parameters.
     """
     from gridgen.physics import engine as engine_mod
-    from gridgen.physics.atmospheres.provider import make_provider
-    from gridgen.sampling import assign_split, sample_parameters
-    from gridgen.synthesis import SynthesisContext, synthesize_rows
 
     if sample < 1:
         raise UserError(f"--sample: must be >= 1, got {sample}")
     group = open_grid_store(path)
     grid = _provenance(group).get("grid") or {}
+    text = _recorded_toml(grid, path)
+    engine = engine_mod.load_engine(Path(engine_dir) if engine_dir else None)
+    _check_engine(_provenance(group).get("engine"), engine.provenance(), path)
+    rows = _chosen_rows(group, sample, seed)
+    labels = group["labels"][:]
+    with tempfile.TemporaryDirectory(prefix="gridgen-reproduce-") as tmp:
+        config = _config_from_text(text, str(grid.get("source_path", "")), Path(tmp))
+        _check_definition(group, labels, config, engine, rows, path)
+        mismatches = _rebuild(group, labels[rows], rows, config.source_path, engine_dir)
+    return Reproduction(rows, mismatches)
+
+
+def _recorded_toml(grid: dict, path: str | Path) -> str:
+    """The grid TOML text a store records; UserError if it is missing or not its recorded SHA-256."""
     text = grid.get("toml")
     if not isinstance(text, str):
         raise UserError(f"{path}: records no grid TOML text; it cannot be reproduced")
@@ -278,48 +289,70 @@ def reproduce_store(path: str | Path, sample: int, seed: int = 0,
         raise UserError(f"{path}: the recorded grid TOML does not match its recorded SHA-256 "
                         f"{short(grid.get('toml_sha256'))} (text SHA-256 "
                         f"{short(sha256_bytes(text.encode('utf-8')))}); the record was altered")
-    engine = engine_mod.load_engine(Path(engine_dir) if engine_dir else None)
-    recorded_engine = _provenance(group).get("engine")
-    if recorded_engine != engine.provenance():
-        keys = [key for key, _, _ in differences(recorded_engine, engine.provenance())]
+    return text
+
+
+def _check_engine(recorded: dict | None, local: dict, path: str | Path) -> None:
+    """UserError unless the local engine's provenance is the recorded one (both fingerprints named)."""
+    if recorded != local:
+        keys = [key for key, _, _ in differences(recorded, local)]
         raise UserError(f"{path}: made with another engine build (recorded engine "
-                        f"{short(fingerprint_json(recorded_engine))}, local "
-                        f"{short(fingerprint_json(engine.provenance()))}; {', '.join(keys[:3])} "
+                        f"{short(fingerprint_json(recorded))}, local "
+                        f"{short(fingerprint_json(local))}; {', '.join(keys[:3])} "
                         f"differ); reproduce needs the same build")
+
+
+def _chosen_rows(group: zarr.Group, sample: int, seed: int) -> list[int]:
+    """``sample`` ok rows (all if fewer are ok) drawn with ``seed``, in increasing order."""
     status = read_chunked(group, "status")[0]
     ok_rows = np.flatnonzero(status == STATUS_OK)
-    rows = sorted(np.random.default_rng(seed).choice(ok_rows, size=min(sample, len(ok_rows)),
+    return sorted(np.random.default_rng(seed).choice(ok_rows, size=min(sample, len(ok_rows)),
                                                      replace=False).tolist())
-    with tempfile.TemporaryDirectory(prefix="gridgen-reproduce-") as tmp:
-        config = _config_from_text(text, str(grid.get("source_path", "")), Path(tmp))
-        wave = engine_mod.synthesis_wavelengths(config.synthesis.windows_aa, config.synthesis.step_aa)
-        if not np.array_equal(wave, group["wave"][:]):
-            raise UserError(f"{path}: the recorded grid TOML does not yield the store's wavelengths")
-        labels = group["labels"][:]
-        split = group["split"][:]
-        provider = make_provider(config.atmosphere, engine)
-        if config.sampler.method != "table":
-            expected = sample_parameters(config, provider)
-            # Stores made before the split rule was recorded used another assignment.
-            expected_split = (assign_split(len(expected), config.split, config.seed)
-                              if group.attrs.get("split_rule") else split)
-            bad = [i for i in rows if i >= len(expected) or not np.array_equal(expected[i], labels[i])
-                   or expected_split[i] != split[i]]
-            if bad:
-                raise UserError(f"{path}: the recorded grid TOML does not yield the stored parameters "
-                                f"or split of spectrum {bad[0]}")
-        context = SynthesisContext.load(config.source_path, engine_dir)
-        checksums = group["checksum"]
-        mismatches = []
-        for row, (flux, _, error) in zip(rows, synthesize_rows(labels[rows], context)):
-            if flux is None:
-                mismatches.append(f"spectrum {row}: rebuild failed ({error})")
-            elif flux_checksum(flux) != str(checksums[row]):
-                stored = group["flux"][row].astype(np.float64)
-                mismatches.append(f"spectrum {row}: checksum {short(flux_checksum(flux))} != stored "
-                                  f"{short(str(checksums[row]))} (max |ΔF| "
-                                  f"{float(np.max(np.abs(flux - stored))):.3g})")
-    return Reproduction(rows, mismatches)
+
+
+def _check_definition(group: zarr.Group, labels: np.ndarray, config, engine, rows: list[int],
+                      path: str | Path) -> None:
+    """UserError unless ``config`` yields the store's wavelengths (Å) and, for ``rows``, its
+    parameter sets (``labels``) and splits (a parameter table is taken as given)."""
+    from gridgen.physics import engine as engine_mod
+    from gridgen.physics.atmospheres.provider import make_provider
+    from gridgen.sampling import assign_split, sample_parameters
+
+    wave = engine_mod.synthesis_wavelengths(config.synthesis.windows_aa, config.synthesis.step_aa)
+    if not np.array_equal(wave, group["wave"][:]):
+        raise UserError(f"{path}: the recorded grid TOML does not yield the store's wavelengths")
+    split = group["split"][:]
+    provider = make_provider(config.atmosphere, engine)
+    if config.sampler.method != "table":
+        expected = sample_parameters(config, provider)
+        # Stores made before the split rule was recorded used another assignment.
+        expected_split = (assign_split(len(expected), config.split, config.seed)
+                          if group.attrs.get("split_rule") else split)
+        bad = [i for i in rows if i >= len(expected) or not np.array_equal(expected[i], labels[i])
+               or expected_split[i] != split[i]]
+        if bad:
+            raise UserError(f"{path}: the recorded grid TOML does not yield the stored parameters "
+                            f"or split of spectrum {bad[0]}")
+
+
+def _rebuild(group: zarr.Group, labels: np.ndarray, rows: list[int], config_path: str,
+             engine_dir: str | None) -> list[str]:
+    """Synthesise ``rows`` (their ``labels``) from the grid TOML at ``config_path``; one line per
+    row whose flux checksum is not the stored one (with the largest |ΔF|) or whose rebuild failed."""
+    from gridgen.synthesis import SynthesisContext, synthesize_rows
+
+    context = SynthesisContext.load(config_path, engine_dir)
+    checksums = group["checksum"]
+    mismatches = []
+    for row, (flux, _, error) in zip(rows, synthesize_rows(labels, context)):
+        if flux is None:
+            mismatches.append(f"spectrum {row}: rebuild failed ({error})")
+        elif flux_checksum(flux) != str(checksums[row]):
+            stored = group["flux"][row].astype(np.float64)
+            mismatches.append(f"spectrum {row}: checksum {short(flux_checksum(flux))} != stored "
+                              f"{short(str(checksums[row]))} (max |ΔF| "
+                              f"{float(np.max(np.abs(flux - stored))):.3g})")
+    return mismatches
 
 
 def _config_from_text(text: str, source_path: str, tmp: Path):

@@ -15,7 +15,7 @@ import pytest
 
 from badinput import assert_rejected
 from gridgen import lease as lease_mod
-from gridgen import runner
+from gridgen import runner, scheduling
 from gridgen.cli import main
 from gridgen.store import STATUS_OK, open_grid_store
 from test_gridgen_run import small_grid
@@ -67,7 +67,7 @@ def test_dask_bad_input_is_one_line_before_the_store_exists(capsys, tmp_path, gr
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setattr(runner, "DASK_CONNECT_TIMEOUT_S", 3)
+    monkeypatch.setattr(scheduling, "DASK_CONNECT_TIMEOUT_S", 3)
     assert_rejected(capsys, main, [*run, "--scheduler", f"tcp://127.0.0.1:{port}"],
                     watch=[tmp_path], match="cannot reach the Dask scheduler")
     # dask-jobqueue missing (an import that fails, as in an environment without the extra).

@@ -68,7 +68,7 @@ def test_sampled_labels_and_splits_pass_verify_and_a_label_just_past_its_prior_d
         grid, method, engine, emulator_provider):
     from gridgen.physics.labels import LABEL_NAMES
     from gridgen.definitioncheck import definition_problems, parse_definition
-    from gridgen.runner import grid_provenance
+    from gridgen.provenance import grid_provenance
     from gridgen.sampling import SPLIT_RULE
 
     config = load_grid_config(GRIDS / f"{grid}.toml")

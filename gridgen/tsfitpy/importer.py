@@ -23,7 +23,7 @@ from gridgen.core.provenance import sha256_bytes, sha256_file
 from gridgen.physics import engine as engine_mod
 from gridgen.physics.atmospheres.provider import make_provider
 from gridgen.physics.labels import ABUNDANCE_ELEMENTS, LABEL_NAMES, LABEL_UNITS
-from gridgen.runner import grid_provenance
+from gridgen.provenance import grid_provenance
 from gridgen.sampling import assign_split, sample_parameters
 from gridgen.store import create_grid_store, open_grid_store, record_provenance, status_counts, write_spectrum
 from gridgen.tsfitpy.outputs import SpecFile, read_parameter_table, read_spec
