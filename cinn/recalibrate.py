@@ -14,7 +14,9 @@ a latent temperature (a latent temperature mixes targets; this keeps each margin
 The factors s_t are fitted on predictions of the validation split (never the test split): for
 each S/N level of the store and each target, the s on a log grid whose scaled samples put the
 truths' normalised ranks u closest to uniform (smallest squared distance of the expected-
-coverage curve to the diagonal, :mod:`cinn.calibration`). Neighbouring S/N levels are pooled
+coverage curve to the diagonal, :mod:`cinn.calibration`); among the factors whose loss lies
+within the sampling noise of the smallest (the mean of p (1 - p) / n over the levels p), the one
+closest to 1, so a flat loss does not widen more than the data ask. Neighbouring S/N levels are pooled
 (a window of ``POOL_LEVELS`` levels), because a validation split of ~100 spectra per level
 measures a coverage to only ~±0.05. Between the fitted S/N levels, log s is interpolated
 linearly in log S/N; outside them it is held at the end values.
@@ -30,8 +32,9 @@ from cinn.calibration import COVERAGE_LEVELS
 
 #: Calibration method name stored in calibration.json.
 METHOD = "width-about-map/1"
-#: Candidate factors s: 0.5 ... 6, log-spaced (a few per cent apart).
-SCALE_GRID = np.exp(np.linspace(np.log(0.5), np.log(6.0), 64))
+#: Candidate factors s: 0.5 ... 20, log-spaced (6 % apart). Targets a small grid barely
+#: constrains need the largest: their widened samples then fill the training range.
+SCALE_GRID = np.exp(np.linspace(np.log(0.5), np.log(20.0), 64))
 #: S/N levels pooled into each level's fit (the level and its neighbours).
 POOL_LEVELS = 3
 
@@ -117,6 +120,11 @@ def coverage_loss(u: np.ndarray) -> np.ndarray:
     return np.mean((coverage - COVERAGE_LEVELS[None]) ** 2, axis=-1)
 
 
+def noise_floor(n: int) -> float:
+    """The loss a calibrated posterior shows from n predictions alone: mean of p (1 - p) / n."""
+    return float(np.mean(COVERAGE_LEVELS * (1.0 - COVERAGE_LEVELS)) / max(n, 1))
+
+
 def fit_width_calibration(samples: np.ndarray, map_std: np.ndarray, truth_std: np.ndarray, snr: np.ndarray,
                           lower: np.ndarray, upper: np.ndarray, target_names: tuple[str, ...],
                           scales: np.ndarray = SCALE_GRID, pool: int = POOL_LEVELS) -> WidthCalibration:
@@ -146,6 +154,7 @@ def fit_width_calibration(samples: np.ndarray, map_std: np.ndarray, truth_std: n
     levels = np.unique(snr)
     n_t = samples.shape[-1]
     loss = np.zeros((levels.size, scales.size, n_t))
+    count = np.zeros((levels.size, n_t))
     for k, level in enumerate(levels):
         sel = snr == level
         for t in range(n_t):
@@ -154,10 +163,16 @@ def fit_width_calibration(samples: np.ndarray, map_std: np.ndarray, truth_std: n
                 u = scaled_ranks(samples[ok, :, t] - map_std[ok, t, None], map_std[ok, t], truth_std[ok, t],
                                  lower[t], upper[t], scales)
                 loss[k, :, t] = coverage_loss(u) * ok.sum()
+                count[k, t] = ok.sum()
     half = pool // 2
     best = np.ones((levels.size, n_t))
     for k in range(levels.size):
-        pooled = loss[max(0, k - half):k + half + 1].sum(axis=0)
-        has_data = pooled.any(axis=0)
-        best[k, has_data] = scales[np.argmin(pooled[:, has_data], axis=0)]
+        window = slice(max(0, k - half), k + half + 1)
+        n = count[window].sum(axis=0)
+        pooled = loss[window].sum(axis=0) / np.maximum(n, 1)
+        for t in np.flatnonzero(n > 0):
+            # The factor closest to 1 whose loss is within the sampling noise of the minimum:
+            # where the loss is flat, the fit does not widen (or narrow) more than the data ask.
+            ok = pooled[:, t] <= pooled[:, t].min() + noise_floor(int(n[t]))
+            best[k, t] = scales[ok][np.argmin(np.abs(np.log(scales[ok])))]
     return WidthCalibration(levels.astype(np.float64), best, tuple(target_names))
