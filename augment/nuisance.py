@@ -93,29 +93,31 @@ def tilt_continuum(flux: torch.Tensor, wave_aa: np.ndarray, tilt) -> torch.Tenso
 
 
 def _keys_weights(frac: torch.Tensor) -> torch.Tensor:
-    """Cubic-convolution weights (..., 4) of the pixels at offsets -1, 0, 1, 2 (Keys 1981, a = -0.5)."""
-    d = torch.stack([1.0 + frac, frac, 1.0 - frac, 2.0 - frac], dim=-1).abs()
-    near = 1.5 * d ** 3 - 2.5 * d ** 2 + 1.0
-    far = -0.5 * d ** 3 + 2.5 * d ** 2 - 4.0 * d + 2.0
-    return torch.where(d <= 1.0, near, torch.where(d < 2.0, far, torch.zeros_like(d)))
+    """Cubic-convolution weights (..., 4) of the pixels at offsets -1, 0, 1, 2 from the fraction
+    0 <= t < 1 past pixel 0 (Keys 1981, a = -0.5, the Catmull-Rom spline), as polynomials in t."""
+    t2 = frac * frac
+    t3 = t2 * frac
+    return torch.stack([-0.5 * t3 + t2 - 0.5 * frac, 1.5 * t3 - 2.5 * t2 + 1.0,
+                        -1.5 * t3 + 2.0 * t2 + 0.5 * frac, 0.5 * t3 - 0.5 * t2], dim=-1)
 
 
 def shift_velocity(flux: torch.Tensor, wave_aa: np.ndarray, rv_kms) -> torch.Tensor:
     """F(lambda / (1 + v / c)) on the same pixels, per arm; the edges repeat the end pixels."""
     out = flux.clone()
     n = flux.shape[0]
-    beta = _column(rv_kms, n, flux) / C_KMS
+    # Positions in float64: a float32 wavelength near 5000 Å is only good to 1 % of a pixel.
+    beta = _column(rv_kms, n, torch.empty(0, dtype=torch.float64, device=flux.device)) / C_KMS
     for arm in arm_slices(wave_aa):
-        w = torch.as_tensor(np.asarray(wave_aa[arm], dtype=np.float64), dtype=flux.dtype, device=flux.device)
+        w = torch.as_tensor(np.asarray(wave_aa[arm], dtype=np.float64), device=flux.device)
         if w.numel() < 4:
             continue
-        f = flux[:, arm]
         step = (w[-1] - w[0]) / (w.numel() - 1)
         position = (w[None, :] / (1.0 + beta) - w[0]) / step        # fractional source pixel
         base = torch.floor(position)
-        weights = _keys_weights(position - base)
+        weights = _keys_weights((position - base).to(flux.dtype))
         index = (base.long()[..., None] + torch.arange(-1, 3, device=flux.device)).clamp(0, w.numel() - 1)
-        out[:, arm] = (torch.gather(f, 1, index.reshape(n, -1)).reshape(index.shape) * weights).sum(-1)
+        values = torch.gather(flux[:, arm], 1, index.reshape(n, -1)).reshape(index.shape)
+        out[:, arm] = (values * weights).sum(-1)
     return out
 
 
