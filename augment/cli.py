@@ -18,7 +18,7 @@ from gridgen.core.provenance import VersionAction
 from augment.config import load_config, parse_snr_list
 from augment.noise import SNR_UNITS
 
-SUBCOMMANDS = ("observe", "resimulate", "info", "diff", "export")
+SUBCOMMANDS = ("observe", "resimulate", "info", "verify", "diff", "export")
 
 
 UNITS_HELP = """\
@@ -176,6 +176,47 @@ def build_info_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_verify_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="python -m augment verify",
+                            description="Check a training, re-simulation or observed store in full: layout "
+                                        "(arrays, dimensions, data types, chunking), attributes and metadata "
+                                        "against the store's creation record, identity against provenance, "
+                                        "every chunk readable and present, and every value against the "
+                                        "store's rules (labels, codes, fluxes, masks, coverage). One FAIL line "
+                                        "per problem; exit 1 on any.")
+    parser.add_argument("store", metavar="STORE.zarr")
+    return parser
+
+
+#: Problem lines ``verify`` prints before summarising the rest.
+_VERIFY_SHOWN = 20
+
+
+def _run_verify(argv: list[str]) -> int:
+    from gridgen.core.identity import short
+    from gridgen.core.integrity import ATTRIBUTE
+
+    from augment.store import content_fingerprint, open_augment_store
+    from augment.storecheck import verify_store
+
+    store = build_verify_parser().parse_args(argv).store
+    problems = verify_store(store)
+    for line in problems[:_VERIFY_SHOWN]:
+        print(f"FAIL {line}")
+    if len(problems) > _VERIFY_SHOWN:
+        print(f"FAIL ... and {len(problems) - _VERIFY_SHOWN} more")
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s), listed above)" if len(problems) > 1 else ""
+        raise UserError(f"{store}: {problems[0]}{more}")
+    group = open_augment_store(store)
+    record = ("attributes, metadata and the data written at creation as created" if ATTRIBUTE in group.attrs
+              else "no creation record (made before they were kept)")
+    print(f"{store}: OK ({group.attrs['schema']}: layout, every chunk; {record}; identity against the "
+          f"provenance; labels, codes, fluxes and masks against the store's rules; content fingerprint "
+          f"{short(content_fingerprint(group))})")
+    return 0
+
+
 def build_diff_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m augment diff",
                             description="Compare two training (or two observed) stores: configuration key by "
@@ -244,6 +285,8 @@ def run(argv: list[str]) -> int:
 
         print(describe(build_info_parser().parse_args(argv[1:]).store))
         return 0
+    if argv and argv[0] == "verify":
+        return _run_verify(argv[1:])
     if argv and argv[0] == "diff":
         return _run_diff(argv[1:])
     if argv and argv[0] == "export":
