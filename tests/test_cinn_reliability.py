@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
-import json
 import shutil
 import signal
 import subprocess
