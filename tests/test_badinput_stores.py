@@ -318,8 +318,8 @@ def command(w, name: str, store: Path, out: Path):
     return {"info": (augment_main, ["info", store]),
             "export": (augment_main, ["export", store, "--out", out / "store.h5"]),
             "verify": (augment_main, ["verify", store]),
-            "predict": (cinn_main, ["predict", w["model"], store, "--out", out / "p.zarr", "--quiet"]),
-            "train": (cinn_main, ["train", store, "--out", out / "model", "--config", w["tiny"], "--quiet"])}[name]
+            "predict": (cinn_main, ["predict", w["model"], store, "--out", out / "p.zarr", "--no-progress"]),
+            "train": (cinn_main, ["train", store, "--out", out / "model", "--config", w["tiny"], "--no-progress"])}[name]
 
 
 COMMANDS = ("info", "export", "verify", "predict", "train")
@@ -355,7 +355,7 @@ def test_a_sound_store_verifies_and_every_reader_opens_it(w, tmp_path, capsys, k
     assert out.startswith(f"{w[kind]}: OK (") and "data written at creation as created" in out
     assert _ok(capsys, augment_main, ["info", w[kind]]).startswith(f"{w[kind]}: cinn4most.")
     _ok(capsys, augment_main, ["export", w[kind], "--out", tmp_path / "x.h5"])
-    _ok(capsys, cinn_main, ["predict", w["model"], w[kind], "--out", tmp_path / "p.zarr", "--quiet"])
+    _ok(capsys, cinn_main, ["predict", w["model"], w[kind], "--out", tmp_path / "p.zarr", "--no-progress"])
 
 
 @pytest.mark.parametrize("kind, added_later", [("train", ("pixel", "label")), ("obs", ("rv_kms", "covered_fraction"))])
@@ -370,7 +370,7 @@ def test_a_store_made_before_records_and_later_arrays_is_read_and_verified(w, tm
     out = _ok(capsys, augment_main, ["verify", store])
     assert "no creation record (made before they were kept)" in out
     _ok(capsys, augment_main, ["info", store])
-    _ok(capsys, cinn_main, ["predict", w["model"], store, "--out", tmp_path / "p.zarr", "--quiet"])
+    _ok(capsys, cinn_main, ["predict", w["model"], store, "--out", tmp_path / "p.zarr", "--no-progress"])
 
 
 def test_a_store_made_by_augment_and_one_half_filled_verify(tmp_path, capsys):

@@ -165,14 +165,14 @@ def test_predictions_csv_holds_the_evaluated_intervals(report, model):
 def test_cli_evaluate_and_bad_input(model, store, tmp_path, capsys):
     report_dir = tmp_path / "cli_report"
     argv = ["evaluate", str(model.model_dir), str(store), "--split", "test", "--report", str(report_dir),
-            "--samples", "64", "--saliency-spectra", "2", "--jobs", "1", "--device", "cpu", "--quiet"]
+            "--samples", "64", "--saliency-spectra", "2", "--jobs", "1", "--device", "cpu", "--no-progress"]
     assert main(argv) == 0
     for name in ("metrics.csv", "table_mean_sigma.csv", "table_nrmse.csv", "predictions.csv", *PLOTS):
         assert (report_dir / name).exists(), name
     capsys.readouterr()
     observed = make_observed_store(tmp_path / "obs.zarr", store, [0, 1])
     bad = tmp_path / "bad_report"
-    assert main(["evaluate", str(model.model_dir), str(observed), "--report", str(bad), "--quiet"]) == 1
+    assert main(["evaluate", str(model.model_dir), str(observed), "--report", str(bad), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
     assert not bad.exists()
