@@ -26,7 +26,7 @@ import zarr
 
 from augment.noise import NoiseLaw
 from augment.nuisance import NuisancePrior, perturb
-from augment.store import OBSERVED_SCHEMA, STATUS_DONE, TRAIN_SCHEMA
+from augment.store import STATUS_DONE, TRAIN_SCHEMA
 from augment.storecheck import open_checked_store
 from gridgen.core.errors import UserError
 from gridgen.core.storeio import read_array
