@@ -12,13 +12,14 @@ import zarr
 
 from cinn.cli import main
 from cinn.config import config_from_dict
-from cinn.evaluate import evaluate, linelist_positions, recorded_linelists, residual_metrics
+from cinn.evaluate import evaluate, residual_metrics
 from cinn.model import load_model
 from cinn.inference import run_prediction
 from cinn.train import train
 
 from cinn_fixtures import make_observed_store, make_training_store
 from gridgen.core.provenance import sha256_file
+from gridgen.linemarkers import linelist_positions, recorded_linelists
 
 TARGETS = ["teff", "logg", "fe_h", "vbroad", "mg_fe"]
 TINY = {"network": {"feature_hidden": [32], "n_features": 8, "n_blocks": 2, "subnet_hidden": [16]},
