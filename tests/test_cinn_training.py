@@ -125,8 +125,11 @@ def test_linear_gaussian_posterior(tmp_path):
     clean = x @ a_matrix.T + 3.0
     y = clean + noise * rng.standard_normal((n, n_pix))
     split = np.where(np.arange(n) < n - 2000, 0, np.where(np.arange(n) < n - 1000, 2, 1))
+    # A training store's labels end with vbroad (its contract); this problem has none: 0 km/s.
+    labels = np.column_stack([x, np.zeros(n)])
     path = write_training_store(tmp_path / "lg.zarr", 5000 + np.arange(n_pix, dtype=float), y[:, None, :],
-                                clean, x, ["fe_h", "logg"], ["dex", "dex"], np.array([100.0]), split, 500)
+                                clean, labels, ["fe_h", "logg", "vbroad"], ["dex", "dex", "km/s"], np.array([100.0]),
+                                split, 500)
     config = config_from_dict({
         "network": {"feature_hidden": [32], "n_features": 8, "n_blocks": 4, "subnet_hidden": [32]},
         "targets": {"names": ["fe_h", "logg"]},
