@@ -1,7 +1,10 @@
-"""Command line: ``python -m augment`` (see ``python -m augment --help``).
+"""Command line: ``python -m augment [COMMAND] ...`` (see ``python -m augment --help``).
 
-Exit status 0 on success, 1 with one ``error: ...`` line on bad input (:class:`UserError`),
-2 on an internal failure (with traceback).
+Built as every CLI of the toolkit is (:mod:`gridgen.core.commandline`): commands ``run`` (the
+default, so ``python -m augment --in G --out T`` works without the word), ``observe``,
+``resimulate``, ``info``, ``verify``, ``diff`` and ``export``, each with ``--log-level`` and
+``--no-progress``. Exit status 0 on success, 1 with one ``error: ...`` line on bad input
+(:class:`UserError`), 2 on an internal failure (with traceback).
 """
 
 from __future__ import annotations
@@ -10,15 +13,20 @@ import argparse
 import sys
 import warnings
 
-from gridgen.core.errors import ArgumentParser, UserError, run_cli
 from gridgen.core.codes import WAVE_MEDIA
-from gridgen.core.progress import add_log_level_option, configure_logging
-from gridgen.core.provenance import VersionAction
+from gridgen.core.commandline import CommandLine, fail_on_problems
+from gridgen.core.errors import UserError
 
 from augment.config import load_config, parse_snr_list
 from augment.noise import SNR_UNITS
 
-SUBCOMMANDS = ("observe", "resimulate", "info", "diff", "export")
+_DESCRIPTION = """\
+4MOST-ify grid stores (gridgen) into training stores, and observed spectra into observed stores.
+
+Without a command word the command is `run`: python -m augment --in GRID.zarr --out TRAIN.zarr
+is python -m augment run --in GRID.zarr --out TRAIN.zarr; its options follow the list of
+commands below. python -m augment COMMAND --help describes each command.
+"""
 
 
 UNITS_HELP = """\
@@ -41,17 +49,26 @@ def _common_config_args(parser: argparse.ArgumentParser) -> None:
                         help="output resolving power (default 20000, 4MOST HR)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Parser of the default command (augment a grid store)."""
-    parser = ArgumentParser(
-        prog="python -m augment",
+def command_line() -> CommandLine:
+    """``python -m augment`` and its commands (see :mod:`gridgen.core.commandline`)."""
+    cli = CommandLine("python -m augment", _DESCRIPTION, default="run")
+    _add_run_command(cli)
+    _add_observe_command(cli)
+    _add_resimulate_command(cli)
+    _add_store_commands(cli)
+    return cli
+
+
+def _add_run_command(cli: CommandLine) -> None:
+    """``run`` (the default command): augment a grid store."""
+    parser = cli.add(
+        "run", _cmd_run, help="4MOST-ify a grid store into a training store (the default command)",
         description="4MOST-ify a grid store into a training store: Gaussian LSF to R=80000, rotational "
                     "broadening (vbroad drawn per spectrum, km/s), degradation to R=20000, flux-conserving "
                     "rebinning onto the 4MOST HR arm pixels (0.05 Å), Gaussian noise at each S/N. "
-                    "Resumable: re-running the same command fills only pending spectra. "
-                    f"Other commands: {', '.join(SUBCOMMANDS)} (python -m augment COMMAND --help).",
+                    "Resumable: re-running the same command fills only pending spectra. The command word "
+                    "`run` may be left out.",
         epilog=UNITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--in", dest="in_path", required=True, metavar="GRID.zarr", help="grid store (gridgen)")
     parser.add_argument("--out", required=True, metavar="TRAIN.zarr", help="training store to create or resume")
     parser.add_argument("--snr-list", metavar="LIST",
@@ -65,14 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lease-stale-s", type=float, default=600.0, metavar="S",
                         help="take over a chunk another run leased but has not refreshed for S seconds "
                              "(default 600; a dead run on this host is taken over at once)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar: timestamped log lines")
-    add_log_level_option(parser)
-    return parser
 
 
-def build_observe_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        prog="python -m augment observe",
+def _add_observe_command(cli: CommandLine) -> None:
+    """``observe``: 4MOST-ify observed spectra into an observed store."""
+    parser = cli.add(
+        "observe", _cmd_observe, help="4MOST-ify observed spectra (FITS or text) into an observed store",
         description="4MOST-ify observed spectra (continuum-normalised, at rest or shifted to rest with --rv in "
                     "km/s; 1D FITS with a linear/log WCS, FITS binary or ASCII tables, or text tables with "
                     "wave/flux[/ivar|error] columns, wavelengths in Å unless the file gives a unit; repeated "
@@ -102,12 +117,13 @@ def build_observe_parser() -> argparse.ArgumentParser:
                         help="keep spectra whose valid input covers less than half of the output pixels "
                              "(refused otherwise; below 80%% a warning is printed)")
     _common_config_args(parser)
-    return parser
 
 
-def build_resimulate_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        prog="python -m augment resimulate",
+def _add_resimulate_command(cli: CommandLine) -> None:
+    """``resimulate``: synthesise and 4MOST-ify a parameter table with a grid's physics."""
+    parser = cli.add(
+        "resimulate", _cmd_resimulate, help="synthesise a parameter table (e.g. cinn's MAPs) with a grid's "
+        "physics and 4MOST-ify it without noise",
         description="Synthesise given parameter sets (e.g. a `python -m cinn predict --csv` MAP table) with a "
                     "grid's physics and 4MOST-ify them at their vbroad without noise, into a store cinn predict "
                     "reads. Columns: teff, logg, fe_h (required), vmic, <el>_fe, vbroad, each as LABEL or "
@@ -133,8 +149,6 @@ def build_resimulate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot-window", action="append", metavar="START:END", help="plot panel window in Å "
                         "(repeatable; default: the central 20 Å of each arm)")
     parser.add_argument("--engine-dir", help="Turbospectrum cache directory")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
 
 
 def _plot_windows_arg(values: list[str] | None) -> list[tuple[float, float]] | None:
@@ -150,12 +164,11 @@ def _plot_windows_arg(values: list[str] | None) -> list[tuple[float, float]] | N
     return windows
 
 
-def _run_resimulate(argv: list[str]) -> int:
+def _cmd_resimulate(args) -> int:
     from pathlib import Path
 
     from augment.resimulate import resimulate
 
-    args = build_resimulate_parser().parse_args(argv)
     summary = resimulate(args.table, args.grid, args.out, load_config(args.augment_config, {}),
                          jobs=args.jobs, engine_dir=args.engine_dir, estimate=args.estimate,
                          vmic_kms=args.vmic, plot_against=args.plot_against, plot_dir=args.plot_dir,
@@ -170,37 +183,68 @@ def _run_resimulate(argv: list[str]) -> int:
     return 0
 
 
-def build_info_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="python -m augment info", description="Summarise a training or observed store.")
-    parser.add_argument("store", metavar="STORE.zarr")
-    return parser
+def _add_store_commands(cli: CommandLine) -> None:
+    """``info``, ``verify``, ``diff`` and ``export`` of training and observed stores."""
+    info = cli.add("info", _cmd_info, help="summarise a training or observed store",
+                   description="Summarise a training or observed store.")
+    info.add_argument("store", metavar="STORE.zarr")
+    verify = cli.add("verify", _cmd_verify, help="check a training, re-simulation or observed store in full",
+                     description="Check a training, re-simulation or observed store in full: layout "
+                                 "(arrays, dimensions, data types, chunking), attributes and metadata "
+                                 "against the store's creation record, identity against provenance, "
+                                 "every chunk readable and present, and every value against the "
+                                 "store's rules (labels, codes, fluxes, masks, coverage). One FAIL line "
+                                 "per problem; exit 1 on any.")
+    verify.add_argument("store", metavar="STORE.zarr")
+    diff = cli.add("diff", _cmd_diff, help="compare two training (or two observed) stores",
+                   description="Compare two training (or two observed) stores: configuration key by "
+                               "key, parent grid stores, rows matched by labels. Exit 0 if the "
+                               "content is identical, 1 if it differs.")
+    diff.add_argument("a", metavar="A.zarr")
+    diff.add_argument("b", metavar="B.zarr")
+    export = cli.add("export", _cmd_export, help="export a training or observed store to HDF5",
+                     description="Export a training or observed store to HDF5 (h5py).")
+    export.add_argument("store", metavar="STORE.zarr")
+    export.add_argument("--out", required=True, metavar="FILE.h5")
 
 
-def build_diff_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="python -m augment diff",
-                            description="Compare two training (or two observed) stores: configuration key by "
-                                        "key, parent grid stores, rows matched by labels. Exit 0 if the "
-                                        "content is identical, 1 if it differs.")
-    parser.add_argument("a", metavar="A.zarr")
-    parser.add_argument("b", metavar="B.zarr")
-    return parser
+def _cmd_info(args) -> int:
+    from augment.info import describe
+
+    print(describe(args.store))
+    return 0
 
 
-def _run_diff(argv: list[str]) -> int:
+def _cmd_verify(args) -> int:
+    from gridgen.core.identity import short
+    from gridgen.core.integrity import ATTRIBUTE
+
+    from augment.store import content_fingerprint, open_augment_store
+    from augment.storecheck import verify_store
+
+    fail_on_problems(args.store, verify_store(args.store))
+    group = open_augment_store(args.store)
+    record = ("attributes, metadata and the data written at creation as created" if ATTRIBUTE in group.attrs
+              else "no creation record (made before they were kept)")
+    print(f"{args.store}: OK ({group.attrs['schema']}: layout, every chunk; {record}; identity against the "
+          f"provenance; labels, codes, fluxes and masks against the store's rules; content fingerprint "
+          f"{short(content_fingerprint(group))})")
+    return 0
+
+
+def _cmd_diff(args) -> int:
     from augment.info import diff_stores
 
-    args = build_diff_parser().parse_args(argv)
     lines, identical = diff_stores(args.a, args.b)
     print("\n".join(lines))
     return 0 if identical else 1
 
 
-def build_export_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="python -m augment export",
-                                     description="Export a training or observed store to HDF5 (h5py).")
-    parser.add_argument("store", metavar="STORE.zarr")
-    parser.add_argument("--out", required=True, metavar="FILE.h5")
-    return parser
+def _cmd_export(args) -> int:
+    from augment.export import export_hdf5
+
+    print(f"wrote {export_hdf5(args.store, args.out)}")
+    return 0
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -215,48 +259,30 @@ def _overrides(args: argparse.Namespace) -> dict:
     }
 
 
-def run(argv: list[str]) -> int:
-    """Dispatch ``argv``; raises UserError on bad input."""
-    if argv and argv[0] == "observe":
-        from augment.observe import InputWarning, LowCoverageWarning, observe_files
+def _cmd_observe(args) -> int:
+    from augment.observe import InputWarning, LowCoverageWarning, observe_files
 
-        args = build_observe_parser().parse_args(argv[1:])
-        config = load_config(args.config, _overrides(args))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", LowCoverageWarning)
-            warnings.simplefilter("always", InputWarning)
-            reports = observe_files(args.spectra, args.out, args.native_resolution, args.snr, config,
-                                    native_snr=args.native_snr, medium=args.medium,
-                                    allow_low_coverage=args.allow_low_coverage, rv_kms=args.rv,
-                                    strict=args.strict)
-        for warning in caught:  # one line each, not Python's two-line warning format
-            print(f"warning: {warning.message}", file=sys.stderr)
-        for report in reports:
-            print(f"{report['object_id']}: native S/N {report['native_snr_per_pixel']:.0f} per pixel "
-                  f"({report['native_snr_from']}); {report['n_pix_uncovered']} output pixels not covered (masked), "
-                  f"covered fraction {report['covered_fraction']:.2f}")
-        print(f"wrote {args.out}")
-        return 0
-    if argv and argv[0] == "resimulate":
-        return _run_resimulate(argv[1:])
-    if argv and argv[0] == "info":
-        from augment.info import describe
+    config = load_config(args.config, _overrides(args))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LowCoverageWarning)
+        warnings.simplefilter("always", InputWarning)
+        reports = observe_files(args.spectra, args.out, args.native_resolution, args.snr, config,
+                                native_snr=args.native_snr, medium=args.medium,
+                                allow_low_coverage=args.allow_low_coverage, rv_kms=args.rv,
+                                strict=args.strict)
+    for warning in caught:  # one line each, not Python's two-line warning format
+        print(f"warning: {warning.message}", file=sys.stderr)
+    for report in reports:
+        print(f"{report['object_id']}: native S/N {report['native_snr_per_pixel']:.0f} per pixel "
+              f"({report['native_snr_from']}); {report['n_pix_uncovered']} output pixels not covered (masked), "
+              f"covered fraction {report['covered_fraction']:.2f}")
+    print(f"wrote {args.out}")
+    return 0
 
-        print(describe(build_info_parser().parse_args(argv[1:]).store))
-        return 0
-    if argv and argv[0] == "diff":
-        return _run_diff(argv[1:])
-    if argv and argv[0] == "export":
-        from augment.export import export_hdf5
 
-        args = build_export_parser().parse_args(argv[1:])
-        print(f"wrote {export_hdf5(args.store, args.out)}")
-        return 0
-
+def _cmd_run(args) -> int:
     from augment.run import augment_grid
 
-    args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
     config = load_config(args.config, _overrides(args))
     summary = augment_grid(args.in_path, args.out, config, jobs=args.jobs, progress=not args.no_progress,
                            lease_stale_s=args.lease_stale_s)
@@ -271,5 +297,5 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: exit status 0 ok, 1 user error (one line), 2 internal failure."""
-    return run_cli(run, sys.argv[1:] if argv is None else argv)
+    """``python -m augment ARGV``; returns the exit status (0 ok, 1 one ``error:`` line, 2 a bug)."""
+    return command_line().main(argv)

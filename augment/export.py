@@ -16,7 +16,7 @@ import h5py
 from gridgen.core.errors import UserError
 from gridgen.core.storeio import read_array, write_atomically
 
-from augment.store import open_augment_store
+from augment.storecheck import open_checked_store
 
 
 def _attr_value(value):
@@ -43,11 +43,12 @@ def export_hdf5(store_path: str | Path, out_path: str | Path) -> Path:
     Raises
     ------
     UserError
-        Unreadable store, existing ``out_path``, missing or unwritable directory, or an array
-        of the store that cannot be read. The file is written under a temporary name and
+        A store that fails the readers' checks (:func:`augment.storecheck.open_checked_store`),
+        an existing ``out_path``, a missing or unwritable directory, or an array of the store
+        that cannot be read. The file is written under a temporary name and
         renamed when complete, so a failure leaves nothing behind.
     """
-    group = open_augment_store(store_path)
+    group = open_checked_store(store_path)
     out_path = Path(out_path)
     if out_path.exists():
         raise UserError(f"{out_path}: already exists; choose another --out or remove it")

@@ -9,75 +9,100 @@ import numpy as np
 from gridgen.core.errors import UserError
 from gridgen.core.identity import differences, short, shown
 
-from augment.store import STATUS_DONE, content_fingerprint, open_augment_store, store_identity
+from augment.store import STATUS_DONE, content_fingerprint, store_identity
+from augment.storecheck import open_checked_store
 
 #: Differing keys listed before summarising the rest.
 _SHOWN_KEYS = 12
 
 
 def describe(path: str | Path) -> str:
-    """Human-readable summary: schema, sizes, completion, S/N levels, arms, labels, provenance."""
-    group = open_augment_store(path)
-    attrs = group.attrs
-    prov = attrs.get("provenance", {})
+    """Human-readable summary: schema, sizes, completion, S/N levels, arms, labels, provenance.
+
+    Raises
+    ------
+    UserError
+        If the store fails the readers' checks (:func:`augment.storecheck.open_checked_store`).
+    """
+    group = open_checked_store(path)
     flux = group["flux"]
     n_spec, n_snr, n_pix = flux.shape
     done = int(np.sum(group["status"][:] == STATUS_DONE))
-    wave, arm = group["wave"][:], group["arm"][:]
     snr = group["snr"]
     lines = [
-        f"{path}: {attrs['schema']}",
+        f"{path}: {group.attrs['schema']}",
         f"  spectra   {n_spec} ({done} done, {n_spec - done} pending) x {n_snr} S/N x {n_pix} pixels; "
         f"flux chunks {tuple(flux.chunks)}",
         f"  S/N       {', '.join(f'{s:g}' for s in snr[:])} ({snr.attrs['unit']})",
     ]
+    wave, arm = group["wave"][:], group["arm"][:]
     for i, name in enumerate(group["arm"].attrs["arm_names"]):
         sel = arm == i
         if sel.any():
             lines.append(f"  arm       {name}: {int(sel.sum())} pixels, {wave[sel][0]:.3f}-{wave[sel][-1]:.3f} Å "
-                         f"({group['wave'].attrs.get('medium', '?')})")
-    if "label_names" in attrs:
-        lines.append(f"  labels    {', '.join(attrs['label_names'])}")
-    if "labels" in group and attrs.get("label_names", [""])[-1] == "vbroad":
+                         f"({group['wave'].attrs['medium']})")
+    return "\n".join(lines + _row_lines(group) + _provenance_lines(group.attrs["provenance"])
+                     + identity_lines(group))
+
+
+def _row_lines(group) -> list[str]:
+    """Labels, vbroad range and split counts of a training store; masks, objects and coverage of an
+    observed one."""
+    lines = []
+    if "labels" in group:
         vbroad = group["labels"][:, -1]
-        lines.append(f"  vbroad    {vbroad.min():.2f}-{vbroad.max():.2f} km/s (median {np.median(vbroad):.2f})")
-    if "split" in group:
+        lines += [f"  labels    {', '.join(group.attrs['label_names'])}",
+                  f"  vbroad    {vbroad.min():.2f}-{vbroad.max():.2f} km/s (median {np.median(vbroad):.2f})"]
         counts = np.bincount(group["split"][:], minlength=3)
         lines.append(f"  split     train {counts[0]}, test {counts[1]}, val {counts[2]}")
-    if "grid_store" in prov:
-        gs = prov["grid_store"]
-        grid_name = prov.get("grid", {}).get("grid", {}).get("name")
-        lines.append(f"  grid      {gs['path']} ({grid_name or 'unnamed'}): {gs['n_ok']} ok, {gs['n_skipped']} skipped")
     if "mask" in group:
         lines.append(f"  masked    {int(group['mask'][:].sum())} pixels in total")
         lines.append(f"  objects   {', '.join(str(o) for o in group['object_id'][:])}")
     if "covered_fraction" in group:
         covered = group["covered_fraction"][:]
         lines.append(f"  coverage  {covered.min():.2f}-{covered.max():.2f} of the pixels covered by valid input")
-    if "inputs" in prov:
-        for item in prov["inputs"]:
-            lines.append(f"  input     {item['object_id']}: {item['path']}, R {item['native_resolution']:g}, native S/N "
-                         f"{item['native_snr_per_pixel']:.0f} per pixel ({item['native_snr_from']})")
+    return lines
+
+
+def _provenance_lines(prov: dict) -> list[str]:
+    """The grid store, input files, chain and run a store's provenance records (``?`` where it
+    does not say: provenance is whatever its maker wrote, and older makers wrote less)."""
+    def entry(section, key, default="?"):
+        return section.get(key, default) if isinstance(section, dict) else default
+
+    def number(section, key, spec="g"):
+        value = entry(section, key)
+        return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+
+    lines = []
+    if "grid_store" in prov:
+        gs, grid = prov["grid_store"], entry(prov.get("grid"), "grid", {})
+        lines.append(f"  grid      {entry(gs, 'path')} ({entry(grid, 'name', None) or 'unnamed'}): "
+                     f"{entry(gs, 'n_ok')} ok, {entry(gs, 'n_skipped')} skipped")
+    for item in prov.get("inputs") or []:
+        lines.append(f"  input     {entry(item, 'object_id')}: {entry(item, 'path')}, "
+                     f"R {number(item, 'native_resolution')}, native S/N {number(item, 'native_snr_per_pixel', '.0f')} "
+                     f"per pixel ({entry(item, 'native_snr_from')})")
     if "augment" in prov:
         cfg = prov["augment"]
-        first = "native" if "inputs" in prov else f"{cfg['resolution_synth']:g}"
-        lines.append(f"  chain     R {first} -> {cfg['resolution_out']:g}, limb darkening {cfg['limb_darkening']}, "
-                     f"seed {cfg['seed']}")
+        first = "native" if "inputs" in prov else number(cfg, "resolution_synth")
+        lines.append(f"  chain     R {first} -> {number(cfg, 'resolution_out')}, limb darkening "
+                     f"{entry(cfg, 'limb_darkening')}, seed {entry(cfg, 'seed')}")
     if "run" in prov:
-        lines.append(f"  made      {prov['run'].get('created_utc')} on {prov['run'].get('host')} "
-                     f"with {prov['run'].get('code_version')}")
-    lines += identity_lines(group)
-    return "\n".join(lines)
+        run = prov["run"]
+        lines.append(f"  made      {entry(run, 'created_utc', None)} on {entry(run, 'host', None)} "
+                     f"with {entry(run, 'code_version', None)}")
+    return lines
 
 
 def identity_lines(group) -> list[str]:
     """Definition, inputs and content fingerprints and parents of a store, one per line."""
     identity = store_identity(group)
-    lines = [f"  definition {short(identity.get('definition', '').split(':')[-1])} "
-             f"({identity.get('definition', '?').split(':')[0]})",
+    definition = str(identity.get("definition", "?"))
+    lines = [f"  definition {short(definition.split(':')[-1])} ({definition.split(':')[0]})",
              f"  inputs     {short(identity.get('inputs_fingerprint'))}",
              f"  content    {short(content_fingerprint(group))}"]
-    for parent in identity.get("parents") or []:
+    for parent in (p for p in identity.get("parents") or [] if isinstance(p, dict)):
         fingerprints = (f"inputs {short(parent.get('inputs_fingerprint'))} content "
                         f"{short(parent.get('content_fingerprint'))}" if parent.get("kind") == "grid store"
                         else f"SHA-256 {short(parent.get('sha256'))}")
@@ -104,7 +129,7 @@ def diff_stores(path_a: str | Path, path_b: str | Path) -> tuple[list[str], bool
     UserError
         A path that is not a training or observed store, or a training and an observed store.
     """
-    a, b = open_augment_store(path_a), open_augment_store(path_b)
+    a, b = open_checked_store(path_a), open_checked_store(path_b)
     if a.attrs["schema"] != b.attrs["schema"]:
         raise UserError(f"cannot diff {path_a} ({a.attrs['schema']}) against {path_b} "
                         f"({b.attrs['schema']}): different kinds of store")

@@ -7,7 +7,7 @@ opens it; dimension names ``spectrum``, ``snr``, ``pixel``, ``label``)
 array             shape                       dtype    meaning
 ================  ==========================  =======  ===========================================
 ``wave``          (n_pix,)                    float64  pixel centres, Å; attrs ``units``, ``medium``
-                                                       (as in the grid store), ``width_aa`` (list)
+                                                       (as in the grid store)
 ``arm``           (n_pix,)                    int8     index into attr ``arm_names``
 ``pixel``         (n_pix,)                    float64  the same values as ``wave``: xarray's index
                                                        coordinate of dimension ``pixel``
@@ -42,15 +42,16 @@ Only grid spectra with status ok become rows. Group attributes: ``schema``, ``la
 ``label_units``, ``chunk_spectra`` and ``provenance`` = {``grid``: the grid store's provenance
 (copied), ``grid_store``: path, schema, counts of ok/skipped spectra, ``augment``: the
 :class:`augment.config.AugmentConfig` as a dict, ``seed``, ``chain``: a one-line description,
-``run``: :func:`gridgen.core.provenance.run_context`}.
+``run``: :func:`gridgen.core.provenance.run_context`}, ``identity`` (below) and ``integrity``.
 
 Identity (:mod:`gridgen.core.identity`): a training store made by ``python -m augment`` records
 the group attribute ``identity`` = {``definition``: ``augment-config:<SHA-256>`` of the
 :class:`augment.config.AugmentConfig` as canonical JSON, ``inputs_fingerprint``: SHA-256 over that
 config, the chain note and the grid store's definition, inputs and content fingerprints,
-``parents``: [the grid store's path, definition and fingerprints]}. Stores without it (observed
-and re-simulation stores, older training stores) get one derived from ``provenance`` by
-:func:`store_identity` (parents: the grid store, or each input file's SHA-256). The
+``parents``: [the grid store's path, definition and fingerprints]}. Observed and re-simulation
+stores (and training stores made without one) record the identity
+:func:`identity_from_provenance` derives (parents: the grid store, or each input file's
+SHA-256); older stores without any get it derived when asked (:func:`store_identity`). The
 ``content_fingerprint`` (:func:`content_fingerprint`) is computed, not stored: training stores have
 no per-row flux digest, so it is the SHA-256 over each row's ``status`` and the digest of its
 ``source_index``, ``split`` and ``labels`` (float64 bytes); the flux is not re-read, being fixed by
@@ -60,7 +61,7 @@ Re-simulation store (:mod:`augment.resimulate`): a training store, complete when
 ``flux`` (n_spec, 1, n_pix) and ``flux_clean`` hold the same noiseless flux, ``status`` 1 where
 the synthesis succeeded and 0 (flux NaN) where it failed, plus ``object_id``, ``error`` (failure
 reason or "") and ``note`` (how the spectrum deviates from the grid definition or ""), each
-(n_spec,) str.
+(n_spec,) str; its provenance has the entry ``resimulate`` (:func:`is_resimulation`).
 
 Observed store (``schema = "cinn4most.observedstore/1"``): ``wave``, ``arm``, ``snr`` (n_snr = 1,
 the target S/N), ``flux`` (n_spec, 1, n_pix) and ``flux_clean`` (n_spec, n_pix) with NaN where
@@ -71,6 +72,25 @@ the target S/N), ``flux`` (n_spec, 1, n_pix) and ``flux_clean`` (n_spec, n_pix) 
 see :mod:`augment.observe`), ``status`` (all 1);
 provenance holds the config and, per input file, its path, SHA-256, native resolving power,
 native S/N and how it was measured, and the added-noise recipe.
+
+Creation record: every store records ``integrity`` (:mod:`gridgen.core.integrity`) when it is
+created, after every other attribute is set: the SHA-256s of every other attribute, of every
+array's ``zarr.json`` and of the data written at creation (training stores: ``wave``, ``pixel``,
+``arm``, ``snr``, ``label``, ``labels``, ``split``, ``source_index``; observed and re-simulation
+stores, complete when created: every array). None of these changes once the store exists (a run
+fills ``flux``, ``flux_clean`` and ``status`` chunks, never metadata). Stores made before the
+record have none. Every array written at creation with its data (all but a training store's
+``flux`` and ``flux_clean``) has every chunk file, even one holding only the fill value, and
+the attribute ``all_chunks_written``; Zarr stores no chunk of fill values only, so elsewhere a
+missing ``flux`` chunk means only that no spectrum of it is done.
+
+Layout (what :func:`open_augment_store` checks, from the metadata alone): every array of the
+contract (:data:`LAYOUT`; those of :data:`ADDED_LATER` where a store has them, as stores made
+before they were added lack them) with its dimension names and data type, one length per
+dimension, ``flux``, ``flux_clean`` and ``mask`` in chunks of ``chunk_spectra`` spectra and the
+other per-spectrum arrays in a multiple of it, all along ``spectrum`` only, and the attributes
+above. The values and the creation record are checked by :mod:`augment.storecheck`, by every
+reader when it opens a store and in full by ``python -m augment verify``.
 
 Both stores are created complete under a temporary name and renamed into place, so a failure
 during creation leaves nothing behind. The training store is then filled chunk by chunk; a
@@ -85,7 +105,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from gridgen.core.codes import SPLIT_NAMES
+from gridgen.core import integrity
+from gridgen.core.codes import SPLIT_NAMES, WAVE_MEDIA
 from gridgen.core.errors import UserError
 from gridgen.core.identity import content_fingerprint as _rows_fingerprint
 from gridgen.core.identity import fingerprint_json
@@ -94,6 +115,7 @@ from gridgen.core.storeio import create_atomically, open_store
 from gridgen.store import cf_flags, write_coordinate
 
 from augment.arms import PixelGrid
+from augment.noise import SNR_UNITS
 
 TRAIN_SCHEMA = "cinn4most.trainstore/1"
 OBSERVED_SCHEMA = "cinn4most.observedstore/1"
@@ -104,12 +126,53 @@ ROW_CHUNK_TARGET = 1024
 #: ratio (CF ``units = "1"``); the unit says over which interval it is measured.
 SNR_LONG_NAMES = {"per_pixel": "signal-to-noise ratio per pixel",
                   "per_angstrom": "signal-to-noise ratio per Angstrom"}
+STORE_KINDS = {TRAIN_SCHEMA: "training store", OBSERVED_SCHEMA: "observed store"}
+_PIXEL_AXES = {"wave": (("pixel",), "float64"), "arm": (("pixel",), "int8"), "snr": (("snr",), "float32")}
+_FLUXES = {"flux": (("spectrum", "snr", "pixel"), "float32"), "flux_clean": (("spectrum", "pixel"), "float32")}
+#: Every array of each store's contract: its dimension names and data type ("string": Zarr v3 strings).
+LAYOUT = {
+    TRAIN_SCHEMA: {**_PIXEL_AXES, **_FLUXES, "labels": (("spectrum", "label"), "float64"),
+                   "split": (("spectrum",), "int8"), "status": (("spectrum",), "int8"),
+                   "source_index": (("spectrum",), "int64")},
+    OBSERVED_SCHEMA: {**_PIXEL_AXES, **_FLUXES, "mask": (("spectrum", "pixel"), "bool"),
+                      "object_id": (("spectrum",), "string"), "native_snr": (("spectrum",), "float64"),
+                      "status": (("spectrum",), "int8")},
+}
+#: Arrays of the contract that stores made before they were added lack: checked where present.
+ADDED_LATER = {
+    TRAIN_SCHEMA: {"pixel": (("pixel",), "float64"), "label": (("label",), "string")},
+    OBSERVED_SCHEMA: {"pixel": (("pixel",), "float64"), "rv_kms": (("spectrum",), "float64"),
+                      "covered_fraction": (("spectrum",), "float32")},
+}
+#: The extra arrays of a re-simulation store (a training store whose provenance has ``resimulate``).
+RESIMULATION_ARRAYS = {name: (("spectrum",), "string") for name in ("object_id", "error", "note")}
+#: Arrays of a training store whose data are written at creation and never change.
+_TRAIN_FIXED = ("wave", "pixel", "arm", "snr", "label", "labels", "split", "source_index")
 
 
 def _put(group: zarr.Group, name: str, data: np.ndarray, chunks: tuple, dims: tuple, **attrs) -> None:
-    array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks, dimension_names=dims)
+    """Create and write an array, every chunk file included (attribute ``all_chunks_written``).
+
+    Zarr does not store a chunk holding only the fill value (an all-pending ``status`` chunk, an
+    all-train ``split`` chunk); writing them all at creation makes a missing one a lost file.
+    """
+    array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks, dimension_names=dims,
+                               config={"write_empty_chunks": True})
     array[...] = data
-    array.attrs.update(attrs)
+    array.attrs.update(attrs, all_chunks_written=True)
+
+
+def _recorded(fill, fixed_arrays: tuple[str, ...] | None = None):
+    """``fill``, then the creation record (:mod:`gridgen.core.integrity`) of what it made.
+
+    ``fixed_arrays``: the arrays whose data never change after creation (default: all of them,
+    for stores complete when created). The record is taken last: every attribute is set by then.
+    """
+    def fill_and_record(group: zarr.Group) -> None:
+        fill(group)
+        fixed = [name for name, _ in group.arrays()] if fixed_arrays is None else fixed_arrays
+        group.attrs[integrity.ATTRIBUTE] = integrity.creation_record(group.store.root, group, fixed)
+    return fill_and_record
 
 
 def _write_pixel_axes(group: zarr.Group, grid: PixelGrid, medium: str, snr: np.ndarray, snr_unit: str) -> None:
@@ -149,7 +212,7 @@ def create_training_store(path: str | Path, **layout) -> zarr.Group:
     zarr.Group
         The store, opened read-write.
     """
-    create_atomically(Path(path), lambda group: init_training_group(group, **layout))
+    create_atomically(Path(path), _recorded(lambda group: init_training_group(group, **layout), _TRAIN_FIXED))
     return open_augment_store(path, mode="r+")
 
 
@@ -158,6 +221,9 @@ def init_training_group(group: zarr.Group, *, grid: PixelGrid, medium: str, snr:
                         source_index: np.ndarray, chunk_spectra: int, provenance: dict,
                         identity: dict | None = None) -> None:
     """Lay out an empty training store's arrays and attributes in ``group``.
+
+    Every attribute of the store is set here: :func:`create_training_store` takes the creation
+    record right after, and an attribute set later would read as an edit.
 
     Parameters
     ----------
@@ -232,7 +298,7 @@ def create_resimulation_store(path: str | Path, *, flux_clean: np.ndarray, objec
         for name, values in (("object_id", object_id), ("error", error), ("note", note)):
             _put(group, name, np.array(values, dtype=np.dtypes.StringDType()), (n_spec,), ("spectrum",))
 
-    create_atomically(Path(path), fill)
+    create_atomically(Path(path), _recorded(fill))
     return open_augment_store(path)
 
 
@@ -272,13 +338,20 @@ def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr
         group.attrs.update({"schema": OBSERVED_SCHEMA, "chunk_spectra": 1, "provenance": provenance,
                             "identity": identity_from_provenance(provenance)})
 
-    create_atomically(path, fill)
+    create_atomically(path, _recorded(fill))
     return open_augment_store(path)
 
 
 def open_augment_store(path: str | Path, mode: str = "r",
                        schemas: tuple[str, ...] = (TRAIN_SCHEMA, OBSERVED_SCHEMA)) -> zarr.Group:
-    """Open a training and/or observed store, checking its schema (UserError otherwise).
+    """Open a training and/or observed store, checking its schema and layout (UserError otherwise).
+
+    The layout is what the metadata fix, without reading data: every array of the contract
+    (:data:`LAYOUT`; :data:`ADDED_LATER` where present; :data:`RESIMULATION_ARRAYS` in a
+    re-simulation store) with its dimension names, data type and chunking, one length per
+    dimension, and the attributes the arrays need (``chunk_spectra``, ``provenance``,
+    ``label_names``, ``label_units``, ``wave`` ``medium``, ``snr`` ``unit``, ``arm`` ``arm_names``).
+    Readers check the data too (:mod:`augment.storecheck`).
 
     Parameters
     ----------
@@ -288,12 +361,104 @@ def open_augment_store(path: str | Path, mode: str = "r",
     schemas : tuple of str
         The schemas the caller accepts (default: both).
     """
-    what = " or ".join({TRAIN_SCHEMA: "training store", OBSERVED_SCHEMA: "observed store"}[s] for s in schemas)
+    what = " or ".join(STORE_KINDS[s] for s in schemas)
     group = open_store(path, schemas, what, mode)
-    for name in ("wave", "arm", "snr", "flux", "status"):
-        if name not in group:
-            raise UserError(f"{path}: corrupt store, array {name!r} is missing")
+    kind = STORE_KINDS[group.attrs["schema"]]
+    sizes = _check_arrays(path, group, kind)
+    _check_attributes(path, group, kind, sizes)
+    _check_chunks(path, group, kind, sizes)
     return group
+
+
+def is_resimulation(group: zarr.Group) -> bool:
+    """True for a re-simulation store (a training store whose provenance has ``resimulate``)."""
+    provenance = group.attrs.get("provenance")
+    return group.attrs.get("schema") == TRAIN_SCHEMA and isinstance(provenance, dict) and "resimulate" in provenance
+
+
+def contract_arrays(group: zarr.Group) -> dict[str, tuple[tuple[str, ...], str]]:
+    """The arrays of the store's contract it must have, and those added later that it has:
+    name -> (dimension names, data type)."""
+    schema = group.attrs["schema"]
+    arrays = dict(LAYOUT[schema], **(RESIMULATION_ARRAYS if is_resimulation(group) else {}))
+    arrays.update({name: layout for name, layout in ADDED_LATER[schema].items() if name in group})
+    return arrays
+
+
+def _check_arrays(path, group: zarr.Group, kind: str) -> dict[str, tuple[int, str]]:
+    """UserError unless every contract array is there with its dimensions and data type, and each
+    dimension has one length. Returns dimension -> (length, the array that set it)."""
+    sizes: dict[str, tuple[int, str]] = {}
+    for name, (dims, dtype) in contract_arrays(group).items():
+        try:
+            array = group[name] if name in group else None
+        except Exception as exc:  # noqa: BLE001 - zarr raises many types for unreadable metadata
+            raise UserError(f"{path}: corrupt {kind}, array {name!r} has unreadable metadata "
+                            f"({type(exc).__name__}: {str(exc)[:120]})") from None
+        if not isinstance(array, zarr.Array):
+            raise UserError(f"{path}: corrupt {kind}, array {name!r} is missing")
+        found_dims = tuple(array.metadata.dimension_names or ())
+        if found_dims != dims:
+            raise UserError(f"{path}: corrupt {kind}, array {name!r} has dimensions {found_dims}, expected {dims}")
+        found = "string" if array.dtype.kind in "OTU" else str(array.dtype)
+        if found != dtype:
+            raise UserError(f"{path}: corrupt {kind}, array {name!r} has data type {found}, expected {dtype}")
+        for dim, length in zip(dims, array.shape):
+            known, source = sizes.setdefault(dim, (length, name))
+            if length != known:
+                raise UserError(f"{path}: corrupt {kind}, array {name!r} has {length} along {dim}, but "
+                                f"array {source!r} has {known}")
+    if (group.attrs["schema"] == OBSERVED_SCHEMA or is_resimulation(group)) and sizes["snr"][0] != 1:
+        raise UserError(f"{path}: corrupt {kind}, array 'snr' has {sizes['snr'][0]} S/N levels, expected 1")
+    return sizes
+
+
+def _check_attributes(path, group: zarr.Group, kind: str, sizes: dict[str, tuple[int, str]]) -> None:
+    """UserError unless the group and array attributes the arrays need are there and fit them."""
+    attrs = group.attrs
+    chunk = attrs.get("chunk_spectra")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise UserError(f"{path}: corrupt {kind}, attribute 'chunk_spectra' is {chunk!r}, not a positive integer")
+    if not isinstance(attrs.get("provenance"), dict):
+        raise UserError(f"{path}: corrupt {kind}, attribute 'provenance' is missing or not a JSON object")
+    if "label" in sizes:
+        for name, last in (("label_names", "vbroad"), ("label_units", "km/s")):
+            value = attrs.get(name)
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise UserError(f"{path}: corrupt {kind}, attribute {name!r} is not a list of names")
+            if len(value) != sizes["label"][0]:
+                raise UserError(f"{path}: corrupt {kind}, attribute {name!r} has {len(value)} entries but "
+                                f"array 'labels' has {sizes['label'][0]} columns")
+            if value[-1] != last:
+                raise UserError(f"{path}: corrupt {kind}, attribute {name!r} ends in {value[-1]!r}, expected "
+                                f"{last!r} (vbroad, km/s, is the last label)")
+    medium, unit = group["wave"].attrs.get("medium"), group["snr"].attrs.get("unit")
+    if medium not in WAVE_MEDIA:
+        raise UserError(f"{path}: corrupt {kind}, wave attribute 'medium' is {medium!r}, expected air or vacuum")
+    if unit not in SNR_UNITS:
+        raise UserError(f"{path}: corrupt {kind}, snr attribute 'unit' is {unit!r}, expected "
+                        f"{' or '.join(SNR_UNITS)}")
+    arm_names = group["arm"].attrs.get("arm_names")
+    if not (isinstance(arm_names, list) and arm_names and all(isinstance(a, str) for a in arm_names)):
+        raise UserError(f"{path}: corrupt {kind}, arm attribute 'arm_names' is not a list of names")
+
+
+def _check_chunks(path, group: zarr.Group, kind: str, sizes: dict[str, tuple[int, str]]) -> None:
+    """UserError unless every per-spectrum array is chunked along ``spectrum`` only: the fluxes
+    and mask ``chunk_spectra`` spectra per chunk, the others a multiple of it (or all)."""
+    chunk, n_spec = group.attrs["chunk_spectra"], sizes["spectrum"][0]
+    for name, (dims, _) in contract_arrays(group).items():
+        array = group[name]
+        if dims[0] != "spectrum":
+            continue
+        if "pixel" in dims:
+            expected = (min(chunk, n_spec),) + array.shape[1:]
+            if array.chunks != expected:
+                raise UserError(f"{path}: corrupt {kind}, array {name!r} has chunks {array.chunks}, expected "
+                                f"{expected} (chunk_spectra spectra along spectrum only)")
+        elif array.chunks[1:] != array.shape[1:] or not (array.chunks[0] % chunk == 0 or array.chunks[0] >= n_spec):
+            raise UserError(f"{path}: corrupt {kind}, array {name!r} has chunks {array.chunks}, expected a "
+                            f"multiple of chunk_spectra ({chunk}) spectra along spectrum only")
 
 
 def write_chunk(group: zarr.Group, start: int, flux_clean: np.ndarray, flux: np.ndarray) -> None:

@@ -1,7 +1,8 @@
-"""Command line: ``python -m cinn {train,evaluate,predict,search,bias-fit,info,diff}``.
+"""Command line: ``python -m cinn {train,calibrate,evaluate,predict,search,bias-fit,info,diff}``.
 
-Exit status 0 on success, 1 with one ``error: ...`` line on a user error
-(:class:`gridgen.core.errors.UserError`), 2 on an internal failure.
+Built as every CLI of the toolkit is (:mod:`gridgen.core.commandline`): each command takes
+``--log-level`` and ``--no-progress``. Exit status 0 on success, 1 with one ``error: ...`` line on
+a user error (:class:`gridgen.core.errors.UserError`), 2 on an internal failure.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ import contextlib
 import json
 import os
 import shutil
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
-from gridgen.core.errors import ArgumentParser, UserError, run_cli
-from gridgen.core.progress import add_log_level_option, configure_logging
-from gridgen.core.provenance import VersionAction
+from gridgen.core.commandline import CommandLine
+from gridgen.core.errors import UserError
 from gridgen.core.storeio import check_writable
 
 UNITS = ("Units: Teff K, log g dex (cgs), [Fe/H] and [X/Fe] dex, vmic and vbroad km/s, "
          "wavelengths Å, S/N in the training store's unit (per Å or per pixel).")
+_DESCRIPTION = ("Train and apply the cINN of docs/method.md §3 (13 targets with full posteriors).\n\n"
+                + textwrap.fill(UNITS, 95))
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +33,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--device", default=None, help="auto (default: CUDA when present), cpu, cuda[:N]")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars: timestamped log lines")
-    add_log_level_option(parser)
 
 
 def _add_catalog_options(parser: argparse.ArgumentParser) -> None:
@@ -54,13 +55,37 @@ def _add_shard_option(parser: argparse.ArgumentParser) -> None:
                         "posterior stores together hold every prediction once, each with its input row")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="python -m cinn", description="Train and apply the cINN "
-                                     "of docs/method.md §3 (13 targets with full posteriors). " + UNITS)
-    parser.add_argument("--version", action=VersionAction)
-    sub = parser.add_subparsers(dest="command", required=True)
+def command_line() -> CommandLine:
+    """``python -m cinn`` and its commands (see :mod:`gridgen.core.commandline`)."""
+    cli = CommandLine("python -m cinn", _DESCRIPTION)
+    _add_train_commands(cli)
+    _add_evaluate_command(cli)
+    _add_predict_command(cli)
 
-    p = sub.add_parser("train", help="train a model from a training store", description=UNITS)
+    p = cli.add("search", _cmd_search, help="Hyperband hyperparameter search on validation loss",
+                description=UNITS)
+    p.add_argument("store", help="training store")
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--out", default="search", help="output directory (trials.csv, best_config.json)")
+    p.add_argument("--epochs", type=int, help="Hyperband maximum resource (epochs); default train.epochs")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+
+    p = cli.add("bias-fit", _cmd_bias_fit, help="fit X - (a*Teff + b) on a reference table", description=UNITS
+                + " CSV columns: fe_h_ref and <target>_ref, with object_id (--on samples) or with "
+                "teff (cINN Teff, K) and <target>_cinn (--on map).")
+    p.add_argument("model", help="model directory (bias.json is written there)")
+    p.add_argument("table", help="reference CSV")
+    p.add_argument("--feh-min", type=float, default=-2.5, help="use stars with [Fe/H]_ref above this (dex)")
+    _add_bias_fit_options(p)
+    _add_info_parser(cli)
+    _add_diff_parser(cli)
+    return cli
+
+
+def _add_train_commands(cli: CommandLine) -> None:
+    """``train`` and ``calibrate``."""
+    p = cli.add("train", _cmd_train, help="train a model from a training store", description=UNITS)
     p.add_argument("store", help="training store (.zarr, schema cinn4most.trainstore/1)")
     p.add_argument("--out", required=True, help="model directory (resumed if it holds a checkpoint)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
@@ -69,11 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not fit the width calibration on the validation split after training")
     _common(p)
 
-    p = sub.add_parser("calibrate", help="(re)fit the posterior width calibration on a validation split",
-                       description=UNITS + " Widens each target's posterior about the MAP by a factor "
-                       "per S/N so that its intervals hold the truths of held-out spectra at their "
-                       "nominal rate (docs/method.md, 'Calibration'); writes calibration.json into the "
-                       "model directory, which predict and evaluate then apply.")
+    p = cli.add("calibrate", _cmd_calibrate, help="(re)fit the posterior width calibration on a validation "
+                "split", description=UNITS + " Widens each target's posterior about the MAP by a factor "
+                "per S/N so that its intervals hold the truths of held-out spectra at their "
+                "nominal rate (docs/method.md, 'Calibration'); writes calibration.json into the "
+                "model directory, which predict and evaluate then apply.")
     p.add_argument("model", help="model directory (calibration.json is written there)")
     p.add_argument("store", help="training store with a validation split (the model's, or another)")
     p.add_argument("--split", default="val", choices=["val", "train"],
@@ -81,8 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spectra", type=int, default=256, help="at most this many spectra of the split, each at every S/N")
     _common(p)
 
-    p = sub.add_parser("evaluate", help="metrics, calibration and plots on a held-out split",
-                       description=UNITS)
+
+def _add_evaluate_command(cli: CommandLine) -> None:
+    p = cli.add("evaluate", _cmd_evaluate, help="metrics, calibration and plots on a held-out split",
+                description=UNITS)
     p.add_argument("model", help="model directory")
     p.add_argument("store", help="training store with truths")
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
@@ -98,9 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "the lists recorded in the training store's provenance, if unchanged)")
     _common(p)
 
-    p = sub.add_parser("predict", help="posteriors for an observed (or training) store", description=UNITS
-                       + " f_reject > 0.5 marks untrustworthy predictions; S/N outside the trained "
-                       "range is predicted with a warning and flagged snr_out_of_range.")
+
+def _add_predict_command(cli: CommandLine) -> None:
+    p = cli.add("predict", _cmd_predict, help="posteriors for an observed (or training) store",
+                description=UNITS + " f_reject > 0.5 marks untrustworthy predictions; S/N outside the "
+                "trained range is predicted with a warning and flagged snr_out_of_range.")
     p.add_argument("model", help="model directory")
     p.add_argument("store", help="observed store (cinn4most.observedstore/1) or training store")
     p.add_argument("--out", required=True, help="posterior store (.zarr); must not exist")
@@ -117,25 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_shard_option(p)
     _common(p)
 
-    p = sub.add_parser("search", help="Hyperband hyperparameter search on validation loss", description=UNITS)
-    p.add_argument("store", help="training store")
-    p.add_argument("--trials", type=int, default=20)
-    p.add_argument("--out", default="search", help="output directory (trials.csv, best_config.json)")
-    p.add_argument("--epochs", type=int, help="Hyperband maximum resource (epochs); default train.epochs")
-    p.add_argument("--seed", type=int, default=0)
-    _common(p)
-
-    p = sub.add_parser("bias-fit", help="fit X - (a*Teff + b) on a reference table", description=UNITS
-                       + " CSV columns: fe_h_ref and <target>_ref, with object_id (--on samples) or with "
-                       "teff (cINN Teff, K) and <target>_cinn (--on map).")
-    p.add_argument("model", help="model directory (bias.json is written there)")
-    p.add_argument("table", help="reference CSV")
-    p.add_argument("--feh-min", type=float, default=-2.5, help="use stars with [Fe/H]_ref above this (dex)")
-    _add_bias_fit_options(p)
-    _add_info_parser(sub)
-    _add_diff_parser(sub)
-    return parser
-
 
 def _add_bias_fit_options(parser: argparse.ArgumentParser) -> None:
     """``--on`` and ``--posterior`` of ``bias-fit`` (paper App. B, eq. B.1)."""
@@ -147,7 +157,7 @@ def _add_bias_fit_options(parser: argparse.ArgumentParser) -> None:
                         "object_id column (--on samples)")
 
 
-def _cmd_bias_fit(args) -> None:
+def _cmd_bias_fit(args) -> int:
     """Fit bias.json on posterior samples (default) or on MAPs; the table is checked first."""
     from cinn.bias import fit_bias_samples, fit_bias_table, read_reference_table
     from cinn.model import load_model, save_bias
@@ -165,6 +175,7 @@ def _cmd_bias_fit(args) -> None:
     path = save_bias(model.model_dir, bias)
     print(f"bias coefficients for {', '.join(bias['coefficients'])} ({bias['n_stars']} stars, "
           f"fitted on {bias['on']}) -> {path}")
+    return 0
 
 
 def _posterior_samples(path, target_names):
@@ -186,16 +197,16 @@ def _posterior_samples(path, target_names):
             read_array(group["accepted"]).astype(bool))
 
 
-def _add_info_parser(sub) -> None:
+def _add_info_parser(cli: CommandLine) -> None:
     """``info MODEL``: identity and lineage (model -> training store -> grid store -> definition)."""
-    p = sub.add_parser("info", help="a model's fingerprints and lineage: training store, grid store, "
+    p = cli.add("info", _cmd_info, help="a model's fingerprints and lineage: training store, grid store, "
                        "grid definition")
     p.add_argument("model", help="model directory")
 
 
-def _add_diff_parser(sub) -> None:
+def _add_diff_parser(cli: CommandLine) -> None:
     """``diff MODEL_A MODEL_B``: exit 0 if the weights are identical, 1 if they differ."""
-    p = sub.add_parser("diff", help="compare two models: config key by key, training stores, weights; "
+    p = cli.add("diff", _cmd_diff, help="compare two models: config key by key, training stores, weights; "
                        "exit 0 if the weights are identical, 1 if they differ")
     p.add_argument("a", help="model directory")
     p.add_argument("b", help="model directory")
@@ -236,7 +247,8 @@ def _predict_config(model, args, store: str, keep_samples: bool = False):
     from dataclasses import asdict
 
     from cinn.config import config_from_dict
-    from cinn.data import OBSERVED_SCHEMA, TRAIN_SCHEMA, open_spectra_store
+    from augment.store import OBSERVED_SCHEMA, TRAIN_SCHEMA
+    from cinn.data import open_spectra_store
     from cinn.memory import plan_batch
     from gridgen.core.tomlconfig import ConfigError
     flags = {"n_samples": "samples", "keep_samples": "keep_samples", "precision": "precision", "seed": "seed"}
@@ -286,10 +298,10 @@ def _resumable(model_dir: Path) -> bool:
 
 
 def _check_options(args) -> None:
-    """Refuse a bad --jobs, --device, search --seed or --saliency-spectra before any work or output."""
+    """Refuse a bad --jobs or --device before any work or output; set torch's threads."""
     import torch
 
-    from cinn.config import MAX_LEGACY_SEED, is_device_name
+    from cinn.config import is_device_name
     from cinn.network import select_device
     jobs = getattr(args, "jobs", None)
     if jobs is not None:
@@ -304,57 +316,65 @@ def _check_options(args) -> None:
         if not is_device_name(device):
             raise UserError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
         select_device(device)
-    if args.command == "search" and not 0 <= args.seed <= MAX_LEGACY_SEED:
+
+
+def _cmd_train(args) -> int:
+    from cinn.evaluate import training_report
+    from cinn.train import train
+
+    _check_options(args)
+    progress = not args.no_progress
+    config = _config(args)
+    check_writable(args.out)
+    # A new directory without statistics holds nothing to resume: removed if the run fails.
+    with _new_output(args.out, keep=_resumable):
+        result = train(args.store, args.out, config, resume=not args.no_resume, progress=progress)
+    if config.train.calibrate and not args.no_calibration:
+        _calibrate(result.model_dir, args.store, "val", config.train.device, progress)
+    with _new_output(Path(result.model_dir) / "report"):
+        report = training_report(result.model_dir, args.store, config.train.device, progress)
+    print(f"trained {result.epochs_run} epochs, best validation loss {result.best_val_loss:.4f}; "
+          f"model in {result.model_dir}, validation report in {report['report_dir']}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from cinn.evaluate import evaluate
+    from cinn.model import load_model
+
+    _check_options(args)
+    if args.saliency_spectra < 0:
+        raise UserError(f"--saliency-spectra {args.saliency_spectra}: must be >= 0 (0 skips the saliency map)")
+    check_writable(args.report)
+    model = load_model(args.model, args.device or "auto")
+    config = _predict_config(model, args, args.store, keep_samples=True)
+    with _new_output(args.report):
+        out = evaluate(model, args.store, args.report, args.split, config, args.saliency_spectra,
+                       linelists=args.linelist, progress=not args.no_progress, plot_format=args.plot_format)
+    for note in out["notes"]:
+        print(f"note: {note}")
+    print(f"report written to {out['report_dir']}")
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    _check_options(args)
+    if args.spectra < 1:
+        raise UserError(f"--spectra must be >= 1, got {args.spectra}")
+    _calibrate(args.model, args.store, args.split, args.device or "auto", not args.no_progress, args.spectra)
+    return 0
+
+
+def _cmd_search(args) -> int:
+    from cinn.config import MAX_LEGACY_SEED
+    from cinn.search import search
+
+    _check_options(args)
+    if not 0 <= args.seed <= MAX_LEGACY_SEED:
         raise UserError(f"--seed {args.seed}: must be from 0 to {MAX_LEGACY_SEED:,} (the search's sampler "
                         "takes NumPy's legacy seeds)")
-    if args.command == "evaluate" and args.saliency_spectra < 0:
-        raise UserError(f"--saliency-spectra {args.saliency_spectra}: must be >= 0 (0 skips the saliency map)")
-
-
-def run(args) -> int:
-    if args.command in ("info", "diff"):
-        return {"info": _cmd_info, "diff": _cmd_diff}[args.command](args)
-    configure_logging(getattr(args, "log_level", "info"))
-    _check_options(args)
-    progress = not getattr(args, "quiet", False)
-    if args.command == "train":
-        from cinn.evaluate import training_report
-        from cinn.train import train
-        config = _config(args)
-        check_writable(args.out)
-        # A new directory without statistics holds nothing to resume: removed if the run fails.
-        with _new_output(args.out, keep=_resumable):
-            result = train(args.store, args.out, config, resume=not args.no_resume, progress=progress)
-        if config.train.calibrate and not args.no_calibration:
-            _calibrate(result.model_dir, args.store, "val", config.train.device, progress)
-        with _new_output(Path(result.model_dir) / "report"):
-            report = training_report(result.model_dir, args.store, config.train.device, progress)
-        print(f"trained {result.epochs_run} epochs, best validation loss {result.best_val_loss:.4f}; "
-              f"model in {result.model_dir}, validation report in {report['report_dir']}")
-    elif args.command == "evaluate":
-        from cinn.evaluate import evaluate
-        from cinn.model import load_model
-        check_writable(args.report)
-        model = load_model(args.model, args.device or "auto")
-        config = _predict_config(model, args, args.store, keep_samples=True)
-        with _new_output(args.report):
-            out = evaluate(model, args.store, args.report, args.split, config, args.saliency_spectra,
-                           linelists=args.linelist, progress=progress, plot_format=args.plot_format)
-        for note in out["notes"]:
-            print(f"note: {note}")
-        print(f"report written to {out['report_dir']}")
-    elif args.command == "predict":
-        _cmd_predict(args, progress)
-    elif args.command == "calibrate":
-        if args.spectra < 1:
-            raise UserError(f"--spectra must be >= 1, got {args.spectra}")
-        _calibrate(args.model, args.store, args.split, args.device or "auto", progress, args.spectra)
-    elif args.command == "search":
-        from cinn.search import search
-        result = search(args.store, args.out, _config(args), args.trials, args.seed, progress)
-        print(json.dumps(result, indent=2, default=str))
-    elif args.command == "bias-fit":
-        _cmd_bias_fit(args)
+    result = search(args.store, args.out, _config(args), args.trials, args.seed, not args.no_progress)
+    print(json.dumps(result, indent=2, default=str))
     return 0
 
 
@@ -376,13 +396,14 @@ def _calibrate(model_dir, store, split: str, device: str, progress: bool, max_sp
           f"width factors {calibration.scale.min():.2f}-{calibration.scale.max():.2f}")
 
 
-def _cmd_predict(args, progress: bool) -> None:
+def _cmd_predict(args) -> int:
     """Predict a store (or one shard of it): the posterior store, the catalogue and the plain CSV,
     all or none. Predictions stream batch by batch into the store; the tables are written from it."""
     from cinn.catalog import catalog_metadata, catalog_table, default_catalog_path, write_catalog, write_csv
     from cinn.inference import parse_shard, predict_batches
     from cinn.model import load_bias, load_model
     from cinn.predict import read_posterior_chunks, write_posterior_store
+    _check_options(args)
     shard = parse_shard(args.shard) if args.shard is not None else (0, 1)
     # The plain CSV beside the store stays the default it always was; with --format csv it is
     # the catalogue itself.
@@ -405,7 +426,7 @@ def _cmd_predict(args, progress: bool) -> None:
     model = load_model(args.model, args.device or "auto")
     config = _predict_config(model, args, args.store)
     bias = load_bias(model.model_dir) if args.bias_correct else None
-    batches = predict_batches(model, args.store, config, args.split, bias, progress, shard)
+    batches = predict_batches(model, args.store, config, args.split, bias, not args.no_progress, shard)
     counts = write_posterior_store(batches, model, args.out, args.store, config, bias is not None, shard)
     summary = ("object_id", "row", "snr", "snr_index", "f_reject", "untrustworthy", "snr_out_of_range",
                "covered_fraction", "low_coverage", "out_of_range", "f_reject_target", "map", "median", "q02_5", "q16", "q84", "q97_5", "truth")
@@ -434,5 +455,5 @@ def _cmd_predict(args, progress: bool) -> None:
 
 
 def main(argv=None) -> int:
-    """Entry point: exit status 0 ok, 1 user error (one line), 2 internal failure."""
-    return run_cli(lambda args: run(build_parser().parse_args(args)), argv)
+    """``python -m cinn ARGV``; returns the exit status (0 ok, 1 one ``error:`` line, 2 a bug)."""
+    return command_line().main(argv)

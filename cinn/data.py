@@ -26,19 +26,13 @@ import zarr
 
 from augment.noise import NoiseLaw
 from augment.nuisance import NuisancePrior, perturb
-from augment.store import OBSERVED_SCHEMA, STATUS_DONE, TRAIN_SCHEMA, open_augment_store
+from augment.store import STATUS_DONE, TRAIN_SCHEMA
+from augment.storecheck import open_checked_store
 from gridgen.core.errors import UserError
 from gridgen.core.storeio import read_array
-from gridgen.core.codes import SPLIT_CODES, WAVE_MEDIA
+from gridgen.core.codes import SPLIT_CODES
 
 from cinn.config import DataConfig
-
-
-#: Arrays cinn reads beyond those :func:`augment.store.open_augment_store` already requires.
-_REQUIRED = {
-    TRAIN_SCHEMA: ("flux_clean", "labels", "split"),
-    OBSERVED_SCHEMA: ("mask", "object_id"),
-}
 
 
 @dataclass(frozen=True)
@@ -87,55 +81,27 @@ class StoreInfo:
 
 
 def open_spectra_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,)) -> tuple[zarr.Group, StoreInfo]:
-    """Open a training or observed store read-only and check what cinn needs of it.
+    """Open a training or observed store read-only, checked as every reader checks it.
 
-    The schema and the common arrays are checked by augment's own opener
-    (:func:`augment.store.open_augment_store`); this adds the arrays cinn reads, shapes, the
-    wavelength medium and the S/N unit.
+    augment's checks (:func:`augment.storecheck.open_checked_store`) cover what cinn relies on:
+    the schema, every array with its dimensions, data type, shape and chunking, the wavelength
+    medium and S/N unit, finite labels, split and status codes, S/N levels > 0, an observed
+    store's per-spectrum values, the creation record and the chunk files of done spectra.
 
     Raises
     ------
     UserError
-        Missing store, wrong schema, missing arrays or inconsistent shapes.
+        One line naming the store and its first problem.
     """
-    group = open_augment_store(path, schemas=schemas)
+    group = open_checked_store(path, schemas=schemas)
     schema = group.attrs["schema"]
-    missing = [name for name in _REQUIRED[schema] if name not in group]
-    if missing:
-        raise UserError(f"{path}: missing array(s) {', '.join(missing)}")
     wave = read_array(group["wave"]).astype(np.float64)
-    medium = group["wave"].attrs.get("medium")
-    if medium not in WAVE_MEDIA:
-        raise UserError(f"{path}: wave attr 'medium' is {medium!r}, expected air or vacuum")
-    arm = read_array(group["arm"]).astype(np.int64)
-    if arm.shape != wave.shape:
-        raise UserError(f"{path}: arm shape {arm.shape} != wave shape {wave.shape}")
-    snr = read_array(group["snr"]).astype(np.float64)
     flux = group["flux"]
-    n_spec = flux.shape[0]
-    if flux.ndim != 3 or flux.shape[1:] != (snr.size, wave.size):
-        raise UserError(f"{path}: flux shape {flux.shape} is not (n_spec, {snr.size}, {wave.size})")
-    if not np.all(np.isfinite(snr)) or np.any(snr <= 0):
-        raise UserError(f"{path}: snr must be finite and > 0")
-    snr_unit = group["snr"].attrs.get("unit")
-    if snr_unit not in ("per_angstrom", "per_pixel"):
-        raise UserError(f"{path}: snr attr 'unit' is {snr_unit!r}, expected per_angstrom or per_pixel")
-    label_names: list[str] = []
-    if schema == TRAIN_SCHEMA:
-        label_names = list(group.attrs.get("label_names", []))
-        if group["labels"].shape != (n_spec, len(label_names)):
-            raise UserError(f"{path}: labels shape {group['labels'].shape} does not match "
-                            f"{n_spec} spectra x {len(label_names)} label_names")
-        for name in ("split", "status"):
-            if group[name].shape != (n_spec,):
-                raise UserError(f"{path}: {name} shape {group[name].shape} != ({n_spec},)")
-        if group["flux_clean"].shape != (n_spec, wave.size):
-            raise UserError(f"{path}: flux_clean shape {group['flux_clean'].shape} != ({n_spec}, {wave.size})")
-    else:
-        if group["mask"].shape != (n_spec, wave.size):
-            raise UserError(f"{path}: mask shape {group['mask'].shape} != ({n_spec}, {wave.size})")
-    info = StoreInfo(path=str(path), schema=schema, wave_aa=wave, arm=arm, medium=medium, snr=snr, snr_unit=snr_unit,
-                     label_names=label_names, chunk_spec=int(flux.chunks[0]), n_spec=n_spec)
+    info = StoreInfo(path=str(path), schema=schema, wave_aa=wave, arm=read_array(group["arm"]).astype(np.int64),
+                     medium=group["wave"].attrs["medium"], snr=read_array(group["snr"]).astype(np.float64),
+                     snr_unit=group["snr"].attrs["unit"],
+                     label_names=list(group.attrs["label_names"]) if schema == TRAIN_SCHEMA else [],
+                     chunk_spec=int(flux.chunks[0]), n_spec=flux.shape[0])
     return group, info
 
 

@@ -35,7 +35,7 @@ and the plots ``metrics_vs_snr``, ``map_vs_truth``, ``corner``, ``width_vs_snr``
 
 Line markers on the saliency map come from the line lists given (``cinn evaluate --linelist``)
 or else from those the grid recorded in the training store's provenance, each used only if
-its recorded file exists with the recorded SHA-256.
+its recorded file exists with the recorded SHA-256 (:mod:`gridgen.linemarkers` reads both).
 """
 
 from __future__ import annotations
@@ -47,11 +47,8 @@ import numpy as np
 import torch
 
 from gridgen.core.errors import UserError
-from gridgen.core.provenance import sha256_file
 from gridgen.core.storeio import read_array
-from gridgen.physics.engine import engine_dir
-from gridgen.physics.linelist import line_fields, read_species_blocks
-from gridgen.physics.solar import atomic_number
+from gridgen.linemarkers import linelist_positions, recorded_linelists
 
 from cinn.baseline import decompose, fit_knn, fit_ridge
 from cinn.calibration import (COVERAGE_LEVELS, RANK_BINS, coverage_curve, coverage_tolerance, rank_chi2,
@@ -107,36 +104,6 @@ def training_range(model: LoadedModel) -> np.ndarray:
     return hi - lo
 
 
-def linelist_positions(paths: list[str | Path], elements: list[str],
-                       wave_range: tuple[float, float], strongest: int | None = None) -> dict[str, np.ndarray]:
-    """Line wavelengths (Å) per element from Turbospectrum-format line lists.
-
-    Species headers look like ``'  26.000  '  1  123`` (element.ionisation/isotopes), followed
-    by a name line and one line per transition whose columns start with wavelength (Å),
-    excitation energy (eV) and log gf. Molecular species (codes above 100) are skipped.
-    With ``strongest``, only that many lines per element are kept, ranked by the usual
-    line-strength index log gf - theta * chi with theta = 5040 K / 5000 K (a cool-star proxy:
-    saliency maps mark the lines a spectrum can show, not every weak transition).
-    """
-    wanted = {atomic_number(el): el for el in elements}
-    found: dict[str, list[tuple[float, float]]] = {el: [] for el in wanted.values()}
-    for path in paths:
-        for block in read_species_blocks(path):
-            element = wanted.get(block.atomic_number)
-            if element is None:
-                continue
-            for line in block.lines:
-                wave, chi_ev, log_gf = line_fields(line)
-                if wave_range[0] <= wave <= wave_range[1]:
-                    found[element].append((wave, log_gf - 5040.0 / 5000.0 * chi_ev))
-    out = {}
-    for el, rows in found.items():
-        if strongest is not None:
-            rows = sorted(rows, key=lambda row: -row[1])[:strongest]
-        out[el] = np.array(sorted(wave for wave, _ in rows))
-    return out
-
-
 def saliency(model: LoadedModel, flux: np.ndarray, snr: np.ndarray) -> np.ndarray:
     """Median over spectra of |dX/df| / |grad_f X| per target and pixel (paper Figs. A.4/A.5).
 
@@ -156,42 +123,6 @@ def saliency(model: LoadedModel, flux: np.ndarray, snr: np.ndarray) -> np.ndarra
         grad = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-30)
         maps.append(grad.median(dim=0).values.cpu().numpy())
     return np.stack(maps)
-
-
-def recorded_linelists(provenance: dict) -> tuple[list[Path], str]:
-    """Line lists the grid recorded in a training store's provenance, if still the same files.
-
-    Records (``provenance["grid"]["linelists"]["files"]``, see
-    :func:`gridgen.synthesis.linelist_provenance`) name a list by absolute path, or relative to
-    the engine (``engine:...``, resolved against :func:`gridgen.physics.engine.engine_dir`, which
-    reads no engine). A list is used only if the file exists and its SHA-256 matches.
-
-    Returns
-    -------
-    paths : list of Path
-    note : str
-        Why lists were skipped ("" if none was).
-    """
-    records = (((provenance.get("grid") or {}).get("linelists") or {}).get("files")) or []
-    paths, skipped = [], []
-    for record in records:
-        name, sha = str(record.get("path", "")), record.get("sha256")
-        if name.startswith("engine:"):
-            path = engine_dir() / name.removeprefix("engine:")
-        elif name.startswith("molecules:"):
-            continue   # molecular lists carry no atomic lines to mark
-        else:
-            path = Path(name)
-        if path.is_file() and sha256_file(path) == sha:
-            paths.append(path)
-        else:
-            skipped.append(name)
-    if not records:
-        return [], "line markers skipped: the training store records no line lists; pass --linelist"
-    if skipped:
-        return paths, (f"line markers skipped for {len(skipped)} recorded line list(s) missing or changed "
-                       f"since the grid was computed ({skipped[0]}); pass --linelist")
-    return paths, ""
 
 
 def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path, split: str = "test",

@@ -22,13 +22,13 @@ from typing import Iterator
 
 import numpy as np
 
+from augment.store import OBSERVED_SCHEMA, TRAIN_SCHEMA
 from gridgen.core.errors import UserError
 from gridgen.core.progress import progress as progress_bar
 from gridgen.core.storeio import read_array
 
 from cinn.config import PredictConfig
-from cinn.data import (OBSERVED_SCHEMA, TRAIN_SCHEMA, Prefetch, check_finite, chunks_of, open_spectra_store,
-                       read_rows, split_rows)
+from cinn.data import Prefetch, check_finite, chunks_of, open_spectra_store, read_rows, split_rows
 from cinn.model import LoadedModel, check_pixel_grid
 from cinn.posterior import latent_index
 from cinn.recalibrate import WidthCalibration

@@ -13,13 +13,14 @@ from typing import Iterable, Iterator
 import numpy as np
 import zarr
 
+from augment.store import OBSERVED_SCHEMA, TRAIN_SCHEMA
 from gridgen.core.identity import fingerprint_json
 from gridgen.core.provenance import run_context
 from gridgen.core.storeio import create_atomically
 from gridgen.store import write_coordinate
 
 from cinn.config import PredictConfig
-from cinn.data import OBSERVED_SCHEMA, TRAIN_SCHEMA, open_spectra_store
+from cinn.data import open_spectra_store
 from cinn.model import LoadedModel, calibration_sha256, model_content_fingerprint, read_model_identity, training_store_identity
 from cinn.posterior import QUANTILES
 

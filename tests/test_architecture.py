@@ -143,6 +143,14 @@ def test_physics_uses_no_store_or_scheduling_library():
     assert not found, "the physics layer reaches for stores or schedulers:\n" + "\n".join(found)
 
 
+def test_cinn_does_not_reach_into_the_physics():
+    # cinn reads stores and models; how spectra are synthesised is gridgen's (line markers for
+    # its plots come from gridgen.linemarkers, not from the engine and line-list modules).
+    found = sorted(f"{src} -> {dst}" for src, dsts in import_graph().items() if layer(src) == 4
+                   for dst in dsts if layer(dst) == 1)
+    assert not found, "cinn imports gridgen's physics:\n" + "\n".join(found)
+
+
 def test_third_party_imports_reads_lazy_imports(tmp_path):
     source = tmp_path / "probe.py"
     source.write_text("import numpy as np\ndef f():\n    import zarr.storage\n    from dask import delayed\n")

@@ -60,7 +60,7 @@ def world(tmp_path_factory) -> dict:
 
 
 #: No progress lines: a fault after some work still leaves the error as the only line.
-QUIET = ("--quiet", "--log-level", "warning")
+QUIET = ("--no-progress", "--log-level", "warning")
 #: Every writing command: (CLI main, arguments with the output in ``out``).
 COMMANDS = {
     "gridgen-run": (gridgen_main, lambda w, out: ["run", w / "grid.toml", "--out", out / "g.zarr", "--no-progress"]),

@@ -112,7 +112,7 @@ def pipeline(tmp_path_factory):
         obs = make_observed_store(root / "obs.zarr", store, list(range(N_OBS)), snr_index=0)
         post_path = root / "post.zarr"
         assert _cli(["predict", model, obs, "--out", post_path, "--keep-samples", "--samples", 256,
-                     "--quiet"]) == 0
+                     "--no-progress"]) == 0
         post = _read_store(post_path, ("object_id", "samples", "accepted", "map", "median"))
         assert post["samples"].shape == (N_OBS, 256, len(TARGETS))
         assert len(set(post["object_id"])) == N_OBS
@@ -183,7 +183,7 @@ def test_predict_bias_correct_shifts_by_the_fitted_law_at_the_map_teff(pipeline,
     model, obs, root, bias = pipeline["model"], pipeline["obs"], pipeline["root"], pipeline["bias"]
     corrected_path = root / "corrected.zarr"
     assert _cli(["predict", model, obs, "--out", corrected_path, "--bias-correct", "--samples", 256,
-                 "--quiet"]) == 0
+                 "--no-progress"]) == 0
     corrected = _read_store(corrected_path, ("object_id", "map", "median"))
     post = pipeline["post"]
     assert np.array_equal(corrected["object_id"], post["object_id"])

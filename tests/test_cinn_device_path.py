@@ -202,7 +202,7 @@ def tiny_model(store, tmp_path_factory):
 
 def test_shards_together_are_the_unsharded_prediction(store, tiny_model, tmp_path, capsys):
     """Each shard reads its own chunks; concatenated, the shards are the whole run, row for row."""
-    base = ["predict", str(tiny_model), str(store), "--split", "val", "--device", "cpu", "--quiet"]
+    base = ["predict", str(tiny_model), str(store), "--split", "val", "--device", "cpu", "--no-progress"]
     assert main(base + ["--out", str(tmp_path / "all.zarr")]) == 0
     for i in range(3):
         assert main(base + ["--out", str(tmp_path / f"s{i}.zarr"), "--shard", f"{i}/3"]) == 0
@@ -227,7 +227,7 @@ def test_bad_shard_is_one_line(store, tiny_model, tmp_path, capsys, shard, match
 
 
 def test_kept_samples_are_appended_batch_by_batch(store, tiny_model, tmp_path):
-    base = ["predict", str(tiny_model), str(store), "--split", "val", "--device", "cpu", "--quiet"]
+    base = ["predict", str(tiny_model), str(store), "--split", "val", "--device", "cpu", "--no-progress"]
     assert main(base + ["--out", str(tmp_path / "plain.zarr")]) == 0
     assert main(base + ["--out", str(tmp_path / "kept.zarr"), "--keep-samples"]) == 0
     plain = zarr.open_group(str(tmp_path / "plain.zarr"), mode="r")

@@ -12,13 +12,14 @@ import zarr
 
 from cinn.cli import main
 from cinn.config import config_from_dict
-from cinn.evaluate import evaluate, linelist_positions, recorded_linelists, residual_metrics
+from cinn.evaluate import evaluate, residual_metrics
 from cinn.model import load_model
 from cinn.inference import run_prediction
 from cinn.train import train
 
 from cinn_fixtures import make_observed_store, make_training_store
 from gridgen.core.provenance import sha256_file
+from gridgen.linemarkers import linelist_positions, recorded_linelists
 
 TARGETS = ["teff", "logg", "fe_h", "vbroad", "mg_fe"]
 TINY = {"network": {"feature_hidden": [32], "n_features": 8, "n_blocks": 2, "subnet_hidden": [16]},
@@ -165,14 +166,14 @@ def test_predictions_csv_holds_the_evaluated_intervals(report, model):
 def test_cli_evaluate_and_bad_input(model, store, tmp_path, capsys):
     report_dir = tmp_path / "cli_report"
     argv = ["evaluate", str(model.model_dir), str(store), "--split", "test", "--report", str(report_dir),
-            "--samples", "64", "--saliency-spectra", "2", "--jobs", "1", "--device", "cpu", "--quiet"]
+            "--samples", "64", "--saliency-spectra", "2", "--jobs", "1", "--device", "cpu", "--no-progress"]
     assert main(argv) == 0
     for name in ("metrics.csv", "table_mean_sigma.csv", "table_nrmse.csv", "predictions.csv", *PLOTS):
         assert (report_dir / name).exists(), name
     capsys.readouterr()
     observed = make_observed_store(tmp_path / "obs.zarr", store, [0, 1])
     bad = tmp_path / "bad_report"
-    assert main(["evaluate", str(model.model_dir), str(observed), "--report", str(bad), "--quiet"]) == 1
+    assert main(["evaluate", str(model.model_dir), str(observed), "--report", str(bad), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
     assert not bad.exists()

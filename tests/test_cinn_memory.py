@@ -77,7 +77,7 @@ def test_a_refused_batch_names_the_samples_that_would_fit(keep):
 
 def test_a_cut_batch_predicts_the_same(world, tmp_path, monkeypatch, capsys):
     """Latent draws depend on each spectrum's index, not on its batch: a smaller batch changes nothing."""
-    argv = ["predict", str(world["root"] / "tiny"), str(world["store"]), "--split", "train", "--quiet",
+    argv = ["predict", str(world["root"] / "tiny"), str(world["store"]), "--split", "train", "--no-progress",
             "--jobs", "1"]
     assert main([*argv, "--out", str(tmp_path / "whole.zarr")]) == 0
     model = load_model(world["root"] / "tiny", "cpu")

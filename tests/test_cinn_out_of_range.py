@@ -57,10 +57,10 @@ def test_out_of_prior_nuisance_keeps_main_parameters_and_is_named(tmp_path, caps
     (tmp_path / "cfg.toml").write_text(CONFIG)
     model = tmp_path / "model"
     assert cinn_main(["train", str(store), "--out", str(model), "--config", str(tmp_path / "cfg.toml"),
-                      "--quiet"]) == 0
+                      "--no-progress"]) == 0
     labels = observed_out_of_prior(tmp_path / "obs.zarr", n_star=12, seed=3)
     out = tmp_path / "post.zarr"
-    assert cinn_main(["predict", str(model), str(tmp_path / "obs.zarr"), "--out", str(out), "--quiet"]) == 0
+    assert cinn_main(["predict", str(model), str(tmp_path / "obs.zarr"), "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     table = Table.read(tmp_path / "post.ecsv", format="ascii.ecsv")
     print(printed)

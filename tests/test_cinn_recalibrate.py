@@ -70,7 +70,7 @@ def test_prediction_widens_about_the_unchanged_map_and_log_prob_is_the_calibrate
     store = make_training_store(tmp_path / "s.zarr", n_spec=80, snr=(50.0, 250.0))
     (tmp_path / "tiny.toml").write_text(TINY_TOML.replace("n_samples = 16", "n_samples = 256"))
     assert cinn_main(["train", str(store), "--out", str(tmp_path / "m"), "--config", str(tmp_path / "tiny.toml"),
-                      "--quiet"]) == 0
+                      "--no-progress"]) == 0
     assert (tmp_path / "m" / "calibration.json").exists()
     model = load_model(tmp_path / "m", "cpu")
     names = model.target_names

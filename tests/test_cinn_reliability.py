@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -49,7 +50,7 @@ def test_covered_fraction_is_copied_and_flagged(tmp_path, store, model, capsys):
     covered = zarr.open_group(str(obs), mode="r")["covered_fraction"][:]
     assert covered[2] > 0.8 > covered[3]
     out = tmp_path / "post.zarr"
-    assert main(["predict", str(model), str(obs), "--out", str(out), "--quiet"]) == 0
+    assert main(["predict", str(model), str(obs), "--out", str(out), "--no-progress"]) == 0
     post = zarr.open_group(str(out), mode="r")
     np.testing.assert_array_equal(post["covered_fraction"][:], covered)
     np.testing.assert_array_equal(post["low_coverage"][:], [False, False, False, True, True])
@@ -63,11 +64,15 @@ def test_store_without_covered_fraction_has_no_coverage_columns(tmp_path, store,
     # Observed stores written before coverage was recorded lack the array.
     obs = make_observed_store(tmp_path / "obs.zarr", store, [0, 1])
     shutil.rmtree(obs / "covered_fraction")
+    # ... and the creation record, which such stores do not have either.
+    attrs = json.loads((obs / "zarr.json").read_text())
+    del attrs["attributes"]["integrity"]
+    (obs / "zarr.json").write_text(json.dumps(attrs))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec yet
         zarr.consolidate_metadata(str(obs))
     out = tmp_path / "post.zarr"
-    assert main(["predict", str(model), str(obs), "--out", str(out), "--quiet"]) == 0
+    assert main(["predict", str(model), str(obs), "--out", str(out), "--no-progress"]) == 0
     post = zarr.open_group(str(out), mode="r")
     assert "covered_fraction" not in post and "low_coverage" not in post
     header = (tmp_path / "post.csv").read_text().splitlines()[0].split(",")
@@ -116,7 +121,7 @@ def test_sigterm_stops_training_and_a_rerun_resumes(tmp_path, store):
                       '[predict]\nn_samples = 16\n')
     out = tmp_path / "model"
     argv = ["train", store, "--out", out, "--config", config, "--jobs", "1"]
-    proc = _cinn([*argv, "--quiet"])
+    proc = _cinn([*argv, "--no-progress"])
     # The statistics are written just before the first epoch starts; the checkpoint after it.
     deadline = time.monotonic() + 120
     while not (out / "checkpoint.pt").exists():

@@ -60,7 +60,7 @@ def test_search_writes_trials_and_best_config(store, tmp_path, monkeypatch, caps
     config_path.write_text(TINY_TOML)
     out = tmp_path / "search"
     argv = ["search", str(store), "--trials", "3", "--out", str(out), "--config", str(config_path),
-            "--jobs", "1", "--quiet"]
+            "--jobs", "1", "--no-progress"]
     assert main(argv) == 0
     (study,) = studies
     assert isinstance(study.pruner, optuna.pruners.HyperbandPruner)
@@ -94,7 +94,7 @@ def test_search_writes_trials_and_best_config(store, tmp_path, monkeypatch, caps
     printed = json.loads(capsys.readouterr().out)
     assert printed["best_value"] == pytest.approx(float(best_row["value"]), rel=1e-12)
 
-    assert main(["search", str(store), "--trials", "0", "--out", str(tmp_path / "none"), "--quiet"]) == 1
+    assert main(["search", str(store), "--trials", "0", "--out", str(tmp_path / "none"), "--no-progress"]) == 1
     assert not (tmp_path / "none").exists()
 
 

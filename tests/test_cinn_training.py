@@ -125,8 +125,11 @@ def test_linear_gaussian_posterior(tmp_path):
     clean = x @ a_matrix.T + 3.0
     y = clean + noise * rng.standard_normal((n, n_pix))
     split = np.where(np.arange(n) < n - 2000, 0, np.where(np.arange(n) < n - 1000, 2, 1))
+    # A training store's labels end with vbroad (its contract); this problem has none: 0 km/s.
+    labels = np.column_stack([x, np.zeros(n)])
     path = write_training_store(tmp_path / "lg.zarr", 5000 + np.arange(n_pix, dtype=float), y[:, None, :],
-                                clean, x, ["fe_h", "logg"], ["dex", "dex"], np.array([100.0]), split, 500)
+                                clean, labels, ["fe_h", "logg", "vbroad"], ["dex", "dex", "km/s"], np.array([100.0]),
+                                split, 500)
     config = config_from_dict({
         "network": {"feature_hidden": [32], "n_features": 8, "n_blocks": 4, "subnet_hidden": [32]},
         "targets": {"names": ["fe_h", "logg"]},
@@ -165,8 +168,8 @@ def test_bad_input_one_line_exit_1(tmp_path, trained, store, capsys):
     shifted = make_observed_store(tmp_path / "shift.zarr", store, [0, 1], wave_shift_aa=0.1)
     good_obs = make_observed_store(tmp_path / "obs.zarr", store, [0, 1])
     cases = [
-        ["train", str(nan_store), "--out", str(tmp_path / "m_nan"), "--quiet"],
-        ["predict", str(model_dir), str(shifted), "--out", str(tmp_path / "p1.zarr"), "--quiet"],
+        ["train", str(nan_store), "--out", str(tmp_path / "m_nan"), "--no-progress"],
+        ["predict", str(model_dir), str(shifted), "--out", str(tmp_path / "p1.zarr"), "--no-progress"],
         ["predict", str(model_dir), str(good_obs), "--out", str(tmp_path / "p2.zarr"), "--samples", "0"],
         ["predict", str(model_dir), str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "p3.zarr")],
     ]
@@ -186,7 +189,7 @@ def test_bad_input_one_line_exit_1(tmp_path, trained, store, capsys):
     (old / "model.json").write_text(json.dumps(meta))
     assert main(["predict", str(old), str(good_obs), "--out", str(tmp_path / "p4.zarr")]) == 1
     assert main(["predict", str(model_dir), str(good_obs), "--out", str(tmp_path / "p5.zarr"),
-                 "--samples", "64", "--quiet"]) == 0
+                 "--samples", "64", "--no-progress"]) == 0
     assert (tmp_path / "p5.zarr").exists() and (tmp_path / "p5.csv").exists()
 
 
@@ -207,19 +210,19 @@ def test_predict_never_overwrites_and_records_provenance(tmp_path, trained, stor
     a_file = tmp_path / "a_file.zarr"
     a_file.write_text("not a store")
     for out in (obs, unrelated, a_file):
-        assert main(["predict", str(model_dir), str(obs), "--out", str(out), "--quiet"]) == 1, out
+        assert main(["predict", str(model_dir), str(obs), "--out", str(out), "--no-progress"]) == 1, out
         assert "already exists" in _one_error_line(capsys)
     assert list(zarr.open_group(str(obs), mode="r")["object_id"][:]) == ids_before
     assert (unrelated / "keep.txt").read_text() == "precious"
     assert a_file.read_text() == "not a store"
     # An existing CSV is refused too, before anything is written.
     (tmp_path / "post.csv").write_text("mine")
-    assert main(["predict", str(model_dir), str(obs), "--out", str(tmp_path / "post.zarr"), "--quiet"]) == 1
+    assert main(["predict", str(model_dir), str(obs), "--out", str(tmp_path / "post.zarr"), "--no-progress"]) == 1
     _one_error_line(capsys)
     assert not (tmp_path / "post.zarr").exists() and (tmp_path / "post.csv").read_text() == "mine"
 
     out = tmp_path / "new.zarr"
-    assert main(["predict", str(model_dir), str(obs), "--out", str(out), "--samples", "32", "--quiet"]) == 0
+    assert main(["predict", str(model_dir), str(obs), "--out", str(out), "--samples", "32", "--no-progress"]) == 0
     posterior = zarr.open_group(str(out), mode="r", use_consolidated=True)
     prov = posterior.attrs["provenance"]
     train_prov = dict(zarr.open_group(str(store), mode="r").attrs["provenance"])
@@ -233,7 +236,7 @@ def test_predict_never_overwrites_and_records_provenance(tmp_path, trained, stor
 def test_predict_refuses_other_wavelength_medium(tmp_path, trained, store, capsys):
     model_dir, _ = trained
     vacuum = make_observed_store(tmp_path / "vac.zarr", store, [0, 1], medium="vacuum")
-    assert main(["predict", str(model_dir), str(vacuum), "--out", str(tmp_path / "p.zarr"), "--quiet"]) == 1
+    assert main(["predict", str(model_dir), str(vacuum), "--out", str(tmp_path / "p.zarr"), "--no-progress"]) == 1
     err = _one_error_line(capsys)
     assert "vacuum" in err and "air" in err
     assert not (tmp_path / "p.zarr").exists()
@@ -388,19 +391,19 @@ def test_bad_jobs_and_device_one_line(tmp_path, small_store, trained, capsys, fl
     tiny.write_text('[network]\nfeature_hidden = [8]\nn_features = 4\nn_blocks = 2\nsubnet_hidden = [8]\n'
                     '[targets]\nnames = ["teff", "logg"]\n[train]\nepochs = 1\nbatches_per_epoch = 1\n'
                     'batch_size = 8\n')
-    assert main(["train", str(small_store), "--out", str(tmp_path / "m"), "--quiet", "--config", str(tiny),
+    assert main(["train", str(small_store), "--out", str(tmp_path / "m"), "--no-progress", "--config", str(tiny),
                  *flags]) == 1
     _one_error_line(capsys)
     assert not (tmp_path / "m").exists()
     assert main(["predict", str(model_dir), str(small_store), "--out", str(tmp_path / "p.zarr"),
-                 "--quiet", *flags]) == 1
+                 "--no-progress", *flags]) == 1
     _one_error_line(capsys)
     assert not (tmp_path / "p.zarr").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_one_line(tmp_path, small_store, capsys):
-    assert main(["train", str(small_store), "--out", str(tmp_path / "m"), "--device", "cuda", "--quiet"]) == 1
+    assert main(["train", str(small_store), "--out", str(tmp_path / "m"), "--device", "cuda", "--no-progress"]) == 1
     assert "CUDA is not available" in _one_error_line(capsys)
     assert not (tmp_path / "m").exists()
 

@@ -42,7 +42,7 @@ def stores(tmp_path_factory):
     model = root / "model"
     train(train_store, model, config_from_dict(tomllib.loads(TINY_TOML)), progress=False)
     post = root / "post.zarr"
-    assert cinn_main(["predict", str(model), str(obs), "--out", str(post), "--quiet"]) == 0
+    assert cinn_main(["predict", str(model), str(obs), "--out", str(post), "--no-progress"]) == 0
     return {"root": root, "grid": root / "grid.zarr", "train": train_store, "obs": obs, "model": model,
             "post": post}
 
@@ -99,7 +99,7 @@ def test_posterior_store_opens_with_xarray_with_targets_and_quantile_levels(stor
 
 
 def _predict(stores, name: str, *extra: str) -> None:
-    argv = ["predict", str(stores["model"]), str(stores["obs"]), "--out", str(stores["root"] / name), "--quiet"]
+    argv = ["predict", str(stores["model"]), str(stores["obs"]), "--out", str(stores["root"] / name), "--no-progress"]
     assert cinn_main(argv + list(extra)) == 0
 
 
@@ -168,7 +168,7 @@ def test_unknown_catalogue_format_is_refused_before_any_output(stores, capsys):
 def test_evaluate_writes_plots_in_the_chosen_format(stores, fmt, magic):
     report = stores["root"] / f"report_{fmt}"
     assert cinn_main(["evaluate", str(stores["model"]), str(stores["train"]), "--report", str(report),
-                      "--split", "test", "--samples", "16", "--saliency-spectra", "0", "--quiet",
+                      "--split", "test", "--samples", "16", "--saliency-spectra", "0", "--no-progress",
                       "--plot-format", fmt]) == 0
     for stem in ("metrics_vs_snr", "map_vs_truth", "corner", "width_vs_snr"):
         assert magic in (report / f"{stem}.{fmt}").read_bytes()[:400], stem
@@ -224,7 +224,7 @@ def test_progress_line_has_counts_rate_and_eta():
 def test_predict_without_a_terminal_logs_timestamped_lines(stores, capsys):
     import re
 
-    _predict(stores, "postlog.zarr")                        # --quiet, and pytest's stderr is no tty
+    _predict(stores, "postlog.zarr")                        # --no-progress, and pytest's stderr is no tty
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \S+ INFO predict: 3/3 spectrum \(100\.0 %\), "

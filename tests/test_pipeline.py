@@ -66,9 +66,9 @@ def test_grid_to_posterior_with_provenance_carried_through(engine, tmp_path):
     _run(tmp_path, "augment", "--config", "augment.toml", "--in", "grid.zarr", "--out", "train.zarr",
          "--no-progress")
     _run(tmp_path, "cinn", "train", "train.zarr", "--out", "model", "--config", "cinn.toml", "--jobs", "1",
-         "--quiet")
+         "--no-progress")
     _run(tmp_path, "cinn", "predict", "model", "train.zarr", "--out", "post.zarr", "--csv", "post.csv",
-         "--jobs", "1", "--quiet")
+         "--jobs", "1", "--no-progress")
 
     # Provenance: the training store copies the grid store's, the model copies the training store's.
     grid_prov = zarr.open_group(str(tmp_path / "grid.zarr"), mode="r").attrs["provenance"]

@@ -67,7 +67,7 @@ def test_posterior_store_records_the_model_fingerprint(chain, tmp_path, capsys):
     _, stores, model = chain
     out = tmp_path / "post.zarr"
     assert cinn_main(["predict", str(model), str(stores[0]), "--out", str(out), "--samples", "16",
-                      "--quiet"]) == 0
+                      "--no-progress"]) == 0
     identity = open_store(out, ("cinn4most.posteriorstore/1",), "posterior store").attrs["identity"]
     parent = identity["parents"][0]
     assert parent["kind"] == "model" and parent["content_fingerprint"] == model_content_fingerprint(model)

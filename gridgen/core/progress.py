@@ -9,11 +9,13 @@ counts, the rate and the ETA::
     2026-12-01T06:01:02Z node17 INFO augment: 480/2000 spectrum (24.0 %), 3.1 spectrum/s, ETA 00:08:10
 
 :func:`configure_logging` sets the format (UTC time stamp, host, level) and the level that the
-command-line option ``--log-level`` chooses.
+command-line option ``--log-level`` chooses; :func:`add_progress_options` gives a parser that option
+and ``--no-progress`` (every command of every CLI has both, see :mod:`gridgen.core.commandline`).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import socket
 import sys
@@ -64,11 +66,23 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def add_log_level_option(parser) -> None:
-    """``--log-level`` on an argparse parser (default info)."""
-    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS,
-                        help="messages at this level and above go to stderr (default info); without a "
-                             "terminal, or with --no-progress/--quiet, progress comes as timestamped lines")
+def add_progress_options(parser, *, defaults: bool = True) -> None:
+    """``--log-level`` (default info) and ``--no-progress`` on an argparse parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    defaults : bool
+        Give the options their defaults. A subcommand's parser passes False: an option it is not
+        given then sets nothing, and the value given before the command word (or the default
+        there) stands.
+    """
+    parser.add_argument("--log-level", default="info" if defaults else argparse.SUPPRESS, choices=LOG_LEVELS,
+                        help="messages at this level and above go to stderr (default info; warning drops "
+                             "the progress lines)")
+    parser.add_argument("--no-progress", action="store_true", default=False if defaults else argparse.SUPPRESS,
+                        help="no progress bars: timestamped log lines with counts, rate and ETA, as when "
+                             "stderr is not a terminal")
 
 
 def progress(total: int | None = None, desc: str = "", unit: str = "it", bars: bool = True, **tqdm_kwargs):

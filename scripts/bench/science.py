@@ -128,16 +128,16 @@ def train_and_evaluate(args, name: str, base: Path | None, fraction: float, seed
     if not (report / "report.json").exists():
         t0 = time.perf_counter()
         run([py, "-m", "cinn", "train", str(train_store), "--out", str(model), "--config", str(config),
-             "--jobs", threads, "--quiet"], log)
+             "--jobs", threads, "--no-progress"], log)
         (model / "train_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
         run([py, "-m", "cinn", "evaluate", str(model), str(train_store), "--split", "test", "--report", str(report),
-             "--samples", str(args.samples), "--saliency-spectra", "0", "--jobs", threads, "--quiet"], log)
+             "--samples", str(args.samples), "--saliency-spectra", "0", "--jobs", threads, "--no-progress"], log)
     # The same model without its width calibration (calibration.json, fitted on the validation split).
     raw_report = model / "test-report-uncalibrated"
     if (model / "calibration.json").exists() and not (raw_report / "report.json").exists():
         run([py, "-m", "cinn", "evaluate", str(model), str(train_store), "--split", "test", "--report",
              str(raw_report), "--samples", str(args.samples), "--saliency-spectra", "0", "--jobs", threads,
-             "--no-calibration", "--quiet"], log)
+             "--no-calibration", "--no-progress"], log)
     meta = json.loads((model / "model.json").read_text())
     history = read_csv(model / "history.csv")
     steps_per_epoch = int(json.loads(config.read_text())["train"]["batches_per_epoch"])
