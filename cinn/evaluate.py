@@ -152,7 +152,8 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
     Returns
     -------
     dict
-        ``{"metrics": list of rows, "report_dir": str, "notes": list of str}``.
+        ``{"metrics": list of rows, "report_dir": str, "notes": list of str, "summary": the
+        contents of report.json}``.
     """
     if plot_format not in PLOT_FORMATS:
         raise UserError(f"--plot-format {plot_format!r}: unknown plot format; choose one of {', '.join(PLOT_FORMATS)}")
@@ -162,21 +163,60 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
     check_pixel_grid(model, info)
     rows_split = split_rows(group, split)
     names = model.target_names
-    notes = []
-    lines = {}
+    # Line lists are read before any work so that a bad one leaves no partial report.
+    lines, notes = _saliency_line_markers(group, info, names, linelists) if saliency_spectra > 0 else ({}, [])
+    result, ranks = _predict_and_rank(model, store_path, config, split, progress)
+    train_range = training_range(model)
+    baseline = baseline_metrics(model, group, info, split, result, train_range)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(result, names, report_dir / "predictions.csv", overwrite=True)
+
+    per_snr, metrics_rows = metrics_per_snr(result, names, train_range)
+    _write_metric_tables(per_snr, metrics_rows, names, report_dir)
+    ref_snr = reference_snr(sorted(per_snr))
+    calibration = write_calibration_tables(ranks, result["snr"], per_snr, baseline, names, report_dir)
+    _plot_metrics(per_snr, names, report_dir, plot_format)
+    _plot_calibration(calibration, names, report_dir, plot_format)
+    _plot_map_vs_truth(result, names, ref_snr, report_dir / f"map_vs_truth.{plot_format}")
+    first = np.flatnonzero(result["snr"] == ref_snr)[0]   # the corner plot's spectrum
+    samples = _corner_samples(model, group, info, result, first, config)
+    _plot_corner(samples, result["truth"][first], result["map"][first], names, report_dir / f"corner.{plot_format}")
     if saliency_spectra > 0:
-        # Line lists are read before any work so that a bad one leaves no partial report.
-        if linelists is None:
-            linelists, note = recorded_linelists(dict(group.attrs.get("provenance", {})))
-            if note:
-                notes.append(note)
-        for path in linelists:
-            if not Path(path).is_file():
-                raise UserError(f"{path}: line list not found")
-        if linelists:
-            elements = [n.removesuffix("_fe") for n in names if n.endswith("_fe")] + ["fe"]
-            lines = linelist_positions(linelists, elements, (info.wave_aa[0], info.wave_aa[-1]),
-                                       strongest=SALIENCY_LINES_PER_ELEMENT)
+        sal = _split_saliency(model, group, info, np.sort(rows_split)[:saliency_spectra], ref_snr)
+        _plot_saliency(info.wave_aa, info.arm, sal, names, lines, report_dir / f"saliency.{plot_format}")
+    summary = _report_summary(store_path, split, result, ref_snr, notes, baseline)
+    write_json(report_dir / "report.json", summary)
+    return {"metrics": metrics_rows, "report_dir": str(report_dir), "notes": notes, "summary": summary}
+
+
+def _saliency_line_markers(group, info, names, linelists: list | None) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Line wavelengths (Å) per element to mark on the saliency map, and why any were skipped.
+
+    ``linelists`` None: those recorded in the store's provenance (:func:`recorded_linelists`).
+    """
+    notes = []
+    if linelists is None:
+        linelists, note = recorded_linelists(dict(group.attrs.get("provenance", {})))
+        if note:
+            notes.append(note)
+    for path in linelists:
+        if not Path(path).is_file():
+            raise UserError(f"{path}: line list not found")
+    if not linelists:
+        return {}, notes
+    elements = [n.removesuffix("_fe") for n in names if n.endswith("_fe")] + ["fe"]
+    return linelist_positions(linelists, elements, (info.wave_aa[0], info.wave_aa[-1]),
+                              strongest=SALIENCY_LINES_PER_ELEMENT), notes
+
+
+def _predict_and_rank(model: LoadedModel, store_path: str | Path, config: PredictConfig, split: str,
+                      progress: bool) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Predictions of ``split`` and the normalised ranks u (n, T) of their truths.
+
+    Predictions as :func:`cinn.inference.predict_batches` (physical units), without the samples;
+    u among each spectrum's accepted samples (:func:`cinn.calibration.truth_ranks`), NaN for a
+    target out of range.
+    """
     # Each batch's samples are kept only while the truth is ranked among them: the tables need
     # the ranks, and a paper-size split's samples (~200 kB per prediction) would not fit in memory.
     parts: dict[str, list] = {}
@@ -187,23 +227,29 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
         for key, value in out.items():
             parts.setdefault(key, []).append(value)
     result = {key: np.concatenate(value) for key, value in parts.items()}
-    ranks = result.pop("rank")
-    train_range = training_range(model)
-    baseline = baseline_metrics(model, group, info, split, result, train_range)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(result, names, report_dir / "predictions.csv", overwrite=True)
+    return result, result.pop("rank")
 
-    metrics_rows = []
-    per_snr = {}
+
+def metrics_per_snr(result: dict, names, train_range: np.ndarray) -> tuple[dict[float, dict], list[dict]]:
+    """:func:`residual_metrics` per S/N level (physical units), and as the long-form rows of metrics.csv.
+
+    The rows also carry each level's mean rejected fraction ``f_reject_mean``.
+    """
+    per_snr, rows = {}, []
     for level in np.unique(result["snr"]):
         sel = result["snr"] == level
         m = residual_metrics(result["map"][sel], result["truth"][sel], result["q16"][sel], result["q84"][sel],
                              result["q02_5"][sel], result["q97_5"][sel], train_range)
         per_snr[float(level)] = m
         for j, name in enumerate(names):
-            metrics_rows.append({"snr": float(level), "target": name,
-                                 **{k: int(v[j]) if k == "n" else float(v[j]) for k, v in m.items()},
-                                 "f_reject_mean": float(result["f_reject"][sel].mean())})
+            rows.append({"snr": float(level), "target": name,
+                         **{k: int(v[j]) if k == "n" else float(v[j]) for k, v in m.items()},
+                         "f_reject_mean": float(result["f_reject"][sel].mean())})
+    return per_snr, rows
+
+
+def _write_metric_tables(per_snr: dict, metrics_rows: list[dict], names, report_dir: Path) -> None:
+    """Write ``metrics.csv`` and the paper-style ``table_mean_sigma.csv`` and ``table_nrmse.csv``."""
     header = list(metrics_rows[0])
     write_csv_rows(report_dir / "metrics.csv", header, ([row[k] for k in header] for row in metrics_rows))
     levels = sorted(per_snr)
@@ -212,37 +258,40 @@ def evaluate(model: LoadedModel, store_path: str | Path, report_dir: str | Path,
         write_csv_rows(report_dir / fname, ["snr", *names],
                        ([f"{level:g}", *[fmt(per_snr[level], j) for j in range(len(names))]] for level in levels))
 
-    ref_snr = levels[int(np.argmin(np.abs(np.log(levels) - np.log(250.0))))]
-    calibration = write_calibration_tables(ranks, result["snr"], per_snr, baseline, names, report_dir)
-    _plot_metrics(per_snr, names, report_dir, plot_format)
-    _plot_calibration(calibration, names, report_dir, plot_format)
-    _plot_map_vs_truth(result, names, ref_snr, report_dir / f"map_vs_truth.{plot_format}")
-    # Corner plot of the first test spectrum at the reference S/N.
-    first = np.flatnonzero(result["snr"] == ref_snr)[0]
+
+def reference_snr(levels: list[float]) -> float:
+    """The S/N level closest to 250 in log S/N: that of the MAP, corner and saliency plots."""
+    return levels[int(np.argmin(np.abs(np.log(levels) - np.log(250.0))))]
+
+
+def _corner_samples(model: LoadedModel, group, info, result: dict, first: int, config: PredictConfig) -> np.ndarray:
+    """Accepted posterior samples (S, T), physical units, of prediction ``first`` for the corner plot."""
     row = int(result["row"][first])
     flux = read_rows(group["flux"], np.array([row]), info.chunk_spec)[:, int(result["snr_index"][first])]
     # Same latent index as run_prediction, so the plotted samples are those behind the MAP shown.
     index = latent_index(np.array([row]), result["snr_index"][first:first + 1], info.snr.size)
-    raw = model.posterior.sample(flux, np.array([ref_snr]), index, config)
-    samples = targets_to_physical(raw["samples"][0][raw["accepted"][0]], names)
-    _plot_corner(samples, result["truth"][first], result["map"][first], names, report_dir / f"corner.{plot_format}")
-    if saliency_spectra > 0:
-        sal_rows = np.sort(rows_split)[:saliency_spectra]
-        snr_index = int(np.flatnonzero(info.snr == ref_snr)[0])
-        sal_flux = np.concatenate([read_rows(group["flux"], np.array([r]), info.chunk_spec)[:, snr_index]
-                                   for r in sal_rows])
-        check_finite(sal_flux, sal_rows, info.path)
-        sal = saliency(model, sal_flux, np.full(sal_rows.size, ref_snr))
-        _plot_saliency(info.wave_aa, info.arm, sal, names, lines, report_dir / f"saliency.{plot_format}")
-    summary = {"store": str(store_path), "split": split, "n_predictions": int(result["row"].size),
-               "reference_snr": ref_snr, "notes": notes,
-               "f_reject_mean": float(result["f_reject"].mean()),
-               "untrustworthy_fraction": float(result["untrustworthy"].mean()),
-               "baseline": {"models": ["ridge regression on the standardised flux",
-                                       "k nearest neighbours on its principal components"],
-                            "n_train_spectra": baseline["n_train"]}}
-    write_json(report_dir / "report.json", summary)
-    return {"metrics": metrics_rows, "report_dir": str(report_dir), "notes": notes, "summary": summary}
+    raw = model.posterior.sample(flux, np.array([result["snr"][first]]), index, config)
+    return targets_to_physical(raw["samples"][0][raw["accepted"][0]], model.target_names)
+
+
+def _split_saliency(model: LoadedModel, group, info, rows: np.ndarray, snr: float) -> np.ndarray:
+    """:func:`saliency` (n_target, n_pix) of the stored spectra ``rows`` at S/N level ``snr``."""
+    snr_index = int(np.flatnonzero(info.snr == snr)[0])
+    flux = np.concatenate([read_rows(group["flux"], np.array([r]), info.chunk_spec)[:, snr_index] for r in rows])
+    check_finite(flux, rows, info.path)
+    return saliency(model, flux, np.full(rows.size, snr))
+
+
+def _report_summary(store_path: str | Path, split: str, result: dict, ref_snr: float, notes: list[str],
+                    baseline: dict) -> dict:
+    """The contents of ``report.json``: what was evaluated, the notes, mean rejection and the baselines."""
+    return {"store": str(store_path), "split": split, "n_predictions": int(result["row"].size),
+            "reference_snr": ref_snr, "notes": notes,
+            "f_reject_mean": float(result["f_reject"].mean()),
+            "untrustworthy_fraction": float(result["untrustworthy"].mean()),
+            "baseline": {"models": ["ridge regression on the standardised flux",
+                                    "k nearest neighbours on its principal components"],
+                         "n_train_spectra": baseline["n_train"]}}
 
 
 def baseline_metrics(model: LoadedModel, group, info, split: str, result: dict,

@@ -78,66 +78,88 @@ def write_posterior_store(batches: dict | Iterable[dict], model: LoadedModel, ou
     """
     input_group, input_info = open_spectra_store(input_path, (TRAIN_SCHEMA, OBSERVED_SCHEMA))
     snr_unit = str(input_group["snr"].attrs.get("unit", "unknown"))
+    attrs = _store_attrs(model, input_path, input_group, input_info, config, bias_corrected, shard)
+    counts = {"n": 0, "untrustworthy": 0, "snr_out_of_range": 0, "out_of_range": 0}
+
+    def fill(group: zarr.Group) -> None:
+        group.attrs.update(attrs)
+        for batch in ([batches] if isinstance(batches, dict) else batches):
+            batch = dict(batch)
+            batch["quantiles"] = np.stack([batch[key] for key in QUANTILES], axis=-1)
+            _append_batch(group, batch, len(model.target_names))
+            for key, value in _flag_counts(batch).items():
+                counts[key] += value
+        _write_coordinates(group, model, snr_unit)
+
+    create_atomically(Path(out_path), fill)
+    return counts
+
+
+def _store_attrs(model: LoadedModel, input_path: str | Path, input_group: zarr.Group, input_info,
+                 config: PredictConfig, bias_corrected: bool, shard: tuple[int, int]) -> dict:
+    """The posterior store's group attributes: identity, schema, targets, settings and provenance."""
     provenance = {
         "run": run_context(),
         "model_training_store": model.meta["training_store"],
         "input": {"path": str(Path(input_path).resolve()), "schema": input_info.schema,
                   "provenance": dict(input_group.attrs.get("provenance", {}))},
     }
-    counts = {"n": 0, "untrustworthy": 0, "snr_out_of_range": 0, "out_of_range": 0}
+    predict_config = {k: getattr(config, k) for k in config.__dataclass_fields__}
+    return {
+        "identity": posterior_identity(model, input_path, input_group, predict_config, bias_corrected),
+        "schema": POSTERIOR_SCHEMA,
+        "target_names": list(model.target_names),
+        "target_units": model.meta.get("target_units", []),
+        "model_dir": str(model.model_dir.resolve()),
+        "input": str(Path(input_path).resolve()),
+        "predict_config": predict_config,
+        "bias_corrected": bias_corrected,
+        "calibration": {"applied": bool(config.calibrated and model.calibration is not None),
+                        "calibration_sha256": calibration_sha256(model.model_dir)},
+        "shard": list(shard),
+        "provenance": provenance,
+    }
 
-    identity = posterior_identity(model, input_path, input_group,
-                                  {k: getattr(config, k) for k in config.__dataclass_fields__}, bias_corrected)
 
-    def fill(group: zarr.Group) -> None:
-        group.attrs.update({
-            "identity": identity,
-            "schema": POSTERIOR_SCHEMA,
-            "target_names": list(model.target_names),
-            "target_units": model.meta.get("target_units", []),
-            "model_dir": str(model.model_dir.resolve()),
-            "input": str(Path(input_path).resolve()),
-            "predict_config": {k: getattr(config, k) for k in config.__dataclass_fields__},
-            "bias_corrected": bias_corrected,
-            "calibration": {"applied": bool(config.calibrated and model.calibration is not None),
-                            "calibration_sha256": calibration_sha256(model.model_dir)},
-            "shard": list(shard),
-            "provenance": provenance,
-        })
-        n_target = len(model.target_names)
-        levels = np.array(list(QUANTILES.values())) / 100.0
-        for batch in ([batches] if isinstance(batches, dict) else batches):
-            batch = dict(batch)
-            batch["quantiles"] = np.stack([batch[key] for key in QUANTILES], axis=-1)
-            for key, value in batch.items():
-                value = np.asarray(value)
-                if value.dtype.kind == "U":
-                    value = value.astype(object)
-                if key not in group:
-                    # Dimension names make the store xarray-readable: (prediction[, sample][, target]).
-                    dims = ("prediction", "sample", "target")[:value.ndim]
-                    if value.ndim == 2 and value.shape[1] == n_target and key not in ("log_density", "accepted"):
-                        dims = ("prediction", "target")
-                    if key == "quantiles":
-                        dims = ("prediction", "target", "quantile")
-                    row_bytes = value[:1].nbytes if value.dtype != object else 64
-                    rows = int(np.clip(CHUNK_BYTES // max(row_bytes, 1), 1, CHUNK_ROWS))
-                    group.create_array(key, shape=(0, *value.shape[1:]), chunks=(rows, *value.shape[1:]),
-                                       dtype=str if value.dtype == object else value.dtype,
-                                       dimension_names=dims)
-                group[key].append(value)
-            counts["n"] += len(batch["row"])
-            counts["untrustworthy"] += int(np.sum(batch["untrustworthy"]))
-            counts["snr_out_of_range"] += int(np.sum(batch["snr_out_of_range"]))
-            counts["out_of_range"] += int(np.sum(np.any(batch["out_of_range"], axis=1)))
-        write_coordinate(group, "target", np.array(model.target_names, dtype=object),
-                         target_units=list(model.meta.get("target_units", [])))
-        write_coordinate(group, "quantile", levels, long_name="quantile level (fraction)")
-        if "snr" in group:
-            group["snr"].attrs.update(unit=snr_unit, units="1", long_name=f"signal-to-noise ratio ({snr_unit})")
+def _append_batch(group: zarr.Group, batch: dict, n_target: int) -> None:
+    """Append one batch's arrays along ``prediction``, creating each array at its first batch."""
+    for key, value in batch.items():
+        value = np.asarray(value)
+        if value.dtype.kind == "U":
+            value = value.astype(object)
+        if key not in group:
+            row_bytes = value[:1].nbytes if value.dtype != object else 64
+            rows = int(np.clip(CHUNK_BYTES // max(row_bytes, 1), 1, CHUNK_ROWS))
+            group.create_array(key, shape=(0, *value.shape[1:]), chunks=(rows, *value.shape[1:]),
+                               dtype=str if value.dtype == object else value.dtype,
+                               dimension_names=_dimension_names(key, value.shape, n_target))
+        group[key].append(value)
 
-    create_atomically(Path(out_path), fill)
-    return counts
+
+def _dimension_names(key: str, shape: tuple[int, ...], n_target: int) -> tuple[str, ...]:
+    """xarray's dimension names of array ``key``: (prediction[, sample][, target]), or with ``quantile``."""
+    if key == "quantiles":
+        return ("prediction", "target", "quantile")
+    if len(shape) == 2 and shape[1] == n_target and key not in ("log_density", "accepted"):
+        return ("prediction", "target")
+    return ("prediction", "sample", "target")[:len(shape)]
+
+
+def _flag_counts(batch: dict) -> dict[str, int]:
+    """Predictions in ``batch``: all, untrustworthy, S/N out of range, with a target out of range."""
+    return {"n": len(batch["row"]), "untrustworthy": int(np.sum(batch["untrustworthy"])),
+            "snr_out_of_range": int(np.sum(batch["snr_out_of_range"])),
+            "out_of_range": int(np.sum(np.any(batch["out_of_range"], axis=1)))}
+
+
+def _write_coordinates(group: zarr.Group, model: LoadedModel, snr_unit: str) -> None:
+    """The ``target`` and ``quantile`` index coordinates, and the units of ``snr``."""
+    write_coordinate(group, "target", np.array(model.target_names, dtype=object),
+                     target_units=list(model.meta.get("target_units", [])))
+    write_coordinate(group, "quantile", np.array(list(QUANTILES.values())) / 100.0,
+                     long_name="quantile level (fraction)")
+    if "snr" in group:
+        group["snr"].attrs.update(unit=snr_unit, units="1", long_name=f"signal-to-noise ratio ({snr_unit})")
 
 
 def posterior_identity(model: LoadedModel, input_path: str | Path, input_group: zarr.Group,

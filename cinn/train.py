@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import zarr
 
 from augment.noise import NoiseLaw
 from gridgen.core.errors import UserError
@@ -506,74 +507,157 @@ def train(store_path: str | Path, model_dir: str | Path, config: CinnConfig,
     """
     model_dir = Path(model_dir)
     checkpoint_path = model_dir / "checkpoint.pt"
-    weights_path = model_dir / "weights.pt"
     if not resume and checkpoint_path.exists():
         raise UserError(f"{model_dir} already holds a training run; remove it or resume")
-    tc = config.train
-    device = select_device(tc.device)   # before anything is written
+    resuming = resume and checkpoint_path.exists()
+    device, on_device = _check_before_writing(store_path, config)
+    group, info, train_rows, val_rows, targets, stats = prepare_model_dir(
+        store_path, model_dir, config, progress, stats)
+    network, optimizer, scheduler = _build_optimisation(info.n_pix, config, device)
+    fold_by_row = None
+    if network.n_summary:
+        fold_by_row = _summary_folds(network, group, info, train_rows, targets, stats, config, device,
+                                     fit=not resuming)
+    state = (restore_checkpoint(checkpoint_path, network, optimizer, scheduler, device) if resuming
+             else TrainingState())
+    data = TrainingData.load(group, info, train_rows, val_rows, targets, stats, fold_by_row, config, device,
+                             on_device)
+    losses = torch.compile(batch_losses) if config.train.compile else batch_losses
+    for epoch in range(state.epoch, config.train.epochs):
+        if state.stopped:
+            break
+        row, improved = _fit_epoch(network, optimizer, scheduler, losses, data, config, device, epoch, progress,
+                                   state)
+        _save_epoch(network, optimizer, scheduler, state, model_dir, improved)
+        if epoch_callback is not None:
+            epoch_callback(epoch + 1, row["val_ml"])
+    return TrainResult(model_dir=model_dir, epochs_run=len(state.history), best_val_loss=state.best,
+                       stopped_early=state.stopped, history=state.history)
+
+
+def _check_before_writing(store_path: str | Path, config: CinnConfig) -> tuple[torch.device, bool]:
+    """Refuse a device, speed option or summary fold count that cannot run, before anything is written.
+
+    Returns the device and whether the training split goes onto it (:func:`plan_resident`).
+    """
+    device = select_device(config.train.device)
     check_speed_options(config, device)
     group, info = open_spectra_store(store_path)
     n_train = training_rows(group, config.data).size
-    check_summary_folds(n_train, config)   # before anything is written
-    on_device = plan_resident(info, n_train, config, device)
-    group, info, train_rows, val_rows, targets, stats = prepare_model_dir(
-        store_path, model_dir, config, progress, stats)
+    check_summary_folds(n_train, config)
+    return device, plan_resident(info, n_train, config, device)
+
+
+def _build_optimisation(n_pix: int, config: CinnConfig, device: torch.device):
+    """The network (initialised from ``train.seed``), its Adam optimiser and the per-epoch learning-rate decay."""
+    tc = config.train
     torch.manual_seed(tc.seed)
-    network = build_network(info.n_pix, config).to(device)
+    network = build_network(n_pix, config).to(device)
     params = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay,
                                  fused=tc.fused_adam or None)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=tc.lr_decay)
-    x_all = torch.as_tensor(stats.standardize_targets(targets), dtype=torch.float32, device=device)
-    state = TrainingState()
-    fold_by_row = None
-    if network.n_summary:
-        fold = assign_folds(train_rows.size, config.network.summary_folds, config.network.summary_max_spectra,
-                            tc.seed)
-        if not (resume and checkpoint_path.exists()):
-            fit_network_summaries(network, group, info, train_rows, fold, targets, stats, config)
-        fold_by_row = torch.full((info.n_spec,), -1, dtype=torch.long, device=device)
-        fold_by_row[torch.as_tensor(train_rows, device=device)] = torch.as_tensor(fold, device=device)
-    if resume and checkpoint_path.exists():
-        state = restore_checkpoint(checkpoint_path, network, optimizer, scheduler, device)
+    return network, optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=tc.lr_decay)
 
-    noise = store_noise_law(group, info) if config.data.continuous_snr else None
-    # The epoch's generator is re-seeded in epoch_batches; the seed given here is never used.
-    resident = (ResidentBatches(group, info, train_rows, tc.batch_size, device, tc.seed, noise,
-                                _RESIDENT_DTYPES[config.data.resident_dtype], config.data.nuisance_prior())
-                if on_device else None)
-    val_resident = (resident_validation(group, info, val_rows, config.data.val_max_spectra, device)
+
+def _summary_folds(network: CinnNetwork, group, info: StoreInfo, train_rows: np.ndarray, targets: np.ndarray,
+                   stats: Standardization, config: CinnConfig, device: torch.device, fit: bool) -> torch.Tensor:
+    """Each store row's cross-fitting fold (n_spec,) on ``device``, -1 outside the fitted training rows.
+
+    With ``fit`` (not resuming), the ridge summaries are fitted into ``network`` first.
+    """
+    fold = assign_folds(train_rows.size, config.network.summary_folds, config.network.summary_max_spectra,
+                        config.train.seed)
+    if fit:
+        fit_network_summaries(network, group, info, train_rows, fold, targets, stats, config)
+    fold_by_row = torch.full((info.n_spec,), -1, dtype=torch.long, device=device)
+    fold_by_row[torch.as_tensor(train_rows, device=device)] = torch.as_tensor(fold, device=device)
+    return fold_by_row
+
+
+@dataclass
+class TrainingData:
+    """The data of a training run: each epoch's batches, the validation examples, targets and folds.
+
+    ``x_all`` (n_spec, T): each store row's standardised targets; ``fold_by_row`` (n_spec,): its
+    cross-fitting fold (:func:`_summary_folds`), None without summaries. ``resident`` and
+    ``val_resident`` are None when the splits are streamed from the store.
+    """
+
+    group: zarr.Group
+    info: StoreInfo
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    stats: Standardization
+    x_all: torch.Tensor
+    fold_by_row: torch.Tensor | None
+    noise: NoiseLaw | None
+    resident: ResidentBatches | None
+    val_resident: list | None
+
+    @classmethod
+    def load(cls, group: zarr.Group, info: StoreInfo, train_rows: np.ndarray, val_rows: np.ndarray,
+             targets: np.ndarray, stats: Standardization, fold_by_row: torch.Tensor | None, config: CinnConfig,
+             device: torch.device, on_device: bool) -> TrainingData:
+        """Standardise ``targets`` onto ``device``, read the noise law (continuous S/N), and with
+        ``on_device`` put both splits there too.
+        """
+        tc = config.train
+        x_all = torch.as_tensor(stats.standardize_targets(targets), dtype=torch.float32, device=device)
+        noise = store_noise_law(group, info) if config.data.continuous_snr else None
+        # The epoch's generator is re-seeded in epoch_batches; the seed given here is never used.
+        resident = (ResidentBatches(group, info, train_rows, tc.batch_size, device, tc.seed, noise,
+                                    _RESIDENT_DTYPES[config.data.resident_dtype], config.data.nuisance_prior())
                     if on_device else None)
-    losses = torch.compile(batch_losses) if tc.compile else batch_losses
-    for epoch in range(state.epoch, tc.epochs):
-        if state.stopped:
-            break
-        t0 = time.perf_counter()
-        # Data order and noise of each epoch depend only on (seed, epoch): resumable.
-        torch.manual_seed(tc.seed * 100_003 + epoch)
-        with epoch_batches(group, info, train_rows, config, device, epoch, noise, resident) as stream:
-            train_ml, train_rev, train_ml_max = train_epoch(network, optimizer, stream, x_all, stats, config,
-                                                            epoch, device, progress, losses, fold_by_row)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        val_examples = val_resident or iterate_split(group, info, val_rows, config.data.val_max_spectra)
-        val = validation_loss(network, val_examples, x_all, stats, device, tc.batch_size)
-        improved = update_early_stopping(state, val, tc.early_stop_min_delta, tc.early_stop_patience,
-                                         tc.early_stop_smoothing)
-        # Plain Python numbers: the checkpoint must load with weights_only=True.
-        state.history.append({"epoch": epoch + 1, "lr": float(lr), "train_ml": train_ml, "train_rev": train_rev,
-                              "train_ml_max": train_ml_max, "val_ml": float(val),
-                              "val_ml_smoothed": float(state.smoothed), "seconds": time.perf_counter() - t0})
-        state.epoch = epoch + 1
-        # Without any finite validation loss, weights.pt holds the last epoch: still loadable.
-        if improved or not weights_path.exists():
-            save_torch(network.state_dict(), weights_path)
-        if progress:
-            _LOG.info(f"epoch {epoch + 1}: train ML {train_ml:.3f}  reverse {train_rev:.2e}  "
-                      f"val ML {val:.3f}  lr {lr:.2e}")
-        save_checkpoint(checkpoint_path, network, optimizer, scheduler, state)
-        _write_history(state.history, model_dir)
-        if epoch_callback is not None:
-            epoch_callback(epoch + 1, val)
-    return TrainResult(model_dir=model_dir, epochs_run=len(state.history), best_val_loss=state.best,
-                       stopped_early=state.stopped, history=state.history)
+        val_resident = (resident_validation(group, info, val_rows, config.data.val_max_spectra, device)
+                        if on_device else None)
+        return cls(group, info, train_rows, val_rows, stats, x_all, fold_by_row, noise, resident, val_resident)
+
+    def batches(self, config: CinnConfig, device: torch.device, epoch: int):
+        """The batches of ``epoch`` (:func:`epoch_batches`), a context manager."""
+        return epoch_batches(self.group, self.info, self.train_rows, config, device, epoch, self.noise,
+                             self.resident)
+
+    def validation(self, config: CinnConfig):
+        """The validation examples, (flux, snr, row) blocks for :func:`validation_loss`."""
+        return self.val_resident or iterate_split(self.group, self.info, self.val_rows, config.data.val_max_spectra)
+
+
+def _fit_epoch(network: CinnNetwork, optimizer, scheduler, losses, data: TrainingData, config: CinnConfig,
+               device: torch.device, epoch: int, progress: bool, state: TrainingState) -> tuple[dict, bool]:
+    """Train epoch ``epoch``, validate it and record it in ``state``.
+
+    Returns its history row (losses in nats per spectrum, wall time in s) and whether it is the best so far.
+    """
+    tc = config.train
+    t0 = time.perf_counter()
+    # Data order and noise of each epoch depend only on (seed, epoch): resumable.
+    torch.manual_seed(tc.seed * 100_003 + epoch)
+    with data.batches(config, device, epoch) as stream:
+        train_ml, train_rev, train_ml_max = train_epoch(network, optimizer, stream, data.x_all, data.stats, config,
+                                                        epoch, device, progress, losses, data.fold_by_row)
+    lr = optimizer.param_groups[0]["lr"]
+    scheduler.step()
+    val = validation_loss(network, data.validation(config), data.x_all, data.stats, device, tc.batch_size)
+    improved = update_early_stopping(state, val, tc.early_stop_min_delta, tc.early_stop_patience,
+                                     tc.early_stop_smoothing)
+    # Plain Python numbers: the checkpoint must load with weights_only=True.
+    row = {"epoch": epoch + 1, "lr": float(lr), "train_ml": train_ml, "train_rev": train_rev,
+           "train_ml_max": train_ml_max, "val_ml": float(val), "val_ml_smoothed": float(state.smoothed),
+           "seconds": time.perf_counter() - t0}
+    state.history.append(row)
+    state.epoch = epoch + 1
+    if progress:
+        _LOG.info(f"epoch {epoch + 1}: train ML {train_ml:.3f}  reverse {train_rev:.2e}  "
+                  f"val ML {val:.3f}  lr {lr:.2e}")
+    return row, improved
+
+
+def _save_epoch(network: CinnNetwork, optimizer, scheduler, state: TrainingState, model_dir: Path,
+                improved: bool) -> None:
+    """Write ``weights.pt`` (when ``improved``), ``checkpoint.pt``, ``history.csv`` and the training curves."""
+    weights_path = model_dir / "weights.pt"
+    # Without any finite validation loss, weights.pt holds the last epoch: still loadable.
+    if improved or not weights_path.exists():
+        save_torch(network.state_dict(), weights_path)
+    save_checkpoint(model_dir / "checkpoint.pt", network, optimizer, scheduler, state)
+    _write_history(state.history, model_dir)

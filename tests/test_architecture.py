@@ -1,8 +1,10 @@
-"""The layering of the toolkit: imports go one way, no circles.
+"""The layering of the toolkit: imports go one way, no circles; and no function is too long.
 
 gridgen.core <- gridgen.physics <- gridgen (the orchestration: config, sampling, runner, store,
 ...) <- augment <- cinn. Every module's imports are read with ``ast``, including imports inside
-functions, so a lazy import cannot hide an upward dependency or a cycle.
+functions, so a lazy import cannot hide an upward dependency or a cycle. Every function,
+method and nested function is measured with ``ast`` too (``end_lineno - lineno + 1``: from its
+``def`` to its last line, docstring included, decorators not).
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ PACKAGES = ("gridgen", "augment", "cinn")
 GRIDGEN_LAYERS = ("gridgen.core", "gridgen.physics")
 #: Libraries of stores and scheduling: the physics computes spectra, the orchestration keeps them.
 ORCHESTRATION_LIBRARIES = ("zarr", "xarray", "dask", "distributed", "joblib", "tqdm")
+#: Most lines one function may span; a longer one mixes stages that should each have a name.
+MAX_FUNCTION_LINES = 80
+#: Functions still allowed over the limit, by qualified name.
+LONG_FUNCTIONS_ALLOWED = frozenset({
+    "cinn.cli.build_parser",   # the CLI rebuild removes it
+})
 
 
 def layer(module: str) -> int:
@@ -212,3 +220,55 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 ])
 def test_cycle_finder(graph, expected):
     assert _cycles(graph) == expected
+
+
+def function_lengths(path: Path, module: str) -> dict[str, int]:
+    """Lines (``end_lineno - lineno + 1``) of every function in ``path``, by qualified name.
+
+    Names are ``module.Class.method`` or ``module.outer.inner``: methods and nested functions count
+    on their own, and a nested function's lines count in its outer function's too.
+    """
+    lengths: dict[str, int] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}.{child.name}"
+                if not isinstance(child, ast.ClassDef):
+                    lengths[name] = child.end_lineno - child.lineno + 1
+                visit(child, name)
+            else:
+                visit(child, prefix)
+
+    visit(ast.parse(path.read_text(), filename=str(path)), module)
+    return lengths
+
+
+def long_functions(limit: int = MAX_FUNCTION_LINES) -> dict[str, int]:
+    """Functions of the toolkit over ``limit`` lines, by qualified name."""
+    return {name: n for module, path in toolkit_modules().items()
+            for name, n in function_lengths(path, module).items() if n > limit}
+
+
+def test_function_lengths_are_measured_from_def_to_last_line(tmp_path):
+    source = tmp_path / "probe.py"
+    body = "".join(f"    x{i} = {i}\n" for i in range(79))
+    source.write_text(
+        "@decorator\n"                                   # decorators are not the function's lines
+        + 'def long():\n    """Doc."""\n' + body + "\n"   # def, docstring and 79 lines: 81
+        + "class Holder:\n    def method(self):\n        if True:\n            return 1\n\n"
+        + "async def outer():\n    def inner():\n        pass\n    return inner\n")
+    assert function_lengths(source, "pkg.probe") == {
+        "pkg.probe.long": 81, "pkg.probe.Holder.method": 3, "pkg.probe.outer": 4, "pkg.probe.outer.inner": 2}
+
+
+def test_no_function_is_over_80_lines():
+    over = {name: n for name, n in long_functions().items() if name not in LONG_FUNCTIONS_ALLOWED}
+    assert not over, (f"functions over {MAX_FUNCTION_LINES} lines (make each a short pipeline of named stages):\n"
+                      + "\n".join(f"{name}: {n} lines" for name, n in sorted(over.items())))
+
+
+def test_the_allowed_long_functions_are_still_long():
+    # An entry whose function was shortened or removed would let a new long one back in unseen.
+    stale = sorted(LONG_FUNCTIONS_ALLOWED - set(long_functions()))
+    assert not stale, "no longer over the limit; remove from LONG_FUNCTIONS_ALLOWED: " + ", ".join(stale)
