@@ -61,7 +61,7 @@ from gridgen.store import open_grid_store
 
 from augment.store import content_fingerprint as store_content_fingerprint
 from augment.store import open_augment_store, store_identity as augment_store_identity
-from cinn.config import CinnConfig, config_from_dict, config_to_dict
+from cinn.config import NUISANCE_KEYS, CinnConfig, config_from_dict, config_to_dict
 from cinn.data import StoreInfo
 from cinn.files import read_json_object, write_json
 from cinn.network import CinnNetwork, build_network, select_device
@@ -198,12 +198,16 @@ def read_saved_config(model_dir: str | Path) -> CinnConfig:
     """The config a model was trained with (``config.json``, a full config tree).
 
     A tree without ``network.summary_alphas`` was written before the summaries existed, by a
-    network that had none: it is read as ``summary_alphas = []``, not as today's default.
+    network that had none: it is read as ``summary_alphas = []``, not as today's default; one
+    without the ``data.nuisance_*`` keys was trained without nuisance draws: they are read as 0.
     """
     raw = read_json_object(Path(model_dir) / "config.json", "config")
-    network = raw.get("network")
+    network, data = raw.get("network"), raw.get("data")
     if isinstance(network, dict) and "summary_alphas" not in network:
         raw = {**raw, "network": {**network, "summary_alphas": []}}
+    if isinstance(data, dict):
+        absent = {key: 0.0 for key in NUISANCE_KEYS if key not in data}
+        raw = {**raw, "data": {**data, **absent}}
     return config_from_dict(raw)
 
 

@@ -1,6 +1,8 @@
 """Named configurations: ``--config paper`` is the paper's set-up (docs/method.md §3), the
 default differs from it where docs/method.md says, and an unknown name is one clear error."""
 
+import pytest
+
 from cinn.cli import main
 from cinn.config import CinnConfig, load_config, preset_names
 
@@ -42,3 +44,22 @@ def test_an_existing_file_wins_over_a_preset_of_the_same_name(tmp_path, monkeypa
     (tmp_path / "paper").write_text("[train]\nepochs = 3\n")
     assert load_config("paper").train.epochs == 3
     assert load_config("demo").network.feature_hidden == (256, 128)
+
+
+def test_nuisance_draws_are_the_default_need_continuous_snr_and_are_off_in_the_paper_preset(tmp_path):
+    import json
+
+    from cinn.config import NUISANCE_KEYS, CinnConfig, config_from_dict, config_to_dict
+    from cinn.model import read_saved_config
+    from gridgen.core.errors import UserError
+
+    assert CinnConfig().data.nuisance_prior().active
+    assert not load_config("paper").data.nuisance_prior().active
+    with pytest.raises(UserError, match="continuous_snr"):
+        config_from_dict({"data": {"continuous_snr": False}})
+    # A model trained before the nuisance keys existed drew none: its config reads them as 0.
+    tree = config_to_dict(load_config("paper"))
+    for key in NUISANCE_KEYS:
+        del tree["data"][key]
+    (tmp_path / "config.json").write_text(json.dumps(tree))
+    assert not read_saved_config(tmp_path).data.nuisance_prior().active

@@ -9,19 +9,22 @@ import torch
 
 from cinn.bias import apply_bias, fit_bias_table
 from cinn.cli import main
-from cinn.config import config_from_dict, replace
+from cinn.config import NUISANCE_KEYS, config_from_dict, replace
 from cinn.evaluate import training_report
 from cinn.model import load_model
 from cinn.train import train
 
 from cinn_fixtures import make_observed_store, make_training_store, write_training_store
 
+#: Stored noise (continuous_snr = false) has no clean flux to perturb: no nuisance draws.
+NO_NUISANCE = {key: 0.0 for key in NUISANCE_KEYS}
+
 SMALL = {"network": {"feature_hidden": [64, 32], "n_features": 16, "n_blocks": 4,
                      "subnet_hidden": [32, 32]},
          "targets": {"names": ["teff", "logg", "fe_h", "vmic", "vbroad", "ca_fe", "mg_fe"]},
          "train": {"epochs": 4, "batches_per_epoch": 40, "batch_size": 128, "lr": 1e-3,
                    "early_stop_patience": 0, "warmup_steps": 0, "weight_decay": 0.0},
-         "data": {"continuous_snr": False},
+         "data": {"continuous_snr": False, **NO_NUISANCE},
          "predict": {"n_samples": 256}}
 
 
@@ -136,7 +139,7 @@ def test_linear_gaussian_posterior(tmp_path):
         # A fast-decaying learning rate removes SGD jitter from the learnt posterior mean. The
         # problem's noise is additive and stored, so the stored realisations are used (continuous
         # S/N would draw flux-proportional noise), and no weight decay biases the 38,000-example fit.
-        "data": {"continuous_snr": False},
+        "data": {"continuous_snr": False, **NO_NUISANCE},
         "train": {"epochs": 20, "batches_per_epoch": 100, "batch_size": 512, "lr": 3e-3,
                   "lr_decay": 0.75, "early_stop_patience": 0, "weight_decay": 0.0},
         "predict": {"n_samples": 2048, "precision": "fp32"}})
