@@ -311,7 +311,8 @@ def calibration_tables(results: list[dict]) -> list[str]:
 
 
 def plot_calibration(results: list[dict], path: Path, curve_snr: list[float]) -> None:
-    """Expected-coverage curves and SBC rank histograms before/after the calibration, one row per N.
+    """Expected-coverage curves and SBC rank histograms before/after the calibration, one row per N,
+    for the first configuration.
 
     Each curve is the mean over seeds and targets at one S/N; the rank histograms are summed over
     seeds and targets and normalised (1 = flat).
@@ -321,6 +322,8 @@ def plot_calibration(results: list[dict], path: Path, curve_snr: list[float]) ->
     import matplotlib.pyplot as plt
 
     with_raw = [r for r in results if r["coverage_raw"] is not None]
+    # One configuration: the first given (as in the per-target table).
+    with_raw = [r for r in with_raw if r["name"] == with_raw[0]["name"]] if with_raw else []
     fractions = sorted({r["fraction"] for r in with_raw})
     if not fractions:
         return
@@ -344,7 +347,7 @@ def plot_calibration(results: list[dict], path: Path, curve_snr: list[float]) ->
                                  where="post", color=colour)
         ax_cov.plot([0, 1], [0, 1], color="grey", lw=0.8)
         ax_cov.set(xlabel="nominal level of the central interval", ylabel="fraction of truths inside",
-                   title=f"{runs[0]['n_train']} training spectra, {len(runs)} seed(s)")
+                   title=f"`{runs[0]['name']}`, {runs[0]['n_train']} training spectra, {len(runs)} seed(s)")
         ax_rank.axhline(1.0, color="grey", lw=0.8)
         ax_rank.set(xlabel="normalised rank of the truth u", ylabel="density (1 = calibrated)",
                     title="SBC rank histograms (dotted: uncalibrated)")
