@@ -12,7 +12,6 @@ file of a written array must exist and decode, and status, flux and checksum mus
 
 import contextlib
 import io
-import json
 import os
 import re
 import shutil
@@ -24,6 +23,7 @@ import pytest
 import zarr
 
 from badinput import assert_rejected
+from tamper import array_json, attributes, chunk_file, edit_json, open_for_edit, provenance, removed, truncated, written
 from gridgen.cli import main
 from gridgen.core.errors import run_cli
 
@@ -140,61 +140,6 @@ def test_jobs_beyond_the_cores_and_chunks_start_no_more_workers_and_warn_once(ma
     assert run_cli(main, ["verify", str(store)]) == 0
 
 
-def _group(store: Path) -> zarr.Group:
-    return zarr.open_group(str(store), mode="r+", zarr_format=3, use_consolidated=False)
-
-
-def _edit_json(path: Path, edit) -> None:
-    document = json.loads(path.read_text())
-    edit(document)
-    path.write_text(json.dumps(document))
-
-
-def attributes(edit):
-    """Edit the group attributes in the group's zarr.json, as a text editor would."""
-    return lambda store: _edit_json(store / "zarr.json", lambda doc: edit(doc["attributes"]))
-
-
-def provenance(edit):
-    return attributes(lambda attrs: edit(attrs["provenance"]))
-
-
-def array_json(name, edit, consolidated=False):
-    """Edit an array's zarr.json (and with ``consolidated`` its copy in the group's zarr.json too,
-    as re-consolidating after the edit would)."""
-    def tamper(store):
-        _edit_json(store / name / "zarr.json", edit)
-        if consolidated:
-            _edit_json(store / "zarr.json", lambda doc: edit(doc["consolidated_metadata"]["metadata"][name]))
-    return tamper
-
-
-def chunk_file(name, key="0"):
-    """The first chunk file of an array (``c/0`` or ``c/0/0``)."""
-    def path(store):
-        folder = store / name / "c" / key
-        return folder / "0" if folder.is_dir() else folder
-    return path
-
-
-def removed(name):
-    return lambda store: chunk_file(name)(store).unlink()
-
-
-def truncated(name):
-    def tamper(store):
-        chunk = chunk_file(name)(store)
-        chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
-    return tamper
-
-
-def written(name, index, value):
-    """Write ``value`` at ``index`` of an array through Zarr (a valid chunk with other data)."""
-    def tamper(store):
-        _group(store)[name][index] = value
-    return tamper
-
-
 def _no_record(attrs):
     del attrs["integrity"]
 
@@ -268,7 +213,7 @@ TAMPERED = [
      array_json("wave", lambda d: d["attributes"].update(medium="vacuum"), consolidated=True),
      r"array wave differs from the one recorded at creation \(zarr\.json"),
     ("consolidated-copy-edited",
-     lambda store: _edit_json(store / "zarr.json", lambda d: d["consolidated_metadata"]["metadata"]["labels"]
+     lambda store: edit_json(store / "zarr.json", lambda d: d["consolidated_metadata"]["metadata"]["labels"]
                               .update(shape=[3, 24])),
      r"array labels: labels/zarr\.json differs from its consolidated copy"),
     ("note-array-removed", lambda store: shutil.rmtree(store / "note"), r"array 'note' is missing"),
@@ -294,10 +239,10 @@ TAMPERED = [
     ("label-edited-within-bounds", written("labels", (0, 3), 1.25),
      r"array labels: data differ from those recorded at creation"),
     # (a non-zero code: Zarr deletes a chunk it rewrites with fill values only, a lost file then)
-    ("split-moved", lambda store: written("split", 0, 2 if _group(store)["split"][0] != 2 else 1)(store),
+    ("split-moved", lambda store: written("split", 0, 2 if open_for_edit(store)["split"][0] != 2 else 1)(store),
      r"split: spectrum 0 not as the split rule assigns it"),
     ("wave-not-increasing", written("wave", 3, 5000.0), r"wave is not strictly increasing"),
-    ("wave-shifted", lambda store: _group(store)["wave"].__setitem__(slice(None), _group(store)["wave"][:] + 1e-3),
+    ("wave-shifted", lambda store: open_for_edit(store)["wave"].__setitem__(slice(None), open_for_edit(store)["wave"][:] + 1e-3),
      r"array wave: data differ from those recorded at creation"),
     # status, flux, checksum and error
     ("flux-edited", written("flux", (0, 10), 0.5), r"flux checksum mismatch: spectrum 0$"),

@@ -20,7 +20,6 @@ fluxes, which only a full read finds: ``augment verify`` refuses them.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tomllib
 import warnings
@@ -33,6 +32,7 @@ import zarr
 from augment.cli import main as augment_main
 from augment.store import create_resimulation_store, create_training_store, write_chunk
 from badinput import assert_rejected
+from tamper import array_json, attributes, chunk_file, open_for_edit, provenance, removed, truncated, written
 from cinn.cli import main as cinn_main
 from cinn.config import config_from_dict
 from cinn.train import train
@@ -74,69 +74,12 @@ def w(tmp_path_factory):
 
 # ---------------------------------------------------------------- tamperings
 
-def _group(store: Path) -> zarr.Group:
-    return zarr.open_group(str(store), mode="r+", zarr_format=3, use_consolidated=False)
-
-
-def _edit_json(path: Path, edit) -> None:
-    document = json.loads(path.read_text())
-    edit(document)
-    path.write_text(json.dumps(document))
-
-
-def attributes(edit):
-    """Edit the group attributes in the group's zarr.json, as a text editor would."""
-    return lambda store: _edit_json(store / "zarr.json", lambda doc: edit(doc["attributes"]))
-
-
-def provenance(edit):
-    return attributes(lambda attrs: edit(attrs["provenance"]))
-
-
 def without_record(edit):
     """The edit, on a store whose creation record was removed too (as in stores made before it)."""
     def tamper(attrs):
         del attrs["integrity"]
         edit(attrs)
     return attributes(tamper)
-
-
-def array_json(name, edit, consolidated=False):
-    """Edit an array's zarr.json (and with ``consolidated`` its copy in the group's zarr.json too,
-    as re-consolidating after the edit would)."""
-    def tamper(store):
-        _edit_json(store / name / "zarr.json", edit)
-        if consolidated:
-            _edit_json(store / "zarr.json", lambda doc: edit(doc["consolidated_metadata"]["metadata"][name]))
-    return tamper
-
-
-def chunk_file(name, number=0):
-    """A chunk file of an array along spectrum (``c/N``, ``c/N/0`` or ``c/N/0/0``)."""
-    def path(store):
-        chunk = store / name / "c" / str(number)
-        while chunk.is_dir():
-            chunk = chunk / "0"
-        return chunk
-    return path
-
-
-def removed(name, number=0):
-    return lambda store: chunk_file(name, number)(store).unlink()
-
-
-def truncated(name):
-    def tamper(store):
-        chunk = chunk_file(name)(store)
-        chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
-    return tamper
-
-
-def written(name, index, value):
-    """Write ``value`` at ``index`` of an array through Zarr (a valid chunk with other data)."""
-    def tamper(store):
-        _group(store)[name][index] = value
-    return tamper
 
 
 def _rename_first_label(attrs):
@@ -152,11 +95,11 @@ def _chunk_shape(shape):
 
 
 def _repeat_first_object(store):
-    _group(store)["object_id"][1] = "star0"
+    open_for_edit(store)["object_id"][1] = "star0"
 
 
 def _added_array(store):
-    _group(store).create_array("extra", shape=(N_SPEC,), dtype="f8")
+    open_for_edit(store).create_array("extra", shape=(N_SPEC,), dtype="f8")
 
 
 UNREADABLE_LABELS = r"(labels: chunk of spectra 0-23 is unreadable|cannot read array 'labels' \(unreadable chunk)"
