@@ -234,25 +234,21 @@ class Posterior:
         """
         config = config or PredictConfig()
         x = self.stats.standardize_targets(np.asarray(targets, dtype=np.float64))
-        log_scale = np.zeros(x.shape[0])
+        x_network, log_scale = x, np.zeros(x.shape[0])
         if self.calibration is not None and config.calibrated:
             indices = np.arange(x.shape[0]) if indices is None else indices
             center = self.stats.standardize_targets(self.sample(flux, snr, indices, config, mask)["map"])
-            scale = self.calibration.factors(np.asarray(snr))
-            scale = np.where(np.isfinite(center), scale, 1.0)
-            inside = ((x >= self.stats.standardize_targets(self.stats.target_min))
-                      & (x <= self.stats.standardize_targets(self.stats.target_max))).all(axis=-1)
-            x = np.where(np.isfinite(center), center + (x - center) / scale, x)
+            scale = np.where(np.isfinite(center), self.calibration.factors(np.asarray(snr)), 1.0)
+            x_network = np.where(np.isfinite(center), center + (x - center) / scale, x)
             log_scale = np.log(scale).sum(axis=-1)
-        else:
-            inside = None
-        return self._network_log_prob(x, flux, snr, mask, inside) - log_scale
+        return self._network_log_prob(x_network, x, flux, snr, mask) - log_scale
 
     @torch.inference_mode()
-    def _network_log_prob(self, x_std: np.ndarray, flux, snr, mask, inside) -> np.ndarray:
-        """The network's log density at standardised targets, -inf outside the bounds."""
-        x = torch.as_tensor(x_std, dtype=torch.float32, device=self.device)
-        inside = self._in_bounds(x) if inside is None else torch.as_tensor(inside, device=self.device)
+    def _network_log_prob(self, x_network: np.ndarray, x_bounded: np.ndarray, flux, snr, mask) -> np.ndarray:
+        """The network's log density at ``x_network``, -inf where ``x_bounded`` is outside the bounds
+        (both standardised; they differ only under the calibration)."""
+        x = torch.as_tensor(x_network, dtype=torch.float32, device=self.device)
+        inside = self._in_bounds(torch.as_tensor(x_bounded, dtype=torch.float32, device=self.device))
         log_p = self.network.log_prob(x, self._features(flux, snr, mask))
         log_p = torch.where(inside, log_p, torch.tensor(-torch.inf, device=self.device))
         return log_p.cpu().numpy().astype(np.float64) - self._log_std_sum
