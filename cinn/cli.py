@@ -1,4 +1,4 @@
-"""Command line: ``python -m cinn {train,calibrate,evaluate,predict,search,bias-fit,info,diff}``.
+"""Command line: ``python -m cinn {train,calibrate,evaluate,predict,submit,predict-parts,merge,search,bias-fit,info,diff}``.
 
 Built as every CLI of the toolkit is (:mod:`gridgen.core.commandline`): each command takes
 ``--log-level`` and ``--no-progress``. Exit status 0 on success, 1 with one ``error: ...`` line on
@@ -133,18 +133,97 @@ def _add_predict_command(cli: CommandLine) -> None:
     p.add_argument("model", help="model directory")
     p.add_argument("store", help="observed store (cinn4most.observedstore/1) or training store")
     p.add_argument("--out", required=True, help="posterior store (.zarr); must not exist")
-    p.add_argument("--csv", help="plain CSV table, no units (default: <out without .zarr>.csv); must not exist")
-    _add_catalog_options(p)
-    p.add_argument("--samples", type=int, help="posterior samples per spectrum (default 4096)")
-    p.add_argument("--keep-samples", action="store_true", help="store all samples and densities")
-    p.add_argument("--split", choices=["test", "val", "train"], help="for a training store: one split")
-    p.add_argument("--precision", choices=["bf16", "fp32"], help="sub-network precision (MAP always fp32)")
-    p.add_argument("--bias-correct", action="store_true", help="apply the model's bias.json")
-    p.add_argument("--no-calibration", action="store_true", help="the network's own posterior, without "
-                   "the model's width calibration (calibration.json)")
-    p.add_argument("--seed", type=int, help="latent seed")
+    _add_table_options(p)
+    _add_prediction_options(p)
     _add_shard_option(p)
     _common(p)
+    _add_survey_commands(cli)
+
+
+def _add_table_options(parser: argparse.ArgumentParser) -> None:
+    """``--csv``, ``--catalog`` and ``--format``: the tables written beside the posterior store."""
+    parser.add_argument("--csv", help="plain CSV table, no units (default: <out without .zarr>.csv); must not exist")
+    _add_catalog_options(parser)
+
+
+#: The options of ``predict`` that decide its numbers, with whether each takes a value: what
+#: ``cinn submit`` passes on to every array task.
+_PREDICTION_FLAGS = {"samples": True, "keep_samples": False, "split": True, "precision": True,
+                     "bias_correct": False, "no_calibration": False, "seed": True, "device": True}
+
+
+def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``predict`` that decide what is predicted and how (see :data:`_PREDICTION_FLAGS`)."""
+    parser.add_argument("--samples", type=int, help="posterior samples per spectrum (default 4096)")
+    parser.add_argument("--keep-samples", action="store_true", help="store all samples and densities")
+    parser.add_argument("--split", choices=["test", "val", "train"], help="for a training store: one split")
+    parser.add_argument("--precision", choices=["bf16", "fp32"], help="sub-network precision (MAP always fp32)")
+    parser.add_argument("--bias-correct", action="store_true", help="apply the model's bias.json")
+    parser.add_argument("--no-calibration", action="store_true", help="the network's own posterior, without "
+                        "the model's width calibration (calibration.json)")
+    parser.add_argument("--seed", type=int, help="latent seed")
+
+
+def _prediction_args(args) -> list[str]:
+    """The prediction options of ``args`` as command-line words, for the array tasks."""
+    words = []
+    for name, takes_value in _PREDICTION_FLAGS.items():
+        value = getattr(args, name, None)
+        flag = "--" + name.replace("_", "-")
+        if takes_value and value is not None:
+            words += [flag, str(value)]
+        elif not takes_value and value:
+            words.append(flag)
+    return words
+
+
+def _add_survey_commands(cli: CommandLine) -> None:
+    """``submit``, ``predict-parts`` and ``merge``: a prediction in parts (:mod:`cinn.parts`)."""
+    from gridgen.submit import SubmitOptions
+    p = cli.add("submit", _cmd_submit, help="predict a large store with a Slurm job array, then merge",
+                description=UNITS + " Each array task predicts its parts of the store into <out>.parts/ "
+                "(`predict-parts`); a dependent job merges them into <out> and its catalogues (`merge`), "
+                "as one `predict` would have written them. Run the same command again to resume after a "
+                "scancel or a walltime: finished parts are skipped.")
+    p.add_argument("model", help="model directory")
+    p.add_argument("store", help="observed store (cinn4most.observedstore/1) or training store")
+    p.add_argument("--out", required=True, help="posterior store (.zarr) the merge writes; must not exist")
+    p.add_argument("--tasks", type=int, required=True, help="array tasks (jobs running at once, at most)")
+    p.add_argument("--parts", type=int, help=f"parts of the store (default {_PARTS_PER_TASK_TEXT}); a part "
+                   "is whole input chunks, and what a resubmission recomputes at most per interrupted task")
+    p.add_argument("--time", default=SubmitOptions.time, help=f"walltime per task (default {SubmitOptions.time})")
+    p.add_argument("--partition")
+    p.add_argument("--account")
+    p.add_argument("--mem", help="memory per task's node, e.g. 8G")
+    p.add_argument("--cpus-per-task", type=int, default=1, help="CPUs per task = its torch threads")
+    p.add_argument("--sbatch-arg", action="append", default=[], metavar="OPTION",
+                   help="extra sbatch option for every job, e.g. --sbatch-arg=--gres=gpu:1 (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="print both scripts; write and submit nothing")
+    _add_table_options(p)
+    _add_prediction_options(p)
+    p.add_argument("--device", default=None, help="auto (default: CUDA when present), cpu, cuda[:N]")
+
+    p = cli.add("predict-parts", _cmd_predict_parts, help="predict some parts of a store into <out>.parts/ "
+                "(what each `submit` array task runs)", description=UNITS + " Parts already there are "
+                "checked and skipped, so a re-run resumes.")
+    p.add_argument("model", help="model directory")
+    p.add_argument("store", help="observed store (cinn4most.observedstore/1) or training store")
+    p.add_argument("--out", required=True, help="the posterior store `merge` will write; parts go to <out>.parts/")
+    p.add_argument("--parts", type=int, required=True, help="parts of the whole store")
+    p.add_argument("--task", metavar="T/N", default="0/1", help="this task's parts: T, T+N, T+2N, ... "
+                   "(T from 0; default 0/1: every part)")
+    _add_prediction_options(p)
+    _common(p)
+
+    p = cli.add("merge", _cmd_merge, help="merge the parts in <out>.parts/ into the posterior store <out> "
+                "and its catalogues", description="Refuses missing parts and parts of another model, "
+                "input store or settings; writes the posterior store, the catalogue and the CSV as "
+                "`predict` does, all or none.")
+    p.add_argument("out", help="posterior store to write (.zarr); its parts are in <out>.parts/")
+    _add_table_options(p)
+
+
+_PARTS_PER_TASK_TEXT = "4 per task, at most one per input chunk"
 
 
 def _add_bias_fit_options(parser: argparse.ArgumentParser) -> None:
@@ -396,62 +475,186 @@ def _calibrate(model_dir, store, split: str, device: str, progress: bool, max_sp
           f"width factors {calibration.scale.min():.2f}-{calibration.scale.max():.2f}")
 
 
-def _cmd_predict(args) -> int:
-    """Predict a store (or one shard of it): the posterior store, the catalogue and the plain CSV,
-    all or none. Predictions stream batch by batch into the store; the tables are written from it."""
-    from cinn.catalog import catalog_metadata, catalog_table, default_catalog_path, write_catalog, write_csv
-    from cinn.inference import parse_shard, predict_batches
-    from cinn.model import load_bias, load_model
-    from cinn.predict import read_posterior_chunks, write_posterior_store
-    _check_options(args)
-    shard = parse_shard(args.shard) if args.shard is not None else (0, 1)
-    # The plain CSV beside the store stays the default it always was; with --format csv it is
-    # the catalogue itself.
+def _table_paths(args, what: list[tuple[str, Path]] = ()) -> list[tuple[str, Path]]:
+    """The catalogue and CSV paths of ``args`` (``--catalog``, ``--csv``, ``--format``), checked
+    with ``what`` (other outputs) before any work: none may exist, all differ, all writable.
+    With ``--format csv`` the plain CSV is the catalogue itself (one path)."""
+    from cinn.catalog import default_catalog_path
     csv_path = Path(args.csv or default_catalog_path(args.out, "csv"))
     if args.catalog_format == "csv":
-        catalog_path = Path(args.catalog) if args.catalog else csv_path
-        tables = [("--catalog", catalog_path)]
+        tables = [("--catalog", Path(args.catalog) if args.catalog else csv_path)]
     else:
-        catalog_path = Path(args.catalog or default_catalog_path(args.out, args.catalog_format))
-        tables = [("--catalog", catalog_path), ("--csv", csv_path)]
+        tables = [("--catalog", Path(args.catalog or default_catalog_path(args.out, args.catalog_format))),
+                  ("--csv", csv_path)]
     # Refuse existing or clashing outputs before the work: nothing is ever overwritten or deleted.
-    for flag, path in [("--out", Path(args.out))] + tables:
+    for flag, path in [*what, *tables]:
         if path.exists():
             raise UserError(f"{path}: already exists; choose another {flag} or remove it")
-    resolved = [Path(args.out).resolve()] + [path.resolve() for _, path in tables]
+    resolved = [path.resolve() for _, path in [*what, *tables]]
     if len(set(resolved)) < len(resolved):
         raise UserError(f"--out, --catalog and --csv must be different paths ({', '.join(map(str, resolved))})")
     for path in resolved:
         check_writable(path)
+    return tables
+
+
+def _write_tables(out: str | Path, tables: list[tuple[str, Path]], catalog_format: str, model,
+                  input_path: str | Path, bias_corrected: bool) -> list[Path]:
+    """The catalogue and CSV of the posterior store ``out``, read from it one chunk at a time
+    (the FITS/ECSV catalogue table holds the summary columns of every prediction). If one
+    cannot be written, ``out`` and the tables written are removed: all outputs or none."""
+    from cinn.catalog import catalog_metadata, catalog_table, write_catalog, write_csv
+    from cinn.predict import read_posterior_chunks
+    summary = ("object_id", "row", "snr", "snr_index", "f_reject", "untrustworthy", "snr_out_of_range",
+               "covered_fraction", "low_coverage", "out_of_range", "f_reject_target", "map", "median", "q02_5",
+               "q16", "q84", "q97_5", "truth")
+    written = []
+    try:
+        if catalog_format == "csv":
+            written.append(write_csv(read_posterior_chunks(out, summary), model.target_names, tables[0][1]))
+        else:
+            chunks = list(read_posterior_chunks(out, summary))
+            result = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
+            meta = catalog_metadata(model, input_path, bias_corrected)
+            table = catalog_table(result, model.target_names, model.meta.get("target_units", []), meta)
+            written.append(write_catalog(table, tables[0][1], catalog_format))
+            written.append(write_csv(read_posterior_chunks(out, summary), model.target_names, tables[1][1]))
+    except BaseException:
+        # All outputs or none: a re-run refuses an existing --out.
+        shutil.rmtree(out, ignore_errors=True)
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _cmd_predict(args) -> int:
+    """Predict a store (or one shard of it): the posterior store, the catalogue and the plain CSV,
+    all or none. Predictions stream batch by batch into the store; the tables are written from it."""
+    from cinn.inference import parse_shard, predict_batches
+    from cinn.model import load_bias, load_model
+    from cinn.predict import write_posterior_store
+    _check_options(args)
+    shard = parse_shard(args.shard) if args.shard is not None else (0, 1)
+    tables = _table_paths(args, [("--out", Path(args.out))])
     model = load_model(args.model, args.device or "auto")
     config = _predict_config(model, args, args.store)
     bias = load_bias(model.model_dir) if args.bias_correct else None
     batches = predict_batches(model, args.store, config, args.split, bias, not args.no_progress, shard)
     counts = write_posterior_store(batches, model, args.out, args.store, config, bias is not None, shard)
-    summary = ("object_id", "row", "snr", "snr_index", "f_reject", "untrustworthy", "snr_out_of_range",
-               "covered_fraction", "low_coverage", "out_of_range", "f_reject_target", "map", "median", "q02_5", "q16", "q84", "q97_5", "truth")
-    written = []
-    try:
-        # From the store, one chunk at a time (the catalogue table holds the summary columns).
-        if args.catalog_format == "csv":
-            written.append(write_csv(read_posterior_chunks(args.out, summary), model.target_names, catalog_path))
-        else:
-            chunks = list(read_posterior_chunks(args.out, summary))
-            result = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
-            meta = catalog_metadata(model, args.store, bias is not None)
-            table = catalog_table(result, model.target_names, model.meta.get("target_units", []), meta)
-            written.append(write_catalog(table, catalog_path, args.catalog_format))
-            written.append(write_csv(read_posterior_chunks(args.out, summary), model.target_names, csv_path))
-    except BaseException:
-        # All outputs or none: a re-run refuses an existing --out.
-        shutil.rmtree(args.out, ignore_errors=True)
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+    written = _write_tables(args.out, tables, args.catalog_format, model, args.store, bias is not None)
     print(f"{counts['n']} predictions ({counts['untrustworthy']} untrustworthy, "
           f"{counts['out_of_range']} with a target out of range, "
           f"{counts['snr_out_of_range']} S/N out of range) -> {args.out}, "
           + ", ".join(map(str, written)))
+
+
+def _parts_count(args, n_chunks: int) -> int:
+    """``--parts`` of ``submit`` (default: :data:`cinn.submit.PARTS_PER_TASK` per task), checked."""
+    from cinn.submit import PARTS_PER_TASK
+    parts = args.parts if args.parts is not None else min(n_chunks, PARTS_PER_TASK * args.tasks)
+    if not 1 <= parts <= n_chunks:
+        raise UserError(f"--parts {parts}: must be from 1 to {n_chunks} (a part is whole input chunks; "
+                        f"{args.store} has {n_chunks} to predict)")
+    if parts < args.tasks:
+        raise UserError(f"--tasks {args.tasks}: more than the {parts} parts; {args.tasks - parts} tasks "
+                        "would have nothing to do")
+    return parts
+
+
+def _existing_parts(out: str | Path, parts: int) -> int:
+    """Parts of ``out`` already written; UserError if the parts directory holds another split."""
+    from cinn.parts import parts_dir
+    names = sorted(p.name for p in parts_dir(out).glob("part-*-of-*.zarr")) if parts_dir(out).is_dir() else []
+    other = {name for name in names if not name.endswith(f"-of-{parts:05d}.zarr")}
+    if other:
+        raise UserError(f"{parts_dir(out)}: holds parts of another split ({sorted(other)[0]}); "
+                        "resubmit with the same --parts or choose another --out")
+    return len(names)
+
+
+def _cmd_submit(args) -> int:
+    """Write and submit the array and merge scripts of a prediction in parts (:mod:`cinn.submit`)."""
+    from gridgen.submit import SubmitOptions
+    from cinn.model import check_pixel_grid, load_model
+    from cinn.parts import count_chunks
+    from cinn.submit import array_script, merge_script, submit
+    options = SubmitOptions(tasks=args.tasks, time=args.time, partition=args.partition, account=args.account,
+                            mem=args.mem, cpus_per_task=args.cpus_per_task, sbatch_args=tuple(args.sbatch_arg))
+    options.check()
+    if args.device is not None and not _is_device(args.device):
+        raise UserError(f"--device {args.device!r}: expected auto, cpu, cuda or cuda:N")
+    tables = _table_paths(args, [("--out", Path(args.out))])
+    # What the tasks will need, checked here once rather than failing in every task.
+    model = load_model(args.model, "cpu")
+    from augment.store import OBSERVED_SCHEMA, TRAIN_SCHEMA
+    from cinn.data import open_spectra_store
+    check_pixel_grid(model, open_spectra_store(args.store, (TRAIN_SCHEMA, OBSERVED_SCHEMA))[1])
+    _predict_config(model, args, args.store)
+    parts = _parts_count(args, count_chunks(args.store, args.split))
+    done = _existing_parts(args.out, parts)
+    predict_args = _prediction_args(args)
+    merge_args = ["--format", args.catalog_format, *[w for flag, path in tables for w in (flag, str(path))]]
+    if args.dry_run:
+        print(array_script(args.model, args.store, args.out, options, parts, predict_args))
+        print(merge_script(args.out, options, merge_args))
+        print("dry run: nothing written or submitted")
+        return 0
+    result = submit(args.model, args.store, args.out, options, parts, predict_args, merge_args, done)
+    if result["job_id"]:
+        print(f"submitted array job {result['job_id']} ({args.tasks} tasks, {parts - done} of {parts} parts "
+              f"to predict) and merge job {result['merge_job_id']}; script {result['script']}, "
+              f"logs {result['logs']}/")
+    else:
+        print(f"all {parts} parts are predicted; submitted merge job {result['merge_job_id']}, "
+              f"logs {result['logs']}/")
+    return 0
+
+
+def _is_device(name: str) -> bool:
+    from cinn.config import is_device_name
+    return is_device_name(name)
+
+
+def _cmd_predict_parts(args) -> int:
+    """Predict this task's parts of a store (:func:`cinn.parts.predict_parts`)."""
+    from cinn.inference import parse_shard
+    from cinn.model import load_bias, load_model
+    from cinn.parts import parts_dir, predict_parts
+    _check_options(args)
+    try:
+        task = parse_shard(args.task)
+    except UserError as err:
+        raise UserError(str(err).replace("--shard", "--task")) from None
+    if args.parts < 1:
+        raise UserError(f"--parts {args.parts}: must be >= 1")
+    if Path(args.out).exists():
+        raise UserError(f"{args.out}: already exists (merged); nothing to predict")
+    model = load_model(args.model, args.device or "auto")
+    config = _predict_config(model, args, args.store)
+    bias = load_bias(model.model_dir) if args.bias_correct else None
+    done = predict_parts(model, args.store, args.out, config, task, args.parts, args.split, bias,
+                         not args.no_progress)
+    print(f"task {task[0]}/{task[1]}: {len(done['written'])} parts predicted, {len(done['skipped'])} already "
+          f"done -> {parts_dir(args.out)}")
+    return 0
+
+
+def _cmd_merge(args) -> int:
+    """Merge the parts into the posterior store, then write its catalogue and CSV."""
+    from cinn.model import load_model
+    from cinn.parts import merge_parts, part_paths
+    tables = _table_paths(args, [("out", Path(args.out))])
+    first = part_paths(args.out)[0]
+    import zarr
+    attrs = dict(zarr.open_group(str(first), mode="r").attrs)
+    model = load_model(attrs.get("model_dir", ""), "cpu")
+    n = merge_parts(args.out)
+    written = _write_tables(args.out, tables, args.catalog_format, model, attrs.get("input", ""),
+                            bool(attrs.get("bias_corrected")))
+    print(f"{n} predictions merged from {attrs.get('shard', [0, 0])[1]} parts -> {args.out}, "
+          + ", ".join(map(str, written)))
+    return 0
 
 
 def main(argv=None) -> int:

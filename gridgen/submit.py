@@ -77,30 +77,12 @@ def array_script(grid: str | Path, store: str | Path, options: SubmitOptions,
     the script from a fresh shell runs the same toolkit on the same engine.
     """
     grid, store = Path(grid).resolve(), Path(store).resolve()
-    directives = [
-        f"--job-name=gridgen-{store.stem}",
-        f"--array=0-{options.tasks - 1}",
-        f"--cpus-per-task={options.cpus_per_task}",
-        f"--time={options.time}",
-        f"--output={logs_dir(store)}/%A_%a.out",
-        # SIGTERM to the batch shell's process (python, exec'd below) before the walltime.
-        f"--signal=B:TERM@{SIGNAL_BEFORE_S}",
-        *([f"--partition={options.partition}"] if options.partition else []),
-        *([f"--account={options.account}"] if options.account else []),
-        *([f"--mem={options.mem}"] if options.mem else []),
-        *options.sbatch_args,
-    ]
-    exports = {"PYTHONPATH": os.environ.get("PYTHONPATH"),
-               "GRIDGEN_ENGINE_DIR": engine_dir or os.environ.get("GRIDGEN_ENGINE_DIR")}
     q = shlex.quote
     lines = [
         "#!/usr/bin/env bash",
         f"# Written by `python -m gridgen submit`: fills {store} with a Slurm job array.",
         "# Resubmit with the same `gridgen submit` command (or `sbatch` this file) to resume.",
-        *[f"#SBATCH {directive}" for directive in directives],
-        "set -euo pipefail",
-        *[f"export {name}={q(str(value))}" for name, value in exports.items() if value],
-        "export OMP_NUM_THREADS=1",
+        *script_header(f"gridgen-{store.stem}", options, logs_dir(store), engine_dir),
         "# Turbospectrum work directories on node-local scratch, off the shared file system.",
         'export TMPDIR="${SLURM_TMPDIR:-${TMPDIR:-/tmp}}"',
         "# Shard = position of this task in the array, whatever its first id and step.",
@@ -111,6 +93,34 @@ def array_script(grid: str | Path, store: str | Path, options: SubmitOptions,
         "",
     ]
     return "\n".join(lines)
+
+
+def script_header(job_name: str, options: SubmitOptions, logs: Path,
+                  engine_dir: str | None = None) -> list[str]:
+    """The ``#SBATCH`` lines of an array of ``options.tasks`` tasks logging to ``logs/%A_%a.out``
+    (SIGTERM to the batch shell's process :data:`SIGNAL_BEFORE_S` before the walltime), then
+    ``set -euo pipefail`` and the exports that make the script self-contained: ``PYTHONPATH``
+    and the engine directory (``engine_dir`` or ``$GRIDGEN_ENGINE_DIR``) when set, one thread
+    per library. Shared by ``gridgen submit`` and ``cinn submit``."""
+    directives = [
+        f"--job-name={job_name}",
+        f"--array=0-{options.tasks - 1}",
+        f"--cpus-per-task={options.cpus_per_task}",
+        f"--time={options.time}",
+        f"--output={logs}/%A_%a.out",
+        # SIGTERM to the batch shell's process (python, exec'd by the script) before the walltime.
+        f"--signal=B:TERM@{SIGNAL_BEFORE_S}",
+        *([f"--partition={options.partition}"] if options.partition else []),
+        *([f"--account={options.account}"] if options.account else []),
+        *([f"--mem={options.mem}"] if options.mem else []),
+        *options.sbatch_args,
+    ]
+    exports = {"PYTHONPATH": os.environ.get("PYTHONPATH"),
+               "GRIDGEN_ENGINE_DIR": engine_dir or os.environ.get("GRIDGEN_ENGINE_DIR")}
+    return [*[f"#SBATCH {directive}" for directive in directives],
+            "set -euo pipefail",
+            *[f"export {name}={shlex.quote(str(value))}" for name, value in exports.items() if value],
+            "export OMP_NUM_THREADS=1"]
 
 
 def submit(grid: str | Path, store: str | Path, options: SubmitOptions,

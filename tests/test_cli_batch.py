@@ -176,6 +176,12 @@ CASES = [
                    "--samples", 16, "--jobs", 1], "predict", False),
     ("cinn", "predict", "cinn_world",
      lambda w, t: ["predict", w["model"], w["obs"], "--out", t / "post.zarr", "--jobs", 1], "predict", False),
+    ("cinn", "submit", "cinn_world",
+     lambda w, t: ["submit", w["model"], w["obs"], "--out", t / "post.zarr", "--tasks", 2, "--dry-run"], None, False),
+    ("cinn", "predict-parts", "cinn_world",
+     lambda w, t: ["predict-parts", w["model"], w["obs"], "--out", t / "post.zarr", "--parts", 2, "--jobs", 1],
+     "predict", False),
+    ("cinn", "merge", "cinn_world", lambda w, t: ["merge", predicted_parts(w, t)], None, False),
     ("cinn", "search", "cinn_world",
      lambda w, t: ["search", w["store"], "--trials", 1, "--epochs", 1, "--out", t / "search", "--config", w["tiny"],
                    "--jobs", 1], "statistics", False),
@@ -191,6 +197,15 @@ def copy_model(world: dict, tmp_path: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(world["model"], tmp_path / "model"))
+
+
+def predicted_parts(world: dict, tmp_path: Path) -> Path:
+    """The merged store's path of a prediction whose two parts are written (for merge)."""
+    from cinn.cli import main
+
+    out = tmp_path / "post.zarr"
+    assert main(["predict-parts", world["model"], world["obs"], "--out", out, "--parts", 2, "--no-progress"]) == 0
+    return out
 
 
 def declared_commands(parser: argparse.ArgumentParser, prefix: str = "") -> set[str]:
