@@ -109,10 +109,21 @@ def resident_validation(group, info: StoreInfo, rows: np.ndarray, max_spectra: i
     """The validation examples (stored noise), read once into one block on ``device``.
 
     Used with a resident training split, so that an epoch's validation pass does not wait on
-    the store either; the validation split is the smaller one.
+    the store either. Read chunk by chunk into the block, so the host holds one chunk at a time.
     """
-    blocks = list(iterate_split(group, info, rows, max_spectra))
-    return [tuple(torch.from_numpy(np.concatenate(parts)).to(device) for parts in zip(*blocks))]
+    n_rows = min(rows.size, max_spectra or rows.size)
+    n_examples = n_rows * info.snr.size
+    flux = torch.empty((n_examples, info.n_pix), dtype=torch.float32, device=device)
+    snr = torch.empty(n_examples, dtype=torch.float64, device=device)
+    row = torch.empty(n_examples, dtype=torch.int64, device=device)
+    start = 0
+    for block_flux, block_snr, block_row in iterate_split(group, info, rows, max_spectra):
+        stop = start + block_flux.shape[0]
+        flux[start:stop] = torch.from_numpy(block_flux)
+        snr[start:stop] = torch.from_numpy(np.asarray(block_snr, dtype=np.float64))
+        row[start:stop] = torch.from_numpy(np.asarray(block_row, dtype=np.int64))
+        start = stop
+    return [(flux, snr, row)]
 
 
 def _plot_history(history: list[dict], path: Path) -> None:
@@ -366,29 +377,39 @@ def train_epoch(network: CinnNetwork, optimizer, stream, x_all: torch.Tensor, st
     return float(sums[0]) / tc.batches_per_epoch, float(sums[1]) / tc.batches_per_epoch, float(peak)
 
 
-def plan_resident(info: StoreInfo, n_rows: int, config: CinnConfig, device: torch.device) -> bool:
-    """Whether the training split goes onto ``device`` (:class:`cinn.data.ResidentBatches`).
+def plan_resident(info: StoreInfo, n_rows: int, n_val: int, config: CinnConfig, device: torch.device) -> bool:
+    """Whether the training split and the validation examples go onto ``device``.
 
-    Per ``data.resident``; "auto" keeps it resident when it takes at most half the device's
-    free memory (the rest is for the network, its activations and the optimiser).
+    Per ``data.resident``; "auto" keeps them resident (:class:`cinn.data.ResidentBatches`,
+    :func:`resident_validation`) when they take at most half the device's free memory (the rest
+    is for the network, its activations and the optimiser) and at most
+    ``data.resident_max_gib``, so that memory does not grow with the grid unless asked to.
+
+    Parameters
+    ----------
+    n_rows, n_val : int
+        Training and validation spectra (the latter before ``data.val_max_spectra``).
 
     Raises
     ------
     UserError
-        ``data.resident = "always"`` and the split does not fit; the message gives the memory
-        needed and free.
+        ``data.resident = "always"`` and they do not fit; the message gives the memory needed
+        and free.
     """
     mode = config.data.resident
     if mode == "never":
         return False
-    needed = resident_bytes(info, n_rows, config.data.continuous_snr, _RESIDENT_DTYPES[config.data.resident_dtype])
+    dtype = _RESIDENT_DTYPES[config.data.resident_dtype]
+    n_val = min(n_val, config.data.val_max_spectra or n_val)
+    needed = (resident_bytes(info, n_rows, config.data.continuous_snr, dtype)
+              + resident_bytes(info, n_val, False, torch.float32))
     free = free_device_bytes(device)
-    if needed <= free // 2:
+    if needed <= free // 2 and (mode == "always" or needed <= config.data.resident_max_gib * 2**30):
         return True
     if mode == "always":
-        raise UserError(f"{info.path}: the training split needs {needed / 2**30:.3g} GiB on {device} "
-                        f"({n_rows} spectra, {config.data.resident_dtype}), more than half of the "
-                        f"{free / 2**30:.3g} GiB free; set data.resident = \"auto\" to stream it")
+        raise UserError(f"{info.path}: the training split and validation examples need {needed / 2**30:.3g} GiB "
+                        f"on {device} ({n_rows} + {n_val} spectra), more than half of the "
+                        f"{free / 2**30:.3g} GiB free; set data.resident = \"auto\" to stream them")
     return False
 
 
@@ -545,7 +566,8 @@ def _check_before_writing(store_path: str | Path, config: CinnConfig) -> tuple[t
     group, info = open_spectra_store(store_path)
     n_train = training_rows(group, config.data).size
     check_summary_folds(n_train, config)
-    return device, plan_resident(info, n_train, config, device)
+    n_val = split_rows(group, "val").size
+    return device, plan_resident(info, n_train, n_val, config, device)
 
 
 def _build_optimisation(n_pix: int, config: CinnConfig, device: torch.device):

@@ -183,8 +183,28 @@ def test_resident_split_too_large_says_how_much(store, tmp_path, capsys, monkeyp
     monkeypatch.setattr(cinn.train, "free_device_bytes", lambda device: 2**20 // 4)
     (tmp_path / "c.toml").write_text('[data]\nresident = "always"\n')
     argv = ["train", store, "--out", tmp_path / "model", "--config", tmp_path / "c.toml", "--device", "cpu"]
-    line = assert_rejected(capsys, main, argv, watch=[store, tmp_path], match=r"needs [0-9.]+ GiB on cpu")
+    line = assert_rejected(capsys, main, argv, watch=[store, tmp_path], match=r"need [0-9.]+ GiB on cpu")
     assert "resident" in line
+
+
+def test_auto_residency_is_capped_whatever_the_free_memory(store):
+    """"auto" streams splits larger than data.resident_max_gib, so memory stays bounded as N grows."""
+    from cinn.train import plan_resident
+    _, info = open_spectra_store(store)
+    n_train, n_val = 300, 80
+    # Continuous S/N: the training split once, the validation examples at every stored S/N.
+    needed = 4 * info.n_pix * (n_train + n_val * info.snr.size)
+    mib = 2.0**-10
+    cases = [("auto", 2 * needed / 2**30, True), ("auto", 0.5 * needed / 2**30, False),
+             ("always", 0.5 * needed / 2**30, True), ("never", 1.0, False)]
+    for mode, cap_gib, expected in cases:
+        config = config_from_dict(_with(SMALL, data={"resident": mode, "resident_max_gib": cap_gib}))
+        assert plan_resident(info, n_train, n_val, config, CPU) is expected, (mode, cap_gib / mib)
+    # val_max_spectra bounds the validation block: with 10 of them a cap below `needed` suffices.
+    capped = 1.01 * 4 * info.n_pix * (n_train + 10 * info.snr.size)
+    assert capped < needed
+    config = config_from_dict(_with(SMALL, data={"resident_max_gib": capped / 2**30, "val_max_spectra": 10}))
+    assert plan_resident(info, n_train, n_val, config, CPU)
 
 
 TINY = {"network": {"feature_hidden": [16], "n_features": 8, "n_blocks": 2, "subnet_hidden": [16]},
