@@ -129,22 +129,53 @@ def out_of_range_names(out_of_range: np.ndarray, names: tuple[str, ...]) -> list
     return [",".join(name for name, out in zip(names, row) if out) for row in np.asarray(out_of_range, dtype=bool)]
 
 
-def write_catalog(table, path: str | Path, fmt: str) -> Path:
-    """Write ``table`` (from :func:`catalog_table`) as ``fmt`` ("ecsv" or "fits") atomically.
+def write_catalog(tables, path: str | Path, fmt: str) -> Path:
+    """Write a catalogue as ``fmt`` ("ecsv" or "fits") atomically.
+
+    Parameters
+    ----------
+    tables : astropy.table.Table or iterable of Table
+        The catalogue (:func:`catalog_table`), or its consecutive row blocks with the same
+        columns (one per posterior-store chunk). ECSV is written one block at a time: the
+        header (columns, units, metadata) from the first block, then each block's rows, so
+        memory does not grow with the number of predictions. A FITS binary table is written
+        whole: its blocks are stacked in memory first (~1 kB per prediction for 13 targets).
+    path : str or Path
+    fmt : str
 
     Raises
     ------
     UserError
         If ``path`` exists (it is never overwritten) or ``fmt`` is unknown.
     """
+    from astropy.table import Table, vstack
+
     path = Path(path)
     if path.exists():
         raise UserError(f"{path}: already exists; choose another --catalog or remove it")
+    blocks = iter([tables] if isinstance(tables, Table) else tables)
     if fmt == "ecsv":
-        return write_atomically(path, lambda tmp: table.write(tmp, format="ascii.ecsv"))
+        return write_atomically(path, lambda tmp: _write_ecsv_blocks(blocks, tmp))
     if fmt == "fits":
-        return write_atomically(path, lambda tmp: _fits_hdus(table).writeto(tmp))
+        return write_atomically(path, lambda tmp: _fits_hdus(vstack(list(blocks), metadata_conflicts="silent"))
+                                .writeto(tmp))
     raise UserError(f"--format {fmt!r}: unknown catalogue format; choose one of {', '.join(FORMATS)}")
+
+
+def _write_ecsv_blocks(blocks, path: Path) -> None:
+    """ECSV of consecutive row blocks: the first block's header, then every block's data lines."""
+    import io
+
+    with open(path, "w", newline="") as handle:
+        for number, block in enumerate(blocks):
+            text = io.StringIO()
+            block.write(text, format="ascii.ecsv")
+            lines = text.getvalue().splitlines(keepends=True)
+            if number:
+                # Drop the YAML header ("# " lines) and the column-name line that follows it.
+                first_data = next(i for i, line in enumerate(lines) if not line.startswith("#")) + 1
+                lines = lines[first_data:]
+            handle.writelines(lines)
 
 
 def _fits_hdus(table):

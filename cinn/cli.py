@@ -501,7 +501,8 @@ def _table_paths(args, what: list[tuple[str, Path]] = ()) -> list[tuple[str, Pat
 def _write_tables(out: str | Path, tables: list[tuple[str, Path]], catalog_format: str, model,
                   input_path: str | Path, bias_corrected: bool) -> list[Path]:
     """The catalogue and CSV of the posterior store ``out``, read from it one chunk at a time
-    (the FITS/ECSV catalogue table holds the summary columns of every prediction). If one
+    (ECSV and CSV are written a chunk at a time; a FITS table holds the summary columns of
+    every prediction in memory, :func:`cinn.catalog.write_catalog`). If one
     cannot be written, ``out`` and the tables written are removed: all outputs or none."""
     from cinn.catalog import catalog_metadata, catalog_table, write_catalog, write_csv
     from cinn.predict import read_posterior_chunks
@@ -513,11 +514,11 @@ def _write_tables(out: str | Path, tables: list[tuple[str, Path]], catalog_forma
         if catalog_format == "csv":
             written.append(write_csv(read_posterior_chunks(out, summary), model.target_names, tables[0][1]))
         else:
-            chunks = list(read_posterior_chunks(out, summary))
-            result = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
             meta = catalog_metadata(model, input_path, bias_corrected)
-            table = catalog_table(result, model.target_names, model.meta.get("target_units", []), meta)
-            written.append(write_catalog(table, tables[0][1], catalog_format))
+            units = model.meta.get("target_units", [])
+            blocks = (catalog_table(chunk, model.target_names, units, meta)
+                      for chunk in read_posterior_chunks(out, summary))
+            written.append(write_catalog(blocks, tables[0][1], catalog_format))
             written.append(write_csv(read_posterior_chunks(out, summary), model.target_names, tables[1][1]))
     except BaseException:
         # All outputs or none: a re-run refuses an existing --out.

@@ -231,3 +231,30 @@ def test_predict_without_a_terminal_logs_timestamped_lines(stores, capsys):
                         r"[0-9.e+]+ spectrum/s, done in \d\d:\d\d:\d\d", err[0])
     _predict(stores, "postquiet.zarr", "--log-level", "warning")
     assert capsys.readouterr().err == ""
+
+
+def test_ecsv_written_in_blocks_reads_back_as_the_whole_table(tmp_path):
+    """A survey catalogue is written a posterior chunk at a time; the file is the same table."""
+    from astropy.table import Table
+    from cinn.catalog import catalog_table, write_catalog
+
+    rng = np.random.default_rng(3)
+    n, names = 11, ("teff", "fe_h")
+    stats = {key: rng.normal(size=(n, 2)) for key in ("map", "median", "q02_5", "q16", "q84", "q97_5")}
+    stats["map"][4, 1] = np.nan                       # an out-of-range target's NaN survives
+    result = {"object_id": [f"star {i}" for i in range(n)], "row": np.arange(n), "snr": rng.uniform(10, 100, n),
+              "f_reject": rng.uniform(0, 1, n), "untrustworthy": rng.uniform(size=n) < 0.3,
+              "snr_out_of_range": np.zeros(n, bool), "out_of_range": np.eye(n, 2, k=-4, dtype=bool),
+              "f_reject_target": rng.uniform(0, 1, (n, 2)), **stats}
+    meta = {"model_dir": "m", "signal_to_noise_unit": "per_pixel"}
+    whole = catalog_table(result, names, ["K", "dex"], meta)
+    blocks = [catalog_table({k: v[a:b] for k, v in result.items()}, names, ["K", "dex"], meta)
+              for a, b in ((0, 4), (4, 5), (5, n))]
+    write_catalog(whole, tmp_path / "whole.ecsv", "ecsv")
+    write_catalog(iter(blocks), tmp_path / "blocks.ecsv", "ecsv")
+    a, b = Table.read(tmp_path / "whole.ecsv"), Table.read(tmp_path / "blocks.ecsv")
+    assert a.colnames == b.colnames and len(b) == n and b.meta == a.meta
+    for name in a.colnames:
+        assert a[name].unit == b[name].unit
+        np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]))
+    assert list(b["object_id"]) == result["object_id"] and b["out_of_range"][4] == "teff"
