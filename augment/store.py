@@ -69,9 +69,14 @@ the target S/N), ``flux`` (n_spec, 1, n_pix) and ``flux_clean`` (n_spec, n_pix) 
 (n_spec,) str, ``native_snr`` (n_spec,) float64 (per native pixel), ``rv_kms`` (n_spec,) float64
 (radial velocity removed before the chain, km/s, positive receding), ``covered_fraction``
 (n_spec,) float32 (fraction 0..1 of the output pixels covered by valid input, i.e. not masked;
-see :mod:`augment.observe`), ``status`` (all 1);
-provenance holds the config and, per input file, its path, SHA-256, native resolving power,
-native S/N and how it was measured, and the added-noise recipe.
+see :mod:`augment.observe`), ``status`` (all 1). ``flux``, ``flux_clean`` and ``mask`` are chunked
+(chunk_spectra, ...) along ``spectrum`` (``augment observe --chunk-spectra``, default
+:data:`OBSERVED_CHUNK_SPECTRA` = 64, at most n_spec; stores made before the option have 1, and
+read as well), the other per-spectrum arrays in one chunk (n_spec,). Group attributes
+``schema``, ``chunk_spectra``, ``provenance``, ``identity`` and ``integrity``; provenance holds
+the config and, per input file, its path, SHA-256, native resolving power, native S/N and how it
+was measured, and the added-noise recipe. :func:`create_observed_store` writes it one chunk of
+spectra at a time (:class:`ObservedRow` from a generator), so memory does not grow with n_spec.
 
 Creation record: every store records ``integrity`` (:mod:`gridgen.core.integrity`) when it is
 created, after every other attribute is set: the SHA-256s of every other attribute, of every
@@ -92,8 +97,8 @@ other per-spectrum arrays in a multiple of it, all along ``spectrum`` only, and 
 above. The values and the creation record are checked by :mod:`augment.storecheck`, by every
 reader when it opens a store and in full by ``python -m augment verify``.
 
-Both stores are created complete under a temporary name and renamed into place, so a failure
-during creation leaves nothing behind. The training store is then filled chunk by chunk; a
+All stores are created complete under a temporary name and renamed into place, so a failure
+during creation (a bad input file half-way through an observed store) leaves nothing behind. The training store is then filled chunk by chunk; a
 chunk's ``status`` is set only after its fluxes are written, so an interrupted run resumes by
 recomputing pending chunks, with identical results.
 """
