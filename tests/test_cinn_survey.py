@@ -20,6 +20,8 @@ import zarr
 from badinput import assert_rejected
 from cinn.cli import main
 from cinn.config import config_from_dict
+from cinn.data import open_spectra_store
+from cinn.inference import input_rows, shard_span
 from cinn.parts import parts_dir
 from cinn.train import train
 from cinn_fixtures import TINY_TOML, make_observed_store, make_training_store
@@ -118,6 +120,21 @@ def test_a_shard_checks_only_the_chunk_files_of_its_own_rows(survey, tmp_path, c
     assert main([*parts, "--task", "0/2"]) == 0
     assert_rejected(capsys, main, [*parts, "--task", "1/2"], watch=[tmp_path], match=missing)
     assert [p.name for p in parts_dir(tmp_path / "post.zarr").iterdir()] == ["part-00000-of-00002.zarr"]
+
+
+@pytest.mark.parametrize("split", [None, "test"])
+def test_shard_spans_are_whole_chunks_holding_their_shard_and_no_other(survey, split):
+    """A training store (chunks of 4) in 3 shards: each span starts and ends on chunk boundaries,
+    holds every row of its shard and none of another's; the whole store has no span (all checked)."""
+    store = survey / "train.zarr"
+    group, info = open_spectra_store(store)
+    assert shard_span(store, split, (0, 1)) is None
+    shards = [input_rows(group, info, split, (i, 3)) for i in range(3)]
+    for i, rows in enumerate(shards):
+        span = shard_span(store, split, (i, 3))
+        assert span.start % info.chunk_spec == 0 and (span.stop % info.chunk_spec == 0 or span.stop == info.n_spec)
+        assert np.isin(rows, span).all()
+        assert not np.isin(np.concatenate([r for j, r in enumerate(shards) if j != i]), span).any()
 
 
 def test_submit_bad_input_is_one_line_and_writes_nothing(survey, tmp_path, capsys, monkeypatch):
