@@ -19,6 +19,7 @@ from gridgen.core.errors import UserError
 
 from augment.config import load_config, parse_snr_list
 from augment.noise import SNR_UNITS
+from augment.store import OBSERVED_CHUNK_SPECTRA
 
 _DESCRIPTION = """\
 4MOST-ify grid stores (gridgen) into training stores, and observed spectra into observed stores.
@@ -116,6 +117,12 @@ def _add_observe_command(cli: CommandLine) -> None:
     parser.add_argument("--allow-low-coverage", action="store_true",
                         help="keep spectra whose valid input covers less than half of the output pixels "
                              "(refused otherwise; below 80%% a warning is printed)")
+    # Not the config's chunk_spectra (the training store's): its own destination and default.
+    parser.add_argument("--chunk-spectra", dest="observed_chunk_spectra", type=int, default=OBSERVED_CHUNK_SPECTRA,
+                        metavar="N", help="spectra per chunk file of the store's flux, flux_clean and mask "
+                        f"(default {OBSERVED_CHUNK_SPECTRA}, at most the number of spectra): larger means fewer "
+                        "files (3 per chunk; a survey of millions of spectra wants a few hundred or more) and "
+                        "more memory per write (~12 bytes per pixel and spectrum of a chunk)")
     _common_config_args(parser)
 
 
@@ -269,7 +276,7 @@ def _cmd_observe(args) -> int:
         reports = observe_files(args.spectra, args.out, args.native_resolution, args.snr, config,
                                 native_snr=args.native_snr, medium=args.medium,
                                 allow_low_coverage=args.allow_low_coverage, rv_kms=args.rv,
-                                strict=args.strict)
+                                strict=args.strict, chunk_spectra=args.observed_chunk_spectra)
     for warning in caught:  # one line each, not Python's two-line warning format
         print(f"warning: {warning.message}", file=sys.stderr)
     for report in reports:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from augment.observed_spectrum import FLUX_RANGE, InputWarning, ObservedSpectrum
 from augment.rebin import edges_from_centres, rebin
 from augment.restframe import (OUTPUT_MEDIUM, RV_MAX_KMS, VACUUM_TO_AIR, check_medium, check_rv, doppler_to_rest,
                                vacuum_to_air)
-from augment.store import create_observed_store
+from augment.store import OBSERVED_CHUNK_SPECTRA, ObservedRow, create_observed_store
 
 __all__ = ["COVERAGE_MIN", "COVERAGE_WARN", "FLUX_RANGE", "OUTPUT_MEDIUM", "RV_MAX_KMS", "InputWarning",
            "LowCoverageWarning", "ObservedSpectrum", "check_parameters", "check_rv", "doppler_to_rest",
@@ -206,10 +207,16 @@ def _noise_to_target(clean: np.ndarray, density: np.ndarray, covered: np.ndarray
 
 def observe_files(paths: list[str], out_path: str | Path, native_resolution: float, target_snr: float,
                   config: AugmentConfig, native_snr: float | None = None, medium: str | None = None,
-                  allow_low_coverage: bool = False, rv_kms: float = 0.0, strict: bool = False) -> list[dict]:
+                  allow_low_coverage: bool = False, rv_kms: float = 0.0, strict: bool = False,
+                  chunk_spectra: int = OBSERVED_CHUNK_SPECTRA) -> list[dict]:
     """4MOST-ify observed spectra into one observed store; returns the per-file reports.
 
-    Everything is read and checked before the store is created, so bad input writes nothing.
+    Streamed: each file is read, checked and 4MOST-ified as the store asks for it, and written
+    ``chunk_spectra`` spectra at a time, inside the store's atomic creation
+    (:func:`augment.store.create_observed_store`), so bad input anywhere writes nothing (the
+    half-written store is removed). Memory is one chunk of output fluxes and one input file
+    (each file is one spectrum and is read whole), plus the per-file reports and a few numbers
+    per spectrum, whatever the number of files.
 
     Parameters
     ----------
@@ -235,6 +242,9 @@ def observe_files(paths: list[str], out_path: str | Path, native_resolution: flo
         recorded per spectrum (``rv_kms`` array and provenance).
     strict : bool
         Refuse a file whose header states another medium than ``medium`` (else a warning).
+    chunk_spectra : int
+        Spectra per chunk file of the store's ``flux``, ``flux_clean`` and ``mask`` (>= 1; at
+        most ``len(paths)`` are used): larger means fewer files and more memory per write.
 
     Returns
     -------
@@ -245,32 +255,53 @@ def observe_files(paths: list[str], out_path: str | Path, native_resolution: flo
     if medium is not None:
         check_medium(medium)
     check_rv(rv_kms)
+    if isinstance(chunk_spectra, bool) or not isinstance(chunk_spectra, int) or chunk_spectra < 1:
+        raise UserError(f"--chunk-spectra {chunk_spectra}: must be an integer >= 1 (spectra per chunk file)")
     if Path(out_path).exists():
         raise UserError(f"{out_path}: already exists; choose another --out or remove it")
-    spectra = [read_spectrum(p, medium, rv_kms, strict) for p in paths]
+    reports: list[dict] = []
+    rows = _observed_rows(paths, native_resolution, target_snr, config, native_snr, medium, allow_low_coverage,
+                          rv_kms, strict, reports)
+    create_observed_store(out_path, grid=config.pixel_grid, medium=OUTPUT_MEDIUM, snr=target_snr,
+                          snr_unit=config.snr_unit, n_spec=len(paths), rows=rows,
+                          provenance=lambda: _provenance(config, target_snr, reports), chunk_spectra=chunk_spectra)
+    return reports
+
+
+def _observed_rows(paths: list[str], native_resolution: float, target_snr: float, config: AugmentConfig,
+                   native_snr: float | None, medium: str | None, allow_low_coverage: bool, rv_kms: float,
+                   strict: bool, reports: list[dict]) -> Iterator[ObservedRow]:
+    """Read, check and 4MOST-ify each file as it is asked for (the arguments of :func:`observe_files`);
+    each file's report is appended to ``reports``.
+
+    Raises
+    ------
+    UserError
+        A file that cannot be read or converted, or whose object id an earlier file gave.
+    """
     path_of_id = {}
-    for spectrum in spectra:  # object ids name the rows of the store and of cinn's posteriors
-        if spectrum.object_id in path_of_id:
+    for index, path in enumerate(paths):
+        spectrum = read_spectrum(path, medium, rv_kms, strict)
+        if spectrum.object_id in path_of_id:  # object ids name the rows of the store and of cinn's posteriors
             raise UserError(f"{spectrum.path}: object id {spectrum.object_id!r} already given by "
                             f"{path_of_id[spectrum.object_id]}; object ids must be unique in one store")
         path_of_id[spectrum.object_id] = spectrum.path
-    results = [fourmostify_observed(s, native_resolution, target_snr, config, i, native_snr, allow_low_coverage)
-               for i, s in enumerate(spectra)]
-    media = sorted({s.medium for s in spectra})
-    conversion = (f"vacuum to air, {VACUUM_TO_AIR} (augment.observe.vacuum_to_air)"
-                  if "vacuum" in media else None)
-    provenance = {"augment": config.to_dict(), "seed": config.seed, "target_snr": target_snr,
-                  "snr_unit": config.snr_unit, "inputs": [r["report"] for r in results],
-                  "wave_medium": {"input": media[0] if len(media) == 1 else "per file (inputs)",
-                                  "output": OUTPUT_MEDIUM, "conversion": conversion},
-                  "doppler": "λ_rest = λ_obs·sqrt((1 − v/c)/(1 + v/c)) in the file's medium, before any "
-                             "vacuum-to-air conversion (augment.observe.doppler_to_rest)",
-                  "noise": "added in quadrature to the propagated native noise to reach the target S/N",
-                  "run": run_context()}
-    create_observed_store(
-        out_path, grid=config.pixel_grid, medium=OUTPUT_MEDIUM, snr=target_snr, snr_unit=config.snr_unit,
-        flux=np.stack([r["flux"] for r in results]), flux_clean=np.stack([r["flux_clean"] for r in results]),
-        mask=np.stack([r["mask"] for r in results]), object_id=[r["report"]["object_id"] for r in results],
-        native_snr=np.array([r["native_snr"] for r in results]),
-        rv_kms=np.array([s.rv_kms for s in spectra]), provenance=provenance)
-    return [r["report"] for r in results]
+        result = fourmostify_observed(spectrum, native_resolution, target_snr, config, index, native_snr,
+                                      allow_low_coverage)
+        reports.append(result["report"])
+        yield ObservedRow(flux=result["flux"], flux_clean=result["flux_clean"], mask=result["mask"],
+                          object_id=spectrum.object_id, native_snr=result["native_snr"], rv_kms=spectrum.rv_kms)
+
+
+def _provenance(config: AugmentConfig, target_snr: float, reports: list[dict]) -> dict:
+    """The observed store's provenance, from the config and every file's report."""
+    media = sorted({report["wave_medium"] for report in reports})
+    conversion = f"vacuum to air, {VACUUM_TO_AIR} (augment.observe.vacuum_to_air)" if "vacuum" in media else None
+    return {"augment": config.to_dict(), "seed": config.seed, "target_snr": target_snr,
+            "snr_unit": config.snr_unit, "inputs": reports,
+            "wave_medium": {"input": media[0] if len(media) == 1 else "per file (inputs)",
+                            "output": OUTPUT_MEDIUM, "conversion": conversion},
+            "doppler": "λ_rest = λ_obs·sqrt((1 − v/c)/(1 + v/c)) in the file's medium, before any "
+                       "vacuum-to-air conversion (augment.observe.doppler_to_rest)",
+            "noise": "added in quadrature to the propagated native noise to reach the target S/N",
+            "run": run_context()}

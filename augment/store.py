@@ -69,9 +69,14 @@ the target S/N), ``flux`` (n_spec, 1, n_pix) and ``flux_clean`` (n_spec, n_pix) 
 (n_spec,) str, ``native_snr`` (n_spec,) float64 (per native pixel), ``rv_kms`` (n_spec,) float64
 (radial velocity removed before the chain, km/s, positive receding), ``covered_fraction``
 (n_spec,) float32 (fraction 0..1 of the output pixels covered by valid input, i.e. not masked;
-see :mod:`augment.observe`), ``status`` (all 1);
-provenance holds the config and, per input file, its path, SHA-256, native resolving power,
-native S/N and how it was measured, and the added-noise recipe.
+see :mod:`augment.observe`), ``status`` (all 1). ``flux``, ``flux_clean`` and ``mask`` are chunked
+(chunk_spectra, ...) along ``spectrum`` (``augment observe --chunk-spectra``, default
+:data:`OBSERVED_CHUNK_SPECTRA` = 64, at most n_spec; stores made before the option have 1, and
+read as well), the other per-spectrum arrays in one chunk (n_spec,). Group attributes
+``schema``, ``chunk_spectra``, ``provenance``, ``identity`` and ``integrity``; provenance holds
+the config and, per input file, its path, SHA-256, native resolving power, native S/N and how it
+was measured, and the added-noise recipe. :func:`create_observed_store` writes it one chunk of
+spectra at a time (:class:`ObservedRow` from a generator), so memory does not grow with n_spec.
 
 Creation record: every store records ``integrity`` (:mod:`gridgen.core.integrity`) when it is
 created, after every other attribute is set: the SHA-256s of every other attribute, of every
@@ -92,14 +97,16 @@ other per-spectrum arrays in a multiple of it, all along ``spectrum`` only, and 
 above. The values and the creation record are checked by :mod:`augment.storecheck`, by every
 reader when it opens a store and in full by ``python -m augment verify``.
 
-Both stores are created complete under a temporary name and renamed into place, so a failure
-during creation leaves nothing behind. The training store is then filled chunk by chunk; a
+All stores are created complete under a temporary name and renamed into place, so a failure
+during creation (a bad input file half-way through an observed store) leaves nothing behind. The training store is then filled chunk by chunk; a
 chunk's ``status`` is set only after its fluxes are written, so an interrupted run resumes by
 recomputing pending chunks, with identical results.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +129,9 @@ OBSERVED_SCHEMA = "cinn4most.observedstore/1"
 STATUS_PENDING, STATUS_DONE = 0, 1
 #: Chunk length (spectra) of the small per-spectrum arrays, a multiple of chunk_spectra.
 ROW_CHUNK_TARGET = 1024
+#: Default spectra per chunk file of an observed store's ``flux``, ``flux_clean`` and ``mask``
+#: (``augment observe --chunk-spectra``): ~3 files per 64 spectra rather than per spectrum.
+OBSERVED_CHUNK_SPECTRA = 64
 #: CF ``long_name`` of ``snr`` for each S/N unit (attribute ``unit``). S/N is a dimensionless
 #: ratio (CF ``units = "1"``); the unit says over which interval it is measured.
 SNR_LONG_NAMES = {"per_pixel": "signal-to-noise ratio per pixel",
@@ -148,6 +158,15 @@ ADDED_LATER = {
 RESIMULATION_ARRAYS = {name: (("spectrum",), "string") for name in ("object_id", "error", "note")}
 #: Arrays of a training store whose data are written at creation and never change.
 _TRAIN_FIXED = ("wave", "pixel", "arm", "snr", "label", "labels", "split", "source_index")
+
+
+def _create_rows(group: zarr.Group, name: str, shape: tuple, dtype: str, dims: tuple, chunk: int) -> zarr.Array:
+    """Create an array chunked ``chunk`` rows along its first axis, to be written whole (every
+    chunk file is written, fill value or not: attribute ``all_chunks_written``)."""
+    array = group.create_array(name, shape=shape, dtype=dtype, chunks=(chunk, *shape[1:]), dimension_names=dims,
+                               config={"write_empty_chunks": True})
+    array.attrs["all_chunks_written"] = True
+    return array
 
 
 def _put(group: zarr.Group, name: str, data: np.ndarray, chunks: tuple, dims: tuple, **attrs) -> None:
@@ -302,44 +321,133 @@ def create_resimulation_store(path: str | Path, *, flux_clean: np.ndarray, objec
     return open_augment_store(path)
 
 
+@dataclass(frozen=True)
+class ObservedRow:
+    """One spectrum of an observed store, as :func:`create_observed_store` writes it.
+
+    Attributes
+    ----------
+    flux : ndarray, shape (n_pix,)
+        Noisy flux at the target S/N, NaN where ``mask`` is True.
+    flux_clean : ndarray, shape (n_pix,)
+        Degraded flux before the added noise, NaN where ``mask`` is True.
+    mask : ndarray of bool, shape (n_pix,)
+        True where the observation does not cover the pixel.
+    object_id : str
+    native_snr : float
+        S/N per native pixel.
+    rv_kms : float
+        Radial velocity removed from the spectrum, km/s (0: given at rest).
+    """
+
+    flux: np.ndarray
+    flux_clean: np.ndarray
+    mask: np.ndarray
+    object_id: str
+    native_snr: float
+    rv_kms: float = 0.0
+
+
 def create_observed_store(path: str | Path, *, grid: PixelGrid, medium: str, snr: float, snr_unit: str,
-                          flux: np.ndarray, flux_clean: np.ndarray, mask: np.ndarray, object_id: list[str],
-                          native_snr: np.ndarray, provenance: dict, rv_kms: np.ndarray | None = None) -> zarr.Group:
-    """Write a complete observed store atomically; see the module docstring.
+                          n_spec: int, rows: Iterable[ObservedRow], provenance: Callable[[], dict],
+                          chunk_spectra: int = OBSERVED_CHUNK_SPECTRA) -> zarr.Group:
+    """Write a complete observed store atomically, one chunk of spectra at a time; see the module docstring.
+
+    Only one chunk of ``flux``, ``flux_clean`` and ``mask`` (``chunk_spectra`` spectra) is held
+    in memory, plus a few numbers and the name of every spectrum: ``rows`` may be a generator
+    that reads and converts each spectrum as it is asked for. An exception it raises (bad
+    input) removes the half-written store.
 
     Parameters
     ----------
-    flux : ndarray, shape (n_spec, n_pix)
-        Noisy flux at the target S/N (stored as (n_spec, 1, n_pix)).
-    flux_clean : ndarray, shape (n_spec, n_pix)
-        Degraded flux before the added noise.
-    mask : ndarray of bool, shape (n_spec, n_pix)
-        True where the observation does not cover the pixel.
-        ``covered_fraction`` is the fraction of unmasked pixels of each spectrum.
-    rv_kms : ndarray, shape (n_spec,), optional
-        Radial velocity removed from each spectrum, km/s (default 0: spectra given at rest).
+    path : str or Path
+        Destination; must not exist.
+    grid : PixelGrid
+        Output pixels (n_pix).
+    medium : str
+        ``"air"`` or ``"vacuum"``.
+    snr : float
+        Target S/N, in ``snr_unit``.
+    snr_unit : str
+    n_spec : int
+        Spectra ``rows`` yields (>= 1).
+    rows : iterable of ObservedRow
+        The spectra, in store order; ``covered_fraction`` is the fraction of unmasked pixels of each.
+    provenance : callable
+        ``provenance() -> dict`` (JSON-serialisable), called once every row is written (so it
+        may hold what was learnt reading them).
+    chunk_spectra : int
+        Spectra per chunk file of ``flux``, ``flux_clean`` and ``mask`` (at most ``n_spec`` are
+        used): larger means fewer files and more memory per write (~12 bytes per pixel and spectrum).
+
+    Returns
+    -------
+    zarr.Group
+        The store, opened read-only.
+
+    Raises
+    ------
+    ValueError
+        If ``n_spec`` or ``chunk_spectra`` is below 1, or ``rows`` yields another number of
+        spectra than ``n_spec`` (a caller's bug).
     """
     path = Path(path)
-    n_spec, n_pix = flux.shape
+    if n_spec < 1 or chunk_spectra < 1:
+        raise ValueError(f"{path}: n_spec ({n_spec}) and chunk_spectra ({chunk_spectra}) must be >= 1")
+    chunk = min(chunk_spectra, n_spec)
 
-    def fill(group):
+    def fill(group: zarr.Group) -> None:
         _write_pixel_axes(group, grid, medium, np.array([snr]), snr_unit)
-        _put(group, "flux", flux.astype(np.float32)[:, None, :], (1, 1, n_pix), ("spectrum", "snr", "pixel"))
-        _put(group, "flux_clean", flux_clean.astype(np.float32), (1, n_pix), ("spectrum", "pixel"))
-        _put(group, "mask", np.asarray(mask, dtype=bool), (1, n_pix), ("spectrum", "pixel"))
+        object_id, per_spectrum = _write_observed_rows(group, rows, n_spec, chunk)
         _put(group, "object_id", np.array(object_id, dtype=np.dtypes.StringDType()), (n_spec,), ("spectrum",))
-        _put(group, "native_snr", np.asarray(native_snr, dtype=np.float64), (n_spec,), ("spectrum",))
-        rv = np.zeros(n_spec) if rv_kms is None else np.asarray(rv_kms, dtype=np.float64)
-        _put(group, "rv_kms", rv, (n_spec,), ("spectrum",), units="km/s")
-        covered = 1.0 - np.asarray(mask, dtype=bool).mean(axis=1)
-        _put(group, "covered_fraction", covered.astype(np.float32), (n_spec,), ("spectrum",))
+        _put(group, "native_snr", per_spectrum[0], (n_spec,), ("spectrum",))
+        _put(group, "rv_kms", per_spectrum[1], (n_spec,), ("spectrum",), units="km/s")
+        _put(group, "covered_fraction", per_spectrum[2].astype(np.float32), (n_spec,), ("spectrum",))
         _put(group, "status", np.full(n_spec, STATUS_DONE, dtype=np.int8), (n_spec,), ("spectrum",))
         _write_flags(group)
-        group.attrs.update({"schema": OBSERVED_SCHEMA, "chunk_spectra": 1, "provenance": provenance,
-                            "identity": identity_from_provenance(provenance)})
+        given = provenance()
+        group.attrs.update({"schema": OBSERVED_SCHEMA, "chunk_spectra": int(chunk), "provenance": given,
+                            "identity": identity_from_provenance(given)})
 
     create_atomically(path, _recorded(fill))
     return open_augment_store(path)
+
+
+def _write_observed_rows(group: zarr.Group, rows: Iterable[ObservedRow], n_spec: int,
+                         chunk: int) -> tuple[list[str], np.ndarray]:
+    """Create ``flux``, ``flux_clean`` and ``mask`` and write ``rows`` into them, one whole chunk
+    of ``chunk`` spectra at a time (only that chunk is in memory).
+
+    Returns
+    -------
+    (list of str, ndarray of shape (3, n_spec))
+        Each spectrum's ``object_id``, and its ``native_snr``, ``rv_kms`` (km/s) and covered fraction.
+    """
+    n_pix = group["wave"].shape[0]
+    layout = {"flux": ((1, n_pix), "float32", ("spectrum", "snr", "pixel")),
+              "flux_clean": ((n_pix,), "float32", ("spectrum", "pixel")),
+              "mask": ((n_pix,), "bool", ("spectrum", "pixel"))}
+    arrays = {name: _create_rows(group, name, (n_spec, *shape), dtype, dims, chunk)
+              for name, (shape, dtype, dims) in layout.items()}
+    # The chunk being filled: spectrum n is its row n % chunk.
+    blocks = {name: np.empty((chunk, *shape), dtype) for name, (shape, dtype, _) in layout.items()}
+    object_id, per_spectrum = [], np.zeros((3, n_spec))
+    n = 0
+    for row in rows:
+        if n == n_spec:
+            raise ValueError(f"{group.store.root}: more than the {n_spec} spectra announced")
+        k = n % chunk
+        blocks["flux"][k, 0], blocks["flux_clean"][k], blocks["mask"][k] = row.flux, row.flux_clean, row.mask
+        object_id.append(row.object_id)
+        per_spectrum[:, n] = row.native_snr, row.rv_kms, 1.0 - np.mean(row.mask)
+        n += 1
+        if n % chunk == 0 or n == n_spec:
+            start = (n - 1) // chunk * chunk
+            for name, array in arrays.items():
+                array[start:n] = blocks[name][:n - start]
+    if n != n_spec:
+        raise ValueError(f"{group.store.root}: {n} spectra written, {n_spec} announced")
+    return object_id, per_spectrum
 
 
 def open_augment_store(path: str | Path, mode: str = "r",

@@ -11,7 +11,9 @@ depths of checking:
     ``xarray.open_zarr`` reads) against each array's own; the attributes and array metadata
     against the record; the identity against the provenance; the per-spectrum arrays other than
     the fluxes and mask (a few bytes per spectrum, read whole) against the rules below and the
-    record; and every chunk file that must exist. No flux is read. The first problem is one
+    record; and every chunk file that must exist, of the fluxes and mask only those of the rows
+    the caller reads when it says which (``rows``: a shard of a store split over many tasks,
+    ``cinn predict --shard``, ``cinn predict-parts``). No flux is read. The first problem is one
     ``UserError`` line.
 :func:`verify_store` (``python -m augment verify``)
     All of that, reading every chunk of every array (an unreadable one is named and the check
@@ -63,8 +65,19 @@ _COVERED_TOLERANCE = 2.0 ** -25
 _CHUNK_NOUNS = {"spectrum": "spectra", "pixel": "pixels", "snr": "S/N levels", "label": "labels"}
 
 
-def open_checked_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA, OBSERVED_SCHEMA)) -> zarr.Group:
+def open_checked_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA, OBSERVED_SCHEMA),
+                       rows: range | None = None) -> zarr.Group:
     """Open a store read-only and check it as every reader does (see the module docstring).
+
+    Parameters
+    ----------
+    path : str or Path
+    schemas : tuple of str
+        The schemas the caller accepts.
+    rows : range, optional
+        The rows (spectra) the caller reads, e.g. one shard's: only their chunk files of
+        ``flux``, ``flux_clean`` and ``mask`` are checked, so that each of many tasks reading one
+        part of a large store stats its own chunk files only. Default: every row.
 
     Raises
     ------
@@ -72,7 +85,7 @@ def open_checked_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEM
         One line naming the store and its first problem (and how many more there are).
     """
     group = open_augment_store(path, schemas=schemas)
-    problems = store_problems(path, group)
+    problems = store_problems(path, group, rows)
     if problems:
         more = (f" (and {len(problems) - 1} more problem(s); `python -m augment verify {path}` lists them)"
                 if len(problems) > 1 else "")
@@ -80,8 +93,10 @@ def open_checked_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEM
     return group
 
 
-def store_problems(path: str | Path, group: zarr.Group) -> list[str]:
+def store_problems(path: str | Path, group: zarr.Group, rows: range | None = None) -> list[str]:
     """The reader's checks of an open store (no flux read): one line per problem.
+
+    ``rows``: as in :func:`open_checked_store` (the chunk files of the fluxes and mask checked).
 
     Raises
     ------
@@ -90,7 +105,7 @@ def store_problems(path: str | Path, group: zarr.Group) -> list[str]:
     """
     values = {name: read_array(group[name]) for name in _small_arrays(group)}
     return (_metadata_problems(path, group) + value_problems(group, values)
-            + chunk_file_problems(path, group, values["status"]) + integrity.data_problems(group, values.get))
+            + chunk_file_problems(path, group, values["status"], rows) + integrity.data_problems(group, values.get))
 
 
 def verify_store(path: str | Path) -> list[str]:
@@ -245,18 +260,27 @@ def _observed_problems(values: dict[str, np.ndarray]) -> list[str]:
     return problems
 
 
-def chunk_file_problems(path: str | Path, group: zarr.Group, status: np.ndarray) -> list[str]:
+def chunk_file_problems(path: str | Path, group: zarr.Group, status: np.ndarray,
+                        rows: range | None = None) -> list[str]:
     """Chunk files that must exist and do not: every one of an array written with all of them
-    (attribute ``all_chunks_written``), and every ``flux`` and ``flux_clean`` chunk of a done row."""
+    (attribute ``all_chunks_written``), and every ``flux`` and ``flux_clean`` chunk of a done row.
+
+    ``rows``: only the chunks of ``flux``, ``flux_clean`` and ``mask`` holding one of these rows
+    are looked at (a shard's; default all); the other per-spectrum arrays are read whole by every
+    reader, so all their chunk files are.
+    """
     problems = []
     for name in contract_arrays(group):
         array = group[name]
         needed = array.attrs.get("all_chunks_written") is True
         if not needed and name not in ("flux", "flux_clean"):
             continue
-        step = array.chunks[0]
-        for number, start in enumerate(range(0, array.shape[0], step)):
-            stop = min(start + step, array.shape[0])
+        step, n_rows = array.chunks[0], array.shape[0]
+        numbers = range(-(-n_rows // step))
+        if rows is not None and name in _PIXEL_ARRAYS:
+            numbers = range(rows.start // step, -(-min(rows.stop, n_rows) // step)) if len(rows) else range(0)
+        for number in numbers:
+            start, stop = number * step, min((number + 1) * step, n_rows)
             if not needed and not np.any(status[start:stop] == STATUS_DONE):
                 continue
             key = array.metadata.encode_chunk_key((number,) + (0,) * (array.ndim - 1))

@@ -346,7 +346,8 @@ def _predict_config(model, args, store: str, keep_samples: bool = False):
         if flag is None:
             raise
         raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: {err}") from None
-    _, info = open_spectra_store(store, (TRAIN_SCHEMA, OBSERVED_SCHEMA))
+    # For the S/N levels only: the chunk files are checked where the spectra are read.
+    _, info = open_spectra_store(store, (TRAIN_SCHEMA, OBSERVED_SCHEMA), rows=range(0))
     samples_from = "--samples" if args.samples is not None else f"{model.model_dir / 'config.json'} predict.n_samples"
     return plan_batch(config, len(model.target_names), model.config.network, model.device, info.snr.size,
                       samples_from, keep_samples=keep_samples or None)

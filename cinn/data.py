@@ -80,29 +80,37 @@ class StoreInfo:
         return self.wave_aa.size
 
 
-def open_spectra_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,)) -> tuple[zarr.Group, StoreInfo]:
+def open_spectra_store(path: str | Path, schemas: tuple[str, ...] = (TRAIN_SCHEMA,),
+                       rows: range | None = None) -> tuple[zarr.Group, StoreInfo]:
     """Open a training or observed store read-only, checked as every reader checks it.
 
     augment's checks (:func:`augment.storecheck.open_checked_store`) cover what cinn relies on:
     the schema, every array with its dimensions, data type, shape and chunking, the wavelength
     medium and S/N unit, finite labels, split and status codes, S/N levels > 0, an observed
-    store's per-spectrum values, the creation record and the chunk files of done spectra.
+    store's per-spectrum values, the creation record and the chunk files of done spectra
+    (with ``rows``, e.g. a shard's :func:`cinn.inference.shard_span`, the flux chunk files of
+    those rows only; default all).
 
     Raises
     ------
     UserError
         One line naming the store and its first problem.
     """
-    group = open_checked_store(path, schemas=schemas)
+    group = open_checked_store(path, schemas=schemas, rows=rows)
+    return group, store_info(path, group)
+
+
+def store_info(path: str | Path, group: zarr.Group) -> StoreInfo:
+    """The :class:`StoreInfo` of an open store (checked or, to find which rows to check, only
+    opened by :func:`augment.store.open_augment_store`)."""
     schema = group.attrs["schema"]
     wave = read_array(group["wave"]).astype(np.float64)
     flux = group["flux"]
-    info = StoreInfo(path=str(path), schema=schema, wave_aa=wave, arm=read_array(group["arm"]).astype(np.int64),
+    return StoreInfo(path=str(path), schema=schema, wave_aa=wave, arm=read_array(group["arm"]).astype(np.int64),
                      medium=group["wave"].attrs["medium"], snr=read_array(group["snr"]).astype(np.float64),
                      snr_unit=group["snr"].attrs["unit"],
                      label_names=list(group.attrs["label_names"]) if schema == TRAIN_SCHEMA else [],
                      chunk_spec=int(flux.chunks[0]), n_spec=flux.shape[0])
-    return group, info
 
 
 def split_rows(group: zarr.Group, split: str | None) -> np.ndarray:

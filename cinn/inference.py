@@ -8,7 +8,8 @@ model's device. Inputs whose S/N lies outside the trained range are predicted wi
 and flagged ``snr_out_of_range``.
 
 A store can be split into ``N`` shards (``--shard I/N``): contiguous runs of whole store chunks,
-so that ``N`` processes (GPUs, nodes, Slurm array tasks) each read only their part. The
+so that ``N`` processes (GPUs, nodes, Slurm array tasks) each read only their part, and check
+only their part's chunk files (:func:`shard_span`) when they open the store. The
 predictions of all shards together are those of one unsharded run, row for row (each output
 carries its input ``row``), so the shards' outputs combine by concatenation.
 """
@@ -22,13 +23,13 @@ from typing import Iterator
 
 import numpy as np
 
-from augment.store import OBSERVED_SCHEMA, TRAIN_SCHEMA
+from augment.store import OBSERVED_SCHEMA, TRAIN_SCHEMA, open_augment_store
 from gridgen.core.errors import UserError
 from gridgen.core.progress import progress as progress_bar
 from gridgen.core.storeio import read_array
 
 from cinn.config import PredictConfig
-from cinn.data import Prefetch, check_finite, chunks_of, open_spectra_store, read_rows, split_rows
+from cinn.data import Prefetch, check_finite, chunks_of, open_spectra_store, read_rows, split_rows, store_info
 from cinn.model import LoadedModel, check_pixel_grid
 from cinn.posterior import latent_index
 from cinn.recalibrate import WidthCalibration
@@ -70,6 +71,26 @@ def shard_rows(rows: np.ndarray, chunk_spec: int, shard: tuple[int, int]) -> np.
     bounds = np.linspace(0, len(chunks), count + 1).round().astype(int)
     mine = chunks[bounds[index]:bounds[index + 1]]
     return np.concatenate(mine) if mine else np.empty(0, dtype=np.int64)
+
+
+def shard_span(path: str | Path, split: str | None, shard: tuple[int, int]) -> range | None:
+    """The rows from the first to the last chunk of shard ``shard`` (empty if it holds none):
+    the only rows whose flux chunk files its task checks (:func:`cinn.data.open_spectra_store`),
+    so that a task's work on opening does not grow with the other shards' chunks.
+
+    None for the whole store (``shard`` (0, 1)): every chunk file is checked. Found from the
+    layout (:func:`augment.store.open_augment_store`) and the per-spectrum arrays the rows
+    depend on (a training store's ``status`` and ``split``), which the checked open then checks.
+    """
+    if shard == (0, 1):
+        return None
+    group = open_augment_store(path, schemas=(TRAIN_SCHEMA, OBSERVED_SCHEMA))
+    info = store_info(path, group)
+    rows = input_rows(group, info, split, shard)
+    if rows.size == 0:
+        return range(0)
+    step = info.chunk_spec
+    return range(int(rows[0]) // step * step, min(info.n_spec, (int(rows[-1]) // step + 1) * step))
 
 
 def input_rows(group, info, split: str | None, shard: tuple[int, int] = (0, 1)) -> np.ndarray:
@@ -149,7 +170,8 @@ def predict_batches(model: LoadedModel, input_path: str | Path, config: PredictC
     size: the caller writes each batch out. Warns once, at the end, about S/N outside the
     trained range.
     """
-    group, info = open_spectra_store(input_path, (TRAIN_SCHEMA, OBSERVED_SCHEMA))
+    group, info = open_spectra_store(input_path, (TRAIN_SCHEMA, OBSERVED_SCHEMA),
+                                     rows=shard_span(input_path, split, shard))
     check_pixel_grid(model, info)
     per_spectrum = observed_columns(group, info, split) if info.schema == OBSERVED_SCHEMA else {}
     labels = read_array(group["labels"]) if info.schema == TRAIN_SCHEMA else None

@@ -80,7 +80,9 @@ def _settings(attrs: dict) -> dict:
 
 
 def _expected_settings(model: LoadedModel, store: str | Path, config: PredictConfig, bias_corrected: bool) -> dict:
-    group, _ = open_spectra_store(store, (TRAIN_SCHEMA, OBSERVED_SCHEMA))
+    # The settings need the metadata and per-spectrum arrays only: each part's prediction checks
+    # the chunk files of its own rows (cinn.inference.shard_span), not those of other tasks' parts.
+    group, _ = open_spectra_store(store, (TRAIN_SCHEMA, OBSERVED_SCHEMA), rows=range(0))
     predict_config = {k: getattr(config, k) for k in config.__dataclass_fields__}
     return _settings({
         "identity": posterior_identity(model, store, group, predict_config, bias_corrected),

@@ -76,7 +76,9 @@ def write_posterior_store(batches: dict | Iterable[dict], model: LoadedModel, ou
     UserError
         If ``out_path`` exists (it is never overwritten).
     """
-    input_group, input_info = open_spectra_store(input_path, (TRAIN_SCHEMA, OBSERVED_SCHEMA))
+    # Opened for its attributes and identity: the chunk files of the rows predicted are checked
+    # by the reader of their spectra (cinn.inference.predict_batches).
+    input_group, input_info = open_spectra_store(input_path, (TRAIN_SCHEMA, OBSERVED_SCHEMA), rows=range(0))
     snr_unit = str(input_group["snr"].attrs.get("unit", "unknown"))
     attrs = _store_attrs(model, input_path, input_group, input_info, config, bias_corrected, shard)
     counts = {"n": 0, "untrustworthy": 0, "snr_out_of_range": 0, "out_of_range": 0}

@@ -14,7 +14,7 @@ import numpy as np
 import zarr
 
 from augment.arms import ArmSpec, PixelGrid
-from augment.store import STATUS_DONE, create_observed_store, create_training_store, write_chunk
+from augment.store import STATUS_DONE, ObservedRow, create_observed_store, create_training_store, write_chunk
 
 ELEMENTS = ("li", "c", "n", "o", "na", "mg", "al", "si", "ca", "ti", "v", "cr", "mn", "co",
             "ni", "sr", "y", "zr", "ba", "ce", "eu")
@@ -136,13 +136,15 @@ def make_training_store(path: str | Path, n_spec: int = 400, n_pix: int = 300,
 
 def make_observed_store(path: str | Path, training_store: str | Path, rows: list[int],
                         snr_index: int = -1, wave_shift_aa: float = 0.0, medium: str = "air",
-                        covered_fraction: np.ndarray | None = None) -> Path:
+                        covered_fraction: np.ndarray | None = None, chunk_spectra: int = 1) -> Path:
     """Write an observed store (``cinn4most.observedstore/1``) from training-store spectra.
 
     Written by :func:`augment.store.create_observed_store`. ``wave_shift_aa`` != 0 gives a
     pixel grid that does not match the model's; ``medium`` labels the wavelengths. Repeating
     a row repeats its ``object_id``. ``covered_fraction`` (one value per row, 0..1) masks the
     first ``1 - covered_fraction`` of each row's pixels, so the store records that coverage.
+    ``chunk_spectra``: spectra per chunk file of the fluxes and mask (default 1, one chunk per
+    spectrum, the layout of observed stores made before ``augment observe --chunk-spectra``).
     """
     src = zarr.open_group(str(training_store), mode="r")
     wave = src["wave"][:] + wave_shift_aa
@@ -153,11 +155,12 @@ def make_observed_store(path: str | Path, training_store: str | Path, rows: list
         n_masked = np.round((1.0 - np.asarray(covered_fraction)) * flux.shape[1]).astype(int)
         for row, n in enumerate(n_masked):
             mask[row, :n] = True
-    create_observed_store(
-        path, grid=pixel_grid(wave), medium=medium, snr=snr, snr_unit=src["snr"].attrs["unit"],
-        flux=flux, flux_clean=src["flux_clean"][:][rows], mask=mask,
-        object_id=[f"star{r}" for r in rows], native_snr=np.full(len(rows), snr),
-        provenance={"source": str(training_store), "rows": list(rows)})
+    clean = src["flux_clean"][:][rows]
+    spectra = [ObservedRow(flux=flux[i], flux_clean=clean[i], mask=mask[i], object_id=f"star{r}", native_snr=snr)
+               for i, r in enumerate(rows)]
+    create_observed_store(path, grid=pixel_grid(wave), medium=medium, snr=snr, snr_unit=src["snr"].attrs["unit"],
+                          n_spec=len(rows), rows=spectra, chunk_spectra=chunk_spectra,
+                          provenance=lambda: {"source": str(training_store), "rows": list(rows)})
     return Path(path)
 
 

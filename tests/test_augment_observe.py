@@ -18,7 +18,7 @@ from gridgen.core.errors import UserError
 from augment import observe as observe_mod
 from augment.chain import fourmostify, make_plan
 from augment.cli import main
-from augment.config import config_from_mapping
+from augment.config import config_from_mapping, load_config
 from augment.lsf import degrade_fwhm_ln
 from augment.noise import der_snr
 from augment.observe import vacuum_to_air
@@ -552,3 +552,62 @@ def test_a_flagged_repeat_carries_no_weight_and_is_not_compared(tmp_path):
     with pytest.warns(observe_mod.InputWarning):
         spectrum = observe_mod.read_spectrum(tmp_path / "flagged.fits")
     assert spectrum.flux[at[0]] == flux[at[0]] and spectrum.ivar[at[0]] == 1e4
+
+
+def chunk_files(store: Path, name: str) -> list[Path]:
+    return sorted(p for p in (store / name / "c").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("chunk, expected_chunk", [(2, 2), (1, 1), (64, 5)])
+def test_spectra_are_written_in_chunks_of_chunk_spectra(tmp_path, config_file, capsys, chunk, expected_chunk):
+    """Five spectra in chunks of --chunk-spectra (at most five): ceil(5/chunk) files per pixel array,
+    each spectrum as fourmostify_observed makes it alone at its row, and the store sound."""
+    files = []
+    for i in range(5):
+        wave, flux, _ = native_spectrum(seed=i)
+        files.append(write_fits_linear(tmp_path / f"s{i}.fits", wave, flux, obj=f"HD {i}"))
+    out = tmp_path / "obs.zarr"
+    assert observe(*files, "--native-resolution", R_NATIVE, "--snr", 100, "--out", out, "--config", config_file,
+                   "--chunk-spectra", chunk) == 0
+    group = zarr.open_group(str(out), mode="r")
+    assert group.attrs["chunk_spectra"] == expected_chunk
+    for name in ("flux", "flux_clean", "mask"):
+        assert group[name].chunks[0] == expected_chunk
+        assert len(chunk_files(out, name)) == math.ceil(5 / expected_chunk), name
+    config = load_config(config_file, {})
+    for i, path in enumerate(files):
+        alone = observe_mod.fourmostify_observed(observe_mod.read_spectrum(path), R_NATIVE, 100.0, config, i)
+        for name in ("flux", "flux_clean", "mask"):
+            stored = group[name][i, 0] if name == "flux" else group[name][i]
+            np.testing.assert_array_equal(stored, np.asarray(alone[name]).astype(stored.dtype), err_msg=name)
+    assert [str(s) for s in group["object_id"][:]] == [f"HD {i}" for i in range(5)]
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 0, capsys.readouterr()
+
+
+def test_a_bad_file_after_a_written_chunk_leaves_nothing(tmp_path, config_file, capsys):
+    """The third file is refused after the first chunk (two spectra) was written: one line, no store."""
+    files = []
+    for i in range(3):
+        wave, flux, _ = native_spectrum(seed=i)
+        if i == 2:
+            flux[100] = np.nan
+        files.append(write_fits_linear(tmp_path / f"s{i}.fits", wave, flux, obj=f"HD {i}"))
+    out = tmp_path / "obs.zarr"
+    assert observe(*files, "--native-resolution", R_NATIVE, "--snr", 100, "--out", out, "--config", config_file,
+                   "--chunk-spectra", 2) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {files[2]}") and err.count("\n") == 1, err
+    assert not [p for p in tmp_path.iterdir() if "obs" in p.name]
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_chunk_spectra_below_one_is_refused(tmp_path, config_file, capsys, value):
+    wave, flux, _ = native_spectrum()
+    path = write_fits_linear(tmp_path / "s.fits", wave, flux)
+    out = tmp_path / "obs.zarr"
+    assert observe(path, "--native-resolution", R_NATIVE, "--snr", 100, "--out", out, "--config", config_file,
+                   "--chunk-spectra", value) == 1
+    assert capsys.readouterr().err == (f"error: --chunk-spectra {value}: must be an integer >= 1 "
+                                       "(spectra per chunk file)\n")
+    assert not out.exists()

@@ -20,23 +20,28 @@ import zarr
 from badinput import assert_rejected
 from cinn.cli import main
 from cinn.config import config_from_dict
+from cinn.data import open_spectra_store
+from cinn.inference import input_rows, shard_span
 from cinn.parts import parts_dir
 from cinn.train import train
 from cinn_fixtures import TINY_TOML, make_observed_store, make_training_store
+from tamper import chunk_file
 
 # The session fixture slurm_cluster, shared with test_slurm and test_submit (one cluster).
 pytest_plugins = ["slurm.cluster"]
-#: Observed spectra (one per input chunk) and parts: four spectra per part.
-N_SPECTRA, N_PARTS = 24, 6
+#: Observed spectra, spectra per input chunk and parts: two chunks, four spectra, per part.
+N_SPECTRA, CHUNK, N_PARTS = 24, 2, 6
+N_CHUNKS = N_SPECTRA // CHUNK
 
 
 @pytest.fixture(scope="module")
 def survey(tmp_path_factory):
-    """A tiny model, an observed store of N_SPECTRA chunks and its one-process prediction."""
+    """A tiny model, an observed store of N_CHUNKS chunks and its one-process prediction."""
     root = tmp_path_factory.mktemp("survey")
     store = make_training_store(root / "train.zarr", n_spec=80)
     train(store, root / "model", config_from_dict(tomllib.loads(TINY_TOML)), progress=False)
-    observed = make_observed_store(root / "obs.zarr", store, list(range(N_SPECTRA)))
+    observed = make_observed_store(root / "obs.zarr", store, list(range(N_SPECTRA)), chunk_spectra=CHUNK)
+    assert len(list((observed / "flux" / "c").iterdir())) == N_CHUNKS
     assert main(["predict", root / "model", observed, "--out", root / "ref.zarr", "--no-progress"]) == 0
     return root
 
@@ -93,11 +98,50 @@ def test_merge_refuses_parts_of_two_splits(survey, tmp_path, capsys):
     assert_rejected(capsys, main, ["merge", out], watch=[tmp_path], match="parts of different splits")
 
 
+def test_a_shard_checks_only_the_chunk_files_of_its_own_rows(survey, tmp_path, capsys):
+    """With the chunk files of shard 1 of 2 (rows 12-23) deleted, shard 0 and the part of task 0
+    are predicted (they never stat shard 1's files); shard 1, its part and the whole store are
+    refused with one line naming the first missing chunk file, and write nothing."""
+    observed = make_observed_store(tmp_path / "obs.zarr", survey / "train.zarr", list(range(N_SPECTRA)),
+                                   chunk_spectra=CHUNK)
+    for name in ("flux", "flux_clean", "mask"):
+        for number in range(N_CHUNKS // 2, N_CHUNKS):
+            chunk_file(name, number)(observed).unlink()
+    predict = ["predict", survey / "model", observed, "--no-progress"]
+    assert main([*predict, "--shard", "0/2", "--out", tmp_path / "shard0.zarr"]) == 0
+    assert np.array_equal(zarr.open_group(str(tmp_path / "shard0.zarr"), mode="r")["row"][:],
+                          np.arange(N_SPECTRA // 2))
+    missing = rf"{observed}: flux: chunk file of spectra {N_SPECTRA // 2}-{N_SPECTRA // 2 + 1} is missing"
+    assert_rejected(capsys, main, [*predict, "--shard", "1/2", "--out", tmp_path / "shard1.zarr"],
+                    watch=[tmp_path], match=missing)
+    assert_rejected(capsys, main, [*predict, "--out", tmp_path / "all.zarr"], watch=[tmp_path], match=missing)
+    parts = ["predict-parts", survey / "model", observed, "--out", tmp_path / "post.zarr", "--parts", "2",
+             "--no-progress"]
+    assert main([*parts, "--task", "0/2"]) == 0
+    assert_rejected(capsys, main, [*parts, "--task", "1/2"], watch=[tmp_path], match=missing)
+    assert [p.name for p in parts_dir(tmp_path / "post.zarr").iterdir()] == ["part-00000-of-00002.zarr"]
+
+
+@pytest.mark.parametrize("split", [None, "test"])
+def test_shard_spans_are_whole_chunks_holding_their_shard_and_no_other(survey, split):
+    """A training store (chunks of 4) in 3 shards: each span starts and ends on chunk boundaries,
+    holds every row of its shard and none of another's; the whole store has no span (all checked)."""
+    store = survey / "train.zarr"
+    group, info = open_spectra_store(store)
+    assert shard_span(store, split, (0, 1)) is None
+    shards = [input_rows(group, info, split, (i, 3)) for i in range(3)]
+    for i, rows in enumerate(shards):
+        span = shard_span(store, split, (i, 3))
+        assert span.start % info.chunk_spec == 0 and (span.stop % info.chunk_spec == 0 or span.stop == info.n_spec)
+        assert np.isin(rows, span).all()
+        assert not np.isin(np.concatenate([r for j, r in enumerate(shards) if j != i]), span).any()
+
+
 def test_submit_bad_input_is_one_line_and_writes_nothing(survey, tmp_path, capsys, monkeypatch):
     submit = ["submit", survey / "model", survey / "obs.zarr", "--out", tmp_path / "post.zarr"]
     assert_rejected(capsys, main, [*submit, "--tasks", "0"], watch=[tmp_path], match="--tasks")
-    assert_rejected(capsys, main, [*submit, "--tasks", "2", "--parts", N_SPECTRA + 1], watch=[tmp_path],
-                    match=f"--parts {N_SPECTRA + 1}: must be from 1 to {N_SPECTRA}")
+    assert_rejected(capsys, main, [*submit, "--tasks", "2", "--parts", N_CHUNKS + 1], watch=[tmp_path],
+                    match=f"--parts {N_CHUNKS + 1}: must be from 1 to {N_CHUNKS} \\(a part is whole input chunks")
     assert_rejected(capsys, main, [*submit, "--tasks", "4", "--parts", "3"], watch=[tmp_path],
                     match="1 tasks would have nothing to do")
     assert_rejected(capsys, main, [*submit, "--tasks", "2", "--samples", "0"], watch=[tmp_path], match="--samples")

@@ -16,7 +16,7 @@ from augment.cli import main as augment_main
 from augment.config import load_config
 from augment.resimulate import resimulate
 from augment.run import augment_grid
-from augment.store import create_observed_store
+from augment.store import ObservedRow, create_observed_store
 from badinput import assert_rejected
 from cinn.catalog import write_csv
 from cinn.posterior import QUANTILES
@@ -87,10 +87,10 @@ def test_resimulation_equals_grid_then_augment_path(engine, setup, tmp_path, mon
     assert np.all(labels[:, -1] > 0.5), "drawn vbroad should rotate both spectra visibly"
     table = write_table(tmp_path / "map.csv", ["sun", "giant"], labels[:, :-1], labels[:, -1])
     # The same fluxes as observed spectra, to exercise --plot-against.
+    rows = [ObservedRow(flux=flux, flux_clean=flux, mask=np.zeros(flux.shape, bool), object_id=name,
+                        native_snr=300.0) for flux, name in zip(reference, ["sun", "giant"])]
     create_observed_store(tmp_path / "obs.zarr", grid=setup["augment"].pixel_grid, medium="air", snr=50.0,
-                          snr_unit="per_pixel", flux=reference, flux_clean=reference,
-                          mask=np.zeros(reference.shape, bool), object_id=["sun", "giant"],
-                          native_snr=np.full(2, 300.0), provenance={})
+                          snr_unit="per_pixel", n_spec=len(rows), rows=rows, provenance=dict)
 
     out = tmp_path / "resim.zarr"
     monkeypatch.setattr(resimulate_module, "ROWS_PER_TASK", 1)  # one row per worker task: 2 tasks
