@@ -69,7 +69,8 @@ PLOT_FORMATS = ("png", "pdf", "svg")
 SALIENCY_LINES_PER_ELEMENT = 40
 #: Posterior samples per spectrum of the quick validation report written after training.
 REPORT_SAMPLES = 256
-#: Most training spectra the ridge baseline is fitted on (its SVD costs n^2 n_pix).
+#: Most training, validation and evaluated spectra of the baselines (the SVD costs n^2 n_pix, and
+#: every S/N level of these spectra is held in memory at once).
 BASELINE_MAX_SPECTRA = 2000
 #: Seed of the baseline's training subset.
 BASELINE_SEED = 0
@@ -291,7 +292,8 @@ def _report_summary(store_path: str | Path, split: str, result: dict, ref_snr: f
             "untrustworthy_fraction": float(result["untrustworthy"].mean()),
             "baseline": {"models": ["ridge regression on the standardised flux",
                                     "k nearest neighbours on its principal components"],
-                         "n_train_spectra": baseline["n_train"]}}
+                         "n_train_spectra": baseline["n_train"],
+                         "n_scored_spectra": baseline.get("n_eval")}}
 
 
 def baseline_metrics(model: LoadedModel, group, info, split: str, result: dict,
@@ -300,25 +302,33 @@ def baseline_metrics(model: LoadedModel, group, info, split: str, result: dict,
 
     For each S/N level of the store, :func:`cinn.baseline.fit_ridge` and
     :func:`cinn.baseline.fit_knn` are fitted on the spectra the model was trained on
-    (:func:`cinn.data.training_rows`) at that S/N (at most :data:`BASELINE_MAX_SPECTRA`, a
-    subset drawn with :data:`BASELINE_SEED`), in network target units (log10 Teff, log10
+    (:func:`cinn.data.training_rows`) at that S/N, in network target units (log10 Teff, log10
     vbroad), with the ridge strength and k chosen on the validation split at that S/N; they
-    then predict the spectra of ``split`` that the cINN predicted (``result["row"]``).
+    then predict the spectra of ``split`` that the cINN predicted (``result["row"]``). Each of
+    the three sets is at most :data:`BASELINE_MAX_SPECTRA` spectra (subsets drawn with
+    :data:`BASELINE_SEED`), so memory and time stay bounded on a grid of any size: at most
+    3 x 2,000 spectra x 19 S/N levels x 25,200 pixels in float32, 11 GB.
 
     Returns
     -------
     dict
-        ``{"n_train": int, "per_snr": {snr: {"ridge": point metrics (eqs. 9-11) plus "alpha"
+        ``{"n_train": int, "n_val": int, "n_eval": int, "per_snr": {snr: {"ridge": point metrics (eqs. 9-11) plus "alpha"
         (T,), "knn": point metrics plus "k" (T,)}}}``.
     """
     names, floor = model.target_names, model.config.targets.vbroad_floor_kms
     labels = read_array(group["labels"])
-    train_rows = training_rows(group, model.config.data)
-    if train_rows.size > BASELINE_MAX_SPECTRA:
-        rng = np.random.default_rng(BASELINE_SEED)
-        train_rows = np.sort(rng.choice(train_rows, BASELINE_MAX_SPECTRA, replace=False))
-    val_rows = split_rows(group, "val")
-    eval_rows = np.unique(result["row"])
+    rng = np.random.default_rng(BASELINE_SEED)
+
+    def at_most(rows: np.ndarray) -> np.ndarray:
+        # Fluxes of every S/N level are held at once (19 x 100 kB per spectrum at 25,200 pixels):
+        # a seeded subset keeps the memory bounded whatever the grid's size.
+        if rows.size <= BASELINE_MAX_SPECTRA:
+            return rows
+        return np.sort(rng.choice(rows, BASELINE_MAX_SPECTRA, replace=False))
+
+    train_rows = at_most(training_rows(group, model.config.data))
+    val_rows = at_most(split_rows(group, "val"))
+    eval_rows = at_most(np.unique(result["row"]))
     flux = {}
     for key, rows in (("train", train_rows), ("val", val_rows), ("eval", eval_rows)):
         flux[key] = np.concatenate([read_rows(group["flux"], chunk, info.chunk_spec)
@@ -339,7 +349,8 @@ def baseline_metrics(model: LoadedModel, group, info, split: str, result: dict,
                                       train_range), "alpha": ridge.alpha},
             "knn": {**point_metrics(targets_to_physical(knn.predict(flux["eval"][:, k]), names), truth,
                                     train_range), "k": knn.k}}
-    return {"n_train": int(train_rows.size), "per_snr": per_snr}
+    return {"n_train": int(train_rows.size), "n_val": int(val_rows.size), "n_eval": int(eval_rows.size),
+            "per_snr": per_snr}
 
 
 def write_calibration_tables(ranks: np.ndarray, snr: np.ndarray, per_snr: dict, baseline: dict,

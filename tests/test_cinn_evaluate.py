@@ -225,3 +225,25 @@ def test_recorded_linelists_are_used_only_while_unchanged(engine, tmp_path):
     # A store without recorded lists (the synthetic test stores): no markers, one note.
     paths, note = recorded_linelists({"grid": {"name": "synthetic"}})
     assert paths == [] and "--linelist" in note
+
+
+def test_baselines_hold_at_most_the_capped_spectra(model, store, monkeypatch):
+    """On a grid of any size the baselines fit and score seeded subsets of BASELINE_MAX_SPECTRA spectra."""
+    import cinn.evaluate
+    from cinn.evaluate import baseline_metrics
+
+    group = zarr.open_group(str(store), mode="r")
+    split = group["split"][:]
+    result = run_prediction(model, store, model.config.predict, split="test", progress=False)
+    train_range = np.ones(len(TARGETS))
+    monkeypatch.setattr(cinn.evaluate, "BASELINE_MAX_SPECTRA", 10)
+    from cinn.data import open_spectra_store
+    group, info = open_spectra_store(store)
+    capped = baseline_metrics(model, group, info, "test", result, train_range)
+    assert (capped["n_train"], capped["n_eval"]) == (10, 10)
+    assert capped["n_val"] == min(10, int((split == 2).sum()))
+    # Below the cap every predicted spectrum is scored.
+    monkeypatch.setattr(cinn.evaluate, "BASELINE_MAX_SPECTRA", 10**6)
+    full = baseline_metrics(model, group, info, "test", result, train_range)
+    assert full["n_eval"] == np.unique(result["row"]).size > 10
+    assert set(full["per_snr"]) == set(capped["per_snr"])
