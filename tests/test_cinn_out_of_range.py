@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from augment.store import create_observed_store
+from augment.store import ObservedRow, create_observed_store
 from cinn.cli import main as cinn_main
 from tests.cinn_fixtures import LABEL_NAMES, make_training_store, pixel_grid, sample_labels, synthetic_flux
 
@@ -51,10 +51,10 @@ def observed_stars(path, n_star: int, seed: int, c_fe: float | None):
     wave = 5160.0 + 0.2 * np.arange(300)
     clean = synthetic_flux(labels, wave)
     flux = clean * (1.0 + rng.standard_normal(clean.shape) / SNR)
+    rows = (ObservedRow(flux=flux[i], flux_clean=clean[i], mask=np.zeros(wave.size, dtype=bool),
+                        object_id=f"star{i}", native_snr=SNR) for i in range(n_star))
     create_observed_store(path, grid=pixel_grid(wave), medium="air", snr=SNR, snr_unit="per_pixel",
-                          flux=flux, flux_clean=clean, mask=np.zeros(flux.shape, dtype=bool),
-                          object_id=[f"star{i}" for i in range(n_star)], native_snr=np.full(n_star, SNR),
-                          provenance={"source": "tests/test_cinn_out_of_range.py"})
+                          n_spec=n_star, rows=rows, provenance=lambda: {"source": "tests/test_cinn_out_of_range.py"})
     return labels
 
 
