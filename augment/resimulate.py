@@ -7,6 +7,9 @@ NLTE, solar mixture) through :func:`gridgen.synthesis.synthesize_rows` (the func
 :func:`gridgen.chunktask.run_chunk` fills grid stores with), then :func:`augment.chain.fourmostify`
 with the plan :func:`augment.run.plan_for_grid` builds for a grid store, at the row's vbroad and
 without noise. Command line: ``python -m augment resimulate TABLE --grid G.toml --out R.zarr``.
+A grid that draws ``atmosphere.t_outer_scale_range`` per spectrum is re-simulated with its
+unperturbed atmospheres (delta = ``atmosphere.t_outer_scale``, 0): a table row is a star, not a
+grid spectrum with a drawn atmosphere.
 
 Input table (CSV with a header row)
 -----------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 
 from gridgen import lease as lease_mod
 from gridgen.store import STATUS_OK, open_grid_store, write_spectrum
-from gridgen.synthesis import SynthesisContext, synthesize_rows
+from gridgen.synthesis import SynthesisContext, spectrum_t_outer_scales, synthesize_rows
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ def run_chunk(task: ChunkTask) -> dict:
         context = SynthesisContext.load(task.config_path, task.engine_dir)
         labels = group["labels"][task.start:task.stop]
         # Each spectrum is written as soon as it is made: an interrupted chunk keeps its progress.
-        for offset, (flux, note, error) in zip(todo, synthesize_rows(labels[todo], context)):
+        deltas = spectrum_t_outer_scales(context.config, task.start + todo)
+        for offset, (flux, note, error) in zip(todo, synthesize_rows(labels[todo], context, deltas)):
             write_spectrum(group, task.start + int(offset), flux, error, note=note)
             counts["ok" if flux is not None else "failed"] += 1
     return counts

@@ -30,7 +30,7 @@ from gridgen.physics.labels import LABEL_NAMES, LABEL_UNITS
 from gridgen.provenance import grid_provenance
 from gridgen.sampling import sample_parameters
 from gridgen.store import create_grid_store, write_spectrum
-from gridgen.synthesis import SynthesisContext, synthesize_rows
+from gridgen.synthesis import SynthesisContext, spectrum_t_outer_scales, synthesize_rows
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,8 @@ def estimate_grid(config_path: str | Path, *, pilot: int = 8, tasks: int = 1,
     context = SynthesisContext.load(config_path, engine_dir)
     provider = make_provider(config.atmosphere, context.engine)
     labels = sample_parameters(config, provider)
-    rows = labels[pilot_rows(labels, pilot)]
+    pilot_index = pilot_rows(labels, pilot)
+    rows = labels[pilot_index]
     wave_aa = engine_mod.synthesis_wavelengths(config.synthesis.windows_aa, config.synthesis.step_aa)
     scratch = Path(tempfile.mkdtemp(prefix="gridgen-estimate-"))
     try:
@@ -98,7 +99,8 @@ def estimate_grid(config_path: str | Path, *, pilot: int = 8, tasks: int = 1,
             provenance=grid_provenance(config, context.engine, provider, context.engine.wave_medium))
         seconds, failed = [], 0
         start = time.perf_counter()
-        for index, (flux, note, error) in enumerate(synthesize_rows(rows, context)):
+        for index, (flux, note, error) in enumerate(
+                synthesize_rows(rows, context, spectrum_t_outer_scales(config, pilot_index))):
             now = time.perf_counter()
             seconds.append(now - start)
             start = now

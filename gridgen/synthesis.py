@@ -3,7 +3,8 @@
 :func:`synthesize_labels` turns one row of grid labels (``LABEL_NAMES`` order) into an
 unbroadened, continuum-normalised spectrum: atmosphere from the grid's provider, abundances from
 the labels and the solar mixture, NLTE departure files where asked, then Turbospectrum on the
-grid's windows with the grid's line lists. :func:`synthesize_rows` does it for many rows and
+grid's windows with the grid's line lists (and, where the grid draws one, the spectrum's own
+perturbation of the atmosphere, :func:`spectrum_t_outer_scales`). :func:`synthesize_rows` does it for many rows and
 records each failure instead of raising; the grid runner (:func:`gridgen.chunktask.run_chunk`) and
 the re-simulation of parameter tables (:mod:`augment.resimulate`) both use it, so a re-simulated
 spectrum is made exactly as a grid spectrum of the same labels.
@@ -23,6 +24,7 @@ from gridgen.core.errors import UserError
 from gridgen.physics import engine as engine_mod
 from gridgen.physics import nlte as nlte_mod
 from gridgen.physics.abundances import absolute_abundances
+from gridgen.physics.atmospheres.perturbation import t_outer_scales
 from gridgen.physics.atmospheres.provider import ALPHA_LABELS, make_provider
 from gridgen.physics.labels import FE_H, LABEL_NAMES, LOGG, TEFF, VMIC
 from gridgen.physics.linelist import summarize_linelist
@@ -59,7 +61,8 @@ class SynthesisContext:
         )
 
 
-def synthesize_labels(labels: np.ndarray, context: SynthesisContext) -> tuple[np.ndarray, str]:
+def synthesize_labels(labels: np.ndarray, context: SynthesisContext,
+                      t_outer_scale: float | None = None) -> tuple[np.ndarray, str]:
     """One unbroadened, continuum-normalised spectrum of the grid definition.
 
     Parameters
@@ -68,6 +71,9 @@ def synthesize_labels(labels: np.ndarray, context: SynthesisContext) -> tuple[np
         Grid labels in ``LABEL_NAMES`` order (K, dex, dex, km/s, 21 x dex).
     context : SynthesisContext
         From :meth:`SynthesisContext.load`.
+    t_outer_scale : float, optional
+        This spectrum's delta of ``atmosphere.t_outer_scale_range``
+        (:func:`spectrum_t_outer_scales`); None: the grid's fixed ``atmosphere.t_outer_scale``.
 
     Returns
     -------
@@ -90,8 +96,9 @@ def synthesize_labels(labels: np.ndarray, context: SynthesisContext) -> tuple[np
         lte_fallback.update(inputs.lte_fallback)
         return inputs.info_file
 
+    drawn = {} if t_outer_scale is None else {"t_outer_scale": float(t_outer_scale)}
     atmosphere = context.provider.model(labels[TEFF], labels[LOGG], labels[FE_H], labels[VMIC],
-                                        alpha_fe_dex=float(np.mean(labels[_ALPHA])))
+                                        alpha_fe_dex=float(np.mean(labels[_ALPHA])), **drawn)
     spectrum = engine_mod.synthesize(
         context.engine, atmosphere, abundances, float(labels[FE_H]), float(labels[VMIC]),
         config.synthesis.windows_aa, config.synthesis.step_aa, linelists=context.linelists,
@@ -100,7 +107,8 @@ def synthesize_labels(labels: np.ndarray, context: SynthesisContext) -> tuple[np
     return spectrum.flux_norm, "; ".join(filter(None, notes))
 
 
-def synthesize_rows(rows: np.ndarray, context: SynthesisContext) -> Iterator[tuple[np.ndarray | None, str, str]]:
+def synthesize_rows(rows: np.ndarray, context: SynthesisContext,
+                    t_outer_scales: np.ndarray | None = None) -> Iterator[tuple[np.ndarray | None, str, str]]:
     """Synthesise rows of grid labels one after the other, recording failures.
 
     Parameters
@@ -109,6 +117,9 @@ def synthesize_rows(rows: np.ndarray, context: SynthesisContext) -> Iterator[tup
         Grid labels in ``LABEL_NAMES`` order, one spectrum per row.
     context : SynthesisContext
         From :meth:`SynthesisContext.load`.
+    t_outer_scales : ndarray, shape (n,), optional
+        Each row's delta of ``atmosphere.t_outer_scale_range`` (:func:`spectrum_t_outer_scales`);
+        None: the grid's fixed ``atmosphere.t_outer_scale`` for every row.
 
     Yields
     ------
@@ -119,14 +130,25 @@ def synthesize_rows(rows: np.ndarray, context: SynthesisContext) -> Iterator[tup
     error : str
         Why the synthesis failed ("" if it succeeded).
     """
-    for labels in rows:
+    deltas = [None] * len(rows) if t_outer_scales is None else np.asarray(t_outer_scales, dtype=float)
+    for labels, delta in zip(rows, deltas):
         try:
-            flux, note = synthesize_labels(labels, context)
+            flux, note = synthesize_labels(labels, context, delta)
         except (engine_mod.SynthesisError, UserError) as exc:
             # A failed spectrum is a recorded outcome, not the end of the run.
             yield None, "", str(getattr(exc, "reason", exc))
             continue
         yield flux, note, ""
+
+
+def spectrum_t_outer_scales(config: GridConfig, index: np.ndarray) -> np.ndarray | None:
+    """The deltas of grid spectra ``index`` under ``atmosphere.t_outer_scale_range``; None without one.
+
+    :func:`gridgen.physics.atmospheres.perturbation.t_outer_scales` with the grid's seed: what the
+    grid runner passes to :func:`synthesize_rows` for those spectra.
+    """
+    pair = config.atmosphere.t_outer_scale_range
+    return None if pair is None else t_outer_scales(config.seed, index, *pair)
 
 
 def resolve_linelists(engine, config) -> list[Path]:

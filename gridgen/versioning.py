@@ -339,12 +339,13 @@ def _rebuild(group: zarr.Group, labels: np.ndarray, rows: list[int], config_path
              engine_dir: str | None) -> list[str]:
     """Synthesise ``rows`` (their ``labels``) from the grid TOML at ``config_path``; one line per
     row whose flux checksum is not the stored one (with the largest |ΔF|) or whose rebuild failed."""
-    from gridgen.synthesis import SynthesisContext, synthesize_rows
+    from gridgen.synthesis import SynthesisContext, spectrum_t_outer_scales, synthesize_rows
 
     context = SynthesisContext.load(config_path, engine_dir)
     checksums = group["checksum"]
     mismatches = []
-    for row, (flux, _, error) in zip(rows, synthesize_rows(labels, context)):
+    deltas = spectrum_t_outer_scales(context.config, np.asarray(rows))
+    for row, (flux, _, error) in zip(rows, synthesize_rows(labels, context, deltas)):
         if flux is None:
             mismatches.append(f"spectrum {row}: rebuild failed ({error})")
         elif flux_checksum(flux) != str(checksums[row]):

@@ -24,6 +24,7 @@ from gridgen.physics.atmospheres.perturbation import (
     outer_weight,
     perturb_outer_temperature,
     saha_electron_density,
+    t_outer_scales,
 )
 from gridgen.physics.atmospheres.provider import EmulatorProvider
 from gridgen.physics.engine import abundance_block_text, babsma_input_text, synthesize
@@ -219,6 +220,81 @@ def test_grid_store_records_the_perturbation_and_resumes(engine, tmp_path, capsy
     assert_rejected(capsys, gridgen_main, ["run", bad, "--out", tmp_path / "bad" / "g.zarr", "--create-only"],
                     watch=[tmp_path / "bad"], match=r"grid\.toml: atmosphere\.t_outer_scale: must be a number "
                                                     r"from -0\.1 to 0\.1")
+
+
+# --- drawn per spectrum: atmosphere.t_outer_scale_range -------------------------------------
+
+RANGE = (-0.06, 0.02)
+
+
+@pytest.mark.parametrize("table, match", [
+    ({"t_outer_scale_range": [0.02, -0.06]}, r"atmosphere\.t_outer_scale_range: must be \[low, high\] with -0\.1 <= low < high"),
+    ({"t_outer_scale_range": [-0.2, 0.0]}, r"atmosphere\.t_outer_scale_range: must be \[low, high\]"),
+    ({"t_outer_scale_range": [-0.04]}, r"atmosphere\.t_outer_scale_range: must be \[low, high\]"),
+    ({"t_outer_scale_range": [-0.04, "0"]}, r"atmosphere\.t_outer_scale_range: must be \[low, high\]"),
+    ({"t_outer_scale_range": [-0.04, 0.0], "t_outer_scale": -0.04},
+     r"atmosphere\.t_outer_scale_range: draws the delta per spectrum; remove atmosphere\.t_outer_scale"),
+    ({"provider": "marcs", "marcs_dir": "m", "t_outer_scale_range": [-0.04, 0.0]},
+     r"atmosphere\.t_outer_scale_range: perturbs the emulator's models only"),
+])
+def test_bad_t_outer_scale_range_is_refused_naming_the_key(table, match):
+    with pytest.raises(UserError, match=match):
+        AtmosphereConfig(**table)
+
+
+def test_each_spectrums_delta_depends_only_on_the_seed_and_its_index():
+    every = t_outer_scales(7, np.arange(2000), *RANGE)
+    assert every.min() >= RANGE[0] and every.max() < RANGE[1]
+    # Uniform: 2000 draws put the mean within 4 sigma (sigma = width / sqrt(12 * 2000)) of the middle.
+    width = RANGE[1] - RANGE[0]
+    assert abs(every.mean() - sum(RANGE) / 2) < 4 * width / np.sqrt(12 * 2000)
+    # Any subset, in any order, of any grid size gets the same values; another seed others.
+    picked = np.array([1999, 3, 500])
+    np.testing.assert_array_equal(t_outer_scales(7, picked, *RANGE), every[picked])
+    assert not np.allclose(t_outer_scales(8, picked, *RANGE), every[picked])
+
+
+def test_a_drawn_delta_makes_the_model_a_fixed_delta_makes(emulator):
+    teff, logg, feh = STARS[1]
+    drawn = EmulatorProvider(AtmosphereConfig(t_outer_scale_range=RANGE), emulator)
+    fixed = EmulatorProvider(AtmosphereConfig(t_outer_scale=DELTA), emulator)
+    assert drawn.model(teff, logg, feh, 1.5, t_outer_scale=DELTA).text == fixed.model(teff, logg, feh, 1.5).text
+    # Without a delta of its own the model is the unperturbed one.
+    assert drawn.model(teff, logg, feh, 1.5).text == EmulatorProvider(AtmosphereConfig(), emulator).model(
+        teff, logg, feh, 1.5).text
+    described = dict(drawn.describe())
+    recorded = described.pop("t_outer_scale_range")
+    assert described == EmulatorProvider(AtmosphereConfig(), emulator).describe()
+    assert (recorded["low"], recorded["high"]) == RANGE and "derived_rng(grid.seed, 13, i)" in recorded["rule"]
+
+
+def test_a_grid_drawing_deltas_keeps_its_stars_and_gives_each_its_own_atmosphere(engine, tmp_path):
+    from gridgen.config import load_grid_config
+    from gridgen.synthesis import SynthesisContext, spectrum_t_outer_scales, synthesize_labels
+
+    plain_toml = demo_toml(tmp_path / "plain")
+    drawn_toml = demo_toml(tmp_path / "drawn", f"t_outer_scale_range = [{RANGE[0]}, {RANGE[1]}]")
+    assert gridgen_main(["run", str(plain_toml), "--out", str(tmp_path / "plain.zarr"), "--create-only",
+                         "--no-progress"]) == 0
+    assert gridgen_main(["run", str(drawn_toml), "--out", str(tmp_path / "drawn.zarr"), "--no-progress"]) == 0
+    plain, drawn = open_grid_store(tmp_path / "plain.zarr"), open_grid_store(tmp_path / "drawn.zarr")
+    # The same stars in the same splits: the draw has a seed stream of its own.
+    np.testing.assert_array_equal(drawn["labels"][:], plain["labels"][:])
+    np.testing.assert_array_equal(drawn["split"][:], plain["split"][:])
+    assert drawn.attrs["provenance"]["atmosphere"]["t_outer_scale_range"]["low"] == RANGE[0]
+    config = load_grid_config(drawn_toml)
+    deltas = spectrum_t_outer_scales(config, np.arange(2))
+    assert abs(deltas[0] - deltas[1]) > 1e-3
+    # Spectrum i is the synthesis with delta_i, not with the unperturbed atmosphere.
+    context = SynthesisContext.load(drawn_toml)
+    for i in range(2):
+        own, _ = synthesize_labels(drawn["labels"][i], context, deltas[i])
+        np.testing.assert_array_equal(drawn["flux"][i], own)
+    # The larger delta (2 % here) moves the Mg b 5183 core by far more than the engine's 1e-4 rounding.
+    big = int(np.argmax(np.abs(deltas)))
+    assert abs(deltas[big]) > 0.01
+    unperturbed, _ = synthesize_labels(drawn["labels"][big], context)
+    assert np.abs(drawn["flux"][big] - unperturbed).max() > 1e-3
 
 
 # --- scripts/bench/resimulate_split.py -------------------------------------------------------

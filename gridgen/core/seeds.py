@@ -13,6 +13,8 @@ import numpy as np
 #: gridgen: parameters of spectrum i (``random`` sampler), and the train/test/val split.
 STREAM_SAMPLE = 11
 STREAM_SPLIT = 12
+#: gridgen: the outer-temperature perturbation of spectrum i (``atmosphere.t_outer_scale_range``).
+STREAM_T_OUTER = 13
 #: augment: vbroad per base spectrum, noise per (spectrum, S/N).
 STREAM_VBROAD = 1
 STREAM_NOISE = 2

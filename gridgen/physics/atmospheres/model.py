@@ -97,6 +97,14 @@ class AtmosphereConfig:
         they are. Negative values mimic the cooler outer layers of 3D models (typically -0.03 to
         -0.05 for FGK dwarfs, Magic et al. 2013). At most 0.1 either way
         (:data:`T_OUTER_SCALE_MAX`).
+    t_outer_scale_range
+        Emulator only: ``[low, high]`` to draw the delta above per spectrum, uniformly, instead of
+        one value for the whole grid (:func:`gridgen.physics.atmospheres.perturbation.t_outer_scales`: spectrum i's delta
+        depends only on the grid seed and i). A grid drawn this way teaches a network that the
+        temperature structure of a real star's outer layers is not known, so that its posteriors
+        widen along the degeneracy with Teff instead of reading a 3D-like star as a cooler 1D
+        one (docs/method.md §1, atmospheres). None (default): no draw. Excludes a
+        non-zero ``t_outer_scale``; both bounds within :data:`T_OUTER_SCALE_MAX`.
     """
 
     provider: str = "emulator"
@@ -107,6 +115,7 @@ class AtmosphereConfig:
     n_depth: int = 52
     alpha_fe_dex: float | None = None
     t_outer_scale: float = 0.0
+    t_outer_scale_range: tuple[float, float] | None = None
 
     def __post_init__(self):
         if self.provider not in PROVIDERS:
@@ -145,6 +154,21 @@ class AtmosphereConfig:
         if value != 0 and self.provider != "emulator":
             raise UserError(f"atmosphere.t_outer_scale: perturbs the emulator's models only; "
                             f"atmosphere.provider is {self.provider!r}")
+        pair = self.t_outer_scale_range
+        if pair is None:
+            return
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in pair)
+                or not -T_OUTER_SCALE_MAX <= pair[0] < pair[1] <= T_OUTER_SCALE_MAX):
+            raise UserError(f"atmosphere.t_outer_scale_range: must be [low, high] with "
+                            f"-{T_OUTER_SCALE_MAX} <= low < high <= {T_OUTER_SCALE_MAX}, got {pair!r}")
+        if value != 0:
+            raise UserError("atmosphere.t_outer_scale_range: draws the delta per spectrum; "
+                            "remove atmosphere.t_outer_scale (one delta for the whole grid)")
+        if self.provider != "emulator":
+            raise UserError(f"atmosphere.t_outer_scale_range: perturbs the emulator's models only; "
+                            f"atmosphere.provider is {self.provider!r}")
+        object.__setattr__(self, "t_outer_scale_range", (float(pair[0]), float(pair[1])))
 
 
 def marcs_standard_alpha_fe(feh_dex: float) -> float:

@@ -26,6 +26,13 @@ one-parameter ramp is easy to state, reproduce and scan. A typical value is ``de
 ``atmosphere.t_outer_scale`` allows |delta| <= 0.1
 (:data:`gridgen.physics.atmospheres.model.T_OUTER_SCALE_MAX` says why).
 
+Drawn per spectrum
+------------------
+``atmosphere.t_outer_scale_range = [low, high]`` gives every grid spectrum its own delta, uniform
+in the range (:func:`t_outer_scales`), so that a grid spans the atmospheres a real star may have
+instead of one 1D family. The draw has its own seed stream and leaves the labels, the split and
+every other draw of the grid as they are without it: the same stars, other atmospheres.
+
 The rest of the structure
 -------------------------
 The model stays in hydrostatic equilibrium on its column-mass scale: ``P_gas = g * RHOX`` (up to
@@ -47,7 +54,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from gridgen.core.seeds import STREAM_T_OUTER, derived_rng
 from gridgen.physics.solar import solar_abundances
+
+T_OUTER_DRAW_RULE = "spectrum i: derived_rng(grid.seed, 13, i).uniform(low, high) (gridgen.core.seeds)"
+"""How :func:`t_outer_scales` draws; recorded in the provenance of a grid that draws."""
 
 #: log tau_Ross at and above which (outwards) the full perturbation applies.
 OUTER_LOG_TAU_ROSS = -2.0
@@ -80,6 +91,28 @@ _DONORS = (
 )
 #: Elements whose abundance follows [alpha/Fe] in the emulator's C3K models (as in MARCS).
 _ALPHA_ELEMENTS = (8, 10, 12, 14, 16, 18, 20, 22)
+
+
+def t_outer_scales(seed: int, index: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Each spectrum's delta of ``atmosphere.t_outer_scale_range`` (:data:`T_OUTER_DRAW_RULE`).
+
+    Parameters
+    ----------
+    seed : int
+        The grid's seed (``grid.seed``).
+    index : array of int
+        Spectrum indices in the grid.
+    low, high : float
+        The range (fraction of the local temperature).
+
+    Returns
+    -------
+    ndarray of float64, shape of ``index``
+        Spectrum i's delta depends only on ``seed`` and i.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    flat = [derived_rng(seed, STREAM_T_OUTER, int(i)).uniform(low, high) for i in index.ravel()]
+    return np.asarray(flat, dtype=np.float64).reshape(index.shape)
 
 
 def outer_weight(log_tau_ross: np.ndarray) -> np.ndarray:

@@ -21,7 +21,8 @@ difference.
     between ``log_tau_ross_min`` and ``log_tau_ross_max``.
     With ``t_outer_scale`` set, the temperatures of its outer layers are scaled
     (:mod:`gridgen.physics.atmospheres.perturbation`), the value written in the model's title and
-    the provenance (``atmosphere.t_outer_scale``; absent when 0).
+    the provenance (``atmosphere.t_outer_scale``; absent when 0). With ``t_outer_scale_range``
+    set, each spectrum's own delta is passed to :meth:`EmulatorProvider.model`.
 ``"marcs"``
     A user's MARCS grid interpolated with Turbospectrum's ``interpol_modeles``
     (:mod:`gridgen.physics.atmospheres.marcs`).
@@ -46,12 +47,14 @@ from gridgen.physics.atmospheres.kurucz import write_kurucz
 from gridgen.physics.atmospheres.model import (
     AtmosphereConfig,
     AtmosphereModel,
+    T_OUTER_SCALE_MAX,
     marcs_standard_alpha_fe,
     outside_validity_error,
 )
 from gridgen.physics.atmospheres.perturbation import (
     INNER_LOG_TAU_ROSS,
     OUTER_LOG_TAU_ROSS,
+    T_OUTER_DRAW_RULE,
     perturb_outer_temperature,
 )
 
@@ -161,7 +164,7 @@ class EmulatorProvider:
                        f"the emulator's {EMULATOR_ALPHA_RANGE_DEX[0]:+.1f}..{EMULATOR_ALPHA_RANGE_DEX[1]:+.1f})")
 
     def model(self, teff_k: float, logg_cgs: float, feh_dex: float, vmic_kms: float,
-              alpha_fe_dex: float | None = None) -> AtmosphereModel:
+              alpha_fe_dex: float | None = None, t_outer_scale: float | None = None) -> AtmosphereModel:
         """Emulate, resample and format one model atmosphere.
 
         Parameters
@@ -170,6 +173,10 @@ class EmulatorProvider:
             Stellar parameters (K, dex cgs, dex, km/s).
         alpha_fe_dex
             The spectrum's [alpha/Fe] (dex; :data:`ALPHA_LABELS`), see :meth:`alpha_fe_dex`.
+        t_outer_scale
+            This spectrum's delta of the outer-temperature perturbation, drawn from
+            ``atmosphere.t_outer_scale_range`` (:func:`gridgen.physics.atmospheres.perturbation.t_outer_scales`); None:
+            the grid's ``atmosphere.t_outer_scale``.
 
         Raises
         ------
@@ -183,7 +190,9 @@ class EmulatorProvider:
         structure = resample_depth(predict_structure(self.emulator, teff_k, logg_cgs, feh_dex, alpha),
                                    self.config.log_tau_ross_min, self.config.log_tau_ross_max,
                                    self.config.n_depth)
-        delta = float(self.config.t_outer_scale)
+        delta = float(self.config.t_outer_scale if t_outer_scale is None else t_outer_scale)
+        if abs(delta) > T_OUTER_SCALE_MAX:
+            raise UserError(f"t_outer_scale {delta:g} is beyond +-{T_OUTER_SCALE_MAX}")
         if delta:
             # On the resampled grid, whose log tau_Ross is the unperturbed model's.
             structure = perturb_outer_temperature(structure, delta, feh_dex, alpha)
@@ -224,7 +233,14 @@ class EmulatorProvider:
             # Only when set, so that the provenance, and the identity of every store made
             # without the perturbation, is what it was before the option existed.
             **({"t_outer_scale": self._perturbation()} if self.config.t_outer_scale else {}),
+            **({"t_outer_scale_range": self._perturbation_draw()} if self.config.t_outer_scale_range else {}),
         }
+
+    def _perturbation_draw(self) -> dict:
+        """Provenance of ``atmosphere.t_outer_scale_range``: the draw and the perturbation it feeds."""
+        low, high = self.config.t_outer_scale_range
+        return {"low": low, "high": high, "distribution": "uniform",
+                "rule": T_OUTER_DRAW_RULE, **{k: v for k, v in self._perturbation().items() if k != "delta"}}
 
     def _perturbation(self) -> dict:
         """Provenance of ``atmosphere.t_outer_scale`` (:mod:`gridgen.physics.atmospheres.perturbation`)."""
