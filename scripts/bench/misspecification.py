@@ -11,7 +11,9 @@ clean test-split spectra of a training store one way at a time (:mod:`augment.nu
 - ``tilt +0.5 %`` and ``tilt -0.5 %``: the continuum from -/+0.5 % to +/-0.5 % across each arm;
 - ``RV +2 km/s``: a radial-velocity residual of 2 km/s;
 - ``atmosphere``: with ``--atmosphere R.zarr``, the same stars re-simulated with another
-  atmosphere (``scripts/bench/resimulate_split.py``: the emulator's outer layers cooled),
+  atmosphere (``scripts/bench/resimulate_split.py``: the emulator's outer layers cooled);
+  ``--atmosphere NAME=R.zarr`` (repeatable) names each such row, e.g. ``1D=R0.zarr`` for the
+  unperturbed atmospheres of a grid that draws ``atmosphere.t_outer_scale_range``,
 
 then adds noise at each ``--snr`` (augment's eq. 1 in the store's S/N unit, fixed seeds, the
 same draws for every perturbation) and predicts with each ``--model`` and with ridge regression
@@ -145,7 +147,9 @@ def main(argv=None) -> int:
                         "configuration: their numbers are averaged)")
     parser.add_argument("--snr", default="20,50,250", help="S/N levels, in the store's S/N unit")
     parser.add_argument("--samples", type=int, default=1024, help="posterior samples per spectrum")
-    parser.add_argument("--atmosphere", help="re-simulation store of the test split with another atmosphere")
+    parser.add_argument("--atmosphere", action="append", default=[], metavar="[NAME=]PATH",
+                        help="re-simulation store of the test split with another atmosphere (repeatable; "
+                        "the row is named 'atmosphere' or NAME)")
     parser.add_argument("--batch", type=int, default=16, help="spectra per prediction batch")
     parser.add_argument("--jobs", type=int, default=2, help="torch threads")
     parser.add_argument("--markdown", help="also write the tables to this Markdown file")
@@ -160,8 +164,9 @@ def main(argv=None) -> int:
     clean_test = read_split(group, info, test, "flux_clean").astype(np.float64)
     perturbed = {name: (perturb_numpy(clean_test, info.wave_aa, nuisance), np.ones(test.size, bool))
                  for name, nuisance in PERTURBATIONS.items()}
-    if args.atmosphere:
-        perturbed["atmosphere"] = atmosphere_spectra(args.atmosphere, test, info.wave_aa)
+    for item in args.atmosphere:
+        name, _, path = item.rpartition("=")
+        perturbed[name or "atmosphere"] = atmosphere_spectra(path, test, info.wave_aa)
     models = []
     for item in args.model:
         name, _, path = item.partition("=")

@@ -35,7 +35,9 @@ and has ``object_id`` ``row<N>``: it re-simulates row N of the training store, w
 Resuming: R.zarr is written only when complete, and an existing ``--out`` is refused, so an
 interrupted run leaves nothing half-written and is simply run again (the table, if identical, is
 reused; a different table at ``--table`` is refused). ``--t-outer-scale 0`` re-simulates
-without the perturbation: a control that must reproduce the training store's ``flux_clean``.
+without the perturbation: a control that must reproduce the training store's ``flux_clean``
+(unless the grid draws ``atmosphere.t_outer_scale_range``: then it gives the same stars with the
+unperturbed 1D atmospheres, and every DELTA the same stars with one fixed perturbation).
 """
 
 from __future__ import annotations
@@ -155,13 +157,16 @@ def write_table(path: Path, text: str) -> None:
 
 
 def perturbed_definition(grid_path: Path, delta: float) -> dict:
-    """The grid TOML as a mapping with ``atmosphere.t_outer_scale = delta``, paths made absolute."""
+    """The grid TOML as a mapping with ``atmosphere.t_outer_scale = delta`` (and no
+    ``t_outer_scale_range``), paths made absolute."""
     doc = tomllib.loads(grid_path.read_text())
     base = grid_path.resolve().parent
     atmosphere = doc.setdefault("atmosphere", {})
     if "t_outer_scale" in atmosphere:
         raise UserError(f"--grid: {grid_path} already sets atmosphere.t_outer_scale")
     atmosphere["t_outer_scale"] = float(delta)
+    # One delta for every re-simulated star, also where the grid drew one per spectrum.
+    atmosphere.pop("t_outer_scale_range", None)
     # The temporary file lives elsewhere: what the definition names relative to itself must not move.
     sampler, synthesis, nlte = doc.get("sampler", {}), doc.get("synthesis", {}), doc.get("nlte", {})
     if "table" in sampler:
@@ -219,7 +224,7 @@ def main(argv=None) -> int:
     check_same_physics(train, args.train, grid_path, args.augment_config)
     config = load_grid_config(grid_path)
     try:
-        replace(config.atmosphere, t_outer_scale=args.t_outer_scale)
+        replace(config.atmosphere, t_outer_scale=args.t_outer_scale, t_outer_scale_range=None)
     except UserError as err:
         raise UserError(f"--t-outer-scale: {err}") from None
     rows, n_unfinished = split_rows(train, args.train, args.split, args.max_rows)
