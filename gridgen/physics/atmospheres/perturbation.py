@@ -57,7 +57,7 @@ import numpy as np
 from gridgen.core.seeds import STREAM_T_OUTER, derived_rng
 from gridgen.physics.solar import solar_abundances
 
-T_OUTER_DRAW_RULE = "spectrum i: derived_rng(grid.seed, 13, i).uniform(low, high) (gridgen.core.seeds)"
+T_OUTER_DRAW_RULE = f"spectrum i: derived_rng(grid.seed, {STREAM_T_OUTER}, i).uniform(low, high) (gridgen.core.seeds)"
 """How :func:`t_outer_scales` draws; recorded in the provenance of a grid that draws."""
 
 #: log tau_Ross at and above which (outwards) the full perturbation applies.

@@ -4,6 +4,7 @@ Two providers share one interface::
 
     provider.contains(teff_k, logg_cgs, feh_dex) -> np.ndarray[bool]
     provider.model(teff_k, logg_cgs, feh_dex, vmic_kms, alpha_fe_dex=None) -> AtmosphereModel
+                                           # the emulator's also takes t_outer_scale=None (a drawn delta)
     provider.describe() -> dict            # provenance
     provider.feh_range_dex -> (low, high)  # documented [Fe/H] validity
 
