@@ -103,7 +103,8 @@ def _add_train_commands(cli: CommandLine) -> None:
     p.add_argument("store", help="training store with a validation split (the model's, or another)")
     p.add_argument("--split", default="val", choices=["val", "train"],
                    help="held-out spectra to fit on (never the test split)")
-    p.add_argument("--spectra", type=int, default=256, help="at most this many spectra of the split, each at every S/N")
+    p.add_argument("--spectra", type=int, default=256, help="at most this many spectra of the split, each at "
+                   "every S/N level in several noise realisations (the stored one and fresh draws)")
     _common(p)
 
 
@@ -470,7 +471,9 @@ def _calibrate(model_dir, store, split: str, device: str, progress: bool, max_sp
     def mean(table: dict, level: str) -> float:
         return float(np.mean([v[level] for v in table.values()]))
 
-    print(f"calibration fitted on {record['fitted_on']['n_predictions']} {split} predictions -> {path}; "
+    fitted = record["fitted_on"]
+    print(f"calibration fitted on {fitted['n_predictions']} {split} predictions ({fitted['n_spectra']} spectra x "
+          f"{len(before)} S/N x {fitted['noise_realisations']} noise realisations) -> {path}; "
           f"mean 68 % coverage {mean(before, '68'):.2f} -> {mean(after, '68'):.2f}, "
           f"95 % {mean(before, '95'):.2f} -> {mean(after, '95'):.2f} (on the fitted spectra); "
           f"width factors {calibration.scale.min():.2f}-{calibration.scale.max():.2f}")

@@ -223,31 +223,66 @@ def run_prediction(model: LoadedModel, input_path: str | Path, config: PredictCo
     return {key: np.concatenate(value) for key, value in parts.items()}
 
 
-#: Validation spectra (each at every S/N level of the store) and posterior samples per
-#: prediction used to fit the width calibration: enough for ~±0.03 on a pooled coverage,
-#: and a fixed memory (~130 MB for 19 S/N levels and 13 targets) whatever the grid size.
+#: Validation spectra (each at every S/N level of the store), noise realisations of each and
+#: posterior samples per prediction used to fit the width calibration. The stored noisy flux is
+#: one realisation; the others are fresh noise on ``flux_clean`` from the store's noise law, so
+#: that the fit at low S/N, where the noise decides the error, rests on more than one draw per
+#: spectrum. Memory is fixed whatever the grid size: 256 x 19 levels x 4 x 256 samples x 13
+#: targets in float32, ~260 MB.
 CALIBRATION_SPECTRA = 256
-CALIBRATION_SAMPLES = 512
+CALIBRATION_REALISATIONS = 4
+CALIBRATION_SAMPLES = 256
+
+
+def calibration_inputs(group, info, rows: np.ndarray, realisations: int, seed: int, spectra_per_batch: int):
+    """Batches (flux, snr, row, latent index) of every (spectrum, S/N level, noise realisation).
+
+    Realisation 0 is the stored noisy flux; realisation r >= 1 draws fresh noise on
+    ``flux_clean`` at each level, from a generator seeded by (seed, r, first row of the chunk),
+    so the draws do not depend on the batching. Latent indices differ between realisations.
+    """
+    from cinn.standardize import store_noise_law
+
+    n_latent = info.n_spec * info.snr.size
+    for flux, snr, _, row, snr_index in iterate_input(group, info, rows, spectra_per_batch):
+        yield flux, snr, row, latent_index(row, snr_index, info.snr.size)
+    if realisations <= 1:
+        return
+    law = store_noise_law(group, info)
+    for chunk_rows in chunks_of(rows, info.chunk_spec):
+        clean = read_rows(group["flux_clean"], chunk_rows, info.chunk_spec)
+        check_finite(clean, chunk_rows, info.path)
+        for r in range(1, realisations):
+            rng = np.random.default_rng([seed, r, int(chunk_rows[0])])
+            for k, level in enumerate(info.snr):
+                snr = np.full(chunk_rows.size, float(level))
+                flux = law.noisy(clean, snr, rng.standard_normal(clean.shape, dtype=np.float32))
+                index = latent_index(chunk_rows, np.full(chunk_rows.size, k), info.snr.size) + r * n_latent
+                yield flux, snr, chunk_rows, index
 
 
 def fit_calibration(model: LoadedModel, store_path: str | Path, split: str = "val",
                     max_spectra: int = CALIBRATION_SPECTRA, n_samples: int = CALIBRATION_SAMPLES,
-                    seed: int = 0, progress: bool = True) -> tuple[WidthCalibration, dict]:
+                    realisations: int = CALIBRATION_REALISATIONS, seed: int = 0,
+                    progress: bool = True) -> tuple[WidthCalibration, dict]:
     """Fit the model's width calibration (:mod:`cinn.recalibrate`) on one split of a training store.
 
     Predicts up to ``max_spectra`` spectra of ``split`` (a random subset drawn with ``seed``)
-    at every S/N level, without calibration, and fits the factors to their truths.
+    at every S/N level of the store, in ``realisations`` noise realisations each (the stored
+    one and fresh ones, :func:`calibration_inputs`), without calibration, and fits the factors
+    to their truths.
 
     Returns
     -------
     (WidthCalibration, dict)
-        The calibration and a record: ``fitted_on`` (store, split, counts) and ``coverage``
-        (68 and 95 % coverage per S/N level and target, before and after, on these predictions).
+        The calibration and a record: ``fitted_on`` (store, split, counts, realisations) and
+        ``coverage`` (68 and 95 % coverage per S/N level and target, before and after, on
+        these predictions).
     """
     from dataclasses import replace
 
     from cinn.calibration import coverage_curve, truth_ranks
-    from cinn.recalibrate import fit_width_calibration
+    from cinn.recalibrate import TOLERANCE_FLOORS, fit_width_calibration
     from cinn.targets import labels_to_targets
 
     if split == "test":
@@ -264,9 +299,11 @@ def fit_calibration(model: LoadedModel, store_path: str | Path, split: str = "va
     config = replace(model.config.predict, n_samples=n_samples, calibrated=False, keep_samples=True)
     posterior = model.posterior
     parts = {"samples": [], "map": [], "truth": [], "snr": []}
-    with progress_bar(total=rows.size * info.snr.size, desc="calibrate", unit="spectrum", bars=progress) as bar:
-        for flux, snr, mask, row, snr_index in iterate_input(group, info, rows, config.spectra_per_batch):
-            raw = posterior.sample(flux, snr, latent_index(row, snr_index, info.snr.size), config, mask)
+    total = rows.size * info.snr.size * max(realisations, 1)
+    with progress_bar(total=total, desc="calibrate", unit="spectrum", bars=progress) as bar:
+        for flux, snr, row, index in calibration_inputs(group, info, rows, realisations, seed,
+                                                        config.spectra_per_batch):
+            raw = posterior.sample(flux, snr, index, config)
             parts["samples"].append(stats.standardize_targets(raw["samples"]).astype(np.float32))
             parts["map"].append(stats.standardize_targets(raw["map"]))
             parts["truth"].append(stats.standardize_targets(truth_all[row]))
@@ -289,7 +326,10 @@ def fit_calibration(model: LoadedModel, store_path: str | Path, split: str = "va
         return table
 
     record = {"fitted_on": {"store": str(Path(store_path).resolve()), "split": split, "n_spectra": int(rows.size),
-                            "n_predictions": int(snr.size), "n_samples": int(n_samples), "seed": int(seed)},
+                            "noise_realisations": int(max(realisations, 1)), "n_predictions": int(snr.size),
+                            "n_samples": int(n_samples), "seed": int(seed)},
+              "rule": {"name": "sharpest calibrated factor per target and S/N level",
+                       "tolerance_noise_floors": TOLERANCE_FLOORS},
               "coverage": {"levels": [0.68, 0.95], "before": coverage(np.ones_like(map_std)),
                            "after": coverage(calibration.factors(snr))}}
     return calibration, record

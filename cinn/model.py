@@ -22,8 +22,9 @@ Layout (``FORMAT_VERSION`` in ``model.json``)::
     calibration.json        JSON (written by ``cinn train`` and ``cinn calibrate``): the width
                             calibration of :mod:`cinn.recalibrate` (``method``, ``target_names``,
                             ``snr`` (K,), ``scale`` (K, T)), what it was fitted on
-                            (``fitted_on``: store, split, predictions, samples) and the
-                            validation coverage before and after (``coverage``)
+                            (``fitted_on``: store, split, spectra, noise realisations,
+                            predictions, samples), the fit ``rule`` and the validation
+                            coverage before and after (``coverage``)
     bias.json               JSON (after ``cinn bias-fit``): ``coefficients`` {target: {a (per
                             K), b}}, ``feh_min``, ``n_stars``, ``regressor``
 

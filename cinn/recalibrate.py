@@ -11,15 +11,21 @@ so that the MAP, the point estimate, is unchanged, and the calibrated density is
 log p'(x') = log p(x_MAP + (x' - x_MAP) / s) - sum_t log s_t. It is the per-target version of
 a latent temperature (a latent temperature mixes targets; this keeps each marginal's shape).
 
-The factors s_t are fitted on predictions of the validation split (never the test split): for
-each S/N level of the store and each target, the s on a log grid whose scaled samples put the
-truths' normalised ranks u closest to uniform (smallest squared distance of the expected-
-coverage curve to the diagonal, :mod:`cinn.calibration`); among the factors whose loss lies
-within the sampling noise of the smallest (the mean of p (1 - p) / n over the levels p), the one
-closest to 1, so a flat loss does not widen more than the data ask. Neighbouring S/N levels are pooled
-(a window of ``POOL_LEVELS`` levels), because a validation split of ~100 spectra per level
-measures a coverage to only ~±0.05. Between the fitted S/N levels, log s is interpolated
-linearly in log S/N; outside them it is held at the end values.
+The factors s_t are fitted on predictions of the validation split (never the test split),
+separately at each S/N level of the store and for each target. For each candidate s on a log
+grid, the widened samples give the truths' normalised ranks u, and the loss is the squared
+distance of their expected-coverage curve to the diagonal (:mod:`cinn.calibration`). The loss
+alone does not pick a useful factor: truths drawn from the grid's prior are also "calibrated"
+by a posterior widened until it fills the training bounds (it becomes the prior), so the loss
+often has a second valley at the largest factors, uninformative intervals that a validation
+split of a few hundred spectra may score a little lower. The fit therefore maximises sharpness
+subject to calibration (Gneiting, Balabdaoui & Raftery 2007, J. R. Stat. Soc. B 69, 243): the
+candidates whose loss lies within ``TOLERANCE_FLOORS`` noise floors of the minimum (the noise
+floor, mean of p (1 - p) / n over the levels p, is the loss a calibrated posterior shows from
+n predictions alone) are calibrated; the factor is taken in the valley of the smallest of them,
+and there, among those within one noise floor of the valley's minimum, the one closest to 1.
+Between the fitted S/N levels, log s is interpolated linearly in log S/N; outside them it is
+held at the end values.
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ METHOD = "width-about-map/1"
 #: Candidate factors s: 0.5 ... 20, log-spaced (6 % apart). Targets a small grid barely
 #: constrains need the largest: their widened samples then fill the training range.
 SCALE_GRID = np.exp(np.linspace(np.log(0.5), np.log(20.0), 64))
-#: S/N levels pooled into each level's fit (the level and its neighbours).
-POOL_LEVELS = 3
+#: Width of the band of calibrated factors above the smallest loss, in noise floors.
+TOLERANCE_FLOORS = 2.0
 
 
 @dataclass(frozen=True)
@@ -125,15 +131,26 @@ def noise_floor(n: int) -> float:
     return float(np.mean(COVERAGE_LEVELS * (1.0 - COVERAGE_LEVELS)) / max(n, 1))
 
 
+def sharpest_calibrated(loss: np.ndarray, floor: float, scales: np.ndarray = SCALE_GRID) -> float:
+    """The factor of one loss curve (n_scale,) over ``scales`` picked by the rule of the module docstring."""
+    calibrated = loss <= loss.min() + TOLERANCE_FLOORS * floor
+    first = int(np.argmax(calibrated))
+    beyond = np.flatnonzero(~calibrated[first:])
+    valley = np.arange(first, first + beyond[0] if beyond.size else loss.size)
+    near = valley[loss[valley] <= loss[valley].min() + floor]
+    return float(scales[near][np.argmin(np.abs(np.log(scales[near])))])
+
+
 def fit_width_calibration(samples: np.ndarray, map_std: np.ndarray, truth_std: np.ndarray, snr: np.ndarray,
                           lower: np.ndarray, upper: np.ndarray, target_names: tuple[str, ...],
-                          scales: np.ndarray = SCALE_GRID, pool: int = POOL_LEVELS) -> WidthCalibration:
+                          scales: np.ndarray = SCALE_GRID) -> WidthCalibration:
     """Fit s_t at each S/N level from validation predictions (standardised target units).
 
     Parameters
     ----------
     samples : ndarray (n, S, T)
-        Uncalibrated posterior samples of n validation predictions.
+        Uncalibrated posterior samples of n validation predictions (several noise realisations
+        of one spectrum at one level are several predictions).
     map_std : ndarray (n, T)
         Their MAP (NaN where a target has none: left out of that target's fit).
     truth_std : ndarray (n, T)
@@ -143,9 +160,7 @@ def fit_width_calibration(samples: np.ndarray, map_std: np.ndarray, truth_std: n
         Training bounds.
     target_names : tuple of str
     scales : ndarray
-        Candidate factors.
-    pool : int
-        Number of adjacent S/N levels pooled into each level's fit.
+        Candidate factors, increasing.
 
     Returns
     -------
@@ -153,8 +168,7 @@ def fit_width_calibration(samples: np.ndarray, map_std: np.ndarray, truth_std: n
     """
     levels = np.unique(snr)
     n_t = samples.shape[-1]
-    loss = np.zeros((levels.size, scales.size, n_t))
-    count = np.zeros((levels.size, n_t))
+    best = np.ones((levels.size, n_t))
     for k, level in enumerate(levels):
         sel = snr == level
         for t in range(n_t):
@@ -162,17 +176,5 @@ def fit_width_calibration(samples: np.ndarray, map_std: np.ndarray, truth_std: n
             if ok.any():
                 u = scaled_ranks(samples[ok, :, t] - map_std[ok, t, None], map_std[ok, t], truth_std[ok, t],
                                  lower[t], upper[t], scales)
-                loss[k, :, t] = coverage_loss(u) * ok.sum()
-                count[k, t] = ok.sum()
-    half = pool // 2
-    best = np.ones((levels.size, n_t))
-    for k in range(levels.size):
-        window = slice(max(0, k - half), k + half + 1)
-        n = count[window].sum(axis=0)
-        pooled = loss[window].sum(axis=0) / np.maximum(n, 1)
-        for t in np.flatnonzero(n > 0):
-            # The factor closest to 1 whose loss is within the sampling noise of the minimum:
-            # where the loss is flat, the fit does not widen (or narrow) more than the data ask.
-            ok = pooled[:, t] <= pooled[:, t].min() + noise_floor(int(n[t]))
-            best[k, t] = scales[ok][np.argmin(np.abs(np.log(scales[ok])))]
+                best[k, t] = sharpest_calibrated(coverage_loss(u), noise_floor(int(ok.sum())), scales)
     return WidthCalibration(levels.astype(np.float64), best, tuple(target_names))

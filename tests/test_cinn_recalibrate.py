@@ -9,7 +9,8 @@ import pytest
 
 from cinn.calibration import coverage_curve, truth_ranks
 from cinn.model import load_calibration, load_model, save_calibration
-from cinn.recalibrate import SCALE_GRID, WidthCalibration, fit_width_calibration
+from cinn.recalibrate import (SCALE_GRID, TOLERANCE_FLOORS, WidthCalibration, fit_width_calibration,
+                              sharpest_calibrated)
 from gridgen.core.errors import UserError
 
 
@@ -35,6 +36,33 @@ def test_fit_recovers_the_factor_that_makes_the_intervals_nominal():
     u = truth_ranks(widened, np.ones(widened.shape, dtype=bool), truth)
     coverage = coverage_curve(u, np.array([0.68, 0.95]))
     assert np.all(np.abs(coverage - np.array([[0.68], [0.95]])) < 0.03)
+
+
+def two_valley_loss(sharp_excess_floors: float, floor: float = 1e-4) -> np.ndarray:
+    """A loss over SCALE_GRID with a calibrated valley at s = 1.5 and the prior-filling plateau
+    beyond s = 12, which is lower: the plateau at 0.5 floor, the valley ``sharp_excess_floors``
+    floors above the plateau (a parabola in log s, steep enough to leave the band between)."""
+    log_s = np.log(SCALE_GRID)
+    valley = (0.5 + sharp_excess_floors) * floor + 0.05 * (log_s - np.log(1.5)) ** 2
+    plateau = np.where(SCALE_GRID >= 12.0, 0.5 * floor, np.inf)
+    return np.minimum(valley, plateau)
+
+
+def test_the_sharp_valley_is_chosen_over_the_prior_filling_plateau_when_both_are_calibrated():
+    # Truths drawn from the prior are also covered by a posterior widened until it is the prior:
+    # within the band of calibrated losses the sharpest valley wins, not the smallest loss.
+    floor = 1e-4
+    loss = two_valley_loss(0.8 * TOLERANCE_FLOORS, floor)
+    assert SCALE_GRID[np.argmin(loss)] >= 12.0
+    assert sharpest_calibrated(loss, floor) == pytest.approx(1.5, rel=0.07)
+    # A valley that is not calibrated (beyond the band) is not taken: the plateau is the answer.
+    assert sharpest_calibrated(two_valley_loss(1.5 * TOLERANCE_FLOORS, floor), floor) >= 12.0
+
+
+def test_within_the_valley_the_factor_closest_to_one_is_taken_where_the_loss_is_flat():
+    floor = 1e-4
+    loss = np.where((SCALE_GRID > 0.9) & (SCALE_GRID < 1.6), 0.2 * floor, 10 * floor)
+    assert sharpest_calibrated(loss, floor) == pytest.approx(1.0, rel=0.07)
 
 
 def test_factors_interpolate_in_log_snr_and_hold_beyond_the_ends():
@@ -71,7 +99,11 @@ def test_prediction_widens_about_the_unchanged_map_and_log_prob_is_the_calibrate
     (tmp_path / "tiny.toml").write_text(TINY_TOML.replace("n_samples = 16", "n_samples = 256"))
     assert cinn_main(["train", str(store), "--out", str(tmp_path / "m"), "--config", str(tmp_path / "tiny.toml"),
                       "--no-progress"]) == 0
-    assert (tmp_path / "m" / "calibration.json").exists()
+    record = __import__("json").loads((tmp_path / "m" / "calibration.json").read_text())
+    fitted = record["fitted_on"]
+    # Every validation spectrum at both S/N levels, in the stored and 3 fresh noise realisations.
+    assert fitted["noise_realisations"] == 4
+    assert fitted["n_predictions"] == fitted["n_spectra"] * 2 * 4
     model = load_model(tmp_path / "m", "cpu")
     names = model.target_names
     factor = np.array([2.0, 1.0, 0.5])
@@ -94,3 +126,27 @@ def test_prediction_widens_about_the_unchanged_map_and_log_prob_is_the_calibrate
     target = cal["samples"][take, 0].astype(np.float64)
     lp = model.posterior.log_prob(target, flux[take], snr[take], indices=np.flatnonzero(take), config=config)
     assert np.allclose(lp, cal["log_density"][take, 0], atol=2e-3)
+
+
+def test_fresh_noise_realisations_have_the_stored_noise_level_and_own_latent_draws(tmp_path):
+    from tests.cinn_fixtures import make_training_store
+    from cinn.data import open_spectra_store, split_rows
+    from cinn.inference import calibration_inputs
+
+    store = make_training_store(tmp_path / "s.zarr", n_spec=40, n_pix=400, snr=(20.0, 100.0))
+    group, info = open_spectra_store(store)
+    rows = split_rows(group, "val")
+    clean = group["flux_clean"][:]
+    batches = list(calibration_inputs(group, info, rows, 3, seed=0, spectra_per_batch=8))
+    flux, snr, row, index = (np.concatenate([b[i] for b in batches]) for i in range(4))
+    assert flux.shape[0] == rows.size * 2 * 3
+    assert np.unique(index).size == index.size  # every prediction its own latent draws
+    n_stored = rows.size * 2
+    # Eq. (1): sigma = f / SNR. The fresh draws scatter like the stored noise, and differ from it.
+    for level in (20.0, 100.0):
+        rel = (flux / clean[row] - 1.0) * level
+        stored, fresh = rel[:n_stored][snr[:n_stored] == level], rel[n_stored:][snr[n_stored:] == level]
+        assert np.std(stored) == pytest.approx(1.0, rel=0.05)
+        assert np.std(fresh) == pytest.approx(1.0, rel=0.05)
+    same_row = row[n_stored:] == row[n_stored:][0]
+    assert not np.allclose(flux[n_stored:][same_row][0], flux[n_stored:][same_row][2])
