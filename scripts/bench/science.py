@@ -125,11 +125,14 @@ def train_and_evaluate(args, name: str, base: Path | None, fraction: float, seed
     threads = str(max(1, args.jobs // args.parallel))
     config = run_config(base, fraction, seed, work / "models" / f"{model.name}.json")
     report = model / "test-report"      # `cinn train` writes its own validation report to model/report
-    if not (report / "report.json").exists():
+    # train_seconds.txt is written once `cinn train` has finished: a model with it is only
+    # re-evaluated (delete test-report/ after `cinn calibrate` to measure a new calibration).
+    if not (model / "train_seconds.txt").exists():
         t0 = time.perf_counter()
         run([py, "-m", "cinn", "train", str(train_store), "--out", str(model), "--config", str(config),
              "--jobs", threads, "--no-progress"], log)
         (model / "train_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    if not (report / "report.json").exists():
         run([py, "-m", "cinn", "evaluate", str(model), str(train_store), "--split", "test", "--report", str(report),
              "--samples", str(args.samples), "--saliency-spectra", "0", "--jobs", threads, "--no-progress"], log)
     # The same model without its width calibration (calibration.json, fitted on the validation split).
