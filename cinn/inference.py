@@ -261,6 +261,41 @@ def calibration_inputs(group, info, rows: np.ndarray, realisations: int, seed: i
                 yield flux, snr, chunk_rows, index
 
 
+def calibration_predictions(model: LoadedModel, group, info, rows: np.ndarray, realisations: int,
+                            n_samples: int, seed: int = 0, progress: bool = False) -> dict[str, np.ndarray]:
+    """Uncalibrated predictions of ``rows`` of a training store (:func:`calibration_inputs`), standardised.
+
+    Returns
+    -------
+    dict
+        ``samples`` (n, S, T) float32, ``map`` and ``truth`` (n, T), ``snr`` (n,) of every
+        (spectrum, S/N level, realisation), and the training bounds ``lower``, ``upper`` (T,).
+    """
+    from dataclasses import replace
+
+    from cinn.targets import labels_to_targets
+
+    stats = model.stats
+    truth_all = labels_to_targets(read_array(group["labels"]), info.label_names, model.target_names,
+                                  model.config.targets.vbroad_floor_kms)
+    config = replace(model.config.predict, n_samples=n_samples, calibrated=False, keep_samples=True)
+    parts = {"samples": [], "map": [], "truth": [], "snr": []}
+    total = rows.size * info.snr.size * max(realisations, 1)
+    with progress_bar(total=total, desc="calibrate", unit="spectrum", bars=progress) as bar:
+        for flux, snr, row, index in calibration_inputs(group, info, rows, realisations, seed,
+                                                        config.spectra_per_batch):
+            raw = model.posterior.sample(flux, snr, index, config)
+            parts["samples"].append(stats.standardize_targets(raw["samples"]).astype(np.float32))
+            parts["map"].append(stats.standardize_targets(raw["map"]))
+            parts["truth"].append(stats.standardize_targets(truth_all[row]))
+            parts["snr"].append(snr)
+            bar.update(row.size)
+    out = {key: np.concatenate(value) for key, value in parts.items()}
+    out["lower"] = stats.standardize_targets(stats.target_min)
+    out["upper"] = stats.standardize_targets(stats.target_max)
+    return out
+
+
 def fit_calibration(model: LoadedModel, store_path: str | Path, split: str = "val",
                     max_spectra: int = CALIBRATION_SPECTRA, n_samples: int = CALIBRATION_SAMPLES,
                     realisations: int = CALIBRATION_REALISATIONS, seed: int = 0,
@@ -279,11 +314,8 @@ def fit_calibration(model: LoadedModel, store_path: str | Path, split: str = "va
         ``coverage`` (68 and 95 % coverage per S/N level and target, before and after, on
         these predictions).
     """
-    from dataclasses import replace
-
     from cinn.calibration import coverage_curve, truth_ranks
-    from cinn.recalibrate import TOLERANCE_FLOORS, fit_width_calibration
-    from cinn.targets import labels_to_targets
+    from cinn.recalibrate import TOLERANCE_FLOORS, fit_width_calibration, widen_about_map
 
     if split == "test":
         raise UserError("the calibration is fitted on the validation (or training) split, never on the test split")
@@ -293,29 +325,12 @@ def fit_calibration(model: LoadedModel, store_path: str | Path, split: str = "va
     if rows.size == 0:
         raise UserError(f"{info.path}: the {split} split is empty; the calibration needs held-out spectra")
     rows = np.sort(np.random.default_rng(seed).permutation(rows)[:max_spectra])
-    stats, names = model.stats, model.target_names
-    truth_all = labels_to_targets(read_array(group["labels"]), info.label_names, names,
-                                  model.config.targets.vbroad_floor_kms)
-    config = replace(model.config.predict, n_samples=n_samples, calibrated=False, keep_samples=True)
-    posterior = model.posterior
-    parts = {"samples": [], "map": [], "truth": [], "snr": []}
-    total = rows.size * info.snr.size * max(realisations, 1)
-    with progress_bar(total=total, desc="calibrate", unit="spectrum", bars=progress) as bar:
-        for flux, snr, row, index in calibration_inputs(group, info, rows, realisations, seed,
-                                                        config.spectra_per_batch):
-            raw = posterior.sample(flux, snr, index, config)
-            parts["samples"].append(stats.standardize_targets(raw["samples"]).astype(np.float32))
-            parts["map"].append(stats.standardize_targets(raw["map"]))
-            parts["truth"].append(stats.standardize_targets(truth_all[row]))
-            parts["snr"].append(snr)
-            bar.update(row.size)
-    samples, map_std, truth, snr = (np.concatenate(parts[k]) for k in ("samples", "map", "truth", "snr"))
-    lower, upper = stats.standardize_targets(stats.target_min), stats.standardize_targets(stats.target_max)
-    calibration = fit_width_calibration(samples, map_std, truth, snr, lower, upper, names)
+    d = calibration_predictions(model, group, info, rows, realisations, n_samples, seed, progress)
+    samples, map_std, truth, snr, lower, upper = (d[k] for k in ("samples", "map", "truth", "snr", "lower", "upper"))
+    calibration = fit_width_calibration(samples, map_std, truth, snr, lower, upper, model.target_names)
 
     def coverage(scale: np.ndarray) -> dict:
-        widened = np.where(np.isfinite(map_std)[:, None, :],
-                           map_std[:, None, :] + scale[:, None, :] * (samples - map_std[:, None, :]), samples)
+        widened = widen_about_map(samples, map_std, scale)
         inside = (widened >= lower) & (widened <= upper)
         table = {}
         for level in np.unique(snr):

@@ -141,6 +141,44 @@ def sharpest_calibrated(loss: np.ndarray, floor: float, scales: np.ndarray = SCA
     return float(scales[near][np.argmin(np.abs(np.log(scales[near])))])
 
 
+def coverage_losses(samples: np.ndarray, map_std: np.ndarray, truth_std: np.ndarray, snr: np.ndarray,
+                    lower: np.ndarray, upper: np.ndarray,
+                    scales: np.ndarray = SCALE_GRID) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coverage loss of every candidate factor, per S/N level and target (standardised units).
+
+    Parameters are those of :func:`fit_width_calibration`.
+
+    Returns
+    -------
+    levels : ndarray (K,)
+        The distinct S/N values, increasing.
+    loss : ndarray (K, n_scale, T)
+        :func:`coverage_loss` of the samples widened by each factor (0 where a target has no
+        prediction with both a MAP and a truth at that level).
+    count : ndarray (K, T) int
+        Predictions behind each loss.
+    """
+    levels = np.unique(snr)
+    n_t = samples.shape[-1]
+    loss = np.zeros((levels.size, scales.size, n_t))
+    count = np.zeros((levels.size, n_t), dtype=np.int64)
+    for k, level in enumerate(levels):
+        sel = snr == level
+        for t in range(n_t):
+            ok = sel & np.isfinite(map_std[:, t]) & np.isfinite(truth_std[:, t])
+            if ok.any():
+                u = scaled_ranks(samples[ok, :, t] - map_std[ok, t, None], map_std[ok, t], truth_std[ok, t],
+                                 lower[t], upper[t], scales)
+                loss[k, :, t], count[k, t] = coverage_loss(u), ok.sum()
+    return levels, loss, count
+
+
+def widen_about_map(samples: np.ndarray, map_std: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """x' = x_MAP + s (x - x_MAP) for samples (n, S, T) with factors (n, T); unchanged where the MAP is NaN."""
+    return np.where(np.isfinite(map_std)[:, None, :],
+                    map_std[:, None, :] + scale[:, None, :] * (samples - map_std[:, None, :]), samples)
+
+
 def fit_width_calibration(samples: np.ndarray, map_std: np.ndarray, truth_std: np.ndarray, snr: np.ndarray,
                           lower: np.ndarray, upper: np.ndarray, target_names: tuple[str, ...],
                           scales: np.ndarray = SCALE_GRID) -> WidthCalibration:
@@ -166,15 +204,8 @@ def fit_width_calibration(samples: np.ndarray, map_std: np.ndarray, truth_std: n
     -------
     WidthCalibration
     """
-    levels = np.unique(snr)
-    n_t = samples.shape[-1]
-    best = np.ones((levels.size, n_t))
-    for k, level in enumerate(levels):
-        sel = snr == level
-        for t in range(n_t):
-            ok = sel & np.isfinite(map_std[:, t]) & np.isfinite(truth_std[:, t])
-            if ok.any():
-                u = scaled_ranks(samples[ok, :, t] - map_std[ok, t, None], map_std[ok, t], truth_std[ok, t],
-                                 lower[t], upper[t], scales)
-                best[k, t] = sharpest_calibrated(coverage_loss(u), noise_floor(int(ok.sum())), scales)
+    levels, loss, count = coverage_losses(samples, map_std, truth_std, snr, lower, upper, scales)
+    best = np.ones(count.shape)
+    for k, t in zip(*np.nonzero(count)):
+        best[k, t] = sharpest_calibrated(loss[k, :, t], noise_floor(int(count[k, t])), scales)
     return WidthCalibration(levels.astype(np.float64), best, tuple(target_names))

@@ -24,43 +24,20 @@ the factor family could reach). Run in the work directory of ``scripts/bench/sci
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
-
 import numpy as np
 
 from augment.store import TRAIN_SCHEMA
 from cinn.calibration import coverage_curve, truth_ranks
 from cinn.data import open_spectra_store, split_rows
-from cinn.inference import CALIBRATION_REALISATIONS, CALIBRATION_SAMPLES, calibration_inputs
+from cinn.inference import CALIBRATION_REALISATIONS, CALIBRATION_SAMPLES, calibration_predictions
 from cinn.model import load_model
-from cinn.recalibrate import (SCALE_GRID, WidthCalibration, coverage_loss, fit_width_calibration, noise_floor,
-                              scaled_ranks)
-from cinn.targets import labels_to_targets
-from gridgen.core.storeio import read_array
+from cinn.recalibrate import (SCALE_GRID, WidthCalibration, coverage_losses, fit_width_calibration, noise_floor,
+                              widen_about_map)
 
 LEVELS = np.array([0.68, 0.95])
 #: Targets of the issue's coverage goal (vmic and vbroad are left out).
 SCORED = ("teff", "logg", "fe_h", "ca_fe", "c_fe", "mg_fe", "mn_fe", "n_fe", "si_fe", "ti_fe", "li_fe")
 SHARPNESS = ("teff", "logg", "fe_h")
-
-
-def predictions(model, group, info, split: str, realisations: int, n_samples: int) -> dict:
-    """Uncalibrated samples, MAP and truths (standardised) and S/N of every prediction of ``split``."""
-    stats, names = model.stats, model.target_names
-    truth_all = labels_to_targets(read_array(group["labels"]), info.label_names, names,
-                                  model.config.targets.vbroad_floor_kms)
-    config = replace(model.config.predict, n_samples=n_samples, calibrated=False, keep_samples=True)
-    parts = {"samples": [], "map": [], "truth": [], "snr": []}
-    for flux, snr, row, index in calibration_inputs(group, info, split_rows(group, split), realisations, 0,
-                                                    config.spectra_per_batch):
-        raw = model.posterior.sample(flux, snr, index, config)
-        parts["samples"].append(stats.standardize_targets(raw["samples"]).astype(np.float32))
-        parts["map"].append(stats.standardize_targets(raw["map"]))
-        parts["truth"].append(stats.standardize_targets(truth_all[row]))
-        parts["snr"].append(snr)
-    out = {k: np.concatenate(v) for k, v in parts.items()}
-    out["lower"], out["upper"] = stats.standardize_targets(stats.target_min), stats.standardize_targets(stats.target_max)
-    return out
 
 
 def fit(d: dict, names: tuple[str, ...]) -> WidthCalibration:
@@ -69,19 +46,12 @@ def fit(d: dict, names: tuple[str, ...]) -> WidthCalibration:
 
 def fit_previous(d: dict, names: tuple[str, ...], pool: int = 3) -> WidthCalibration:
     """The rule of the 2026-12-02 code: pooled levels, the factor closest to 1 near the smallest score."""
-    levels, n_t = np.unique(d["snr"]), d["samples"].shape[-1]
-    loss, count = np.zeros((levels.size, SCALE_GRID.size, n_t)), np.zeros((levels.size, n_t))
-    for k, level in enumerate(levels):
-        for t in range(n_t):
-            ok = (d["snr"] == level) & np.isfinite(d["map"][:, t]) & np.isfinite(d["truth"][:, t])
-            u = scaled_ranks(d["samples"][ok, :, t] - d["map"][ok, t, None], d["map"][ok, t], d["truth"][ok, t],
-                             d["lower"][t], d["upper"][t], SCALE_GRID)
-            loss[k, :, t], count[k, t] = coverage_loss(u) * ok.sum(), ok.sum()
-    best = np.ones((levels.size, n_t))
+    levels, loss, count = coverage_losses(d["samples"], d["map"], d["truth"], d["snr"], d["lower"], d["upper"])
+    best = np.ones(count.shape)
     for k in range(levels.size):
         window = slice(max(0, k - pool // 2), k + pool // 2 + 1)
         n = count[window].sum(axis=0)
-        pooled = loss[window].sum(axis=0) / np.maximum(n, 1)
+        pooled = (loss[window] * count[window][:, None, :]).sum(axis=0) / np.maximum(n, 1)
         for t in np.flatnonzero(n > 0):
             ok = pooled[:, t] <= pooled[:, t].min() + noise_floor(int(n[t]))
             best[k, t] = SCALE_GRID[ok][np.argmin(np.abs(np.log(SCALE_GRID[ok])))]
@@ -90,10 +60,7 @@ def fit_previous(d: dict, names: tuple[str, ...], pool: int = 3) -> WidthCalibra
 
 def score(test: dict, calibration: WidthCalibration, names: tuple[str, ...]) -> tuple[int, float, float]:
     """(cells beyond +-0.05, chi2 per cell, mean 68 % width of SHARPNESS) on the test predictions."""
-    factors = calibration.factors(test["snr"])
-    m = test["map"]
-    x = np.where(np.isfinite(m)[:, None, :], m[:, None, :] + factors[:, None, :] * (test["samples"] - m[:, None, :]),
-                 test["samples"])
+    x = widen_about_map(test["samples"], test["map"], calibration.factors(test["snr"]))
     inside = (x >= test["lower"]) & (x <= test["upper"])
     scored = [names.index(t) for t in SCORED if t in names]
     cells, chi2 = 0, []
@@ -128,10 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     for model_dir in args.models:
         model = load_model(model_dir, "cpu")
         names = tuple(model.target_names)
-        val = predictions(model, group, info, "val", CALIBRATION_REALISATIONS, CALIBRATION_SAMPLES)
-        n_stored = split_rows(group, "val").size * info.snr.size
+        val_rows = np.sort(split_rows(group, "val"))
+        val = calibration_predictions(model, group, info, val_rows, CALIBRATION_REALISATIONS, CALIBRATION_SAMPLES)
+        n_stored = val_rows.size * info.snr.size
         stored = {k: (v[:n_stored] if k not in ("lower", "upper") else v) for k, v in val.items()}
-        test = predictions(model, group, info, "test", 1, args.samples)
+        test = calibration_predictions(model, group, info, np.sort(split_rows(group, "test")), 1, args.samples)
         for rule, rule_fit in rules.items():
             results[rule].append(score(test, rule_fit(val, stored, test, names), names))
             cells, chi2, width = results[rule][-1]
