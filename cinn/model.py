@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,6 +270,11 @@ def load_calibration(model_dir: str | Path, target_names) -> WidthCalibration | 
     if calibration.target_names != tuple(target_names):
         raise UserError(f"{path}: targets {list(calibration.target_names)} are not the model's "
                         f"{list(target_names)}; refit it with `python -m cinn calibrate`")
+    if "rule" not in values:
+        # Files written before the sharpest-calibrated rule (2026-12-04) hold factors of up to 20
+        # that widen some posteriors until they are the prior (docs/method.md, "Calibration").
+        warnings.warn(f"{path} was fitted by the previous calibration rule, whose factors can widen "
+                      "intervals to the prior; refit it with `python -m cinn calibrate MODEL STORE`")
     return calibration
 
 

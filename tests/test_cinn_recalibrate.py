@@ -90,6 +90,21 @@ def test_a_damaged_calibration_file_is_refused_naming_it(tmp_path, edit, message
     assert SCALE_GRID.min() <= 1.0 <= SCALE_GRID.max()
 
 
+def test_a_calibration_from_the_previous_rule_loads_with_a_warning_to_refit_it(tmp_path):
+    import json
+    import warnings
+
+    cal = WidthCalibration(np.array([10.0, 1000.0]), np.array([[18.9, 1.0], [1.2, 1.0]]), ("a", "b"))
+    save_calibration(tmp_path, cal, {"rule": {"name": "sharpest calibrated factor per target and S/N level"}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_calibration(tmp_path, ("a", "b")).scale.tolist() == cal.scale.tolist()
+    # A file of the previous code has no "rule": its factors still apply, and the user is told.
+    (tmp_path / "calibration.json").write_text(json.dumps(cal.to_dict()))
+    with pytest.warns(UserWarning, match="previous calibration rule.*cinn calibrate"):
+        assert load_calibration(tmp_path, ("a", "b")).scale.tolist() == cal.scale.tolist()
+
+
 def test_prediction_widens_about_the_unchanged_map_and_log_prob_is_the_calibrated_density(tmp_path):
     from tests.cinn_fixtures import TINY_TOML, make_training_store
     from cinn.cli import main as cinn_main
