@@ -6,8 +6,10 @@ units (K, dex, km/s; vbroad against the floored truth, see :mod:`cinn.targets`):
 - mean residual  mean(X_MAP - X_GT)                                     (eq. 9)
 - sigma          sqrt(sum(|(X_MAP - X_GT) - mean|^2) / (N - 1))         (eq. 10)
 - NRMSE          sqrt(mean((X_MAP - X_GT)^2)) / (X_max - X_min), training bounds (eq. 11)
-- coverage68/95  fraction of truths inside the 16-84 % / 2.5-97.5 % intervals (calibration)
+- coverage68/95  fraction of truths inside the 16-84 % / 2.5-97.5 % intervals, among the
+                 predictions that give them (a target out of range gives none; calibration)
 - width68        median width of the 16-84 % interval (paper Fig. A.2)
+- f_no_answer    fraction of the predictions without a MAP (the target out of range)
 
 Calibration (:mod:`cinn.calibration`), per S/N level and target, from the normalised rank u of the
 truth among each spectrum's accepted posterior samples:
@@ -86,14 +88,29 @@ def point_metrics(estimate: np.ndarray, truth: np.ndarray, train_range: np.ndarr
     return {"n": n, "mean_residual": mean, "sigma": sigma, "nrmse": rmse / train_range}
 
 
+def interval_coverage(truth: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Fraction (T,) of the truths inside [lower, upper] among the predictions that give the interval.
+
+    A target out of range has no interval (NaN ends): it is no answer, neither a hit nor a miss,
+    as in the rank-based calibration tables. Conditioning on an event that depends on the
+    spectrum alone keeps a calibrated posterior calibrated. NaN where no prediction gives one.
+    """
+    given = np.isfinite(lower) & np.isfinite(upper)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sum(given & (truth >= lower) & (truth <= upper), axis=0) / given.sum(axis=0)
+
+
 def residual_metrics(map_phys: np.ndarray, truth: np.ndarray, lo68: np.ndarray, hi68: np.ndarray,
                      lo95: np.ndarray, hi95: np.ndarray, train_range: np.ndarray) -> dict[str, np.ndarray]:
-    """Eqs. 9-11 and interval coverage per target for one set of predictions (n, T)."""
+    """Eqs. 9-11, interval coverage (:func:`interval_coverage`) and the fraction of predictions
+    without an answer (``f_no_answer``: no MAP, mostly a target out of range) per target, for
+    one set of predictions (n, T)."""
     return {
         **point_metrics(map_phys, truth, train_range),
-        "coverage68": np.mean((truth >= lo68) & (truth <= hi68), axis=0),
-        "coverage95": np.mean((truth >= lo95) & (truth <= hi95), axis=0),
+        "coverage68": interval_coverage(truth, lo68, hi68),
+        "coverage95": interval_coverage(truth, lo95, hi95),
         "width68": np.nanmedian(hi68 - lo68, axis=0),
+        "f_no_answer": np.mean(~np.isfinite(map_phys), axis=0),
     }
 
 

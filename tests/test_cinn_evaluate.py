@@ -73,6 +73,21 @@ def test_residual_metrics_follow_eqs_9_to_11():
     assert np.array_equal(m["coverage68"], ((truth >= lo) & (truth <= hi)).mean(axis=0))
     assert np.all(m["coverage95"] == 1.0)
     assert np.array_equal(m["n"], [50, 50])
+    assert np.all(m["f_no_answer"] == 0.0)
+
+
+def test_a_target_without_an_answer_is_left_out_of_its_coverage_and_counted_apart():
+    # Ten of 40 predictions of target 0 are out of range (NaN MAP and interval): the coverage is
+    # that of the 30 intervals given, and the ten are the fraction without an answer.
+    truth = np.zeros((40, 2))
+    lo, hi = np.full((40, 2), -1.0), np.full((40, 2), 1.0)
+    lo[:15, 1] = hi[:15, 1] = 2.0                    # 15 misses of target 1
+    estimate = np.zeros((40, 2))
+    estimate[:10, 0] = lo[:10, 0] = hi[:10, 0] = np.nan
+    m = residual_metrics(estimate, truth, lo, hi, lo, hi, np.ones(2))
+    assert m["coverage68"].tolist() == [1.0, 25 / 40]
+    assert m["f_no_answer"].tolist() == [0.25, 0.0]
+    assert m["n"].tolist() == [30, 40]
 
 
 def test_report_files(report, model):
@@ -141,8 +156,10 @@ def test_metrics_match_independent_computation(report, model, store):
             assert float(row["nrmse"]) == pytest.approx(nrmse, rel=1e-6)
             cov68, cov95 = float(row["coverage68"]), float(row["coverage95"])
             assert 0.0 <= cov68 <= cov95 <= 1.0
-            assert cov68 == pytest.approx(np.mean((truth >= lo68) & (truth <= hi68)), abs=1e-12)
-            assert cov95 == pytest.approx(np.mean((truth >= lo95) & (truth <= hi95)), abs=1e-12)
+            given = np.isfinite(lo68) & np.isfinite(hi68)
+            assert cov68 == pytest.approx(np.mean(((truth >= lo68) & (truth <= hi68))[given]), abs=1e-12)
+            assert cov95 == pytest.approx(np.mean(((truth >= lo95) & (truth <= hi95))[given]), abs=1e-12)
+            assert float(row["f_no_answer"]) == pytest.approx(1.0 - ok.mean(), abs=1e-12)
             assert float(row["width68"]) == pytest.approx(np.median(hi68 - lo68), rel=1e-6)
 
 
@@ -159,8 +176,9 @@ def test_predictions_csv_holds_the_evaluated_intervals(report, model):
             hi = np.array([float(p[f"{target}_q84"]) for p in sub])
             inside = np.sum((truth >= lo) & (truth <= hi))
             row = next(r for r in rows if float(r["snr"]) == level and r["target"] == target)
+            given = np.isfinite(lo) & np.isfinite(hi)
             # Rounding to 6 digits can move at most a truth sitting on an interval edge.
-            assert abs(inside - float(row["coverage68"]) * len(sub)) <= 1
+            assert abs(inside - float(row["coverage68"]) * given.sum()) <= 1
 
 
 def test_cli_evaluate_and_bad_input(model, store, tmp_path, capsys):

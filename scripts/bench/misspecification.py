@@ -44,6 +44,7 @@ from augment.nuisance import Nuisance, perturb_numpy
 from augment.noise import add_noise, snr_per_pixel
 from cinn.baseline import decompose, fit_ridge
 from cinn.data import open_spectra_store, read_rows, chunks_of, split_rows, training_rows
+from cinn.evaluate import interval_coverage
 from cinn.model import load_model
 from cinn.posterior import latent_index
 from cinn.targets import labels_to_targets, physical_truth, targets_to_physical
@@ -100,8 +101,7 @@ def summarize(map_phys, truth, names, q=None) -> dict:
             inside = (q[lo] <= truth) & (truth <= q[hi])
             valid = np.isfinite(q[lo]) & np.isfinite(q[hi])
             out[f"cov{level}"] = float(inside[valid].mean()) if valid.any() else np.nan
-            per = np.array([(inside[:, j] & valid[:, j]).sum() / valid[:, j].sum() if valid[:, j].any() else np.nan
-                            for j in range(len(names))])
+            per = interval_coverage(truth, q[lo], q[hi])
             nominal = level / 100
             worst = int(np.nanargmax(np.abs(per - nominal))) if np.isfinite(per).any() else 0
             out[f"cov{level}_worst"] = (names[worst], float(per[worst]))

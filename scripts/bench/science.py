@@ -165,7 +165,7 @@ def train_and_evaluate(args, name: str, base: Path | None, fraction: float, seed
 
 def value(rows: list[dict], snr: float, target: str, key: str) -> float:
     row = next((r for r in rows if float(r["snr"]) == snr and r["target"] == target), None)
-    return float(row[key]) if row else math.nan
+    return float(row[key]) if row and row.get(key) not in (None, "") else math.nan
 
 
 def fmt(x: float, ref: float | None = None) -> str:
@@ -282,6 +282,15 @@ def coverage_cells(runs: list[dict], key: str, s: float, targets: list[str]) -> 
     return " | ".join(cells)
 
 
+def no_answer(runs: list[dict], s: float, targets: list[str]) -> str:
+    """Mean over targets and seeds of the fraction of predictions without an answer at S/N ``s``, and the worst target's."""
+    per_target = np.array([np.mean([value(r["metrics"], s, t, "f_no_answer") for r in runs]) for t in targets])
+    if not np.isfinite(per_target).any():
+        return "—"
+    worst = int(np.nanargmax(per_target))
+    return f"{np.nanmean(per_target):.3f} ({targets[worst]} {per_target[worst]:.3f})"
+
+
 def rank_chi2_mean(runs: list[dict], key: str, s: float, targets: list[str]) -> float:
     """SBC rank-histogram chi-square (10 bins, 9 d.o.f.) at S/N ``s``, mean over seeds and targets."""
     values = [float(r["chi2"]) for run in runs for r in run[key]
@@ -303,10 +312,13 @@ def calibration_tables(results: list[dict]) -> list[str]:
              f"mean over targets and seeds. Targets: {', '.join(targets)}.", "",
              f"Cells beyond ±0.05: of the {2 * len(targets)} (target, level) cells at that S/N, how many lie more "
              "than 0.05 from nominal, mean over seeds. Width ratio: the 68 % interval width after / before, mean "
-             "over seeds of Teff, log g and [Fe/H] (what the calibration costs in sharpness).", "",
-             "| model | N train | S/N | 68 % before | 68 % after | 95 % before | 95 % after | cells beyond ±0.05 "
-             "before → after | 68 % width ratio | χ² before | χ² after | max |σ after / σ before - 1| |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "over seeds of Teff, log g and [Fe/H] (what the calibration costs in sharpness). Coverage counts the "
+             "predictions that give an interval; no answer: the fraction that give none (the target out of "
+             "range), mean over targets and seeds, and the worst target's.", "",
+             "| model | N train | S/N | 68 % before | 68 % after | 95 % before | 95 % after | no answer | "
+             "cells beyond ±0.05 before → after | 68 % width ratio | χ² before | χ² after | "
+             "max |σ after / σ before - 1| |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     names = list(dict.fromkeys(r["name"] for r in with_raw))
     for name in names:
         for f in sorted({r["fraction"] for r in with_raw}):
@@ -320,7 +332,8 @@ def calibration_tables(results: list[dict]) -> list[str]:
                 width = np.mean([value(r["metrics"], s, t, "width68") / value(r["metrics_raw"], s, t, "width68")
                                  for r in runs for t in KEY_TARGETS if t in targets])
                 lines.append(f"| `{name}` | {runs[0]['n_train']} | {s:g} | {before[0]} | {after[0]} | {before[1]} | "
-                             f"{after[1]} | {cells_beyond(runs, 'metrics_raw', s, targets):.1f} → "
+                             f"{after[1]} | {no_answer(runs, s, targets)} | "
+                             f"{cells_beyond(runs, 'metrics_raw', s, targets):.1f} → "
                              f"{cells_beyond(runs, 'metrics', s, targets):.1f} | {width:.2f} | "
                              f"{rank_chi2_mean(runs, 'ranks_raw', s, targets):.1f} | "
                              f"{rank_chi2_mean(runs, 'ranks', s, targets):.1f} | {max(ratio):.3f} |")
