@@ -10,7 +10,6 @@ default, so ``python -m augment --in G --out T`` works without the word), ``obse
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 
 from gridgen.core.codes import WAVE_MEDIA
@@ -270,15 +269,14 @@ def _cmd_observe(args) -> int:
     from augment.observe import InputWarning, LowCoverageWarning, observe_files
 
     config = load_config(args.config, _overrides(args))
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings():
+        # Every file's warning, each as one ``warning:`` line (gridgen.core.commandline).
         warnings.simplefilter("always", LowCoverageWarning)
         warnings.simplefilter("always", InputWarning)
         reports = observe_files(args.spectra, args.out, args.native_resolution, args.snr, config,
                                 native_snr=args.native_snr, medium=args.medium,
                                 allow_low_coverage=args.allow_low_coverage, rv_kms=args.rv,
                                 strict=args.strict, chunk_spectra=args.observed_chunk_spectra)
-    for warning in caught:  # one line each, not Python's two-line warning format
-        print(f"warning: {warning.message}", file=sys.stderr)
     for report in reports:
         print(f"{report['object_id']}: native S/N {report['native_snr_per_pixel']:.0f} per pixel "
               f"({report['native_snr_from']}); {report['n_pix_uncovered']} output pixels not covered (masked), "

@@ -346,3 +346,20 @@ def test_a_batch_job_log_file_gets_the_lines(augment_world, cinn_world, syntheti
         else:
             desc = {"augment": "augment", "cinn": "predict"}[cli]
             assert any(re.fullmatch(DONE_LINE.format(desc=desc), message) for _, message in log), err
+
+
+def test_a_warning_during_a_command_is_one_warning_line(capsys):
+    import warnings
+
+    from gridgen.core.commandline import CommandLine
+
+    def handler(args):
+        warnings.warn("the model's calibration is old; refit it")
+        return 0
+
+    cli = CommandLine("python -m demo", "demo")
+    cli.add("go", handler)
+    assert cli.main(["go"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    # Not Python's two-line format with a file name and the source line of the call.
+    assert err == ["warning: the model's calibration is old; refit it"]
