@@ -268,8 +268,8 @@ def calibration_predictions(model: LoadedModel, group, info, rows: np.ndarray, r
     Returns
     -------
     dict
-        ``samples`` (n, S, T) float32, ``map`` and ``truth`` (n, T), ``snr`` (n,) of every
-        (spectrum, S/N level, realisation), and the training bounds ``lower``, ``upper`` (T,).
+        ``samples`` (n, S, T) float32, ``map`` and ``truth`` (n, T), ``snr`` and ``row`` (n,) of
+        every (spectrum, S/N level, realisation), and the training bounds ``lower``, ``upper`` (T,).
     """
     from dataclasses import replace
 
@@ -279,7 +279,7 @@ def calibration_predictions(model: LoadedModel, group, info, rows: np.ndarray, r
     truth_all = labels_to_targets(read_array(group["labels"]), info.label_names, model.target_names,
                                   model.config.targets.vbroad_floor_kms)
     config = replace(model.config.predict, n_samples=n_samples, calibrated=False, keep_samples=True)
-    parts = {"samples": [], "map": [], "truth": [], "snr": []}
+    parts = {"samples": [], "map": [], "truth": [], "snr": [], "row": []}
     total = rows.size * info.snr.size * max(realisations, 1)
     with progress_bar(total=total, desc="calibrate", unit="spectrum", bars=progress) as bar:
         for flux, snr, row, index in calibration_inputs(group, info, rows, realisations, seed,
@@ -289,11 +289,17 @@ def calibration_predictions(model: LoadedModel, group, info, rows: np.ndarray, r
             parts["map"].append(stats.standardize_targets(raw["map"]))
             parts["truth"].append(stats.standardize_targets(truth_all[row]))
             parts["snr"].append(snr)
+            parts["row"].append(row)
             bar.update(row.size)
     out = {key: np.concatenate(value) for key, value in parts.items()}
     out["lower"] = stats.standardize_targets(stats.target_min)
     out["upper"] = stats.standardize_targets(stats.target_max)
     return out
+
+
+def calibration_rows(rows: np.ndarray, max_spectra: int, seed: int) -> np.ndarray:
+    """The validation rows the calibration is fitted on: at most ``max_spectra``, a subset drawn with ``seed``, sorted."""
+    return np.sort(np.random.default_rng(seed).permutation(rows)[:max_spectra])
 
 
 def fit_calibration(model: LoadedModel, store_path: str | Path, split: str = "val",
@@ -324,7 +330,7 @@ def fit_calibration(model: LoadedModel, store_path: str | Path, split: str = "va
     rows = split_rows(group, split)
     if rows.size == 0:
         raise UserError(f"{info.path}: the {split} split is empty; the calibration needs held-out spectra")
-    rows = np.sort(np.random.default_rng(seed).permutation(rows)[:max_spectra])
+    rows = calibration_rows(rows, max_spectra, seed)
     d = calibration_predictions(model, group, info, rows, realisations, n_samples, seed, progress)
     samples, map_std, truth, snr, lower, upper = (d[k] for k in ("samples", "map", "truth", "snr", "lower", "upper"))
     calibration = fit_width_calibration(samples, map_std, truth, snr, lower, upper, model.target_names)

@@ -12,7 +12,9 @@ rule on the validation predictions and scores it on the test split:
 - ``width``: mean 68 % interval width of Teff, log g and [Fe/H] (standardised units) over the
   default rule's: the sharpness each rule pays for its coverage.
 
-Rules: the default (:func:`cinn.recalibrate.fit_width_calibration` on every realisation); the
+Rules: the default (:func:`cinn.recalibrate.fit_width_calibration` on every realisation of every
+validation spectrum); the same on the subset of at most ``CALIBRATION_SPECTRA`` spectra that
+``cinn train`` fits on (the same as the default where the validation split is smaller); the
 default on the stored realisation only; the previous rule (smallest coverage score, the factor
 closest to 1 within one noise floor of it, three neighbouring S/N levels pooled, stored
 realisation); and an oracle, the default rule fitted on the test split itself (not a method: what
@@ -29,7 +31,8 @@ import numpy as np
 from augment.store import TRAIN_SCHEMA
 from cinn.calibration import coverage_curve, truth_ranks
 from cinn.data import open_spectra_store, split_rows
-from cinn.inference import CALIBRATION_REALISATIONS, CALIBRATION_SAMPLES, calibration_predictions
+from cinn.inference import (CALIBRATION_REALISATIONS, CALIBRATION_SAMPLES, CALIBRATION_SPECTRA,
+                            calibration_predictions, calibration_rows)
 from cinn.model import load_model
 from cinn.recalibrate import (SCALE_GRID, WidthCalibration, coverage_losses, fit_width_calibration, noise_floor,
                               widen_about_map)
@@ -42,6 +45,12 @@ SHARPNESS = ("teff", "logg", "fe_h")
 
 def fit(d: dict, names: tuple[str, ...]) -> WidthCalibration:
     return fit_width_calibration(d["samples"], d["map"], d["truth"], d["snr"], d["lower"], d["upper"], names)
+
+
+def subset(d: dict, rows: np.ndarray) -> dict:
+    """The predictions of ``d`` whose spectra are ``rows``."""
+    keep = np.isin(d["row"], rows)
+    return {k: (v[keep] if k not in ("lower", "upper") else v) for k, v in d.items()}
 
 
 def fit_previous(d: dict, names: tuple[str, ...], pool: int = 3) -> WidthCalibration:
@@ -87,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     group, info = open_spectra_store(args.store, (TRAIN_SCHEMA,))
     rules = {
         "default": lambda val, stored, test, names: fit(val, names),
+        f"default on at most {CALIBRATION_SPECTRA} validation spectra (cinn train's)":
+            lambda val, stored, test, names: fit(subset(val, calibration_rows(np.unique(val["row"]),
+                                                                              CALIBRATION_SPECTRA, 0)), names),
         "default, stored noise only": lambda val, stored, test, names: fit(stored, names),
         "previous (pooled, closest to 1)": lambda val, stored, test, names: fit_previous(stored, names),
         "oracle (default rule on the test split)": lambda val, stored, test, names: fit(test, names),
