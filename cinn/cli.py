@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -463,7 +464,9 @@ def _calibrate(model_dir, store, split: str, device: str, progress: bool, max_sp
     """Fit the width calibration on ``split`` of ``store`` and write calibration.json; print its effect."""
     from cinn.inference import fit_calibration
     from cinn.model import load_model, save_calibration
-    model = load_model(model_dir, device)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*previous calibration rule")   # refitted here
+        model = load_model(model_dir, device)
     calibration, record = fit_calibration(model, store, split, max_spectra=max_spectra, progress=progress)
     path = save_calibration(model_dir, calibration, record)
     before, after = record["coverage"]["before"], record["coverage"]["after"]

@@ -7,9 +7,9 @@ units (K, dex, km/s; vbroad against the floored truth, see :mod:`cinn.targets`):
 - sigma          sqrt(sum(|(X_MAP - X_GT) - mean|^2) / (N - 1))         (eq. 10)
 - NRMSE          sqrt(mean((X_MAP - X_GT)^2)) / (X_max - X_min), training bounds (eq. 11)
 - coverage68/95  fraction of truths inside the 16-84 % / 2.5-97.5 % intervals, among the
-                 predictions that give them (a target out of range gives none; calibration)
+                 predictions that give them (calibration; a target out of range gives none)
 - width68        median width of the 16-84 % interval (paper Fig. A.2)
-- f_no_answer    fraction of the predictions without a MAP (the target out of range)
+- f_no_answer    fraction of the predictions that give no interval (the target out of range)
 
 Calibration (:mod:`cinn.calibration`), per S/N level and target, from the normalised rank u of the
 truth among each spectrum's accepted posterior samples:
@@ -89,11 +89,21 @@ def point_metrics(estimate: np.ndarray, truth: np.ndarray, train_range: np.ndarr
 
 
 def interval_coverage(truth: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    """Fraction (T,) of the truths inside [lower, upper] among the predictions that give the interval.
+    """Fraction of the truths inside [lower, upper] among the predictions that give the interval.
 
     A target out of range has no interval (NaN ends): it is no answer, neither a hit nor a miss,
     as in the rank-based calibration tables. Conditioning on an event that depends on the
-    spectrum alone keeps a calibrated posterior calibrated. NaN where no prediction gives one.
+    spectrum alone keeps a calibrated posterior calibrated.
+
+    Parameters
+    ----------
+    truth, lower, upper : ndarray (n, T)
+        Truths and interval ends of n predictions, in the same (physical) units.
+
+    Returns
+    -------
+    ndarray (T,)
+        The coverage per target; NaN where no prediction gives an interval.
     """
     given = np.isfinite(lower) & np.isfinite(upper)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -103,14 +113,14 @@ def interval_coverage(truth: np.ndarray, lower: np.ndarray, upper: np.ndarray) -
 def residual_metrics(map_phys: np.ndarray, truth: np.ndarray, lo68: np.ndarray, hi68: np.ndarray,
                      lo95: np.ndarray, hi95: np.ndarray, train_range: np.ndarray) -> dict[str, np.ndarray]:
     """Eqs. 9-11, interval coverage (:func:`interval_coverage`) and the fraction of predictions
-    without an answer (``f_no_answer``: no MAP, mostly a target out of range) per target, for
+    without an answer (``f_no_answer``: no 68 % interval, a target out of range) per target, for
     one set of predictions (n, T)."""
     return {
         **point_metrics(map_phys, truth, train_range),
         "coverage68": interval_coverage(truth, lo68, hi68),
         "coverage95": interval_coverage(truth, lo95, hi95),
         "width68": np.nanmedian(hi68 - lo68, axis=0),
-        "f_no_answer": np.mean(~np.isfinite(map_phys), axis=0),
+        "f_no_answer": np.mean(~(np.isfinite(lo68) & np.isfinite(hi68)), axis=0),
     }
 
 

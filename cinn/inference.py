@@ -298,7 +298,8 @@ def calibration_predictions(model: LoadedModel, group, info, rows: np.ndarray, r
 
 
 def calibration_rows(rows: np.ndarray, max_spectra: int, seed: int) -> np.ndarray:
-    """The validation rows the calibration is fitted on: at most ``max_spectra``, a subset drawn with ``seed``, sorted."""
+    """The rows of a split the calibration is fitted on: at most ``max_spectra`` of ``rows``, a
+    subset drawn with ``seed``, sorted."""
     return np.sort(np.random.default_rng(seed).permutation(rows)[:max_spectra])
 
 

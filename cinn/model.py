@@ -258,6 +258,12 @@ def load_calibration(model_dir: str | Path, target_names) -> WidthCalibration | 
     ------
     UserError
         A calibration.json of another shape, method or target list.
+
+    Warns
+    -----
+    UserWarning
+        A calibration.json without a ``rule`` entry (the previous rule's): it is applied, and
+        the message says to refit it.
     """
     path = Path(model_dir) / "calibration.json"
     if not path.exists():
@@ -266,10 +272,10 @@ def load_calibration(model_dir: str | Path, target_names) -> WidthCalibration | 
     try:
         calibration = WidthCalibration.from_dict(values)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"{path}: {exc}; refit it with `python -m cinn calibrate`") from None
+        raise UserError(f"{path}: {exc}; refit it with `python -m cinn calibrate MODEL STORE`") from None
     if calibration.target_names != tuple(target_names):
         raise UserError(f"{path}: targets {list(calibration.target_names)} are not the model's "
-                        f"{list(target_names)}; refit it with `python -m cinn calibrate`")
+                        f"{list(target_names)}; refit it with `python -m cinn calibrate MODEL STORE`")
     if "rule" not in values:
         # Files written before the sharpest-calibrated rule (2026-12-04) hold factors of up to 20
         # that widen some posteriors until they are the prior (docs/method.md, "Calibration").

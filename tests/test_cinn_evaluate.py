@@ -156,10 +156,10 @@ def test_metrics_match_independent_computation(report, model, store):
             assert float(row["nrmse"]) == pytest.approx(nrmse, rel=1e-6)
             cov68, cov95 = float(row["coverage68"]), float(row["coverage95"])
             assert 0.0 <= cov68 <= cov95 <= 1.0
-            given = np.isfinite(lo68) & np.isfinite(hi68)
-            assert cov68 == pytest.approx(np.mean(((truth >= lo68) & (truth <= hi68))[given]), abs=1e-12)
-            assert cov95 == pytest.approx(np.mean(((truth >= lo95) & (truth <= hi95))[given]), abs=1e-12)
-            assert float(row["f_no_answer"]) == pytest.approx(1.0 - ok.mean(), abs=1e-12)
+            given68, given95 = np.isfinite(lo68) & np.isfinite(hi68), np.isfinite(lo95) & np.isfinite(hi95)
+            assert cov68 == pytest.approx(np.mean(((truth >= lo68) & (truth <= hi68))[given68]), abs=1e-12)
+            assert cov95 == pytest.approx(np.mean(((truth >= lo95) & (truth <= hi95))[given95]), abs=1e-12)
+            assert float(row["f_no_answer"]) == pytest.approx(1.0 - given68.mean(), abs=1e-12)
             assert float(row["width68"]) == pytest.approx(np.median(hi68 - lo68), rel=1e-6)
 
 

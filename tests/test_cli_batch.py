@@ -340,7 +340,7 @@ def test_a_batch_job_log_file_gets_the_lines(augment_world, cinn_world, syntheti
         err = log_file.read_text()
         assert done.returncode == 0 and "Traceback" not in err and not BAR.search(err), err
         log, other = split_log(err)
-        assert log and all(re.search(r"Warning: |^  ", line) for line in other), err
+        assert log and all(re.search(r"Warning: |^warning: |^  ", line) for line in other), err
         if cli == "gridgen":
             assert log[0][0] == "DEBUG" and log[0][1].startswith("python -m gridgen --log-level debug info ")
         else:

@@ -12,7 +12,7 @@ from gridgen.core.provenance import sha256_file
 GRIDS = Path(__file__).resolve().parent.parent / "grids"
 
 
-@pytest.mark.parametrize("name", ["demo.toml", "4most-hr-paper.toml"])
+@pytest.mark.parametrize("name", sorted(path.name for path in GRIDS.glob("*.toml")))
 def test_shipped_grids_load_and_record_their_sha(name):
     config = load_grid_config(GRIDS / name)
     assert config.source_sha256 == sha256_file(GRIDS / name)

@@ -12,7 +12,8 @@ an argparse parser of subcommands (``python -m PACKAGE COMMAND ...``) where
 - a usage error is a :class:`~gridgen.core.errors.UserError`, and the whole command runs through
   :func:`gridgen.core.errors.run_cli`: one ``error:`` line and exit 1 on bad input (see
   docs/contracts.md, Conventions);
-- a warning raised while the command runs is printed as one ``warning:`` line on stderr.
+- a warning raised in the command's process while it runs is printed as one ``warning:`` line
+  on stderr (worker processes keep Python's format).
 
 A command line may have a default command, run when no command word is given:
 ``python -m augment --in G --out T`` is ``python -m augment run --in G --out T``.

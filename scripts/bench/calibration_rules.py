@@ -14,7 +14,8 @@ rule on the validation predictions and scores it on the test split:
 
 Rules: the default (:func:`cinn.recalibrate.fit_width_calibration` on every realisation of every
 validation spectrum); the same on the subset of at most ``CALIBRATION_SPECTRA`` spectra that
-``cinn train`` fits on (the same as the default where the validation split is smaller); the
+``cinn train`` fits on (the same as the default where the validation split is smaller; the
+fresh noise draws of these spectra differ from ``cinn train``'s, which are seeded per chunk); the
 default on the stored realisation only; the previous rule (smallest coverage score, the factor
 closest to 1 within one noise floor of it, three neighbouring S/N levels pooled, stored
 realisation); and an oracle, the default rule fitted on the test split itself (not a method: what
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     group, info = open_spectra_store(args.store, (TRAIN_SCHEMA,))
     rules = {
         "default": lambda val, stored, test, names: fit(val, names),
-        f"default on at most {CALIBRATION_SPECTRA} validation spectra (cinn train's)":
+        f"default on cinn train's subset (at most {CALIBRATION_SPECTRA} validation spectra)":
             lambda val, stored, test, names: fit(subset(val, calibration_rows(np.unique(val["row"]),
                                                                               CALIBRATION_SPECTRA, 0)), names),
         "default, stored noise only": lambda val, stored, test, names: fit(stored, names),

@@ -132,12 +132,12 @@ def train_and_evaluate(args, name: str, base: Path | None, fraction: float, seed
         run([py, "-m", "cinn", "train", str(train_store), "--out", str(model), "--config", str(config),
              "--jobs", threads, "--no-progress"], log)
         (model / "train_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
-    if not (report / "report.json").exists():
+    if not current_report(report):
         run([py, "-m", "cinn", "evaluate", str(model), str(train_store), "--split", "test", "--report", str(report),
              "--samples", str(args.samples), "--saliency-spectra", "0", "--jobs", threads, "--no-progress"], log)
     # The same model without its width calibration (calibration.json, fitted on the validation split).
     raw_report = model / "test-report-uncalibrated"
-    if (model / "calibration.json").exists() and not (raw_report / "report.json").exists():
+    if (model / "calibration.json").exists() and not current_report(raw_report):
         run([py, "-m", "cinn", "evaluate", str(model), str(train_store), "--split", "test", "--report",
              str(raw_report), "--samples", str(args.samples), "--saliency-spectra", "0", "--jobs", threads,
              "--no-calibration", "--no-progress"], log)
@@ -161,6 +161,14 @@ def train_and_evaluate(args, name: str, base: Path | None, fraction: float, seed
             "finite": all(math.isfinite(float(h["train_ml"])) for h in history),
             "train_seconds": float((model / "train_seconds.txt").read_text()) if (model / "train_seconds.txt").exists()
             else math.nan}
+
+
+def current_report(report: Path) -> bool:
+    """A finished evaluation report of this code: its metrics.csv has ``f_no_answer`` (reports
+    made before it counted a target without an interval as a miss in the coverage)."""
+    metrics = report / "metrics.csv"
+    return (report / "report.json").exists() and metrics.exists() and \
+        "f_no_answer" in metrics.read_text().splitlines()[0].split(",")
 
 
 def value(rows: list[dict], snr: float, target: str, key: str) -> float:
@@ -266,7 +274,8 @@ def curve_tables(results: list[dict], curve_snr: list[float]) -> list[str]:
 
 
 def cells_beyond(runs: list[dict], key: str, s: float, targets: list[str], tolerance: float = 0.05) -> float:
-    """Mean over seeds of the number of (target, level) cells at S/N ``s`` more than ``tolerance`` from nominal."""
+    """Mean over seeds of the number of (target, level) cells at S/N ``s`` more than ``tolerance``
+    from nominal (a cell without any interval, NaN, is not counted)."""
     return float(np.mean([sum(abs(value(r[key], s, t, col) - nominal) > tolerance
                               for nominal, col in ((0.68, "coverage68"), (0.95, "coverage95")) for t in targets)
                           for r in runs]))
@@ -283,7 +292,8 @@ def coverage_cells(runs: list[dict], key: str, s: float, targets: list[str]) -> 
 
 
 def no_answer(runs: list[dict], s: float, targets: list[str]) -> str:
-    """Mean over targets and seeds of the fraction of predictions without an answer at S/N ``s``, and the worst target's."""
+    """Mean over targets and seeds of the fraction of predictions without an answer at S/N ``s``,
+    and the worst target's."""
     per_target = np.array([np.mean([value(r["metrics"], s, t, "f_no_answer") for r in runs]) for t in targets])
     if not np.isfinite(per_target).any():
         return "—"
