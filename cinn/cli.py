@@ -22,6 +22,9 @@ from gridgen.core.commandline import CommandLine
 from gridgen.core.errors import UserError
 from gridgen.core.storeio import check_writable
 
+#: Default of ``cinn calibrate --spectra``: cinn.inference.CALIBRATION_SPECTRA (a test keeps them
+#: equal; that module imports torch, which the command line's --help should not wait for).
+CALIBRATION_SPECTRA = 1024
 UNITS = ("Units: Teff K, log g dex (cgs), [Fe/H] and [X/Fe] dex, vmic and vbroad km/s, "
          "wavelengths Å, S/N in the training store's unit (per Å or per pixel).")
 _DESCRIPTION = ("Train and apply the cINN of docs/method.md §3 (13 targets with full posteriors).\n\n"
@@ -104,7 +107,8 @@ def _add_train_commands(cli: CommandLine) -> None:
     p.add_argument("store", help="training store with a validation split (the model's, or another)")
     p.add_argument("--split", default="val", choices=["val", "train"],
                    help="held-out spectra to fit on (never the test split)")
-    p.add_argument("--spectra", type=int, default=256, help="at most this many spectra of the split, each at "
+    p.add_argument("--spectra", type=int, default=CALIBRATION_SPECTRA, help="at most this many spectra of the split, "
+                   "each at "
                    "every S/N level in several noise realisations (the stored one and fresh draws)")
     _common(p)
 
@@ -460,7 +464,8 @@ def _cmd_search(args) -> int:
     return 0
 
 
-def _calibrate(model_dir, store, split: str, device: str, progress: bool, max_spectra: int = 256) -> None:
+def _calibrate(model_dir, store, split: str, device: str, progress: bool,
+               max_spectra: int = CALIBRATION_SPECTRA) -> None:
     """Fit the width calibration on ``split`` of ``store`` and write calibration.json; print its effect."""
     from cinn.inference import fit_calibration
     from cinn.model import load_model, save_calibration

@@ -91,9 +91,9 @@ class WidthCalibration:
         return cls(snr, scale, names)
 
 
-def scaled_ranks(deviation: np.ndarray, center: np.ndarray, truth: np.ndarray, lower: np.ndarray,
-                 upper: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """Normalised ranks u (n_scale, n) of the truths among the samples widened by each factor.
+def scaled_rank_counts(deviation: np.ndarray, center: np.ndarray, truth: np.ndarray, lower: float, upper: float,
+                       scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Samples below the truth and samples inside the bounds (n_scale, n), widened by each factor.
 
     Parameters
     ----------
@@ -108,14 +108,18 @@ def scaled_ranks(deviation: np.ndarray, center: np.ndarray, truth: np.ndarray, l
 
     Returns
     -------
-    ndarray (n_scale, n); NaN where no widened sample lies inside the bounds.
+    (below, n_in) : ndarray (n_scale, n) int
+        The truth's normalised rank among the accepted widened samples is below / n_in.
     """
     x = center[None, :, None] + scales[:, None, None] * deviation[None]
     inside = (x >= lower) & (x <= upper)
-    below = np.sum(inside & (x < truth[None, :, None]), axis=-1)
-    n_in = inside.sum(axis=-1)
+    return np.sum(inside & (x < truth[None, :, None]), axis=-1), inside.sum(axis=-1)
+
+
+def ranks_of(below: np.ndarray, n_in: np.ndarray) -> np.ndarray:
+    """Normalised ranks below / n_in (float64), NaN where no sample is inside (n_in = 0)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n_in > 0, below / n_in, np.nan)
+        return np.where(n_in > 0, below / np.maximum(n_in, 1), np.nan)
 
 
 def coverage_loss(u: np.ndarray) -> np.ndarray:
@@ -141,35 +145,71 @@ def sharpest_calibrated(loss: np.ndarray, floor: float, scales: np.ndarray = SCA
     return float(scales[near][np.argmin(np.abs(np.log(scales[near])))])
 
 
-def coverage_losses(samples: np.ndarray, map_std: np.ndarray, truth_std: np.ndarray, snr: np.ndarray,
-                    lower: np.ndarray, upper: np.ndarray,
-                    scales: np.ndarray = SCALE_GRID) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Coverage loss of every candidate factor, per S/N level and target (standardised units).
+def rank_table(samples: np.ndarray, map_std: np.ndarray, truth_std: np.ndarray, lower: np.ndarray,
+               upper: np.ndarray, scales: np.ndarray = SCALE_GRID) -> np.ndarray:
+    """The counts behind the truths' normalised ranks among the samples widened by each factor.
 
-    Parameters are those of :func:`fit_width_calibration`.
+    What the fit needs of a prediction, in 1/20 of the memory of its 256 samples (the
+    validation predictions are reduced to it batch by batch, :func:`cinn.inference.fit_calibration`);
+    counts, not ranks, so that the ranks are exactly those of the evaluation (float64).
+
+    Parameters
+    ----------
+    samples : ndarray (n, S, T)
+        Uncalibrated posterior samples, standardised target units.
+    map_std, truth_std : ndarray (n, T)
+        Their MAP and the truths (NaN where a target has none: no sample counts).
+    lower, upper : ndarray (T,)
+        Training bounds.
+    scales : ndarray (n_scale,)
+
+    Returns
+    -------
+    ndarray (2, n, n_scale, T) uint16 (int64 for more than 65,535 samples)
+        ``[below, n_in]`` of :func:`scaled_rank_counts` per target; the rank is
+        :func:`ranks_of` ``(below, n_in)``, NaN where n_in = 0.
+    """
+    n, n_samples, n_t = samples.shape
+    counts = np.zeros((2, n, scales.size, n_t), dtype=np.uint16 if n_samples <= 65535 else np.int64)
+    for t in range(n_t):
+        ok = np.isfinite(map_std[:, t]) & np.isfinite(truth_std[:, t])
+        if ok.any():
+            below, n_in = scaled_rank_counts(samples[ok, :, t] - map_std[ok, t, None], map_std[ok, t],
+                                             truth_std[ok, t], lower[t], upper[t], scales)
+            counts[0, ok, :, t], counts[1, ok, :, t] = below.T, n_in.T
+    return counts
+
+
+def coverage_losses(counts: np.ndarray, snr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coverage loss of every candidate factor, per S/N level and target.
+
+    Parameters
+    ----------
+    counts : ndarray (2, n, n_scale, T)
+        :func:`rank_table` of n predictions.
+    snr : ndarray (n,)
+        S/N of each prediction; each distinct value is one level.
 
     Returns
     -------
     levels : ndarray (K,)
         The distinct S/N values, increasing.
     loss : ndarray (K, n_scale, T)
-        :func:`coverage_loss` of the samples widened by each factor (0 where a target has no
-        prediction with both a MAP and a truth at that level).
+        :func:`coverage_loss` of the ranks at each factor (0 where a target has no prediction
+        with both a MAP and a truth at that level).
     count : ndarray (K, T) int
         Predictions behind each loss.
     """
     levels = np.unique(snr)
-    n_t = samples.shape[-1]
-    loss = np.zeros((levels.size, scales.size, n_t))
+    n_t = counts.shape[-1]
+    loss = np.zeros((levels.size, counts.shape[2], n_t))
     count = np.zeros((levels.size, n_t), dtype=np.int64)
     for k, level in enumerate(levels):
-        sel = snr == level
         for t in range(n_t):
-            ok = sel & np.isfinite(map_std[:, t]) & np.isfinite(truth_std[:, t])
+            ok = (snr == level) & (counts[1, :, :, t] > 0).any(axis=1)
             if ok.any():
-                u = scaled_ranks(samples[ok, :, t] - map_std[ok, t, None], map_std[ok, t], truth_std[ok, t],
-                                 lower[t], upper[t], scales)
-                loss[k, :, t], count[k, t] = coverage_loss(u), ok.sum()
+                u = ranks_of(counts[0, ok, :, t], counts[1, ok, :, t])
+                loss[k, :, t], count[k, t] = coverage_loss(u.T), ok.sum()
     return levels, loss, count
 
 
@@ -179,32 +219,26 @@ def widen_about_map(samples: np.ndarray, map_std: np.ndarray, scale: np.ndarray)
                     map_std[:, None, :] + scale[:, None, :] * (samples - map_std[:, None, :]), samples)
 
 
-def fit_width_calibration(samples: np.ndarray, map_std: np.ndarray, truth_std: np.ndarray, snr: np.ndarray,
-                          lower: np.ndarray, upper: np.ndarray, target_names: tuple[str, ...],
+def fit_width_calibration(counts: np.ndarray, snr: np.ndarray, target_names: tuple[str, ...],
                           scales: np.ndarray = SCALE_GRID) -> WidthCalibration:
-    """Fit s_t at each S/N level from validation predictions (standardised target units).
+    """Fit s_t at each S/N level from validation predictions.
 
     Parameters
     ----------
-    samples : ndarray (n, S, T)
-        Uncalibrated posterior samples of n validation predictions (several noise realisations
-        of one spectrum at one level are several predictions).
-    map_std : ndarray (n, T)
-        Their MAP (NaN where a target has none: left out of that target's fit).
-    truth_std : ndarray (n, T)
+    counts : ndarray (2, n, n_scale, T)
+        :func:`rank_table` of n uncalibrated validation predictions at ``scales`` (several
+        noise realisations of one spectrum at one level are several predictions).
     snr : ndarray (n,)
         S/N of each prediction; each distinct value is one level.
-    lower, upper : ndarray (T,)
-        Training bounds.
     target_names : tuple of str
     scales : ndarray
-        Candidate factors, increasing.
+        The candidate factors of ``ranks``, increasing.
 
     Returns
     -------
     WidthCalibration
     """
-    levels, loss, count = coverage_losses(samples, map_std, truth_std, snr, lower, upper, scales)
+    levels, loss, count = coverage_losses(counts, snr)
     best = np.ones(count.shape)
     for k, t in zip(*np.nonzero(count)):
         best[k, t] = sharpest_calibrated(loss[k, :, t], noise_floor(int(count[k, t])), scales)

@@ -9,8 +9,8 @@ import pytest
 
 from cinn.calibration import coverage_curve, truth_ranks
 from cinn.model import load_calibration, load_model, save_calibration
-from cinn.recalibrate import (SCALE_GRID, TOLERANCE_FLOORS, WidthCalibration, fit_width_calibration,
-                              sharpest_calibrated)
+from cinn.recalibrate import (SCALE_GRID, TOLERANCE_FLOORS, WidthCalibration, fit_width_calibration, rank_table,
+                              ranks_of, sharpest_calibrated)
 from gridgen.core.errors import UserError
 
 
@@ -29,7 +29,7 @@ def test_fit_recovers_the_factor_that_makes_the_intervals_nominal():
     ratio = np.array([1.0, 1.8, 0.7])
     samples, center, truth, snr = overconfident_predictions(1500, ratio)
     lower, upper = np.full(3, -50.0), np.full(3, 50.0)
-    cal = fit_width_calibration(samples, center, truth, snr, lower, upper, ("a", "b", "c"))
+    cal = fit_width_calibration(rank_table(samples, center, truth, lower, upper), snr, ("a", "b", "c"))
     # 3,000 predictions per level: the coverage curve pins s to a few per cent; the grid is 4 % apart.
     assert cal.scale == pytest.approx(np.broadcast_to(ratio, cal.scale.shape), rel=0.08)
     widened = center[:, None, :] + cal.factors(snr)[:, None, :] * (samples - center[:, None, :])
@@ -165,3 +165,25 @@ def test_fresh_noise_realisations_have_the_stored_noise_level_and_own_latent_dra
         assert np.std(fresh) == pytest.approx(1.0, rel=0.05)
     same_row = row[n_stored:] == row[n_stored:][0]
     assert not np.allclose(flux[n_stored:][same_row][0], flux[n_stored:][same_row][2])
+
+
+def test_the_command_line_default_is_the_library_default_of_calibration_spectra():
+    from cinn import cli, inference
+
+    assert cli.CALIBRATION_SPECTRA == inference.CALIBRATION_SPECTRA
+
+
+def test_the_rank_table_is_what_the_fit_and_the_coverage_curve_read():
+    # Samples N(m, 1) and truths at m + 2: a widening of 2 puts every truth at the 84th
+    # percentile, whatever m; a missing MAP gives no counts for that target only.
+    samples, center, truth, snr = overconfident_predictions(50, np.array([1.0, 1.0]))
+    truth = center + 2.0
+    center[0, 1] = np.nan
+    counts = rank_table(samples, center, truth, np.full(2, -50.0), np.full(2, 50.0), np.array([1.0, 2.0]))
+    assert counts.shape == (2, samples.shape[0], 2, 2) and counts.dtype == np.uint16
+    u = ranks_of(counts[0], counts[1])
+    assert np.all(np.isnan(u[0, :, 1])) and np.isfinite(u[0, :, 0]).all()
+    assert np.nanmean(u[:, 0]) == pytest.approx(0.977, abs=0.01)   # Phi(2)
+    assert np.nanmean(u[:, 1]) == pytest.approx(0.841, abs=0.01)   # Phi(1)
+    # Exactly the ranks of the evaluation (cinn.calibration.truth_ranks) at the network's width.
+    assert np.array_equal(u[:, 0, 0], truth_ranks(samples, np.ones(samples.shape, dtype=bool), truth)[:, 0])

@@ -36,7 +36,7 @@ from cinn.inference import (CALIBRATION_REALISATIONS, CALIBRATION_SAMPLES, CALIB
                             calibration_predictions, calibration_rows)
 from cinn.model import load_model
 from cinn.recalibrate import (SCALE_GRID, WidthCalibration, coverage_losses, fit_width_calibration, noise_floor,
-                              widen_about_map)
+                              rank_table, widen_about_map)
 
 LEVELS = np.array([0.68, 0.95])
 #: Targets of the issue's coverage goal (vmic and vbroad are left out).
@@ -45,7 +45,11 @@ SHARPNESS = ("teff", "logg", "fe_h")
 
 
 def fit(d: dict, names: tuple[str, ...]) -> WidthCalibration:
-    return fit_width_calibration(d["samples"], d["map"], d["truth"], d["snr"], d["lower"], d["upper"], names)
+    return fit_width_calibration(ranks(d), d["snr"], names)
+
+
+def ranks(d: dict) -> np.ndarray:
+    return rank_table(d["samples"], d["map"], d["truth"], d["lower"], d["upper"])
 
 
 def subset(d: dict, rows: np.ndarray) -> dict:
@@ -56,7 +60,7 @@ def subset(d: dict, rows: np.ndarray) -> dict:
 
 def fit_previous(d: dict, names: tuple[str, ...], pool: int = 3) -> WidthCalibration:
     """The rule of the 2026-12-02 code: pooled levels, the factor closest to 1 near the smallest score."""
-    levels, loss, count = coverage_losses(d["samples"], d["map"], d["truth"], d["snr"], d["lower"], d["upper"])
+    levels, loss, count = coverage_losses(ranks(d), d["snr"])
     best = np.ones(count.shape)
     for k in range(levels.size):
         window = slice(max(0, k - pool // 2), k + pool // 2 + 1)
