@@ -228,8 +228,8 @@ def run_prediction(model: LoadedModel, input_path: str | Path, config: PredictCo
 #: one realisation; the others are fresh noise on ``flux_clean`` from the store's noise law, so
 #: that the fit at low S/N, where the noise decides the error, rests on more than one draw per
 #: spectrum. The fit's own error falls with the number of spectra: on a test split of 1,080
-#: spectra, 575 validation spectra left 1.6 of 132 coverage cells beyond +-0.05 where a subset
-#: of 256 left 6.8 (five models; docs/benchmarks/calibration.md). Each prediction is kept only as the counts
+#: spectra, fits on 575 validation spectra left 1.7 of 132 coverage cells beyond +-0.05 where
+#: fits on 256 of them left 7.6 (nine models; docs/benchmarks/calibration.md). Each prediction is kept only as the counts
 #: behind its ranks at the candidate factors (:func:`cinn.recalibrate.rank_table`), so memory is
 #: fixed whatever the grid size: 1,024 x 19 levels x 4 x 65 factors x 13 targets x 2 uint16, ~260 MB.
 CALIBRATION_SPECTRA = 1024
