@@ -53,18 +53,21 @@ def coverage_curve(u: np.ndarray, levels: np.ndarray = COVERAGE_LEVELS) -> np.nd
     """Empirical coverage of central intervals, (n_level, T), from normalised ranks u (n, T).
 
     The truth lies inside the central interval of level p exactly when |u - 0.5| <= p / 2.
-    Spectra with NaN u are left out (per target).
+    Spectra with NaN u are left out (per target); a target without any finite u has NaN
+    coverage (no interval to count, as ``coverage68`` in the evaluation's metrics).
     """
     u = np.asarray(u, dtype=np.float64)
     valid = np.isfinite(u)
     inside = np.abs(u - 0.5)[None] <= np.asarray(levels)[:, None, None] / 2.0
-    return (inside & valid[None]).sum(axis=1) / np.maximum(valid.sum(axis=0), 1)
+    n = valid.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (inside & valid[None]).sum(axis=1) / n, np.nan)
 
 
 def coverage_tolerance(levels: np.ndarray, n: int, n_sigma: float = 3.0) -> np.ndarray:
-    """Binomial half-width n_sigma * sqrt(p (1 - p) / n) of the empirical coverage at level p."""
+    """Binomial half-width n_sigma * sqrt(p (1 - p) / n) of the empirical coverage at level p (NaN for n = 0)."""
     levels = np.asarray(levels, dtype=np.float64)
-    return n_sigma * np.sqrt(levels * (1.0 - levels) / n)
+    return n_sigma * np.sqrt(levels * (1.0 - levels) / n) if n > 0 else np.full(levels.shape, np.nan)
 
 
 def rank_histogram(u: np.ndarray, n_bins: int = RANK_BINS) -> np.ndarray:
@@ -77,8 +80,10 @@ def rank_histogram(u: np.ndarray, n_bins: int = RANK_BINS) -> np.ndarray:
 def rank_chi2(counts: np.ndarray) -> np.ndarray:
     """Pearson chi-square (T,) of rank-histogram counts (n_bins, T) against a flat histogram.
 
-    For a calibrated posterior it follows chi-square with n_bins - 1 degrees of freedom.
+    For a calibrated posterior it follows chi-square with n_bins - 1 degrees of freedom; NaN for a
+    target without any rank.
     """
     counts = np.asarray(counts, dtype=np.float64)
     expected = counts.sum(axis=0) / counts.shape[0]
-    return np.sum((counts - expected) ** 2, axis=0) / np.maximum(expected, 1e-300)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(expected > 0, np.sum((counts - expected) ** 2, axis=0) / expected, np.nan)

@@ -477,7 +477,8 @@ def _calibrate(model_dir, store, split: str, device: str, progress: bool,
     before, after = record["coverage"]["before"], record["coverage"]["after"]
 
     def mean(table: dict, level: str) -> float:
-        return float(np.mean([v[level] for v in table.values()]))
+        # null: a target without any interval at that S/N (docs/contracts.md, calibration.json).
+        return float(np.nanmean(np.array([v[level] for v in table.values()], dtype=np.float64)))
 
     fitted = record["fitted_on"]
     print(f"calibration fitted on {fitted['n_predictions']} {split} predictions ({fitted['n_spectra']} spectra x "

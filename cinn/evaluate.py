@@ -408,7 +408,7 @@ def write_calibration_tables(ranks: np.ndarray, snr: np.ndarray, per_snr: dict, 
         chi2 = rank_chi2(counts)
         out[level] = {"coverage": coverage, "counts": counts, "n": n}
         for j, name in enumerate(names):
-            tolerance = coverage_tolerance(COVERAGE_LEVELS, max(int(n[j]), 1))
+            tolerance = coverage_tolerance(COVERAGE_LEVELS, int(n[j]))
             coverage_rows += [[f"{level:g}", name, f"{p:.2f}", f"{coverage[i, j]:.6g}", f"{tolerance[i]:.6g}",
                                int(n[j])] for i, p in enumerate(COVERAGE_LEVELS)]
             rank_rows += [[f"{level:g}", name, b, f"{b / RANK_BINS:.2f}", f"{(b + 1) / RANK_BINS:.2f}",

@@ -16,6 +16,7 @@ carries its input ``row``), so the shards' outputs combine by concatenation.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from pathlib import Path
@@ -367,7 +368,9 @@ def fit_calibration(model: LoadedModel, store_path: str | Path, split: str = "va
             u = np.stack([ranks_of(counts[0, sel, scale_index(k, t), t], counts[1, sel, scale_index(k, t), t])
                           for t in range(counts.shape[-1])], axis=-1)
             curve = coverage_curve(u, np.array([0.68, 0.95]))
-            table[f"{level:g}"] = {"68": curve[0].round(4).tolist(), "95": curve[1].round(4).tolist()}
+            # JSON has no NaN: a target without any interval at this level is null.
+            table[f"{level:g}"] = {key: [None if math.isnan(c) else round(float(c), 4) for c in row]
+                                   for key, row in zip(("68", "95"), curve)}
         return table
 
     record = {"fitted_on": {"store": str(Path(store_path).resolve()), "split": split, "n_spectra": int(rows.size),

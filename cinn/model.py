@@ -24,7 +24,8 @@ Layout (``FORMAT_VERSION`` in ``model.json``)::
                             ``snr`` (K,), ``scale`` (K, T)), what it was fitted on
                             (``fitted_on``: store, split, spectra, noise realisations,
                             predictions, samples), the fit ``rule`` and the validation
-                            coverage before and after (``coverage``)
+                            coverage before and after (``coverage``; null for a target
+                            without any interval at that S/N)
     bias.json               JSON (after ``cinn bias-fit``): ``coefficients`` {target: {a (per
                             K), b}}, ``feh_min``, ``n_stars``, ``regressor``
 

@@ -65,6 +65,19 @@ def test_truth_ranks_counts_only_accepted_samples():
     assert truth_ranks(samples, np.ones((1, 4), dtype=bool), np.array([[2.0]]))[0, 0] == pytest.approx(1.5 / 4)
 
 
+def test_target_without_ranks_has_no_coverage_rather_than_zero():
+    """A target with no interval at all (every sample out of bounds) is no answer, not a miss:
+    its coverage and chi-square are NaN, the other target's are unaffected."""
+    u = np.column_stack([np.linspace(0.01, 0.99, 50), np.full(50, np.nan)])
+    coverage = coverage_curve(u, np.array([0.68, 0.95]))
+    assert np.all(np.isnan(coverage[:, 1]))
+    # 34 of the 50 evenly spaced ranks lie within 0.34 of 0.5 (|u - 0.5| <= 0.34).
+    assert coverage[0, 0] == pytest.approx(np.mean(np.abs(u[:, 0] - 0.5) <= 0.34))
+    chi2 = rank_chi2(rank_histogram(u))
+    assert np.isfinite(chi2[0]) and np.isnan(chi2[1])
+    assert np.all(np.isnan(coverage_tolerance(COVERAGE_LEVELS, 0)))
+
+
 def test_bias_fit_on_samples_recovers_a_known_linear_bias():
     """Samples X_s = X_ref + a Teff_s + b + noise (paper App. B, eq. B.1): the fit on all valid
     samples recovers a and b; rejected samples and metal-poor stars do not enter it."""

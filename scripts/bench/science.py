@@ -376,7 +376,7 @@ def plot_calibration(results: list[dict], path: Path, curve_snr: list[float]) ->
             for key, style in (("coverage_raw", ":"), ("coverage", "-")):
                 rows = [c for r in runs for c in r[key] if float(c["snr"]) == s]
                 nominal = sorted({float(c["nominal"]) for c in rows})
-                mean = [np.mean([float(c["empirical"]) for c in rows if float(c["nominal"]) == p]) for p in nominal]
+                mean = [np.nanmean([float(c["empirical"]) for c in rows if float(c["nominal"]) == p]) for p in nominal]
                 label = f"S/N {s:g}, {'calibrated' if key == 'coverage' else 'uncalibrated'}"
                 ax_cov.plot(nominal, mean, style, color=colour, label=label)
             for key, style in (("ranks_raw", ":"), ("ranks", "-")):
