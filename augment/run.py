@@ -38,7 +38,7 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from gridgen import lease as lease_mod
-from gridgen.core.errors import UserError
+from gridgen.core.errors import UserError, WarningsAsLines
 from gridgen.core.progress import progress as progress_bar
 from gridgen.core.provenance import run_context
 from gridgen.core.storeio import read_array
@@ -341,7 +341,7 @@ def _fill_units(out, out_path: Path, in_path: Path, config: AugmentConfig, units
                 else:
                     runs.append([start, stop])
             for start, stop in runs:
-                yield delayed(_augment_unit)(str(in_path), str(out_path), config.to_dict(), start, stop)
+                yield delayed(WarningsAsLines(_augment_unit))(str(in_path), str(out_path), config.to_dict(), start, stop)
 
     results = Parallel(n_jobs=worker_count(jobs, len(units), warn=False),
                        return_as="generator_unordered")(leased_tasks())

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridgen.core.errors import UserError
+from gridgen.core.errors import UserError, WarningsAsLines
 from gridgen.core.workers import worker_count
 
 #: Seconds to wait for a Dask scheduler to answer.
@@ -216,6 +216,7 @@ def execute(function, items: list, *, jobs: int = 1, client=None, ordered: bool 
 
     # Turbospectrum is single-threaded; keep numpy in workers from oversubscribing cores.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    task = WarningsAsLines(function)
     yield from Parallel(n_jobs=workers, return_as="generator" if ordered else "generator_unordered")(
-        delayed(function)(item) for item in items
+        delayed(task)(item) for item in items
     )

@@ -12,8 +12,9 @@ an argparse parser of subcommands (``python -m PACKAGE COMMAND ...``) where
 - a usage error is a :class:`~gridgen.core.errors.UserError`, and the whole command runs through
   :func:`gridgen.core.errors.run_cli`: one ``error:`` line and exit 1 on bad input (see
   docs/contracts.md, Conventions);
-- a warning raised in the command's process while it runs is printed as one ``warning:`` line
-  on stderr (worker processes keep Python's format).
+- a warning raised while the command runs is printed as one ``warning:`` line on stderr
+  (:func:`gridgen.core.errors.warnings_as_lines`; the local worker processes of
+  :func:`gridgen.scheduling.execute` print theirs the same way).
 
 A command line may have a default command, run when no command word is given:
 ``python -m augment --in G --out T`` is ``python -m augment run --in G --out T``.
@@ -26,9 +27,8 @@ import logging
 import shlex
 import sys
 import time
-import warnings
 
-from gridgen.core.errors import ArgumentParser, UserError, run_cli
+from gridgen.core.errors import ArgumentParser, UserError, run_cli, warnings_as_lines
 from gridgen.core.progress import add_progress_options, configure_logging
 from gridgen.core.provenance import VersionAction
 
@@ -108,17 +108,10 @@ class CommandLine:
         configure_logging(args.log_level)
         _LOG.debug(f"{self.prog} {shlex.join(argv)}")
         start = time.monotonic()
-        with warnings.catch_warnings():
-            warnings.showwarning = _print_warning
+        with warnings_as_lines():
             status = int(args.handler(args) or 0)
         _LOG.debug(f"exit status {status} after {time.monotonic() - start:.1f} s")
         return status
-
-
-def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning raised while a command runs, as one ``warning:`` line on stderr (not Python's
-    two-line format with the source line: the reader is a user, not a developer)."""
-    print(f"warning: {message}", file=sys.stderr)
 
 
 class _TopParser(ArgumentParser):

@@ -12,6 +12,9 @@ Conventions).
 import argparse
 import errno
 import os
+import sys
+import warnings
+from contextlib import contextmanager
 
 
 class UserError(Exception):
@@ -23,6 +26,32 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UserError(f"{self.prog}: {message}")
+
+
+def print_warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one ``warning:`` line on stderr (a ``warnings.showwarning``), not Python's
+    two-line format with the source line: the reader is a user, not a developer."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+@contextmanager
+def warnings_as_lines():
+    """Print the warnings raised inside as :func:`print_warning_line` lines."""
+    with warnings.catch_warnings():
+        warnings.showwarning = print_warning_line
+        yield
+
+
+class WarningsAsLines:
+    """``function`` run with :func:`warnings_as_lines`, picklable: a task of a worker process,
+    whose warnings then read like those of the command that started it."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, *args, **kwargs):
+        with warnings_as_lines():
+            return self.function(*args, **kwargs)
 
 
 class Interrupted(KeyboardInterrupt):
