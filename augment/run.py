@@ -320,6 +320,10 @@ def _fill_units(out, out_path: Path, in_path: Path, config: AugmentConfig, units
     # this one; single dict operations are atomic, so no further lock is needed.
     held: dict[int, lease_mod.Lease] = {}
 
+    workers = worker_count(jobs, len(units), warn=False)
+    # Worker processes print warnings as the command does; in this process the caller decides.
+    task = WarningsAsLines(_augment_unit) if workers > 1 else _augment_unit
+
     def leased_tasks():
         for unit_start, unit_stop in units:
             runs: list[list[int]] = []  # consecutive chunks of the unit this run now holds
@@ -341,9 +345,9 @@ def _fill_units(out, out_path: Path, in_path: Path, config: AugmentConfig, units
                 else:
                     runs.append([start, stop])
             for start, stop in runs:
-                yield delayed(WarningsAsLines(_augment_unit))(str(in_path), str(out_path), config.to_dict(), start, stop)
+                yield delayed(task)(str(in_path), str(out_path), config.to_dict(), start, stop)
 
-    results = Parallel(n_jobs=worker_count(jobs, len(units), warn=False),
+    results = Parallel(n_jobs=workers,
                        return_as="generator_unordered")(leased_tasks())
     try:
         for start, stop in results:
